@@ -1,0 +1,1 @@
+"""Pure ASGI middleware for heylook; installed as heylook.middleware."""

@@ -1,0 +1,297 @@
+"""Benchmark streamed chat completions: any OpenAI-compatible server, and raw transformers generate.
+
+For each target it measures one stream at a time (time to first token, decode tokens/s), then N
+concurrent streams (aggregate tokens/s, time to first token p50/p95, per-stream tokens/s).
+Single-stream runs alternate between targets, round after round, because these machines are noisy.
+
+    # heylook on the demo model against model.generate on the same weights, in one run:
+    .venv/bin/python scripts/bench.py --heylook-demo --raw-demo --tokens 128 --concurrency 1 4 --rounds 3
+
+    # any server speaking the OpenAI API:
+    .venv/bin/python scripts/bench.py --target vllm http://127.0.0.1:8000/v1 my-model
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.server, the same launcher the tests use
+
+PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
+
+
+@dataclass
+class Stream:
+    """One streamed completion, timed from the moment the request was made."""
+
+    ttft_s: float
+    total_s: float
+    tokens: int
+
+    @property
+    def decode_tps(self) -> float:
+        """Tokens after the first, over the time after the first: the steady decoding rate."""
+        return (self.tokens - 1) / (self.total_s - self.ttft_s) if self.tokens > 1 else 0.0
+
+
+@dataclass
+class Concurrent:
+    streams: list[Stream]
+    wall_s: float
+
+    @property
+    def aggregate_tps(self) -> float:
+        return sum(s.tokens for s in self.streams) / self.wall_s
+
+
+@dataclass
+class Target:
+    name: str
+    single: Callable[[int], Stream]
+    concurrent: Callable[[int, int], Concurrent] | None = None
+    singles: list[Stream] = field(default_factory=list)
+    by_concurrency: dict[int, Concurrent] = field(default_factory=dict)
+
+
+# --- an OpenAI-compatible server ---------------------------------------------------------------
+
+
+async def _stream_chat(client: httpx.AsyncClient, url: str, model: str, tokens: int) -> Stream:
+    body = {
+        "model": model,
+        "messages": PROMPT,
+        "max_tokens": tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,  # fixed-length streams; heylook, vLLM and llama.cpp's server honour it
+    }
+    started = time.perf_counter()
+    first = None
+    pieces = 0
+    usage_tokens = None
+    async with client.stream("POST", f"{url}/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            if chunk.get("usage"):
+                usage_tokens = chunk["usage"]["completion_tokens"]
+            for choice in chunk.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    first = first or time.perf_counter()
+                    pieces += 1
+    total = time.perf_counter() - started
+    return Stream(
+        ttft_s=(first or time.perf_counter()) - started, total_s=total, tokens=usage_tokens or pieces
+    )
+
+
+def openai_target(name: str, url: str, model: str) -> Target:
+    url = url.rstrip("/")
+
+    def single(tokens: int) -> Stream:
+        return asyncio.run(_concurrent(url, model, tokens, 1)).streams[0]
+
+    def concurrent(tokens: int, n: int) -> Concurrent:
+        return asyncio.run(_concurrent(url, model, tokens, n))
+
+    return Target(name, single, concurrent)
+
+
+async def _concurrent(url: str, model: str, tokens: int, n: int) -> Concurrent:
+    limits = httpx.Limits(max_connections=n + 1)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        started = time.perf_counter()
+        streams = await asyncio.gather(*(_stream_chat(client, url, model, tokens) for _ in range(n)))
+        return Concurrent(list(streams), time.perf_counter() - started)
+
+
+# --- raw transformers, in this process ---------------------------------------------------------
+
+
+def raw_generate_target(model_dir: Path) -> Target:
+    """model.generate on the same weights: no server, no HTTP, the floor of overhead."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.generation.streamers import BaseStreamer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+    class Clock(BaseStreamer):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._prompt_seen = False
+
+        def put(self, value: torch.Tensor) -> None:
+            if self._prompt_seen:  # generate puts the prompt first
+                self.times.append(time.perf_counter())
+            self._prompt_seen = True
+
+        def end(self) -> None:
+            pass
+
+    def single(tokens: int) -> Stream:
+        clock = Clock()
+        started = time.perf_counter()
+        # The prompt is templated and tokenized inside the timing, as a server must do.
+        text = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)
+        inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            model.generate(
+                **inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, streamer=clock
+            )
+        return Stream(
+            ttft_s=clock.times[0] - started, total_s=clock.times[-1] - started, tokens=len(clock.times)
+        )
+
+    return Target("raw generate", single)
+
+
+# --- running and reporting ---------------------------------------------------------------------
+
+
+def start_heylook_demo() -> tuple[Target, Callable[[], None]]:
+    from tests.server import RunningServer
+
+    log = Path("/tmp/heylook-bench-server.log")
+    server = RunningServer(ROOT / "models.yaml", log, "--log-level", "warning")
+    return openai_target("heylook", f"{server.base_url}/v1", "smollm2"), server.stop
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run(targets: list[Target], *, tokens: int, rounds: int, concurrency: list[int]) -> None:
+    for target in targets:  # warm up: first load, first allocations
+        target.single(8)
+    for round_number in range(rounds):
+        for target in targets if round_number % 2 == 0 else reversed(targets):
+            stream = target.single(tokens)
+            target.singles.append(stream)
+            print(
+                f"  round {round_number + 1} {target.name:>14}: ttft {stream.ttft_s * 1e3:7.1f} ms, "
+                f"decode {stream.decode_tps:6.2f} tok/s ({stream.tokens} tokens)",
+                file=sys.stderr,
+            )
+    for n in concurrency:
+        for target in targets:
+            if target.concurrent is not None and n > 1:
+                target.by_concurrency[n] = target.concurrent(tokens, n)
+                aggregate = target.by_concurrency[n].aggregate_tps
+                print(f"  {n} streams {target.name:>14}: {aggregate:.2f} tok/s", file=sys.stderr)
+
+
+def report(targets: list[Target], *, tokens: int) -> str:
+    lines = [
+        f"Single stream, {tokens} tokens, median of {len(targets[0].singles)} rounds:",
+        "",
+        "| target | decode tok/s | time to first token (ms) | decode vs first | TTFT minus first's (ms) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    base = targets[0]
+    base_tps = statistics.median(s.decode_tps for s in base.singles)
+    base_ttft = statistics.median(s.ttft_s for s in base.singles)
+    for target in targets:
+        tps = statistics.median(s.decode_tps for s in target.singles)
+        ttft = statistics.median(s.ttft_s for s in target.singles)
+        ratio, delta_ms = tps / base_tps, (ttft - base_ttft) * 1e3
+        lines.append(f"| {target.name} | {tps:.2f} | {ttft * 1e3:.1f} | {ratio:.3f}x | {delta_ms:+.1f} |")
+    concurrent = [(t, n, c) for t in targets for n, c in sorted(t.by_concurrency.items())]
+    if concurrent:
+        lines += [
+            "",
+            f"Concurrent streams, {tokens} tokens each:",
+            "",
+            "| target | streams | aggregate tok/s | TTFT p50 (ms) | TTFT p95 (ms) | per-stream tok/s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for target, n, result in concurrent:
+            ttfts = [s.ttft_s * 1e3 for s in result.streams]
+            per_stream = statistics.mean(s.decode_tps for s in result.streams)
+            lines.append(
+                f"| {target.name} | {n} | {result.aggregate_tps:.2f} | {percentile(ttfts, 0.5):.0f} | "
+                f"{percentile(ttfts, 0.95):.0f} | {per_stream:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--target",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "BASE_URL", "MODEL"),
+        help="an OpenAI-compatible server, e.g. heylook http://127.0.0.1:8080/v1 smollm2",
+    )
+    parser.add_argument(
+        "--heylook-demo", action="store_true", help="start heylook on the demo model and add it"
+    )
+    parser.add_argument("--raw", type=Path, help="add raw model.generate on this model directory")
+    parser.add_argument("--raw-demo", action="store_true", help="add raw model.generate on the demo model")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4])
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = parser.parse_args()
+
+    targets: list[Target] = []
+    stops: list[Callable[[], None]] = []
+    if args.raw_demo or args.raw:
+        if args.raw_demo:
+            from heylook.demo import prepare_demo
+
+            args.raw = prepare_demo()
+        targets.append(raw_generate_target(args.raw))
+    if args.heylook_demo:
+        target, stop = start_heylook_demo()
+        targets.append(target)
+        stops.append(stop)
+    targets += [openai_target(*spec) for spec in args.target]
+    if not targets:
+        parser.error("nothing to measure: give --target, --heylook-demo, --raw or --raw-demo")
+    try:
+        run(targets, tokens=args.tokens, rounds=args.rounds, concurrency=args.concurrency)
+    finally:
+        for stop in stops:
+            stop()
+    print(report(targets, tokens=args.tokens))
+    if args.json:
+        figures = {
+            t.name: {
+                "single": [asdict(s) | {"decode_tps": s.decode_tps} for s in t.singles],
+                "concurrent": {
+                    n: {
+                        "wall_s": c.wall_s,
+                        "aggregate_tps": c.aggregate_tps,
+                        "streams": [asdict(s) for s in c.streams],
+                    }
+                    for n, c in t.by_concurrency.items()
+                },
+            }
+            for t in targets
+        }
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from heylook.cli import main
+
+main()

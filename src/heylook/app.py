@@ -1,0 +1,70 @@
+"""create_app: one Starlette app serving the OpenAI routes, with errors in each API's shape."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from heylook.errors import HeylookError, InvalidRequest, ModelNotFound
+from heylook.middleware.body_limit import BodySizeLimit
+from heylook.protocols.errors import error_body_for_path
+from heylook.router import ModelRouter
+from heylook.routes import health, openai
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def _error_response(request: Request, error: HeylookError) -> Response:
+    return JSONResponse(error_body_for_path(request.url.path, error), status_code=error.status)
+
+
+async def _on_heylook_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HeylookError)
+    return _error_response(request, error)
+
+
+async def _on_http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own 404 and 405 for unknown routes, in the API's shape rather than plain text."""
+    assert isinstance(error, HTTPException)
+    wrapped = HeylookError(f"{request.method} {request.url.path}: {error.detail}")
+    wrapped.status = error.status_code
+    wrapped.kind = "invalid_request_error"
+    return _error_response(request, wrapped)
+
+
+async def _on_unexpected_error(request: Request, error: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _error_response(request, HeylookError(f"internal error: {type(error).__name__}: {error}"))
+
+
+def create_app(router: ModelRouter, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.router = router
+        try:
+            yield
+        finally:
+            router.close()
+
+    return Starlette(
+        routes=[*openai.routes, *health.routes],
+        middleware=[Middleware(BodySizeLimit, max_bytes=max_body_bytes)],
+        exception_handlers={
+            HeylookError: _on_heylook_error,
+            HTTPException: _on_http_error,
+            Exception: _on_unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "InvalidRequest", "ModelNotFound", "create_app"]

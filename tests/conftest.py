@@ -1,15 +1,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
+import yaml
 
+from tests.server import RunningServer
 from tests.tiny import build_tiny_model
 
 # Tests never reach the Hugging Face Hub; the package index (for the demo wheel) is allowed.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+# The session server's body cap, small enough that tests can cross it cheaply.
+BODY_CAP = 64 * 1024
 
 
 def demo_entry() -> dict[str, str | None]:
@@ -50,3 +57,36 @@ def demo_model_dir() -> Path:
     from heylook.demo import prepare_demo
 
     return prepare_demo()
+
+
+@pytest.fixture(scope="session")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, demo_model_dir: Path
+) -> Iterator[RunningServer]:
+    folder = tmp_path_factory.mktemp("server")
+    broken = folder / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    registry = {
+        "models": {
+            "smollm2": demo_entry(),
+            "tiny": {"model": str(tiny_model_dir)},
+            "broken": {"model": str(broken)},
+            "not-downloaded": {"model": "org/not-downloaded"},
+        }
+    }
+    (folder / "models.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
+    (folder / "hub").mkdir()
+    running = RunningServer(
+        folder / "models.yaml",
+        folder / "server.log",
+        "--max-body-bytes", str(BODY_CAP),
+        env={"HF_HUB_CACHE": str(folder / "hub"), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="not-needed", max_retries=0, timeout=120)

@@ -4,52 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-import yaml
 
-from tests.conftest import demo_entry
+from tests.conftest import BODY_CAP
 from tests.server import RunningServer
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
-BODY_CAP = 64 * 1024
-
-
-@pytest.fixture(scope="session")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, demo_model_dir: Path
-) -> Iterator[RunningServer]:
-    folder = tmp_path_factory.mktemp("server")
-    broken = folder / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
-    registry = {
-        "models": {
-            "smollm2": demo_entry(),
-            "tiny": {"model": str(tiny_model_dir)},
-            "broken": {"model": str(broken)},
-            "not-downloaded": {"model": "org/not-downloaded"},
-        }
-    }
-    (folder / "models.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
-    (folder / "hub").mkdir()
-    running = RunningServer(
-        folder / "models.yaml",
-        folder / "server.log",
-        "--max-body-bytes", str(BODY_CAP),
-        env={"HF_HUB_CACHE": str(folder / "hub"), "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="session")
-def client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="not-needed", max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ class RunningServer:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.models = models
         command = [
             sys.executable,
             "-m",

@@ -215,3 +215,14 @@ def test_tokens_reach_the_loop_while_generating(tiny_model, tiny_tokenizer, prom
 
     first, total = anyio.run(main)
     assert first < total / 4
+
+
+async def test_close_cancels_the_running_sequence(tiny_model, tiny_tokenizer, prompt_ids):
+    engine = Engine(tiny_model, tiny_tokenizer, eos_token_ids=set(), name="tiny")
+    stream = engine.submit(prompt_ids, SamplingParams(max_new_tokens=30_000, temperature=0.0))
+    async with aclosing(stream.chunks()) as chunks:
+        await chunks.__anext__()
+        await anyio.to_thread.run_sync(engine.close)
+    assert stream.cancelled
+    assert engine.active == 0
+    assert stream.tokens_generated < 30_000

@@ -137,14 +137,14 @@ def test_chat_request_rejects(body, param, words) -> None:
 @pytest.mark.parametrize(
     ("body", "text", "echo"),
     [
-        ({"model": "m", "prompt": "Once"}, "Once", False),
-        ({"model": "m", "prompt": ["Once"], "echo": True}, "Once", True),
+        ({"model": "m", "prompt": "Once"}, "Once", ""),
+        ({"model": "m", "prompt": ["Once"], "echo": True}, "Once", "Once"),
     ],
 )
 def test_completion_request_translates(body, text, echo) -> None:
     request, mode, extras = openai.parse_completion_request(body)
     assert request.prompt == TextPrompt(text)
-    assert extras.echo is echo
+    assert extras.echo == echo
     assert mode == openai.StreamMode()
 
 

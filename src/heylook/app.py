@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from heylook.errors import HeylookError, InvalidRequest, ModelNotFound
+from heylook.errors import HeylookError, InvalidRequest
 from heylook.middleware.body_limit import BodySizeLimit
 from heylook.protocols.errors import error_body_for_path
 from heylook.router import ModelRouter
@@ -35,10 +35,8 @@ async def _on_heylook_error(request: Request, error: Exception) -> Response:
 async def _on_http_error(request: Request, error: Exception) -> Response:
     """Starlette's own 404 and 405 for unknown routes, in the API's shape rather than plain text."""
     assert isinstance(error, HTTPException)
-    wrapped = HeylookError(f"{request.method} {request.url.path}: {error.detail}")
-    wrapped.status = error.status_code
-    wrapped.kind = "invalid_request_error"
-    return _error_response(request, wrapped)
+    message = f"{request.method} {request.url.path}: {error.detail}"
+    return _error_response(request, InvalidRequest(message, status=error.status_code))
 
 
 async def _on_unexpected_error(request: Request, error: Exception) -> Response:
@@ -65,6 +63,3 @@ def create_app(router: ModelRouter, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         },
         lifespan=lifespan,
     )
-
-
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "InvalidRequest", "ModelNotFound", "create_app"]

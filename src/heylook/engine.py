@@ -105,6 +105,7 @@ class Engine:
         self._pending: queue.Queue[_Sequence | None] = queue.Queue()
         self._lock = threading.Lock()
         self._active = 0
+        self._running: _Sequence | None = None
         self.tokens_generated = 0
         self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
         self._thread.start()
@@ -123,7 +124,7 @@ class Engine:
         return stream
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the worker after the sequence in hand; queued ones are cancelled."""
+        """Stop the worker: the running sequence and the queued ones are cancelled."""
         while True:
             try:
                 item = self._pending.get_nowait()
@@ -132,6 +133,9 @@ class Engine:
             if item is not None:
                 item.stream.cancel()
                 self._finish_bookkeeping()
+        running = self._running
+        if running is not None:
+            running.stream.cancel()
         self._pending.put(None)
         self._thread.join(timeout)
 
@@ -144,6 +148,7 @@ class Engine:
             sequence = self._pending.get()
             if sequence is None:
                 return
+            self._running = sequence
             try:
                 if not sequence.stream.cancelled:
                     with torch.inference_mode():
@@ -152,6 +157,7 @@ class Engine:
                 log.exception("generation failed on %s", self.name)
                 sequence.stream._deliver(_Failure(error))
             finally:
+                self._running = None
                 self._finish_bookkeeping()
 
     def _forward(self, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:

@@ -11,10 +11,12 @@ class HeylookError(Exception):
     kind = "server_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if status is not None:
+            self.status = status
 
 
 class InvalidRequest(HeylookError):

@@ -68,6 +68,7 @@ async def start_generation(router: ModelRouter, request: GenerationRequest) -> G
     options = (
         request.options.over(resolved.alias.options).over(model.generation_defaults).over(HEYLOOK_DEFAULTS)
     )
+    assert options.temperature is not None and options.top_p is not None  # HEYLOOK_DEFAULTS sets both
     prompt_ids = await anyio.to_thread.run_sync(encode_prompt, model.tokenizer, request.prompt)
     room = model.context_length - len(prompt_ids)
     if room < 1:
@@ -78,8 +79,8 @@ async def start_generation(router: ModelRouter, request: GenerationRequest) -> G
         )
     params = SamplingParams(
         max_new_tokens=min(options.max_tokens or room, room),
-        temperature=options.temperature if options.temperature is not None else 1.0,
-        top_p=options.top_p if options.top_p is not None else 1.0,
+        temperature=options.temperature,
+        top_p=options.top_p,
         seed=options.seed,
         stop=options.stop or (),
         ignore_eos=bool(options.ignore_eos),

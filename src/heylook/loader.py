@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from heylook.engine import Engine
-from heylook.errors import HeylookError, ModelLoadFailed
+from heylook.errors import ModelLoadFailed
 from heylook.sources import ModelSource, resolve
 from heylook.types import SamplingOptions
 
@@ -52,8 +52,6 @@ def load_model(source: ModelSource, *, name: str) -> LoadedModel:
         tokenizer = AutoTokenizer.from_pretrained(directory)
         model = AutoModelForCausalLM.from_pretrained(directory)
         model.to(device).eval()
-    except HeylookError:
-        raise
     except Exception as error:
         raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
     engine = Engine(model, tokenizer, eos_token_ids=_eos_token_ids(model, tokenizer), name=name)

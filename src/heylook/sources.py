@@ -52,7 +52,7 @@ class ModelSource:
         if self.revision:
             text += f"@{self.revision}"
         if self.gguf_file:
-            text += f" ({self.gguf_file})"
+            text += f" [{self.gguf_file}]"
         return text
 
 

@@ -37,7 +37,7 @@ class StreamMode:
 
 @dataclass(frozen=True)
 class CompletionExtras:
-    echo: bool = False
+    echo: str = ""  # the prompt, when the request asks for it back before the completion
 
 
 def parse_chat_request(body: dict[str, Any]) -> tuple[GenerationRequest, StreamMode]:
@@ -84,7 +84,7 @@ def parse_completion_request(
         prompt=TextPrompt(prompt),
         options=_read_sampling(body, read_int(body, "max_tokens", minimum=1)),
     )
-    extras = CompletionExtras(echo=bool(read_bool(body, "echo")))
+    extras = CompletionExtras(echo=prompt if read_bool(body, "echo") else "")
     return request, _read_stream_mode(body), extras
 
 

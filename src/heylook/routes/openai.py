@@ -42,9 +42,8 @@ async def completions(request: Request) -> Response:
     internal, mode, extras = openai.parse_completion_request(await json_body(request))
     generation = await start_generation(router_of(request), internal)
     ids = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": internal.model}
-    echoed = internal.prompt.text if extras.echo else ""  # type: ignore[union-attr]
     if mode.stream:
-        writer = openai.CompletionStreamWriter(**ids, include_usage=mode.include_usage, echo=echoed)
+        writer = openai.CompletionStreamWriter(**ids, include_usage=mode.include_usage, echo=extras.echo)
         return _event_stream(generation, writer)
     result = await collect_text(generation, request)
     if result is None:
@@ -52,7 +51,7 @@ async def completions(request: Request) -> Response:
     text, final = result
     return JSONResponse(
         openai.completion_body(
-            **ids, text=echoed + text, finish_reason=final.finish_reason, usage=final.usage
+            **ids, text=extras.echo + text, finish_reason=final.finish_reason, usage=final.usage
         )
     )
 
@@ -81,7 +80,11 @@ def _event_stream(generation: Generation, writer: openai.StreamWriter) -> EventS
             yield _dumps(openai.error_body(error))
         yield "[DONE]"
 
-    return EventSourceResponse(events(), sep="\n", ping=15)
+    async def on_disconnect(_: object) -> None:
+        # Also covers a client gone before the first event, when events() has not started.
+        generation.cancel()
+
+    return EventSourceResponse(events(), sep="\n", ping=15, client_close_handler_callable=on_disconnect)
 
 
 async def list_models(request: Request) -> Response:

@@ -39,28 +39,24 @@ def _wrong_type(param: str, expected: str, value: object) -> InvalidRequest:
     return InvalidRequest(f"'{param}' must be {expected}, not {json_type(value)}", param=param)
 
 
+def _read_typed(body: Mapping[str, Any], key: str, param: str | None, kind: type, expected: str) -> Any:
+    value = body.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise _wrong_type(param or key, expected, value)
+    return value
+
+
 def read_str(
     body: Mapping[str, Any], key: str, *, param: str | None = None, required: bool = False
 ) -> str | None:
-    param = param or key
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise InvalidRequest(f"'{param}' is required", param=param)
-        return None
-    if not isinstance(value, str):
-        raise _wrong_type(param, "a string", value)
+    value = _read_typed(body, key, param, str, "a string")
+    if value is None and required:
+        raise InvalidRequest(f"'{param or key}' is required", param=param or key)
     return value
 
 
 def read_bool(body: Mapping[str, Any], key: str, *, param: str | None = None) -> bool | None:
-    param = param or key
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise _wrong_type(param, "a boolean", value)
-    return value
+    return _read_typed(body, key, param, bool, "a boolean")
 
 
 def read_int(
@@ -123,10 +119,4 @@ def read_stop(body: Mapping[str, Any], key: str, *, param: str | None = None) ->
 
 
 def read_object(body: Mapping[str, Any], key: str, *, param: str | None = None) -> dict[str, Any] | None:
-    param = param or key
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise _wrong_type(param, "an object", value)
-    return value
+    return _read_typed(body, key, param, dict, "an object")

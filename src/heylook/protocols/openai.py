@@ -183,25 +183,30 @@ def usage_body(usage: Usage) -> dict[str, int]:
     }
 
 
-def chat_completion_body(
-    *, id: str, created: int, model: str, content: str, finish_reason: FinishReason, usage: Usage
+def _envelope(
+    object_name: str, id: str, created: int, model: str, choices: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    """What every OpenAI completion body and stream chunk shares."""
     return {
         "id": id,
-        "object": "chat.completion",
+        "object": object_name,
         "created": created,
         "model": model,
         "system_fingerprint": None,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": usage_body(usage),
+        "choices": choices,
     }
+
+
+def _choice(fields: dict[str, Any], finish_reason: FinishReason | None) -> dict[str, Any]:
+    return {"index": 0, **fields, "logprobs": None, "finish_reason": finish_reason}
+
+
+def chat_completion_body(
+    *, id: str, created: int, model: str, content: str, finish_reason: FinishReason, usage: Usage
+) -> dict[str, Any]:
+    message = {"role": "assistant", "content": content, "refusal": None}
+    choices = [_choice({"message": message}, finish_reason)]
+    return {**_envelope("chat.completion", id, created, model, choices), "usage": usage_body(usage)}
 
 
 @dataclass(frozen=True)
@@ -219,14 +224,8 @@ class _StreamWriter:
     def _chunk(
         self, choices: list[dict[str, Any]], reason: FinishReason | None = None, usage: Usage | None = None
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": self.object_name,
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, **c, "logprobs": None, "finish_reason": reason} for c in choices],
-        }
+        choices = [_choice(c, reason) for c in choices]
+        body = _envelope(self.object_name, self.id, self.created, self.model, choices)
         if self.include_usage:
             body["usage"] = usage_body(usage) if usage is not None else None
         return body
@@ -271,15 +270,8 @@ StreamWriter = ChatStreamWriter | CompletionStreamWriter
 def completion_body(
     *, id: str, created: int, model: str, text: str, finish_reason: FinishReason, usage: Usage
 ) -> dict[str, Any]:
-    return {
-        "id": id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
-        "usage": usage_body(usage),
-    }
+    choices = [_choice({"text": text}, finish_reason)]
+    return {**_envelope("text_completion", id, created, model, choices), "usage": usage_body(usage)}
 
 
 def model_body(name: str, created: int, owned_by: str = "heylook") -> dict[str, Any]:

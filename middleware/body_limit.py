@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heylook.errors import RequestTooLarge
+from heylook.middleware.responses import send_json
 from heylook.protocols.errors import error_body_for_path
 
 
@@ -44,7 +43,4 @@ class BodySizeLimit:
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         error = self._error()
-        body = json.dumps(error_body_for_path(scope["path"], error)).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, error.status, error_body_for_path(scope["path"], error))

@@ -8,6 +8,7 @@ import openai
 import pytest
 import yaml
 
+from tests.fake_hub import FakeHub
 from tests.server import RunningServer
 from tests.tiny import build_tiny_model
 
@@ -60,8 +61,16 @@ def demo_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def fake_hub(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[FakeHub]:
+    """A server on 127.0.0.1 speaking the Hub's protocol, holding the tiny model as a repo."""
+    with FakeHub(tmp_path_factory.mktemp("fake-hub")) as hub:
+        hub.add_repo("test-org/tiny-chat", tiny_model_dir)
+        yield hub
+
+
+@pytest.fixture(scope="session")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, demo_model_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, demo_model_dir: Path, fake_hub: FakeHub
 ) -> Iterator[RunningServer]:
     folder = tmp_path_factory.mktemp("server")
     broken = folder / "broken-model"
@@ -81,7 +90,8 @@ def server(
         folder / "models.yaml",
         folder / "server.log",
         "--max-body-bytes", str(BODY_CAP),
-        env={"HF_HUB_CACHE": str(folder / "hub"), "HF_HUB_OFFLINE": "1"},
+        # Pulls go to the fake Hub; everything else resolves from the local cache only.
+        env={"HF_HUB_CACHE": str(folder / "hub"), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": fake_hub.endpoint},
     )  # fmt: skip
     yield running
     running.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from heylook.loader import LoadedModel
@@ -15,10 +16,12 @@ from heylook.types import SamplingOptions, SamplingParams
 class RecordingEngine:
     submitted: list[tuple[list[int], SamplingParams]] = field(default_factory=list)
     closed: bool = False
+    active: int = 0
+    device: Any = field(default_factory=lambda: SimpleNamespace(type="cpu"))
 
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> Any:
         self.submitted.append((prompt_ids, params))
-        return object()
+        return SimpleNamespace(cancel=lambda: None)
 
     def close(self) -> None:
         self.closed = True

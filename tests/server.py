@@ -19,8 +19,15 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, models: Path, log: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        models: Path,
+        log: Path,
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.models = models

@@ -12,6 +12,7 @@ from heylook.generate import encode_prompt, start_generation
 from heylook.loader import generation_defaults
 from heylook.registry import parse_registry
 from heylook.router import ModelRouter
+from heylook.settings import Settings
 from heylook.types import ChatPrompt, GenerationRequest, Message, SamplingOptions, TextPrompt
 from tests.fakes import fake_loaded_model
 
@@ -41,11 +42,11 @@ def router_for(tokenizer, *, context_length: int = 64, model_defaults: SamplingO
     return ModelRouter(registry, loader=loader)
 
 
-async def submitted_params(router: ModelRouter, request: GenerationRequest):
-    generation = await start_generation(router, request)
-    model = (await router.get(request.model)).model
-    prompt_ids, params = model.engine.submitted[-1]
+async def submitted_params(router: ModelRouter, request: GenerationRequest, settings: Settings | None = None):
+    generation = await start_generation(router, request, settings)
+    prompt_ids, params = generation.lease.model.engine.submitted[-1]
     assert generation.prompt_tokens == len(prompt_ids)
+    generation.close()
     return params
 
 

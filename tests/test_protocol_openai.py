@@ -7,7 +7,16 @@ import pytest
 from heylook.errors import InvalidRequest
 from heylook.protocols import openai
 from heylook.protocols.fields import parse_json_object
-from heylook.types import ChatPrompt, Message, SamplingOptions, TextPrompt, Usage
+from heylook.types import (
+    ChatPrompt,
+    FinalChunk,
+    JsonFormat,
+    Message,
+    SamplingOptions,
+    TextPrompt,
+    Timings,
+    Usage,
+)
 
 USER = {"role": "user", "content": "hi"}
 
@@ -62,7 +71,48 @@ USER = {"role": "user", "content": "hi"}
                 "user": "someone",
             },
             ChatPrompt((Message("user", "ab"), Message("assistant", ""))),
-            SamplingOptions(temperature=1.5, max_tokens=3, stop=("x", "y"), ignore_eos=True),
+            SamplingOptions(
+                temperature=1.5, max_tokens=3, stop=("x", "y"), ignore_eos=True, presence_penalty=0.0
+            ),
+            openai.StreamMode(),
+        ),
+        (  # sampler extras other servers accept, and constrained output
+            {
+                "model": "m",
+                "messages": [USER],
+                "top_k": 40,
+                "min_p": 0.05,
+                "typical_p": 0.9,
+                "repetition_penalty": 1.1,
+                "presence_penalty": 0.5,
+                "frequency_penalty": -0.5,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "object"}},
+                },
+            },
+            ChatPrompt((Message("user", "hi"),)),
+            SamplingOptions(
+                top_k=40,
+                min_p=0.05,
+                typical_p=0.9,
+                repetition_penalty=1.1,
+                presence_penalty=0.5,
+                frequency_penalty=-0.5,
+                response_format=JsonFormat('{"type": "object"}'),
+            ),
+            openai.StreamMode(),
+        ),
+        (
+            {"model": "m", "messages": [USER], "response_format": {"type": "json_object"}, "top_k": -1},
+            ChatPrompt((Message("user", "hi"),)),
+            SamplingOptions(response_format=JsonFormat(), top_k=0),
+            openai.StreamMode(),
+        ),
+        (
+            {"model": "m", "messages": [USER], "response_format": {"type": "text"}},
+            ChatPrompt((Message("user", "hi"),)),
+            SamplingOptions(),
             openai.StreamMode(),
         ),
     ],
@@ -116,14 +166,26 @@ def test_chat_request_translates(body, prompt, options, mode) -> None:
             "boolean",
         ),
         ({"model": "m", "messages": [USER], "n": 2}, "n", "not supported"),
-        ({"model": "m", "messages": [USER], "presence_penalty": 0.5}, "presence_penalty", "not supported"),
+        (
+            {"model": "m", "messages": [USER], "presence_penalty": 2.5},
+            "presence_penalty",
+            "between -2.0 and 2.0",
+        ),
+        ({"model": "m", "messages": [USER], "repetition_penalty": 0}, "repetition_penalty", "greater than 0"),
+        ({"model": "m", "messages": [USER], "min_p": 2}, "min_p", "between 0.0 and 1.0"),
+        ({"model": "m", "messages": [USER], "top_k": "many"}, "top_k", "integer"),
+        (
+            {"model": "m", "messages": [USER], "response_format": {"type": "json_schema", "json_schema": {}}},
+            "response_format.json_schema.schema",
+            "required",
+        ),
+        (
+            {"model": "m", "messages": [USER], "response_format": {"type": "xml"}},
+            "response_format",
+            "json_object",
+        ),
         ({"model": "m", "messages": [USER], "logprobs": True}, "logprobs", "not supported"),
         ({"model": "m", "messages": [USER], "tools": [{"type": "function"}]}, "tools", "not supported"),
-        (
-            {"model": "m", "messages": [USER], "response_format": {"type": "json_object"}},
-            "response_format",
-            "not supported",
-        ),
     ],
 )
 def test_chat_request_rejects(body, param, words) -> None:
@@ -178,11 +240,15 @@ def test_body_must_be_a_json_object(raw, words) -> None:
         parse_json_object(raw)
 
 
-def test_chat_stream_writer_shapes() -> None:
-    writer = openai.ChatStreamWriter(id="c1", created=5, model="m", include_usage=True)
-    opening, text, finish = writer.opening(), writer.text("Hi"), writer.finish("length")
-    usage = writer.usage(Usage(prompt_tokens=3, completion_tokens=2))
-    assert opening is not None
+FINAL = FinalChunk(
+    finish_reason="length", usage=Usage(prompt_tokens=3, completion_tokens=2), timings=Timings()
+)
+
+
+def test_chat_writer_stream_shapes() -> None:
+    writer = openai.ChatWriter(id="c1", created=5, model="m", stream=True, include_usage=True)
+    [opening], text = writer.opening(), writer.text("Hi")
+    finish, usage = writer.closing(FINAL)
     assert opening["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert text["choices"] == [
         {"index": 0, "delta": {"content": "Hi"}, "logprobs": None, "finish_reason": None}
@@ -200,14 +266,15 @@ def test_chat_stream_writer_shapes() -> None:
         )
 
 
-def test_stream_writers_leave_usage_out_unless_asked() -> None:
-    writer = openai.CompletionStreamWriter(id="c", created=1, model="m")
-    assert writer.opening() is None
+def test_writers_leave_usage_out_unless_asked() -> None:
+    writer = openai.CompletionWriter(id="c", created=1, model="m", stream=True)
+    assert writer.opening() == []
     assert "usage" not in writer.text("x")
     assert writer.text("x")["choices"][0]["text"] == "x"
-    assert openai.CompletionStreamWriter(id="c", created=1, model="m", echo="Once").opening() == writer.text(
-        "Once"
-    )
+    assert len(writer.closing(FINAL)) == 1
+    echoing = openai.CompletionWriter(id="c", created=1, model="m", echo="Once")
+    assert echoing.opening() == [writer.text("Once")]
+    assert echoing.whole(" upon", FINAL)["choices"][0]["text"] == "Once upon"
 
 
 def test_chat_completion_body() -> None:

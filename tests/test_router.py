@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -52,21 +53,22 @@ async def test_concurrent_first_requests_load_once() -> None:
     results = []
 
     async def ask() -> None:
-        results.append(await router.get("a"))
+        results.append(await router.acquire("a"))
 
     async with anyio.create_task_group() as group:
         for _ in range(5):
             group.start_soon(ask)
     assert loader.calls == ["org/one"]
     assert len({id(r.model) for r in results}) == 1
-    assert (await router.get("a")).load_ns == 0  # loaded now: no wait
+    assert all(r.load_ns > 0 for r in results)
+    assert (await router.acquire("a")).load_ns == 0  # loaded now: no wait
 
 
 async def test_aliases_of_one_source_share_the_model() -> None:
     loader = CountingLoader()
     router = make_router(loader)
-    assert (await router.get("a")).model is (await router.get("also-a")).model
-    await router.get("b")
+    assert (await router.acquire("a")).model is (await router.acquire("also-a")).model
+    await router.acquire("b")
     assert loader.calls == ["org/one", "org/two"]
 
 
@@ -74,9 +76,9 @@ async def test_a_failed_load_is_reported_and_retried_later() -> None:
     loader = CountingLoader(fail_first=1)
     router = make_router(loader)
     with pytest.raises(ModelLoadFailed, match="weights are corrupt") as caught:
-        await router.get("a")
+        await router.acquire("a")
     assert caught.value.status == 500
-    assert (await router.get("a")).model is not None
+    assert (await router.acquire("a")).model is not None
     assert loader.calls == ["org/one", "org/one"]
 
 
@@ -84,21 +86,72 @@ async def test_a_load_finishes_and_is_kept_when_its_request_goes_away() -> None:
     loader = CountingLoader(delay=0.3)
     router = make_router(loader)
     with anyio.move_on_after(0.05):
-        await router.get("a")
+        await router.acquire("a")
     with anyio.fail_after(2):
-        while not router.loaded():
+        while not router.residents():
             await anyio.sleep(0.02)
-    await router.get("a")
+    await router.acquire("a")
     assert loader.calls == ["org/one"]
 
 
 async def test_unknown_alias() -> None:
     with pytest.raises(ModelNotFound, match="'c' not found"):
-        await make_router(CountingLoader()).get("c")
+        await make_router(CountingLoader()).acquire("c")
 
 
 async def test_close_closes_every_engine() -> None:
     router = make_router(CountingLoader())
-    model = (await router.get("a")).model
+    model = (await router.acquire("a")).model
     router.close()
-    assert model.engine.closed and router.loaded() == {}
+    assert model.engine.closed and router.residents() == {}
+
+
+async def test_keep_alive_counts_from_the_last_release() -> None:
+    router = make_router(CountingLoader())
+    lease = await router.acquire("a")
+    [resident] = router.residents().values()
+    assert resident.leases == 1 and math.isinf(resident.expires_at)
+    assert router.expire_idle(now=time.time() + 10_000) == []  # in use: never expires
+    router.release(lease, keep_alive=30)
+    assert resident.leases == 0
+    assert router.expire_idle(now=time.time() + 10) == []
+    assert router.expire_idle(now=time.time() + 31) == ["a"]
+    assert router.residents() == {} and lease.model.engine.closed
+
+
+async def test_default_keep_alive_and_forever() -> None:
+    router = ModelRouter(parse_registry(REGISTRY, Path("/tmp/m.yaml")), loader=CountingLoader(), keep_alive=5)
+    router.release(await router.acquire("a"))
+    assert router.expire_idle(now=time.time() + 6) == ["a"]
+    router.release(await router.acquire("a"), keep_alive=-1)
+    assert router.expire_idle(now=time.time() + 10**9) == []
+
+
+async def test_keep_alive_zero_unloads_once_idle() -> None:
+    router = make_router(CountingLoader())
+    first, second = await router.acquire("a"), await router.acquire("also-a")
+    router.release(first, keep_alive=0)
+    assert router.residents(), "another request still holds it"
+    router.release(second, keep_alive=0)
+    assert router.residents() == {}
+    assert first.model.engine.closed
+
+
+async def test_a_busy_engine_is_unloaded_by_expiry_not_on_release() -> None:
+    router = make_router(CountingLoader())
+    lease = await router.acquire("a")
+    lease.model.engine.active = 1  # a cancelled sequence still winding down
+    router.release(lease, keep_alive=0)
+    assert router.residents() and not lease.model.engine.closed
+    assert router.expire_idle() == []
+    lease.model.engine.active = 0
+    assert router.expire_idle() == ["a"]
+
+
+async def test_unload_by_name_only_when_idle() -> None:
+    router = make_router(CountingLoader())
+    lease = await router.acquire("a")
+    assert router.unload("also-a") is False  # in use
+    router.release(lease)
+    assert router.unload("also-a") is True
+    assert router.unload("b") is False  # not loaded

@@ -1,4 +1,4 @@
-"""create_app: one Starlette app serving the OpenAI routes, with errors in each API's shape."""
+"""create_app: one Starlette app serving the OpenAI and Ollama routes, with errors in each API's shape."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -14,13 +15,13 @@ from starlette.responses import JSONResponse, Response
 
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.middleware.body_limit import BodySizeLimit
+from heylook.middleware.ollama import OllamaTranslator
 from heylook.protocols.errors import error_body_for_path
 from heylook.router import ModelRouter
-from heylook.routes import health, openai
+from heylook.routes import generation, health, ollama, openai
+from heylook.settings import Settings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 def _error_response(request: Request, error: HeylookError) -> Response:
@@ -44,18 +45,28 @@ async def _on_unexpected_error(request: Request, error: Exception) -> Response:
     return _error_response(request, HeylookError(f"internal error: {type(error).__name__}: {error}"))
 
 
-def create_app(router: ModelRouter, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.router = router
-        try:
-            yield
-        finally:
-            router.close()
+        app.state.settings = settings
+        async with anyio.create_task_group() as background:
+            background.start_soon(router.expire_forever)
+            try:
+                yield
+            finally:
+                background.cancel_scope.cancel()
+                router.close()
 
     return Starlette(
-        routes=[*openai.routes, *health.routes],
-        middleware=[Middleware(BodySizeLimit, max_bytes=max_body_bytes)],
+        routes=[*openai.routes, *generation.routes, *ollama.routes, *health.routes],
+        # Outermost first: the size cap also guards the body the translator reads.
+        middleware=[
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+            Middleware(OllamaTranslator),
+        ],
         exception_handlers={
             HeylookError: _on_heylook_error,
             HTTPException: _on_http_error,

@@ -10,6 +10,7 @@ from typing import Annotated
 import cyclopts
 
 from heylook import __version__
+from heylook.settings import DEFAULT_MAX_BODY_BYTES
 
 app = cyclopts.App(
     name="heylook",
@@ -33,12 +34,23 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     models: Annotated[Path | None, cyclopts.Parameter(help="models.yaml to use.")] = None,
-    max_body_bytes: Annotated[int, cyclopts.Parameter(help="Largest request body accepted.")] = 16
-    * 1024
-    * 1024,
+    keep_alive: Annotated[
+        str,
+        cyclopts.Parameter(help='How long an idle model stays loaded: "5m", "1h", seconds, or -1 for ever.'),
+    ] = "5m",
+    max_tokens_limit: Annotated[
+        int | None,
+        cyclopts.Parameter(
+            help="Most tokens a request that sets no limit may generate (default: the context)."
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, cyclopts.Parameter(help="Largest request body accepted.")
+    ] = DEFAULT_MAX_BODY_BYTES,
     log_level: str = "info",
 ) -> int:
-    """Start the server. Models load on first use and stay loaded.
+    """Start the server: the OpenAI API under /v1, the Ollama API under /api (use --port 11434 for
+    clients that assume Ollama's port). Models load on first use.
 
     The registry is --models, else $HEYLOOK_MODELS, else ./models.yaml, else models.yaml in the
     user config directory (created with the demo alias if missing).
@@ -48,12 +60,20 @@ def serve(
     from transformers.utils import logging as transformers_logging
 
     from heylook.app import create_app
+    from heylook.errors import InvalidRequest
+    from heylook.protocols.ollama import parse_keep_alive
     from heylook.registry import RegistryError, load_registry, locate_registry
     from heylook.router import ModelRouter
     from heylook.server import run_server
+    from heylook.settings import Settings
 
     transformers_logging.disable_progress_bar()
     log = logging.getLogger("heylook")
+    try:
+        default_keep_alive = parse_keep_alive(keep_alive)
+    except InvalidRequest as error:
+        log.error("--keep-alive: %s", error.message)
+        return 2
     path = locate_registry(models)
     try:
         registry = load_registry(path)
@@ -61,7 +81,9 @@ def serve(
         log.error("%s", error)
         return 2
     log.info("registry %s: %s", path, ", ".join(registry.aliases) or "no aliases")
-    run_server(create_app(ModelRouter(registry), max_body_bytes=max_body_bytes), host=host, port=port)
+    router = ModelRouter(registry, keep_alive=default_keep_alive if default_keep_alive is not None else 300.0)
+    settings = Settings(max_body_bytes=max_body_bytes, max_tokens_limit=max_tokens_limit)
+    run_server(create_app(router, settings), host=host, port=port)
     return 0
 
 

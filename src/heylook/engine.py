@@ -169,17 +169,20 @@ class Engine:
         stream, params = seq.stream, seq.params
         sampler = TokenSampler(params, self.device)
         cache = DynamicCache(config=self.model.config)
+        history = list(seq.prompt_ids)
         started = time.perf_counter_ns()
         logits = self._forward(torch.tensor([seq.prompt_ids], device=self.device), cache)
         prompt_done = time.perf_counter_ns()
         generated = 0
         finish: FinishReason | None = None
         while True:
-            token = sampler.pick(logits)
+            token = sampler.pick(logits, history)
+            history.append(token)
             generated += 1
             stream.tokens_generated = generated
             self.tokens_generated += 1
-            if token in self.eos_token_ids and not params.ignore_eos:
+            # A finished grammar has just accepted an end token: the output is complete.
+            if (token in self.eos_token_ids and not params.ignore_eos) or sampler.grammar_finished:
                 finish = "stop"
             else:
                 shown = seq.stops.feed(seq.detokenizer.push(token))
@@ -205,5 +208,6 @@ class Engine:
                 finish_reason=finish,
                 usage=Usage(prompt_tokens=len(seq.prompt_ids), completion_tokens=generated),
                 timings=Timings(prompt_eval_ns=prompt_done - started, eval_ns=done - prompt_done),
+                context=tuple(history),
             )
         )

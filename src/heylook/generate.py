@@ -1,7 +1,7 @@
 """The one generation path behind every API: request in, chunks out.
 
 `start_generation` does everything that can fail with a clean HTTP status (unknown model, load
-failure, bad prompt) before the first byte of a response; afterwards only chunks flow.
+failure, bad prompt, bad schema) before the first byte of a response; afterwards only chunks flow.
 """
 
 from __future__ import annotations
@@ -10,92 +10,163 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import anyio.to_thread
 
 from heylook.engine import GenerationStream
 from heylook.errors import InvalidRequest
-from heylook.router import ModelRouter
+from heylook.router import Lease, ModelRouter
+from heylook.settings import Settings
 from heylook.types import (
     ChatPrompt,
     Chunk,
     FinalChunk,
     GenerationRequest,
+    InfillPrompt,
+    LoadRequest,
     Prompt,
     SamplingOptions,
     SamplingParams,
     TextPrompt,
 )
 
-# OpenAI's defaults; the lowest layer under request, alias and model generation_config.
-HEYLOOK_DEFAULTS = SamplingOptions(temperature=1.0, top_p=1.0, ignore_eos=False)
+# The lowest layer, under request, alias and model generation_config: OpenAI's defaults, and
+# llama.cpp's 64-token window for whatever penalties a request turns on.
+HEYLOOK_DEFAULTS = SamplingOptions(
+    temperature=1.0,
+    top_p=1.0,
+    top_k=0,
+    min_p=0.0,
+    typical_p=1.0,
+    repetition_penalty=1.0,
+    presence_penalty=0.0,
+    frequency_penalty=0.0,
+    penalty_last_n=64,
+    ignore_eos=False,
+)
+
+# Fill-in-the-middle token spellings: StarCoder (and SmolLM), Qwen-Coder and CodeGemma, DeepSeek-Coder.
+_INFILL_TOKENS = (
+    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+    ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),
+)
 
 
 @dataclass
 class Generation:
-    """A request admitted to a model's engine."""
+    """A request admitted to a model's engine, holding a lease on the model until closed."""
 
     request: GenerationRequest
     prompt_tokens: int
     stream: GenerationStream
-    load_ns: int
+    lease: Lease
+    router: ModelRouter
     started_ns: int
+    _closed: bool = False
 
     async def chunks(self) -> AsyncIterator[Chunk]:
-        """The engine's chunks; the final one carries load and total time.
+        """The engine's chunks; the final one carries load and total time. Ending, or closing this
+        iterator, closes the generation."""
+        try:
+            async with aclosing(self.stream.chunks()) as chunks:
+                async for chunk in chunks:
+                    if isinstance(chunk, FinalChunk):
+                        total = time.perf_counter_ns() - self.started_ns
+                        timings = replace(chunk.timings, load_ns=self.lease.load_ns, total_ns=total)
+                        chunk = replace(chunk, timings=timings)
+                    yield chunk
+        finally:
+            self.close()
 
-        Closing this iterator closes the engine's, which cancels the sequence at once rather than
-        whenever the garbage collector gets to it.
-        """
-        async with aclosing(self.stream.chunks()) as chunks:
-            async for chunk in chunks:
-                if isinstance(chunk, FinalChunk):
-                    total = time.perf_counter_ns() - self.started_ns
-                    chunk = replace(
-                        chunk, timings=replace(chunk.timings, load_ns=self.load_ns, total_ns=total)
-                    )
-                yield chunk
-
-    def cancel(self) -> None:
+    def close(self) -> None:
+        """Stop generating if it still is, and give the model back. Safe to call again."""
+        if self._closed:
+            return
+        self._closed = True
         self.stream.cancel()
+        self.router.release(self.lease, self.request.keep_alive)
 
 
-async def start_generation(router: ModelRouter, request: GenerationRequest) -> Generation:
+async def start_generation(
+    router: ModelRouter, request: GenerationRequest, settings: Settings | None = None
+) -> Generation:
     started = time.perf_counter_ns()
-    resolved = await router.get(request.model)
-    model = resolved.model
-    options = (
-        request.options.over(resolved.alias.options).over(model.generation_defaults).over(HEYLOOK_DEFAULTS)
-    )
-    assert options.temperature is not None and options.top_p is not None  # HEYLOOK_DEFAULTS sets both
-    prompt_ids = await anyio.to_thread.run_sync(encode_prompt, model.tokenizer, request.prompt)
-    room = model.context_length - len(prompt_ids)
+    lease = await router.acquire(request.model)
+    try:
+        prompt_ids, params = await _prepare(lease, request, settings or Settings())
+        stream = lease.model.engine.submit(prompt_ids, params)
+    except BaseException:
+        router.release(lease, request.keep_alive)
+        raise
+    return Generation(request, len(prompt_ids), stream, lease, router, started)
+
+
+async def load_only(router: ModelRouter, request: LoadRequest) -> Literal["load", "unload"]:
+    """Ollama's empty prompt: load the model (or with keep_alive 0, unload it) and generate nothing."""
+    if request.keep_alive == 0:
+        router.unload(request.model)
+        return "unload"
+    router.release(await router.acquire(request.model), request.keep_alive)
+    return "load"
+
+
+async def _prepare(
+    lease: Lease, request: GenerationRequest, settings: Settings
+) -> tuple[list[int], SamplingParams]:
+    model = lease.model
+    options = request.options.over(lease.alias.options).over(model.generation_defaults).over(HEYLOOK_DEFAULTS)
+    encoded = await anyio.to_thread.run_sync(encode_prompt, model.tokenizer, request.prompt)
+    prompt_ids = [*request.context, *encoded]
+    context_length = min(model.context_length, options.context_length or model.context_length)
+    room = context_length - len(prompt_ids)
     if room < 1:
-        raise InvalidRequest(
-            f"the prompt is {len(prompt_ids)} tokens; {request.model!r} has a context of "
-            f"{model.context_length} tokens",
-            param="messages" if isinstance(request.prompt, ChatPrompt) else "prompt",
+        message = (
+            f"the prompt is {len(prompt_ids)} tokens; {request.model!r} has a context of {context_length}"
         )
-    params = SamplingParams(
-        max_new_tokens=min(options.max_tokens or room, room),
-        temperature=options.temperature,
-        top_p=options.top_p,
-        seed=options.seed,
+        raise InvalidRequest(message + " tokens", param=_prompt_param(request.prompt))
+    # An unbounded request (no max_tokens, Ollama's num_predict -1) stops at the server's limit.
+    max_new_tokens = min(options.max_tokens or settings.max_tokens_limit or room, room)
+    grammar = None
+    if options.response_format is not None and model.grammars is not None:
+        grammar = await anyio.to_thread.run_sync(model.grammars.compile, options.response_format)
+    return prompt_ids, _settle(options, max_new_tokens, grammar)
+
+
+def _settle(options: SamplingOptions, max_new_tokens: int, grammar: Any) -> SamplingParams:
+    """SamplingParams from options that HEYLOOK_DEFAULTS has made complete."""
+    given = {
+        name: getattr(options, name)
+        for name in (
+            "temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
+            "presence_penalty", "frequency_penalty", "penalty_last_n", "seed",
+        )
+    }  # fmt: skip
+    return SamplingParams(
+        max_new_tokens=max_new_tokens,
         stop=options.stop or (),
         ignore_eos=bool(options.ignore_eos),
+        grammar=grammar,
+        **given,
     )
-    stream = model.engine.submit(prompt_ids, params)
-    return Generation(request, len(prompt_ids), stream, resolved.load_ns, started)
+
+
+def _prompt_param(prompt: Prompt) -> str:
+    return "messages" if isinstance(prompt, ChatPrompt) else "prompt"
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """Token ids for a prompt: chat messages through the model's chat template, text as is."""
+    """Token ids for a prompt: chat messages through the model's chat template, text as is, infill
+    through the model's fill-in-the-middle tokens."""
+    param = _prompt_param(prompt)
     if isinstance(prompt, TextPrompt):
         ids = list(tokenizer(prompt.text)["input_ids"])
-        param = "prompt"
+    elif isinstance(prompt, InfillPrompt):
+        ids = list(tokenizer(infill_text(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+    elif not getattr(tokenizer, "chat_template", None) and prompt.untemplated is not None:
+        ids = list(tokenizer(prompt.untemplated)["input_ids"])
     else:
-        param = "messages"
         if not getattr(tokenizer, "chat_template", None):
             raise InvalidRequest(
                 "this model has no chat template; send a raw prompt to /v1/completions instead", param=param
@@ -114,3 +185,15 @@ def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
             raise InvalidRequest("the prompt is empty", param=param)
         ids = [tokenizer.bos_token_id]
     return ids
+
+
+def infill_text(tokenizer: Any, prompt: InfillPrompt) -> str:
+    """The prefix-suffix-middle layout in the tokenizer's own fill-in-the-middle tokens."""
+    vocab = tokenizer.get_vocab()
+    for begin, hole, end in _INFILL_TOKENS:
+        if begin in vocab and hole in vocab and end in vocab:
+            return f"{begin}{prompt.prefix}{hole}{prompt.suffix}{end}"
+    raise InvalidRequest(
+        "this model has no fill-in-the-middle tokens, so it cannot complete between a prompt and a suffix",
+        param="suffix",
+    )

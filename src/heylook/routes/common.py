@@ -12,6 +12,7 @@ from starlette.requests import Request
 from heylook.generate import Generation
 from heylook.protocols.fields import parse_json_object
 from heylook.router import ModelRouter
+from heylook.settings import Settings
 from heylook.types import FinalChunk, TextChunk
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,10 @@ log = logging.getLogger(__name__)
 
 def router_of(request: Request) -> ModelRouter:
     return request.app.state.router
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -35,7 +40,7 @@ async def collect_text(generation: Generation, request: Request) -> tuple[str, F
             while (await request.receive())["type"] != "http.disconnect":
                 pass
             log.info("client disconnected; cancelling %s", generation.request.model)
-            generation.cancel()
+            generation.close()
             group.cancel_scope.cancel()
 
         group.start_soon(cancel_on_disconnect)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -14,16 +16,17 @@ async def health(request: Request) -> Response:
     router = router_of(request)
     registry = router.registry
     loaded = []
-    for source, model in router.loaded().items():
-        aliases = [a.name for a in registry.aliases.values() if a.source == source]
+    for source, resident in router.residents().items():
+        engine = resident.model.engine
         loaded.append(
             {
                 "model": source.describe(),
-                "aliases": aliases,
-                "device": str(model.engine.device),
-                "context_length": model.context_length,
-                "active_requests": model.engine.active,
-                "tokens_generated": model.engine.tokens_generated,
+                "aliases": [a.name for a in registry.aliases.values() if a.source == source],
+                "device": str(engine.device),
+                "context_length": resident.model.context_length,
+                "active_requests": engine.active,
+                "tokens_generated": engine.tokens_generated,
+                "expires_at": None if math.isinf(resident.expires_at) else resident.expires_at,
             }
         )
     return JSONResponse(

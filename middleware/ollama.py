@@ -1,0 +1,71 @@
+"""The Ollama translator: turns /api/chat and /api/generate bodies into the internal request the
+OpenAI routes also produce, and leaves it (with the writer for Ollama's NDJSON replies) in the ASGI
+scope's state for the one core generation path. Bad requests are answered here, in Ollama's shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from heylook.errors import HeylookError
+from heylook.middleware.responses import send_json
+from heylook.protocols import ollama
+from heylook.protocols.fields import parse_json_object
+
+log = logging.getLogger(__name__)
+
+# Where the translated request goes in scope["state"]; the core route reads it from there.
+TRANSLATED_KEY = "heylook.translated"
+_TRANSLATORS: dict[str, Callable[[dict], ollama.Translated]] = {
+    "/api/chat": ollama.parse_chat_request,
+    "/api/generate": ollama.parse_generate_request,
+}
+
+
+class OllamaTranslator:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        translate = _TRANSLATORS.get(scope["path"]) if scope["type"] == "http" else None
+        if translate is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await _read_body(receive)
+            translated = translate(parse_json_object(body))
+        except HeylookError as error:
+            await send_json(send, error.status, ollama.error_body(error))
+            return
+        if translated.ignored_options:
+            log.debug("ignoring options heylook does not use: %s", ", ".join(translated.ignored_options))
+        state = {**scope.get("state", {}), TRANSLATED_KEY: translated}
+        await self.app({**scope, "state": state}, _replay(body, receive), send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body once more for the app, then the real channel (which reports a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

@@ -1,0 +1,82 @@
+"""What heylook can say about an alias's model without loading it: read from the files on disk,
+never fetching or converting anything (listing models must be instant and side-effect free)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from heylook.registry import Alias
+from heylook.sources import find_local
+from heylook.types import ModelFacts
+
+_DTYPE_LABELS = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1}
+
+
+def model_facts(alias: Alias) -> ModelFacts:
+    """Blocking file reads; run it off the event loop."""
+    known = {
+        "name": alias.name,
+        "source": alias.source.describe(),
+        "description": alias.description,
+        "options": alias.options,
+    }
+    directory = find_local(alias.source)
+    if directory is None:
+        return ModelFacts(**known)
+    files = [p for p in directory.iterdir() if p.is_file()]
+    config = _read_json(directory / "config.json")
+    text_config = config.get("text_config", config)
+    tokenizer_config = _read_json(directory / "tokenizer_config.json")
+    template_file = directory / "chat_template.jinja"
+    template = template_file.read_text() if template_file.is_file() else tokenizer_config.get("chat_template")
+    vocab = _special_and_added_tokens(directory)
+    return ModelFacts(
+        **known,
+        on_disk=True,
+        size_bytes=sum(p.stat().st_size for p in files),
+        modified=max((p.stat().st_mtime for p in files), default=0.0),
+        family=str(config.get("model_type", "")),
+        parameter_count=_parameter_count(directory),
+        dtype=_DTYPE_LABELS.get(str(config.get("dtype") or config.get("torch_dtype")), ""),
+        context_length=text_config.get("max_position_embeddings"),
+        config=text_config,
+        chat_template=template if isinstance(template, str) else None,
+        infill=any(token in vocab for token in ("<fim_prefix>", "<|fim_prefix|>", "<｜fim▁begin｜>")),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _special_and_added_tokens(directory: Path) -> set[str]:
+    tokenizer = _read_json(directory / "tokenizer.json")
+    return {t.get("content", "") for t in tokenizer.get("added_tokens", []) if isinstance(t, dict)}
+
+
+def _parameter_count(directory: Path) -> int | None:
+    """From the safetensors headers (8-byte length, then JSON): no tensor data is read."""
+    total = 0
+    shards = sorted(directory.glob("*.safetensors"))
+    for shard in shards:
+        try:
+            with open(shard, "rb") as file:
+                (length,) = struct.unpack("<Q", file.read(8))
+                header = json.loads(file.read(length))
+        except (OSError, ValueError, struct.error):
+            return None
+        for name, entry in header.items():
+            if name != "__metadata__" and entry.get("dtype") in _SAFETENSORS_BYTES:
+                count = 1
+                for size in entry.get("shape", []):
+                    count *= size
+                total += count
+    return total or None

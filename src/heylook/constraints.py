@@ -1,0 +1,46 @@
+"""JSON output by constrained decoding: xgrammar compiles a grammar per schema, and the sampler masks
+every token the grammar does not allow, so the output is valid by construction, not by asking."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from heylook.errors import InvalidRequest
+from heylook.types import JsonFormat
+
+# "JSON mode" without a schema means a JSON object, as OpenAI's json_object and llama.cpp's
+# json grammar (behind Ollama's format "json") both do.
+_ANY_OBJECT = json.dumps({"type": "object"})
+
+
+class JsonGrammars:
+    """Compiles JSON grammars for one model's tokenizer; xgrammar caches each schema's grammar."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int]) -> None:
+        self._tokenizer = tokenizer
+        self._vocab_size = vocab_size
+        self._stop_token_ids = stop_token_ids
+        self._compiler: Any = None
+        self._lock = threading.Lock()
+
+    def compile(self, format: JsonFormat) -> Any:
+        """A CompiledGrammar; a schema xgrammar cannot use is a 400."""
+        compiler = self._get_compiler()
+        try:
+            # No free whitespace: small models under a JSON grammar otherwise pad with newlines.
+            return compiler.compile_json_schema(format.schema or _ANY_OBJECT, any_whitespace=False)
+        except Exception as error:  # xgrammar raises RuntimeError / ValueError on a schema it rejects
+            raise InvalidRequest(f"unusable JSON schema: {error}", param="response_format") from None
+
+    def _get_compiler(self) -> Any:
+        with self._lock:
+            if self._compiler is None:
+                import xgrammar
+
+                info = xgrammar.TokenizerInfo.from_huggingface(
+                    self._tokenizer, vocab_size=self._vocab_size, stop_token_ids=self._stop_token_ids
+                )
+                self._compiler = xgrammar.GrammarCompiler(info)
+            return self._compiler

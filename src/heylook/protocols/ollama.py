@@ -1,0 +1,472 @@
+"""Ollama wire format: /api/chat and /api/generate bodies into internal requests, internal chunks
+into Ollama's NDJSON objects. Pure functions; the clock is passed in."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from heylook.errors import HeylookError, InvalidRequest
+from heylook.protocols.fields import (
+    json_type,
+    read_bool,
+    read_int,
+    read_number,
+    read_stop,
+    read_str,
+)
+from heylook.types import (
+    ChatPrompt,
+    FinalChunk,
+    GenerationRequest,
+    InfillPrompt,
+    JsonFormat,
+    LoadRequest,
+    Message,
+    ModelFacts,
+    SamplingOptions,
+    TextPrompt,
+)
+
+# What /api/version reports. Clients read it to decide which API features to use; this is the
+# Ollama release whose API heylook covers (structured outputs, keep_alive, /api/ps; not tools or
+# thinking yet), not heylook's own version.
+OLLAMA_API_VERSION = "0.6.4"
+
+_ROLES = ("system", "user", "assistant", "tool")
+# Options heylook maps; the rest of Ollama's (num_gpu, num_thread, mirostat, ...) steer llama.cpp
+# and are ignored, as Ollama ignores options it does not know.
+MAPPED_OPTIONS = (
+    "num_predict", "temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
+    "repeat_last_n", "presence_penalty", "frequency_penalty", "seed", "stop", "num_ctx",
+)  # fmt: skip
+
+Kind = Literal["chat", "generate"]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def rfc3339(moment: datetime) -> str:
+    """Ollama's timestamps: RFC 3339 in UTC with fractional seconds, e.g. 2024-01-01T00:00:00.123456Z."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Translated:
+    """An Ollama generation request in internal form, with what its reply needs to be written."""
+
+    request: GenerationRequest | LoadRequest
+    writer: OllamaWriter
+    ignored_options: tuple[str, ...] = ()
+
+
+def parse_chat_request(body: dict[str, Any], clock: Clock = utc_now) -> Translated:
+    model = _read_model(body)
+    _reject_unsupported(body)
+    writer = OllamaWriter(model=model, kind="chat", stream=_read_stream(body), clock=clock)
+    keep_alive = parse_keep_alive(body.get("keep_alive"))
+    messages = _read_messages(body)
+    options, ignored = parse_options(body.get("options"))
+    options = _with_format(options, body.get("format"))
+    if not messages:  # Ollama: an empty conversation loads the model
+        return Translated(LoadRequest(model, keep_alive), writer)
+    request = GenerationRequest(model, ChatPrompt(messages), options, keep_alive=keep_alive)
+    return Translated(request, writer, ignored)
+
+
+def parse_generate_request(body: dict[str, Any], clock: Clock = utc_now) -> Translated:
+    model = _read_model(body)
+    _reject_unsupported(body)
+    if body.get("template"):
+        raise InvalidRequest("'template' is not supported: heylook uses the model's own chat template")
+    raw = bool(read_bool(body, "raw"))
+    writer = OllamaWriter(
+        model=model, kind="generate", stream=_read_stream(body), clock=clock, with_context=not raw
+    )
+    keep_alive = parse_keep_alive(body.get("keep_alive"))
+    prompt = read_str(body, "prompt") or ""
+    suffix = read_str(body, "suffix")
+    system = read_str(body, "system")
+    options, ignored = parse_options(body.get("options"))
+    options = _with_format(options, body.get("format"))
+    context = _read_context(body)
+    if not prompt and not suffix:  # Ollama: an empty prompt loads the model
+        return Translated(LoadRequest(model, keep_alive), writer)
+    if suffix:
+        internal_prompt: ChatPrompt | TextPrompt | InfillPrompt = InfillPrompt(prompt, suffix)
+    elif raw:
+        internal_prompt = TextPrompt(prompt)
+    else:
+        turns = (Message("system", system),) if system else ()
+        # Models without a chat template get the prompt as is, as Ollama's default template does.
+        internal_prompt = ChatPrompt((*turns, Message("user", prompt)), untemplated=prompt)
+    request = GenerationRequest(model, internal_prompt, options, keep_alive=keep_alive, context=context)
+    return Translated(request, writer, ignored)
+
+
+def _read_model(body: dict[str, Any]) -> str:
+    model = read_str(body, "model", required=True)
+    if not model:
+        raise InvalidRequest("'model' is required", param="model")
+    return model
+
+
+def _read_stream(body: dict[str, Any]) -> bool:
+    stream = read_bool(body, "stream")
+    return True if stream is None else stream  # Ollama streams unless told not to
+
+
+def _reject_unsupported(body: dict[str, Any]) -> None:
+    """Refuse what heylook cannot honour yet, rather than silently ignoring it."""
+    if body.get("images"):
+        raise InvalidRequest("images are not supported by heylook yet")
+    if body.get("tools"):
+        raise InvalidRequest("tools are not supported by heylook yet")
+    if body.get("think") not in (None, False):
+        raise InvalidRequest("thinking is not supported by heylook yet; leave 'think' out or false")
+
+
+def _read_messages(body: dict[str, Any]) -> tuple[Message, ...]:
+    raw = body.get("messages")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidRequest(f"'messages' must be an array, not {json_type(raw)}")
+    messages = []
+    for index, item in enumerate(raw):
+        where = f"messages[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"'{where}' must be an object")
+        role = read_str(item, "role", param=f"{where}.role", required=True)
+        if role not in _ROLES:
+            raise InvalidRequest(f"'{where}.role' must be one of {', '.join(_ROLES)}, not {role!r}")
+        if item.get("images"):
+            raise InvalidRequest("images are not supported by heylook yet")
+        if item.get("tool_calls"):
+            raise InvalidRequest("tool calls are not supported by heylook yet")
+        content = read_str(item, "content", param=f"{where}.content") or ""
+        messages.append(Message(role=role or "user", content=content))
+    return tuple(messages)
+
+
+def _read_context(body: dict[str, Any]) -> tuple[int, ...]:
+    context = body.get("context")
+    if context is None:
+        return ()
+    if not isinstance(context, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in context
+    ):
+        raise InvalidRequest("'context' must be an array of token ids from an earlier reply")
+    return tuple(context)
+
+
+def parse_options(options: Any) -> tuple[SamplingOptions, tuple[str, ...]]:
+    """Ollama's `options` as SamplingOptions, and the names of those heylook ignores."""
+    if options is None:
+        return SamplingOptions(), ()
+    if not isinstance(options, dict):
+        raise InvalidRequest(f"'options' must be an object, not {json_type(options)}")
+    ignored = tuple(sorted(key for key in options if key not in MAPPED_OPTIONS))
+
+    def number(key: str, **bounds: float) -> float | None:
+        return read_number(options, key, param=f"options.{key}", **bounds)
+
+    def integer(key: str, minimum: int | None = None) -> int | None:
+        return read_int(options, key, param=f"options.{key}", minimum=minimum)
+
+    num_predict = integer("num_predict", minimum=-2)
+    if num_predict == 0:
+        raise InvalidRequest("'options.num_predict' must be positive, or -1 for no limit")
+    seed = integer("seed")
+    top_k = integer("top_k")
+    parsed = SamplingOptions(
+        max_tokens=num_predict if num_predict and num_predict > 0 else None,
+        temperature=number("temperature", minimum=0.0),
+        top_k=max(top_k, 0) if top_k is not None else None,  # llama.cpp: top_k <= 0 turns it off
+        top_p=number("top_p", minimum=0.0, maximum=1.0),
+        min_p=number("min_p", minimum=0.0, maximum=1.0),
+        typical_p=number("typical_p", minimum=0.0, maximum=1.0),
+        repetition_penalty=number("repeat_penalty", minimum=0.0),
+        penalty_last_n=integer("repeat_last_n", minimum=-1),
+        presence_penalty=number("presence_penalty"),
+        frequency_penalty=number("frequency_penalty"),
+        seed=seed if seed is None or seed >= 0 else None,  # Ollama: a negative seed is a random one
+        stop=read_stop(options, "stop", param="options.stop"),
+        context_length=integer("num_ctx", minimum=1),
+    )
+    if parsed.repetition_penalty == 0.0:
+        raise InvalidRequest("'options.repeat_penalty' must be greater than 0 (1 turns it off)")
+    return parsed, ignored
+
+
+def _with_format(options: SamplingOptions, value: Any) -> SamplingOptions:
+    """Ollama's `format`: "json" or a JSON schema object, as the internal JSON constraint."""
+    if value in (None, ""):
+        return options
+    if value == "json":
+        return SamplingOptions(response_format=JsonFormat()).over(options)
+    if isinstance(value, dict):
+        return SamplingOptions(response_format=JsonFormat(json.dumps(value))).over(options)
+    raise InvalidRequest(f"'format' must be \"json\" or a JSON schema object, not {json.dumps(value)}")
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_keep_alive(value: Any) -> float | None:
+    """keep_alive in seconds: a number of seconds or a Go duration ("5m", "1h30m", "-1"); negative
+    means forever (returned as -1), 0 unload now, None the server's default."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidRequest("'keep_alive' must be a duration like \"5m\" or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = _parse_duration(value.strip())
+    else:
+        raise InvalidRequest("'keep_alive' must be a duration like \"5m\" or a number of seconds")
+    if not math.isfinite(seconds):
+        raise InvalidRequest("'keep_alive' must be finite")
+    return -1.0 if seconds < 0 else seconds
+
+
+def _parse_duration(text: str) -> float:
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    try:
+        return sign * float(body)  # a bare number: seconds
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(body)
+    if not body or "".join(number + unit for number, unit in parts) != body:
+        raise InvalidRequest(f'\'keep_alive\' is not a duration: {text!r} (try "5m", "1h", "30s")')
+    return sign * sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+# --- writers ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OllamaWriter:
+    """Internal chunks as Ollama's /api/chat or /api/generate objects."""
+
+    model: str
+    kind: Kind
+    stream: bool = True
+    clock: Clock = utc_now
+    with_context: bool = True  # /api/generate returns `context`, except in raw mode
+    media = "ndjson"
+
+    def opening(self) -> list[dict[str, Any]]:
+        return []
+
+    def text(self, text: str) -> dict[str, Any]:
+        return {**self._head(), **self._content(text), "done": False}
+
+    def closing(self, final: FinalChunk) -> list[dict[str, Any]]:
+        return [self.final(final)]
+
+    def whole(self, text: str, final: FinalChunk) -> dict[str, Any]:
+        return self.final(final, text)
+
+    def final(self, chunk: FinalChunk, text: str = "") -> dict[str, Any]:
+        """The last object: `text` is empty when streaming, the whole reply otherwise."""
+        timings, usage = chunk.timings, chunk.usage
+        body = {
+            **self._head(),
+            **self._content(text),
+            "done": True,
+            "done_reason": chunk.finish_reason,
+            "total_duration": timings.total_ns,
+            "load_duration": timings.load_ns,
+            "prompt_eval_count": usage.prompt_tokens,
+            "prompt_eval_duration": timings.prompt_eval_ns,
+            "eval_count": usage.completion_tokens,
+            "eval_duration": timings.eval_ns,
+        }
+        if self.kind == "generate" and self.with_context:
+            body["context"] = list(chunk.context)
+        return body
+
+    def lifecycle(self, reason: Literal["load", "unload"]) -> dict[str, Any]:
+        """The reply to an empty prompt: the model was loaded, or unloaded."""
+        return {**self._head(), **self._content(""), "done": True, "done_reason": reason}
+
+    def error(self, error: HeylookError) -> dict[str, Any]:
+        return error_body(error)
+
+    def _head(self) -> dict[str, Any]:
+        return {"model": self.model, "created_at": rfc3339(self.clock())}
+
+    def _content(self, text: str) -> dict[str, Any]:
+        if self.kind == "chat":
+            return {"message": {"role": "assistant", "content": text}}
+        return {"response": text}
+
+
+def error_body(error: HeylookError) -> dict[str, Any]:
+    return {"error": error.message}
+
+
+def read_model_field(body: dict[str, Any], key: str = "model") -> str:
+    """The model name of /api/show, /api/delete, /api/pull (which also accept the older "name")."""
+    value = read_str(body, key) or read_str(body, "name")
+    if not value:
+        raise InvalidRequest(f"'{key}' is required", param=key)
+    return value
+
+
+def read_copy_request(body: dict[str, Any]) -> tuple[str, str]:
+    source = read_str(body, "source", required=True) or ""
+    destination = read_str(body, "destination", required=True) or ""
+    if not source or not destination:
+        raise InvalidRequest("'source' and 'destination' must not be empty")
+    return source, destination
+
+
+# --- model listings -------------------------------------------------------------------------------
+
+# Internal option names as Ollama's Modelfile PARAMETERs call them.
+_PARAMETER_NAMES = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "typical_p": "typical_p",
+    "repetition_penalty": "repeat_penalty",
+    "penalty_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "seed": "seed",
+    "max_tokens": "num_predict",
+    "context_length": "num_ctx",
+}
+# Ollama shows a model kept forever as expiring in about 292 years (Go's largest duration).
+_FOREVER = timedelta(days=292 * 365)
+
+
+@dataclass(frozen=True)
+class Running:
+    """A loaded model as /api/ps shows it."""
+
+    facts: ModelFacts
+    size: int
+    on_gpu: bool
+    expires_at: float  # epoch seconds; inf: kept forever or in use
+    context_length: int
+
+
+def human_parameters(count: int | None) -> str:
+    """Ollama's style: 134.52M, 8.0B."""
+    if not count:
+        return ""
+    if count >= 1_000_000_000:
+        return f"{count / 1e9:.1f}B"
+    return f"{count / 1e6:.2f}M"
+
+
+def details_body(facts: ModelFacts) -> dict[str, Any]:
+    return {
+        "parent_model": "",
+        "format": "safetensors",
+        "family": facts.family,
+        "families": [facts.family] if facts.family else None,
+        "parameter_size": human_parameters(facts.parameter_count),
+        "quantization_level": facts.dtype,
+    }
+
+
+def _model_entry(facts: ModelFacts) -> dict[str, Any]:
+    return {
+        "name": facts.name,
+        "model": facts.name,
+        "size": facts.size_bytes,
+        "digest": facts.digest,
+        "details": details_body(facts),
+    }
+
+
+def tags_body(models: list[ModelFacts]) -> dict[str, Any]:
+    return {
+        "models": [
+            {**_model_entry(f), "modified_at": rfc3339(datetime.fromtimestamp(f.modified, timezone.utc))}
+            for f in models
+        ]
+    }
+
+
+def ps_body(running: list[Running], clock: Clock = utc_now) -> dict[str, Any]:
+    now = clock()
+    return {
+        "models": [
+            {
+                **_model_entry(r.facts),
+                "size": r.size,
+                "size_vram": r.size if r.on_gpu else 0,
+                "expires_at": rfc3339(
+                    now + _FOREVER
+                    if math.isinf(r.expires_at)
+                    else datetime.fromtimestamp(r.expires_at, timezone.utc)
+                ),
+                "context_length": r.context_length,
+            }
+            for r in running
+        ]
+    }
+
+
+def parameters_text(options: SamplingOptions) -> str:
+    """An alias's default options in Modelfile PARAMETER form: one "name value" per line."""
+    lines = []
+    for internal, name in _PARAMETER_NAMES.items():
+        value = getattr(options, internal)
+        if value is not None:
+            lines.append(f"{name} {value}")
+    lines += [f"stop {json.dumps(stop)}" for stop in options.stop or ()]
+    return "\n".join(lines)
+
+
+def show_body(facts: ModelFacts) -> dict[str, Any]:
+    parameters = parameters_text(facts.options)
+    modelfile = [f"# Modelfile generated by heylook for the alias {facts.name}", f"FROM {facts.source}"]
+    modelfile += [f"PARAMETER {line}" for line in parameters.splitlines()]
+    body: dict[str, Any] = {
+        "modelfile": "\n".join(modelfile) + "\n",
+        "parameters": parameters,
+        "template": facts.chat_template or "{{ .Prompt }}",
+        "details": details_body(facts),
+        "model_info": _model_info(facts),
+        "capabilities": ["completion", "insert"] if facts.infill else ["completion"],
+        "license": "",
+    }
+    if facts.modified:
+        body["modified_at"] = rfc3339(datetime.fromtimestamp(facts.modified, timezone.utc))
+    return body
+
+
+def _model_info(facts: ModelFacts) -> dict[str, Any]:
+    """GGUF-style keys, as Ollama reports them, from the transformers config."""
+    family, config = facts.family, facts.config
+    info: dict[str, Any] = {"general.architecture": family, "general.parameter_count": facts.parameter_count}
+    for key, config_key in (
+        ("context_length", "max_position_embeddings"),
+        ("embedding_length", "hidden_size"),
+        ("feed_forward_length", "intermediate_size"),
+        ("block_count", "num_hidden_layers"),
+        ("attention.head_count", "num_attention_heads"),
+        ("attention.head_count_kv", "num_key_value_heads"),
+        ("vocab_size", "vocab_size"),
+    ):
+        if config.get(config_key) is not None:
+            info[f"{family}.{key}"] = config[config_key]
+    return {key: value for key, value in info.items() if value is not None}

@@ -1,0 +1,35 @@
+"""What every API's reply writer provides, so one core path can answer in any wire format."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from heylook.errors import HeylookError
+from heylook.types import FinalChunk
+
+Media = Literal["sse", "ndjson"]
+
+
+class Writer(Protocol):
+    stream: bool
+    media: Media  # how a streamed reply travels: OpenAI's SSE or Ollama's NDJSON
+
+    def opening(self) -> list[dict[str, Any]]:
+        """Objects a stream starts with, before any text."""
+        ...
+
+    def text(self, text: str) -> dict[str, Any]:
+        """One streamed piece of the reply."""
+        ...
+
+    def closing(self, final: FinalChunk) -> list[dict[str, Any]]:
+        """Objects a stream ends with."""
+        ...
+
+    def whole(self, text: str, final: FinalChunk) -> dict[str, Any]:
+        """The reply when not streaming."""
+        ...
+
+    def error(self, error: HeylookError) -> dict[str, Any]:
+        """An error, as a body or as the last object of a stream."""
+        ...

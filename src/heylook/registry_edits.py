@@ -1,0 +1,107 @@
+"""Changes to models.yaml, made the way a file the user also edits by hand deserves: under a lock
+against other writers, keeping every comment and the key order (ruamel.yaml round-trips them),
+checked before writing, and written atomically (temp file, fsync, rename)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
+from heylook.errors import ModelNotFound
+from heylook.registry import Registry, load_registry, parse_registry
+
+Edit = Callable[[CommentedMap], None]
+
+
+def add_alias(path: Path, name: str, entry: dict[str, Any]) -> Registry:
+    """Add (or replace) an alias; returns the registry as written."""
+
+    def edit(models: CommentedMap) -> None:
+        models[name] = CommentedMap(entry)
+
+    return _edit(path, edit)
+
+
+def copy_alias(path: Path, source: str, destination: str) -> Registry:
+    """Copy an alias under a new name, replacing any alias of that name (as Ollama's copy does)."""
+
+    def edit(models: CommentedMap) -> None:
+        if source not in models:
+            raise ModelNotFound(source, models)
+        # Values only: a deep copy would also copy the comments ruamel attached to the source.
+        models[destination] = CommentedMap(_plain(models[source]))
+
+    return _edit(path, edit)
+
+
+def delete_alias(path: Path, name: str) -> Registry:
+    def edit(models: CommentedMap) -> None:
+        if name not in models:
+            raise ModelNotFound(name, models)
+        del models[name]
+
+    return _edit(path, edit)
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(item) for item in node]
+    return node
+
+
+def _yaml() -> YAML:
+    yaml = YAML()  # round-trip mode: comments, order and quoting survive
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096  # never re-wrap the user's long lines
+    return yaml
+
+
+def _edit(path: Path, edit: Edit) -> Registry:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    yaml = _yaml()
+    with FileLock(str(path) + ".lock"):
+        document = None
+        if path.exists():
+            load_registry(path)  # a broken hand edit is reported (with its line), never overwritten
+            document = yaml.load(path.read_text(encoding="utf-8"))
+        if document is None:
+            document = CommentedMap()
+        if document.get("models") is None:
+            document["models"] = CommentedMap()
+        edit(document["models"])
+        buffer = io.StringIO()
+        yaml.dump(document, buffer)
+        parse_registry(buffer.getvalue(), path)  # never write what heylook could not read back
+        _write_atomically(path, buffer.getvalue())
+        return load_registry(path)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)

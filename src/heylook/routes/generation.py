@@ -1,0 +1,114 @@
+"""The core path every generation takes, whichever API it came in through: start it, then stream it
+through the API's writer (SSE or NDJSON) or collect it into one body."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from heylook.errors import HeylookError
+from heylook.generate import Generation, load_only, start_generation
+from heylook.middleware.ollama import TRANSLATED_KEY
+from heylook.protocols.ollama import Translated
+from heylook.protocols.writer import Writer
+from heylook.routes.common import collect_text, router_of, settings_of
+from heylook.types import GenerationRequest, LoadRequest, TextChunk
+
+# Nothing reaches the client, which has gone; 499 is what the access log shows, as in nginx.
+CLIENT_GONE = 499
+
+
+async def respond(request: Request, internal: GenerationRequest, writer: Writer) -> Response:
+    generation = await start_generation(router_of(request), internal, settings_of(request))
+    if writer.stream:
+        return StreamedGeneration(generation, writer)  # type: ignore[return-value]
+    try:
+        result = await collect_text(generation, request)
+    finally:
+        generation.close()
+    if result is None:
+        return Response(status_code=CLIENT_GONE)
+    text, final = result
+    return JSONResponse(writer.whole(text, final))
+
+
+async def translated_generation(request: Request) -> Response:
+    """/api/chat and /api/generate, once the Ollama translator has made them internal requests."""
+    translated: Translated | None = request.scope.get("state", {}).get(TRANSLATED_KEY)
+    if translated is None:
+        raise RuntimeError("the Ollama translator middleware is not installed")
+    if isinstance(translated.request, LoadRequest):
+        reason = await load_only(router_of(request), translated.request)
+        body = translated.writer.lifecycle(reason)
+        if translated.writer.stream:
+            return Response(_json_line(body), media_type="application/x-ndjson")
+        return JSONResponse(body)
+    return await respond(request, translated.request, translated.writer)
+
+
+class StreamedGeneration:
+    """An ASGI response streaming a generation; however it ends (done, failed, client gone), the
+    generation is closed: the model stops and its lease is returned."""
+
+    def __init__(self, generation: Generation, writer: Writer) -> None:
+        self.generation = generation
+        self.writer = writer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._response()(scope, receive, send)
+        finally:
+            self.generation.close()
+
+    def _response(self) -> Response:
+        if self.writer.media == "ndjson":
+            lines = (_json_line(body) async for body in self._bodies())
+            return StreamingResponse(lines, media_type="application/x-ndjson")
+
+        async def events() -> AsyncIterator[str]:
+            async for body in self._bodies():
+                yield _compact(body)
+            yield "[DONE]"
+
+        async def on_disconnect(_: object) -> None:
+            # Also covers a client gone before the first event, when events() has not started.
+            self.generation.close()
+
+        return EventSourceResponse(events(), sep="\n", ping=15, client_close_handler_callable=on_disconnect)
+
+    async def _bodies(self) -> AsyncIterator[dict[str, Any]]:
+        """The writer's objects; a failure mid-stream becomes a last error object."""
+        for body in self.writer.opening():
+            yield body
+        try:
+            async with aclosing(self.generation.chunks()) as chunks:
+                async for chunk in chunks:
+                    if isinstance(chunk, TextChunk):
+                        yield self.writer.text(chunk.text)
+                    else:
+                        for body in self.writer.closing(chunk):
+                            yield body
+        except HeylookError as error:
+            yield self.writer.error(error)
+
+
+def _compact(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_line(body: dict[str, Any]) -> str:
+    return _compact(body) + "\n"
+
+
+routes = [
+    Route("/api/chat", translated_generation, methods=["POST"]),
+    Route("/api/generate", translated_generation, methods=["POST"]),
+]

@@ -1,0 +1,182 @@
+"""The Ollama API beside generation: listing, showing, copying, deleting and pulling models, and the
+probes clients make (/, /api/version). /api/chat and /api/generate are in routes.generation."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from heylook.catalog import model_facts
+from heylook.errors import HeylookError
+from heylook.protocols import ollama
+from heylook.protocols.fields import read_bool
+from heylook.pull import PullProgress, PullTarget, parse_pull_name, pull_model
+from heylook.registry import Registry
+from heylook.registry_edits import add_alias, copy_alias, delete_alias
+from heylook.routes.common import json_body, router_of
+
+log = logging.getLogger(__name__)
+
+
+async def root(request: Request) -> Response:
+    """Clients probe this to find an Ollama server."""
+    return PlainTextResponse("Ollama is running")
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": ollama.OLLAMA_API_VERSION})
+
+
+async def tags(request: Request) -> Response:
+    aliases = list(router_of(request).registry.aliases.values())
+    facts = await anyio.to_thread.run_sync(lambda: [model_facts(alias) for alias in aliases])
+    return JSONResponse(ollama.tags_body(facts))
+
+
+async def show(request: Request) -> Response:
+    name = ollama.read_model_field(await json_body(request))
+    alias = router_of(request).registry.get(name)
+    return JSONResponse(ollama.show_body(await anyio.to_thread.run_sync(model_facts, alias)))
+
+
+async def ps(request: Request) -> Response:
+    router = router_of(request)
+    registry = router.registry
+    running = []
+    for source, resident in router.residents().items():
+        alias = registry.aliases.get(resident.name) or next(
+            (a for a in registry.aliases.values() if a.source == source), None
+        )
+        if alias is None:  # its alias was deleted while the model stayed loaded
+            continue
+        facts = await anyio.to_thread.run_sync(model_facts, alias)
+        running.append(
+            ollama.Running(
+                facts=facts,
+                size=resident.model.size_bytes,
+                on_gpu=resident.model.engine.device.type == "cuda",
+                expires_at=resident.expires_at,
+                context_length=resident.model.context_length,
+            )
+        )
+    return JSONResponse(ollama.ps_body(running))
+
+
+async def copy(request: Request) -> Response:
+    source, destination = ollama.read_copy_request(await json_body(request))
+    await _edit_registry(request, copy_alias, source, destination)
+    return Response(status_code=200)
+
+
+async def delete(request: Request) -> Response:
+    name = ollama.read_model_field(await json_body(request))
+    await _edit_registry(request, delete_alias, name)
+    return Response(status_code=200)
+
+
+async def _edit_registry(request: Request, edit: Callable[..., Registry], *args: Any) -> None:
+    """Change models.yaml on disk and serve from what was written."""
+    router = router_of(request)
+    router.registry = await anyio.to_thread.run_sync(edit, router.registry.path, *args)
+
+
+async def pull(request: Request) -> Response:
+    """Download from the Hub with progress, then add an alias named as the model was asked for."""
+    body = await json_body(request)
+    download = PullDownload(request, parse_pull_name(ollama.read_model_field(body)))
+    if read_bool(body, "stream") is False:
+        await download.run_to_end()
+        return JSONResponse(download.last_line())
+    return download  # type: ignore[return-value]
+
+
+class PullDownload:
+    """One /api/pull: the download runs in a worker thread and reports progress into a bounded
+    stream; as an ASGI response it streams that progress as NDJSON. Whatever happens to the client,
+    the download goes on to the end, so the files it finished stay in the cache for the next pull."""
+
+    def __init__(self, request: Request, target: PullTarget) -> None:
+        self._request = request
+        self._target = target
+        self._send, self._receive = anyio.create_memory_object_stream[dict[str, Any]](64)
+        self.failure: HeylookError | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._download)
+            response = StreamingResponse(self._lines(), media_type="application/x-ndjson")
+            await response(scope, receive, send)
+
+    async def run_to_end(self) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._download)
+            async with self._receive:
+                async for _ in self._receive:
+                    pass
+        if self.failure is not None:
+            raise self.failure
+
+    def last_line(self) -> dict[str, Any]:
+        return ollama.error_body(self.failure) if self.failure else {"status": "success"}
+
+    async def _lines(self) -> AsyncIterator[str]:
+        async with self._receive:
+            async for line in self._receive:
+                yield json.dumps(line) + "\n"
+        yield json.dumps(self.last_line()) + "\n"
+
+    async def _download(self) -> None:
+        async with self._send:
+            try:
+                source = await anyio.to_thread.run_sync(pull_model, self._target, self._report)
+                entry = {"model": source.model, "revision": source.revision, "gguf_file": source.gguf_file}
+                entry = {key: value for key, value in entry.items() if value}
+                await _edit_registry(self._request, add_alias, self._target.name, entry)
+                log.info("pulled %s as alias %s", source.describe(), self._target.name)
+            except HeylookError as error:
+                self.failure = error
+
+    def _report(self, progress: PullProgress) -> None:
+        """Called in the download thread. Success is ours to say, once the alias is written."""
+        if progress.status == "success":
+            return
+        fields = {"digest": progress.digest, "total": progress.total, "completed": progress.completed}
+        line = {"status": progress.status, **{k: v for k, v in fields.items() if v is not None}}
+        anyio.from_thread.run_sync(self._offer, line)
+
+    def _offer(self, line: dict[str, Any]) -> None:
+        # Progress lines are cumulative: with nobody reading (client gone, buffer full) one can go.
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._send.send_nowait(line)
+
+
+async def not_implemented_embed(request: Request) -> Response:
+    return JSONResponse(
+        {"error": "embeddings are not supported by heylook yet: this server generates text only"},
+        status_code=501,
+    )
+
+
+routes = [
+    Route("/", root, methods=["GET", "HEAD"]),
+    Route("/api/version", version, methods=["GET"]),
+    Route("/api/tags", tags, methods=["GET"]),
+    Route("/api/show", show, methods=["POST"]),
+    Route("/api/ps", ps, methods=["GET"]),
+    Route("/api/copy", copy, methods=["POST"]),
+    Route("/api/delete", delete, methods=["DELETE"]),
+    Route("/api/pull", pull, methods=["POST"]),
+    Route("/api/embed", not_implemented_embed, methods=["POST"]),
+    Route("/api/embeddings", not_implemented_embed, methods=["POST"]),
+]

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import pytest
 
 from heylook.errors import InvalidRequest
-from heylook.generate import encode_prompt, start_generation
+from heylook.generate import encode_prompt, infill_text, start_generation
 from heylook.loader import generation_defaults
 from heylook.registry import parse_registry
 from heylook.router import ModelRouter
 from heylook.settings import Settings
-from heylook.types import ChatPrompt, GenerationRequest, Message, SamplingOptions, TextPrompt
+from heylook.types import ChatPrompt, GenerationRequest, InfillPrompt, Message, SamplingOptions, TextPrompt
 from tests.fakes import fake_loaded_model
 
 pytestmark = pytest.mark.anyio
@@ -143,3 +143,86 @@ def test_an_empty_text_prompt_without_bos_is_refused(tiny_tokenizer) -> None:
 )
 def test_model_generation_config_counts_only_when_it_samples(config, expected) -> None:
     assert generation_defaults(config) == expected
+
+
+@pytest.mark.parametrize(
+    ("tokens", "layout"),
+    [
+        (
+            ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+            "<fim_prefix>def f(<fim_suffix>    return x<fim_middle>",
+        ),
+        (
+            ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+            "<|fim_prefix|>def f(<|fim_suffix|>    return x<|fim_middle|>",
+        ),
+    ],
+)
+def test_infill_uses_the_models_own_fill_in_the_middle_tokens(tiny_model_dir, tokens, layout) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(tokens)})
+    prompt = InfillPrompt("def f(", "    return x")
+    assert infill_text(tokenizer, prompt) == layout
+    ids = encode_prompt(tokenizer, prompt)
+    assert ids == tokenizer(layout, add_special_tokens=False)["input_ids"]
+    assert all(tokenizer.convert_tokens_to_ids(t) in ids for t in tokens)
+
+
+def test_infill_without_the_tokens_is_a_bad_request(tiny_tokenizer) -> None:
+    with pytest.raises(InvalidRequest, match="no fill-in-the-middle tokens") as caught:
+        encode_prompt(tiny_tokenizer, InfillPrompt("a", "b"))
+    assert caught.value.param == "suffix"
+
+
+def test_a_chat_prompt_with_a_fallback_needs_no_template(tiny_tokenizer) -> None:
+    prompt = ChatPrompt((Message("user", "hi"),), untemplated="hi")
+
+    class Plain:
+        chat_template = None
+        bos_token_id = None
+
+        def __call__(self, text, **kwargs):
+            return tiny_tokenizer(text, **kwargs)
+
+    assert encode_prompt(Plain(), prompt) == tiny_tokenizer("hi")["input_ids"]
+
+
+async def test_the_context_goes_before_the_prompt(tiny_tokenizer) -> None:
+    router = router_for(tiny_tokenizer)
+    generation = await start_generation(
+        router, GenerationRequest("plain", HI, SamplingOptions(), context=(7, 8, 9))
+    )
+    prompt_ids, _ = generation.lease.model.engine.submitted[-1]
+    assert prompt_ids == [7, 8, 9, *encode_prompt(tiny_tokenizer, HI)]
+    generation.close()
+
+
+async def test_the_server_limit_caps_unbounded_requests_only(tiny_tokenizer) -> None:
+    router = router_for(tiny_tokenizer, context_length=64)
+    limited = Settings(max_tokens_limit=5)
+    assert (
+        await submitted_params(router, GenerationRequest("plain", HI, SamplingOptions()), limited)
+    ).max_new_tokens == 5
+    asked = GenerationRequest("plain", HI, SamplingOptions(max_tokens=20))
+    assert (await submitted_params(router, asked, limited)).max_new_tokens == 20
+
+
+async def test_num_ctx_lowers_the_context(tiny_tokenizer) -> None:
+    router = router_for(tiny_tokenizer, context_length=64)
+    prompt_tokens = len(encode_prompt(tiny_tokenizer, HI))
+    params = await submitted_params(
+        router, GenerationRequest("plain", HI, SamplingOptions(context_length=20))
+    )
+    assert params.max_new_tokens == 20 - prompt_tokens
+    with pytest.raises(InvalidRequest, match="context of 3"):
+        await start_generation(router, GenerationRequest("plain", HI, SamplingOptions(context_length=3)))
+
+
+async def test_a_failed_start_gives_the_model_back(tiny_tokenizer) -> None:
+    router = router_for(tiny_tokenizer, context_length=4)
+    with pytest.raises(InvalidRequest):
+        await start_generation(router, GenerationRequest("plain", HI, SamplingOptions()))
+    [resident] = router.residents().values()
+    assert resident.leases == 0

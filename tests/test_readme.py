@@ -11,7 +11,8 @@ import pytest
 
 from tests.server import RunningServer
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
 DOCUMENTED_URL = "http://127.0.0.1:8080"
 
 
@@ -22,27 +23,25 @@ def code_blocks(language: str) -> list[str]:
 def test_readme_opens_with_the_two_commands() -> None:
     first = code_blocks("sh")[0].splitlines()
     assert [line.split()[0] for line in first] == ["./scripts/serve", "./scripts/test"]
-    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
-    assert "./scripts/test" in ci
+    assert "./scripts/test" in (ROOT / ".ci" / "run").read_text()
 
 
 @pytest.mark.demo
-def test_curl_example(server: RunningServer) -> None:
-    [curl] = [block for block in code_blocks("sh") if block.startswith("curl")]
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/api/chat"])
+def test_curl_examples(server: RunningServer, route: str) -> None:
+    [curl] = [block for block in code_blocks("sh") if block.startswith("curl") and route in block]
     assert DOCUMENTED_URL in curl
-    done = subprocess.run(
-        ["sh", "-c", curl.replace(DOCUMENTED_URL, server.base_url)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = curl.replace(DOCUMENTED_URL, server.base_url)
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert '"content":"The capital of France is Paris."' in done.stdout
 
 
 @pytest.mark.demo
-def test_openai_sdk_example(server: RunningServer) -> None:
-    [example] = code_blocks("python")
+@pytest.mark.parametrize("library", ["openai", "ollama"])
+def test_client_examples(server: RunningServer, library: str) -> None:
+    imports = (f"import {library}\n", f"from {library} import")
+    [example] = [block for block in code_blocks("python") if any(i in block for i in imports)]
     assert DOCUMENTED_URL in example
     done = subprocess.run(
         [sys.executable, "-c", example.replace(DOCUMENTED_URL, server.base_url)],

@@ -174,7 +174,9 @@ def test_empty_prompt_loads_and_keep_alive_zero_unloads(client: ollama.Client) -
 
 
 def test_keep_alive_zero_unloads_after_the_reply(client: ollama.Client) -> None:
-    client.chat(model="tiny", messages=FRANCE, options={"num_predict": 3}, keep_alive=0)
+    # llama.cpp's own options (and made-up ones) are ignored, as Ollama ignores options it lacks
+    options = {"num_predict": 3, "num_gpu": 99, "mirostat": 2, "no_such_option": True}
+    assert client.chat(model="tiny", messages=FRANCE, options=options, keep_alive=0).eval_count == 3
     wait_for(lambda: "tiny" not in loaded_names(client))
 
 

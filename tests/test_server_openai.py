@@ -291,3 +291,51 @@ def test_health_reports_loaded_models(server: RunningServer, client: openai.Open
     assert health["status"] == "ok"
     assert health["registry"].endswith("models.yaml")
     assert "tiny" in tiny_state(server)["aliases"]
+
+
+@pytest.mark.demo
+def test_response_format_json_object_and_schema(client: openai.OpenAI) -> None:
+    import jsonschema
+
+    ask = [{"role": "user", "content": "Describe Paris as JSON."}]
+    loose = client.chat.completions.create(
+        model="smollm2", messages=ask, temperature=0, response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(loose.choices[0].message.content), dict)
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}, "is_capital": {"type": "boolean"}},
+        "required": ["city", "is_capital"],
+        "additionalProperties": False,
+    }
+    strict = client.chat.completions.create(
+        model="smollm2",
+        messages=ask,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
+    )
+    jsonschema.validate(json.loads(strict.choices[0].message.content), schema)
+    assert strict.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.demo
+def test_sampler_extras_and_penalties(client: openai.OpenAI) -> None:
+    def say(**fields) -> str:
+        messages = [{"role": "user", "content": "List ten fruits."}]
+        reply = client.chat.completions.create(model="smollm2", messages=messages, max_tokens=30, **fields)
+        return reply.choices[0].message.content
+
+    greedy = say(temperature=0)
+    assert say(temperature=1.0, seed=3, extra_body={"top_k": 1}) == greedy
+    assert say(temperature=1.0, seed=3, extra_body={"min_p": 1.0}) == greedy
+    assert say(temperature=0, frequency_penalty=2.0) != greedy
+    assert say(temperature=0, extra_body={"repetition_penalty": 3.0}) != greedy
+
+
+def test_an_unusable_schema_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="unusable JSON schema"):
+        client.chat.completions.create(
+            model="tiny",
+            messages=FRANCE,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}},
+        )

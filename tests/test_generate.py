@@ -22,6 +22,10 @@ REGISTRY = """
 models:
   plain:
     model: org/plain
+  with-system:
+    model: org/plain
+    system: Be brief.
+    keep_alive: 0
   tuned:
     model: org/tuned
     options:
@@ -36,7 +40,7 @@ HI = ChatPrompt((Message("user", "hi"),))
 def router_for(tokenizer, *, context_length: int = 64, model_defaults: SamplingOptions | None = None):
     registry = parse_registry(REGISTRY, Path("/tmp/models.yaml"))
 
-    def loader(source, *, name):
+    def loader(source, load=None, *, name):
         return fake_loaded_model(source, tokenizer, context_length=context_length, defaults=model_defaults)
 
     return ModelRouter(registry, loader=loader)
@@ -226,3 +230,28 @@ async def test_a_failed_start_gives_the_model_back(tiny_tokenizer) -> None:
         await start_generation(router, GenerationRequest("plain", HI, SamplingOptions()))
     [resident] = router.residents().values()
     assert resident.leases == 0
+
+
+async def test_the_alias_system_prompt_fills_in_only_when_the_request_has_none(tiny_tokenizer) -> None:
+    router = router_for(tiny_tokenizer)
+    generation = await start_generation(router, GenerationRequest("with-system", HI, SamplingOptions()))
+    prompt_ids, _ = generation.lease.model.engine.submitted[-1]
+    expected = ChatPrompt((Message("system", "Be brief."), Message("user", "hi")))
+    assert prompt_ids == encode_prompt(tiny_tokenizer, expected)
+    generation.close()
+    own = ChatPrompt((Message("system", "Be long."), Message("user", "hi")))
+    generation = await start_generation(router, GenerationRequest("with-system", own, SamplingOptions()))
+    assert generation.lease.model.engine.submitted[-1][0] == encode_prompt(tiny_tokenizer, own)
+    generation.close()
+
+
+async def test_the_alias_keep_alive_applies_when_the_request_says_none(tiny_tokenizer) -> None:
+    router = router_for(tiny_tokenizer)
+    generation = await start_generation(router, GenerationRequest("with-system", HI, SamplingOptions()))
+    generation.close()  # the alias's keep_alive 0: unloaded at once
+    assert router.residents() == {}
+    generation = await start_generation(
+        router, GenerationRequest("with-system", HI, SamplingOptions(), keep_alive=60)
+    )
+    generation.close()
+    assert router.residents()

@@ -6,7 +6,7 @@ import pytest
 
 from heylook.errors import ModelNotFound
 from heylook.registry import RegistryError, load_registry, locate_registry, parse_registry, starter_text
-from heylook.types import SamplingOptions
+from heylook.types import JsonFormat, LoadOptions, SamplingOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +47,58 @@ models:
     assert registry.get("local").source.model == str((tmp_path / "weights").resolve())
 
 
+def test_every_alias_key(tmp_path: Path) -> None:
+    text = """
+models:
+  mistral-instruct:
+    model: mistralai/Mistral-7B-Instruct-v0.3
+    provider: local
+    system: You are a helpful and creative assistant.
+    context_length: 4096
+    format: {"type": "object"}
+    keep_alive: 10m
+    options:
+      temperature: 0.7
+      top_k: 40
+      min_p: 0.05
+      typical_p: 0.9
+      repetition_penalty: 1.1
+      presence_penalty: 0.5
+      frequency_penalty: 0.25
+      penalty_last_n: 128
+      stop: "<|eot_id|>"
+    load:
+      dtype: bfloat16
+      device: cuda:0
+      quantization: 8bit
+      trust_remote_code: true
+"""
+    alias = parse_registry(text, tmp_path / "models.yaml").get("mistral-instruct")
+    assert alias.system == "You are a helpful and creative assistant."
+    assert alias.keep_alive == 600.0
+    assert alias.options == SamplingOptions(
+        temperature=0.7, top_k=40, min_p=0.05, typical_p=0.9, repetition_penalty=1.1, presence_penalty=0.5,
+        frequency_penalty=0.25, penalty_last_n=128, stop=("<|eot_id|>",), context_length=4096,
+        response_format=JsonFormat('{"type": "object"}'),
+    )  # fmt: skip
+    assert alias.load == LoadOptions(
+        dtype="bfloat16", device="cuda:0", quantization="8bit", trust_remote_code=True
+    )
+    assert alias.model_key == (alias.source, alias.load)
+
+
+def test_json_mode_and_defaults(tmp_path: Path) -> None:
+    registry = parse_registry("models:\n  a:\n    model: x/y\n    format: json\n", tmp_path / "m.yaml")
+    alias = registry.get("a")
+    assert alias.options.response_format == JsonFormat()
+    assert (alias.provider, alias.system, alias.keep_alive, alias.load) == (
+        "local",
+        None,
+        None,
+        LoadOptions(),
+    )
+
+
 def test_an_empty_file_has_no_aliases(tmp_path: Path) -> None:
     assert parse_registry("", tmp_path / "m.yaml").aliases == {}
     assert parse_registry("models:\n", tmp_path / "m.yaml").aliases == {}
@@ -64,7 +116,43 @@ def test_an_empty_file_has_no_aliases(tmp_path: Path) -> None:
         ("models:\n  a:\n    description: no source\n", 2, "a", "'model' is missing"),
         ("models:\n  a:\n    model: 5\n", 3, "a", "'model' must be a string"),
         ("models:\n  a:\n    model: x/y\n    options: 3\n", 4, "a", "'options' must be a mapping"),
-        ("models:\n  a:\n    model: x/y\n    options:\n      top_k: 5\n", 5, "a", "unknown option 'top_k'"),
+        ("models:\n  a:\n    model: x/y\n    options:\n      top_kk: 5\n", 5, "a", "unknown option 'top_kk'"),
+        (
+            "models:\n  a:\n    model: x/y\n    provider: openai\n",
+            4,
+            "a",
+            "provider 'openai' is not supported",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    context_length: 0\n",
+            4,
+            "a",
+            "'context_length' must be at least 1",
+        ),
+        ("models:\n  a:\n    model: x/y\n    format: yaml\n", 4, "a", "'format' must be json"),
+        ("models:\n  a:\n    model: x/y\n    keep_alive: soon\n", 4, "a", "not a duration"),
+        ("models:\n  a:\n    model: x/y\n    system: [1]\n", 4, "a", "'system' must be a string"),
+        ("models:\n  a:\n    model: x/y\n    load:\n      dtype: int3\n", 5, "a", "'dtype' must be one of"),
+        ("models:\n  a:\n    model: x/y\n    load:\n      quantization: 2bit\n", 5, "a", "4bit or 8bit"),
+        ("models:\n  a:\n    model: x/y\n    load:\n      device: gpu\n", 5, "a", "'device' must be"),
+        (
+            "models:\n  a:\n    model: x/y\n    load:\n      trust_remote_code: yes please\n",
+            5,
+            "a",
+            "true or false",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    load:\n      flash: true\n",
+            5,
+            "a",
+            "unknown load option 'flash'",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    options:\n      top_k: -1\n",
+            5,
+            "a",
+            "'top_k' must be at least 0",
+        ),
         (
             "models:\n  ok:\n    model: x/y\n  a:\n    model: x/y\n    options:\n      temperature: -1\n",
             7,

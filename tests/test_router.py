@@ -23,6 +23,10 @@ models:
     model: org/one
   b:
     model: org/two
+  a-in-bf16:
+    model: org/one
+    load:
+      dtype: bfloat16
 """
 
 
@@ -33,7 +37,7 @@ class CountingLoader:
         self.delay = delay
         self._lock = threading.Lock()
 
-    def __call__(self, source, *, name):
+    def __call__(self, source, load=None, *, name):
         with self._lock:
             self.calls.append(source.model)
             failing = len(self.calls) <= self.fail_first
@@ -155,3 +159,12 @@ async def test_unload_by_name_only_when_idle() -> None:
     router.release(lease)
     assert router.unload("also-a") is True
     assert router.unload("b") is False  # not loaded
+
+
+async def test_load_options_are_part_of_the_key() -> None:
+    loader = CountingLoader()
+    router = make_router(loader)
+    plain, half = await router.acquire("a"), await router.acquire("a-in-bf16")
+    assert plain.model is not half.model
+    assert loader.calls == ["org/one", "org/one"]
+    assert len(router.residents()) == 2

@@ -17,6 +17,7 @@ from heylook.errors import HeylookError, InvalidRequest
 from heylook.middleware.body_limit import BodySizeLimit
 from heylook.middleware.ollama import OllamaTranslator
 from heylook.protocols.errors import error_body_for_path
+from heylook.registry_watch import follow_registry
 from heylook.router import ModelRouter
 from heylook.routes import generation, health, ollama, openai
 from heylook.settings import Settings
@@ -54,6 +55,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
         app.state.settings = settings
         async with anyio.create_task_group() as background:
             background.start_soon(router.expire_forever)
+            background.start_soon(follow_registry, router)
             try:
                 yield
             finally:

@@ -16,6 +16,7 @@ import anyio.to_thread
 
 from heylook.engine import GenerationStream
 from heylook.errors import InvalidRequest
+from heylook.registry import Alias
 from heylook.router import Lease, ModelRouter
 from heylook.settings import Settings
 from heylook.types import (
@@ -25,6 +26,7 @@ from heylook.types import (
     GenerationRequest,
     InfillPrompt,
     LoadRequest,
+    Message,
     Prompt,
     SamplingOptions,
     SamplingParams,
@@ -86,7 +88,7 @@ class Generation:
             return
         self._closed = True
         self.stream.cancel()
-        self.router.release(self.lease, self.request.keep_alive)
+        self.router.release(self.lease, keep_alive_for(self.request, self.lease.alias))
 
 
 async def start_generation(
@@ -98,7 +100,7 @@ async def start_generation(
         prompt_ids, params = await _prepare(lease, request, settings or Settings())
         stream = lease.model.engine.submit(prompt_ids, params)
     except BaseException:
-        router.release(lease, request.keep_alive)
+        router.release(lease, keep_alive_for(request, lease.alias))
         raise
     return Generation(request, len(prompt_ids), stream, lease, router, started)
 
@@ -108,8 +110,21 @@ async def load_only(router: ModelRouter, request: LoadRequest) -> Literal["load"
     if request.keep_alive == 0:
         router.unload(request.model)
         return "unload"
-    router.release(await router.acquire(request.model), request.keep_alive)
+    lease = await router.acquire(request.model)
+    router.release(lease, keep_alive_for(request, lease.alias))
     return "load"
+
+
+def keep_alive_for(request: GenerationRequest | LoadRequest, alias: Alias) -> float | None:
+    """The request's keep_alive, else the alias's; None leaves it to the server's default."""
+    return request.keep_alive if request.keep_alive is not None else alias.keep_alive
+
+
+def with_default_system(prompt: Prompt, system: str | None) -> Prompt:
+    """A conversation without a system message gets the alias's; one with its own keeps it."""
+    if not system or not isinstance(prompt, ChatPrompt) or any(m.role == "system" for m in prompt.messages):
+        return prompt
+    return replace(prompt, messages=(Message("system", system), *prompt.messages))
 
 
 async def _prepare(
@@ -117,7 +132,8 @@ async def _prepare(
 ) -> tuple[list[int], SamplingParams]:
     model = lease.model
     options = request.options.over(lease.alias.options).over(model.generation_defaults).over(HEYLOOK_DEFAULTS)
-    encoded = await anyio.to_thread.run_sync(encode_prompt, model.tokenizer, request.prompt)
+    prompt = with_default_system(request.prompt, lease.alias.system)
+    encoded = await anyio.to_thread.run_sync(encode_prompt, model.tokenizer, prompt)
     prompt_ids = [*request.context, *encoded]
     context_length = min(model.context_length, options.context_length or model.context_length)
     room = context_length - len(prompt_ids)

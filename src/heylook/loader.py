@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from heylook.constraints import JsonGrammars
 from heylook.engine import Engine
 from heylook.errors import ModelLoadFailed
 from heylook.sources import ModelSource, resolve
-from heylook.types import SamplingOptions
+from heylook.types import LoadOptions, SamplingOptions
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +42,65 @@ class LoadedModel:
         self.engine.close()
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+def pick_device(requested: str) -> torch.device:
+    """The device a model goes to: "auto" is a CUDA GPU when torch sees one, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadFailed(f"the alias asks for device {requested!r}, but torch sees no CUDA GPU here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ModelLoadFailed(
+            f"device {requested!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s)"
+        )
+    return device
 
 
-def load_model(source: ModelSource, *, name: str) -> LoadedModel:
+def from_pretrained_options(load: LoadOptions, device: torch.device) -> dict[str, Any]:
+    """from_pretrained's keyword arguments for these load options on this device."""
+    options: dict[str, Any] = {
+        "dtype": "auto" if load.dtype == "auto" else getattr(torch, load.dtype),
+        "trust_remote_code": load.trust_remote_code,
+    }
+    if load.quantization is None:
+        return options
+    if device.type != "cuda":
+        raise ModelLoadFailed(
+            f"{load.quantization} quantization runs on bitsandbytes, which needs a CUDA GPU, and this model "
+            f"goes to {device}; remove 'quantization' from the alias's load options (dtype: bfloat16 "
+            "halves the memory of a float32 model instead)"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadFailed(
+            f"{load.quantization} quantization needs bitsandbytes: pip install 'heylook[gpu]'"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if load.quantization == "4bit":
+        config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    # bitsandbytes places the weights itself; the model cannot be moved afterwards.
+    return {**options, "quantization_config": config, "device_map": {"": device.index or 0}}
+
+
+def load_model(source: ModelSource, load: LoadOptions | None = None, *, name: str) -> LoadedModel:
     """Blocking: resolve, convert if needed, load, start the engine. Run it off the event loop."""
+    load = load or LoadOptions()
     started = time.perf_counter_ns()
+    device = pick_device(load.device)
+    options = from_pretrained_options(load, device)
     directory = resolve(source)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = default_device()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = AutoModelForCausalLM.from_pretrained(directory)
-        model.to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=load.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(directory, **options)
+        if "device_map" not in options:
+            model.to(device)
+        model.eval()
     except Exception as error:
         raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
     eos_token_ids = _eos_token_ids(model, tokenizer)
@@ -72,7 +117,7 @@ def load_model(source: ModelSource, *, name: str) -> LoadedModel:
         size_bytes=module_bytes(model),
         grammars=JsonGrammars(tokenizer, vocab_size, sorted(eos_token_ids)),
     )
-    log.info("loaded %s from %s on %s in %.1f s", name, directory, device, loaded.load_ns / 1e9)
+    log.info("loaded %s from %s on %s in %.1f s", name, directory, engine.device, loaded.load_ns / 1e9)
     return loaded
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,15 +17,26 @@ import yaml
 from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.paths import config_dir
 from heylook.protocols.fields import read_bool, read_int, read_number, read_stop
+from heylook.protocols.ollama import parse_keep_alive
 from heylook.sources import ModelSource, source_kind
-from heylook.types import SamplingOptions
+from heylook.types import JsonFormat, LoadOptions, SamplingOptions
 
 log = logging.getLogger(__name__)
 
 REGISTRY_ENV = "HEYLOOK_MODELS"
 REGISTRY_NAME = "models.yaml"
-ALIAS_KEYS = ("model", "revision", "gguf_file", "description", "options")
-OPTION_KEYS = ("temperature", "top_p", "seed", "max_tokens", "stop", "ignore_eos")
+ALIAS_KEYS = (
+    "model", "revision", "gguf_file", "provider", "description", "system", "options",
+    "context_length", "format", "keep_alive", "load",
+)  # fmt: skip
+# Every generation default an alias can hold; context_length and format are top-level keys.
+OPTION_KEYS = tuple(
+    f.name for f in fields(SamplingOptions) if f.name not in ("context_length", "response_format")
+)
+LOAD_KEYS = tuple(f.name for f in fields(LoadOptions))
+PROVIDERS = ("local",)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZATIONS = ("4bit", "8bit")
 
 
 class RegistryError(Exception):
@@ -40,8 +53,19 @@ class RegistryError(Exception):
 class Alias:
     name: str
     source: ModelSource
+    provider: str = "local"
     description: str = ""
+    # The system prompt a conversation gets when it brings none of its own.
+    system: str | None = None
+    # Generation defaults, context_length and JSON mode included; a request's own fields win.
     options: SamplingOptions = field(default_factory=SamplingOptions)
+    keep_alive: float | None = None  # seconds, as parse_keep_alive reads it; None: the server's
+    load: LoadOptions = field(default_factory=LoadOptions)
+
+    @property
+    def model_key(self) -> tuple[ModelSource, LoadOptions]:
+        """What identifies the loaded model: aliases with the same key share it."""
+        return (self.source, self.load)
 
 
 @dataclass(frozen=True)
@@ -123,10 +147,8 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
 
     if not isinstance(entry, dict):
         raise fail("must be a mapping with at least a 'model' key")
-    for key in entry:
-        if key not in ALIAS_KEYS:
-            raise fail(f"unknown key {key!r} (known: {', '.join(ALIAS_KEYS)})", str(key))
-    for key in ("model", "revision", "gguf_file", "description"):
+    _check_keys(entry, ALIAS_KEYS, "key", fail)
+    for key in ("model", "revision", "gguf_file", "provider", "description", "system"):
         if entry.get(key) is not None and not isinstance(entry[key], str):
             raise fail(f"'{key}' must be a string", key)
     model = entry.get("model")
@@ -135,16 +157,62 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
     if source_kind(model) == "local" and not model.startswith(("/", "~")):
         # Relative paths are relative to the registry file, not to wherever heylook runs.
         model = str((path.parent / model).resolve())
-    options = entry.get("options") or {}
+    provider = entry.get("provider") or "local"
+    if provider not in PROVIDERS:
+        raise fail(f"provider {provider!r} is not supported (known: {', '.join(PROVIDERS)})", "provider")
+
+    def read(key: str, reader: Callable[[Any], Any]) -> Any:
+        try:
+            return reader(entry.get(key))
+        except InvalidRequest as error:
+            raise fail(error.message, key) from None
+
+    options = _parse_options(entry.get("options"), fail)
+    context_length = read("context_length", lambda _: read_int(entry, "context_length", minimum=1))
+    response_format = read("format", _parse_format)
+    keep_alive = read("keep_alive", parse_keep_alive)
+    options = SamplingOptions(context_length=context_length, response_format=response_format).over(options)
+    return Alias(
+        name=name,
+        source=ModelSource(model=model, revision=entry.get("revision"), gguf_file=entry.get("gguf_file")),
+        provider=provider,
+        description=entry.get("description") or "",
+        system=entry.get("system"),
+        options=options,
+        keep_alive=keep_alive,
+        load=_parse_load(entry.get("load"), fail),
+    )
+
+
+def _check_keys(
+    mapping: dict[Any, Any],
+    known: tuple[str, ...],
+    what: str,
+    fail: Callable[..., RegistryError],
+    *where: str,
+) -> None:
+    for key in mapping:
+        if key not in known:
+            raise fail(f"unknown {what} {key!r} (known: {', '.join(known)})", *where, str(key))
+
+
+def _parse_options(options: Any, fail: Callable[..., RegistryError]) -> SamplingOptions:
+    if options is None:
+        return SamplingOptions()
     if not isinstance(options, dict):
         raise fail("'options' must be a mapping", "options")
-    for key in options:
-        if key not in OPTION_KEYS:
-            raise fail(f"unknown option {key!r} (known: {', '.join(OPTION_KEYS)})", "options", str(key))
+    _check_keys(options, OPTION_KEYS, "option", fail, "options")
     try:
-        sampling = SamplingOptions(
+        return SamplingOptions(
             temperature=read_number(options, "temperature", minimum=0.0),
             top_p=read_number(options, "top_p", minimum=0.0, maximum=1.0),
+            top_k=read_int(options, "top_k", minimum=0),
+            min_p=read_number(options, "min_p", minimum=0.0, maximum=1.0),
+            typical_p=read_number(options, "typical_p", minimum=0.0, maximum=1.0),
+            repetition_penalty=read_number(options, "repetition_penalty", minimum=0.0),
+            presence_penalty=read_number(options, "presence_penalty", minimum=-2.0, maximum=2.0),
+            frequency_penalty=read_number(options, "frequency_penalty", minimum=-2.0, maximum=2.0),
+            penalty_last_n=read_int(options, "penalty_last_n", minimum=-1),
             seed=read_int(options, "seed"),
             max_tokens=read_int(options, "max_tokens", minimum=1),
             stop=read_stop(options, "stop"),
@@ -152,12 +220,36 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
         )
     except InvalidRequest as error:
         raise fail(error.message, "options", error.param or "") from None
-    return Alias(
-        name=name,
-        source=ModelSource(model=model, revision=entry.get("revision"), gguf_file=entry.get("gguf_file")),
-        description=entry.get("description") or "",
-        options=sampling,
-    )
+
+
+def _parse_format(value: Any) -> JsonFormat | None:
+    """JSON mode: "json" for any JSON object, or a JSON schema the output must follow."""
+    if value is None:
+        return None
+    if value == "json":
+        return JsonFormat()
+    if isinstance(value, dict):
+        return JsonFormat(json.dumps(value))
+    raise InvalidRequest("'format' must be json or a JSON schema mapping", param="format")
+
+
+def _parse_load(load: Any, fail: Callable[..., RegistryError]) -> LoadOptions:
+    if load is None:
+        return LoadOptions()
+    if not isinstance(load, dict):
+        raise fail("'load' must be a mapping", "load")
+    _check_keys(load, LOAD_KEYS, "load option", fail, "load")
+    dtype, device = load.get("dtype", "auto"), load.get("device", "auto")
+    quantization, trust = load.get("quantization"), load.get("trust_remote_code", False)
+    if dtype not in DTYPES:
+        raise fail(f"'dtype' must be one of {', '.join(DTYPES)}, not {dtype!r}", "load", "dtype")
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise fail(f"'device' must be auto, cpu, cuda, cuda:N or mps, not {device!r}", "load", "device")
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise fail(f"'quantization' must be 4bit or 8bit, not {quantization!r}", "load", "quantization")
+    if not isinstance(trust, bool):
+        raise fail("'trust_remote_code' must be true or false", "load", "trust_remote_code")
+    return LoadOptions(dtype=dtype, device=device, quantization=quantization, trust_remote_code=trust)
 
 
 def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:

@@ -51,6 +51,17 @@ class JsonFormat:
 
 
 @dataclass(frozen=True)
+class LoadOptions:
+    """How a model's weights are loaded. Part of what identifies a loaded model: the same weights
+    in 4-bit and in bfloat16 are two loaded models."""
+
+    dtype: str = "auto"  # auto (the checkpoint's), float32, bfloat16, float16
+    device: str = "auto"  # auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda, cuda:N
+    quantization: str | None = None  # 4bit or 8bit, through bitsandbytes, on a CUDA GPU
+    trust_remote_code: bool = False  # run the repo's own modelling code: only when an alias opts in
+
+
+@dataclass(frozen=True)
 class SamplingOptions:
     """Generation controls as one layer states them; None means "this layer does not say".
 

@@ -16,12 +16,12 @@ async def health(request: Request) -> Response:
     router = router_of(request)
     registry = router.registry
     loaded = []
-    for source, resident in router.residents().items():
+    for key, resident in router.residents().items():
         engine = resident.model.engine
         loaded.append(
             {
-                "model": source.describe(),
-                "aliases": [a.name for a in registry.aliases.values() if a.source == source],
+                "model": key[0].describe(),
+                "aliases": [a.name for a in registry.aliases.values() if a.model_key == key],
                 "device": str(engine.device),
                 "context_length": resident.model.context_length,
                 "active_requests": engine.active,

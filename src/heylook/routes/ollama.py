@@ -54,9 +54,9 @@ async def ps(request: Request) -> Response:
     router = router_of(request)
     registry = router.registry
     running = []
-    for source, resident in router.residents().items():
+    for key, resident in router.residents().items():
         alias = registry.aliases.get(resident.name) or next(
-            (a for a in registry.aliases.values() if a.source == source), None
+            (a for a in registry.aliases.values() if a.model_key == key), None
         )
         if alias is None:  # its alias was deleted while the model stayed loaded
             continue

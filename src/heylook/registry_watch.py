@@ -1,0 +1,47 @@
+"""The running server follows models.yaml: edits by hand or by the CLI take effect without a
+restart, and a broken edit leaves the last good registry serving, with the error logged."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from heylook.registry import RegistryError, load_registry
+from heylook.router import ModelRouter
+
+log = logging.getLogger(__name__)
+
+Signature = tuple[int, int, int] | None
+
+
+def file_signature(path: Path) -> Signature:
+    """Changes whenever the file does, also when it is replaced by a rename (a new inode)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+async def follow_registry(router: ModelRouter, interval: float = 1.0) -> None:
+    path = router.registry.path
+    seen = file_signature(path)
+    while True:
+        await anyio.sleep(interval)
+        current = file_signature(path)
+        if current == seen:
+            continue
+        seen = current
+        try:
+            registry = await anyio.to_thread.run_sync(load_registry, path)
+        except RegistryError as error:
+            log.error(
+                "models.yaml changed but cannot be used; still serving the last good version: %s", error
+            )
+            continue
+        router.registry = registry
+        log.info("reloaded %s: %s", path, ", ".join(registry.aliases) or "no aliases")

@@ -42,6 +42,7 @@ class RecordedRequest:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    status: int | None = None  # what the fake Hub answered
 
     @property
     def range(self) -> str | None:
@@ -135,9 +136,9 @@ class FakeHub:
         return self._url(1)
 
     def file_gets(self) -> list[RecordedRequest]:
-        """The GETs that fetched file bodies (from the resolve URL or the CDN)."""
+        """The GETs that fetched file bodies (from the resolve URL or the CDN), not redirects."""
         with self._lock:
-            gets = [r for r in self.requests if r.method == "GET"]
+            gets = [r for r in self.requests if r.method == "GET" and r.status in (200, 206)]
         return [r for r in gets if "/resolve/" in r.path or r.path.startswith("/cdn/")]
 
     def clear_requests(self) -> None:
@@ -261,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         url = urlsplit(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
-        hub.record(RecordedRequest(self.command, url.path, parse_qs(url.query), headers))
+        self._status: int | None = None
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         try:
             if parts[:2] == ["api", "models"] and len(parts) in (4, 6):
@@ -274,6 +275,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(404, None, "Not found", body=body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        finally:
+            hub.record(RecordedRequest(self.command, url.path, parse_qs(url.query), headers, self._status))
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
 
     def _model_info(self, parts: list[str], query: dict[str, list[str]], *, body: bool) -> None:
         repo_id = f"{parts[2]}/{parts[3]}"

@@ -1,25 +1,200 @@
+"""The heylook command line, run as a user runs it: a subprocess per command."""
+
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
+
+from heylook.registry import load_registry
 from tests.server import RunningServer, free_port
 
+HEADER = "# my models: keep this comment\nmodels:\n  # the small one\n"
+WORKFLOW = [
+    "create", "--alias", "mistral-instruct", "--model", "mistralai/Mistral-7B-Instruct-v0.3",
+    "--system", "You are a helpful and creative assistant.", "--temperature", "0.7", "--load-in-8bit",
+    "--stop", "<|eot_id|>",
+]  # fmt: skip
+COMMANDS = [
+    "serve",
+    "ps",
+    "check",
+    "pull",
+    "list",
+    "create",
+    "show",
+    "rm",
+    "cp",
+    "run",
+    "chat",
+    "import",
+    "cache",
+]
 
-def heylook(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+
+def heylook(*args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 120):
+    """`heylook ...` in a subprocess; no server answers at $HEYLOOK_URL unless a test says so."""
+    environment = {**os.environ, "HEYLOOK_URL": "http://127.0.0.1:9", "COLUMNS": "200", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "heylook", *args], capture_output=True, text=True, timeout=timeout
-    )
+        [sys.executable, "-m", "heylook", *args],
+        capture_output=True, text=True, timeout=timeout, env=environment, input=input,
+    )  # fmt: skip
 
 
-def test_help_lists_serve_and_its_options() -> None:
-    done = heylook("--help")
-    assert done.returncode == 0 and "serve" in done.stdout
+@pytest.fixture
+def models(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    path = tmp_path / "models.yaml"
+    path.write_text(f"{HEADER}  tiny:\n    model: {tiny_model_dir}\n    description: a tiny random model\n")
+    return path
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    done = heylook(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "Usage: heylook" in done.stdout
+
+
+def test_help_lists_serve_options() -> None:
     done = heylook("serve", "--help")
-    assert done.returncode == 0
     for option in ("--host", "--port", "--models", "--keep-alive", "--max-tokens-limit", "--max-body-bytes"):
         assert option in done.stdout
+
+
+def test_the_create_workflow_writes_the_alias(models: Path) -> None:
+    done = heylook(*WORKFLOW, "--models", str(models))
+    assert done.returncode == 0, done.stderr
+    alias = load_registry(models).get("mistral-instruct")
+    assert alias.source.model == "mistralai/Mistral-7B-Instruct-v0.3"
+    assert alias.system == "You are a helpful and creative assistant."
+    assert alias.options.temperature == 0.7 and alias.options.stop == ("<|eot_id|>",)
+    assert alias.load.quantization == "8bit"
+    assert models.read_text().startswith(HEADER), "comments and order survive"
+    again = heylook(*WORKFLOW, "--models", str(models))
+    assert again.returncode == 1 and "already exists" in again.stderr and "--force" in again.stderr
+    cooler = [("0.2" if arg == "0.7" else arg) for arg in WORKFLOW]
+    forced = heylook(*cooler, "--force", "--models", str(models))
+    assert forced.returncode == 0
+    assert load_registry(models).get("mistral-instruct").options.temperature == 0.2
+
+
+def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "properties": {"a": {"type": "integer"}}}')
+    done = heylook(
+        "create", "--alias", "full", "--model", "./weights", "--top-k", "40", "--min-p", "0.05",
+        "--repetition-penalty", "1.1", "--presence-penalty", "0.5", "--frequency-penalty", "0.2",
+        "--max-tokens", "64", "--seed", "7", "--context-length", "2048", "--json-schema", str(schema),
+        "--keep-alive", "10m", "--dtype", "bfloat16", "--device", "cpu", "--trust-remote-code",
+        "--description", "everything", "--models", str(models),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    alias = load_registry(models).get("full")
+    assert alias.source.model == str((Path.cwd() / "weights").resolve()), "relative to where it was typed"
+    assert (alias.options.top_k, alias.options.seed, alias.options.context_length) == (40, 7, 2048)
+    assert alias.options.response_format is not None and alias.keep_alive == 600
+    assert (alias.load.dtype, alias.load.device, alias.load.trust_remote_code) == ("bfloat16", "cpu", True)
+
+
+def test_create_refuses_what_models_yaml_would_refuse(models: Path) -> None:
+    done = heylook(
+        "create", "--alias", "x", "--model", "org/x", "--keep-alive", "soon", "--models", str(models)
+    )
+    assert done.returncode == 2 and "not a duration" in done.stderr
+    done = heylook(
+        "create",
+        "--alias",
+        "x",
+        "--model",
+        "o/x",
+        "--load-in-4bit",
+        "--load-in-8bit",
+        "--models",
+        str(models),
+    )
+    assert done.returncode == 2
+    assert "x:" not in models.read_text()
+
+
+def test_concurrent_creates_never_lose_an_alias(models: Path) -> None:
+    environment = {**os.environ, "HEYLOOK_URL": "http://127.0.0.1:9"}
+
+    def create(i: int) -> subprocess.Popen[bytes]:
+        command = ["create", "--alias", f"a{i}", "--model", f"org/m{i}", "--models", str(models)]
+        return subprocess.Popen(
+            [sys.executable, "-m", "heylook", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment,
+        )
+
+    processes = [create(i) for i in range(8)]
+    for process in processes:
+        _, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors
+    aliases = load_registry(models).aliases
+    assert {f"a{i}" for i in range(8)} | {"tiny"} == set(aliases)
+    assert models.read_text().startswith(HEADER)
+
+
+def test_cp_rm_and_show(models: Path) -> None:
+    assert heylook("cp", "tiny", "tiny2", "--models", str(models)).returncode == 0
+    assert heylook("cp", "tiny", "tiny2", "--models", str(models)).returncode == 1  # exists
+    shown = heylook("show", "tiny2", "--models", str(models))
+    assert shown.returncode == 0 and "description: a tiny random model" in shown.stdout
+    assert "parameters" in shown.stdout and "on disk" in shown.stdout
+    assert heylook("rm", "tiny2", "--models", str(models)).returncode == 0
+    missing = heylook("rm", "tiny3", "--models", str(models))
+    assert missing.returncode == 1 and "did you mean 'tiny'" in missing.stderr
+    assert models.read_text().startswith(HEADER) and "tiny2" not in models.read_text()
+
+
+BAD_OPTION = "models:\n  a:\n    model: x/y\n    options:\n      top_p: high\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "words"),
+    [
+        ("models:\n  a:\n    model: [x\n", 2, "models.yaml:3: YAML syntax error"),
+        ("models:\n  a:\n    model: x/y\n    temprature: 1\n", 2, "models.yaml:4: alias 'a': unknown key"),
+        (BAD_OPTION, 2, "models.yaml:5: alias 'a': 'top_p' must be a number"),
+        ("models:\n  a:\n    description: no source\n", 2, "models.yaml:2: alias 'a': 'model' is missing"),
+        ("models:\n  a:\n    model: /no/such/dir\n", 1, "/no/such/dir does not exist"),
+        ("models:\n  a:\n    model: x/y\n", 0, "not downloaded: heylook pull x/y"),
+    ],
+)
+def test_check(tmp_path: Path, text: str, code: int, words: str) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    done = heylook("check", "--models", str(path))
+    assert done.returncode == code
+    assert words in done.stdout
+
+
+def test_list_shows_aliases_and_the_hf_cache(models: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
+    from tests.hub_cache import lay_out_hub_cache
+
+    cache = tmp_path / "hub"
+    lay_out_hub_cache(cache, "test-org/cached-model", tiny_model_dir)
+    done = heylook("list", "--models", str(models), env={"HF_HUB_CACHE": str(cache)})
+    assert done.returncode == 0, done.stderr
+    assert "tiny" in done.stdout and "a tiny random model" in done.stdout
+    assert "test-org/cached-model" in done.stdout and "KB" in done.stdout
+
+
+def test_ps_against_a_server_and_without_one(server: RunningServer) -> None:
+    import httpx
+
+    httpx.post(f"{server.base_url}/api/generate", json={"model": "tiny", "keep_alive": "5m"}, timeout=60)
+    done = heylook("ps", "--url", server.base_url)
+    assert done.returncode == 0, done.stderr
+    assert "tiny" in done.stdout and "CPU" in done.stdout and "minutes from now" in done.stdout
+    gone = heylook("ps", "--url", "http://127.0.0.1:9")
+    assert gone.returncode == 1 and "no heylook server answers" in gone.stderr
 
 
 def test_serve_refuses_a_broken_registry_naming_the_line(tmp_path: Path) -> None:
@@ -40,3 +215,8 @@ def test_serve_refuses_a_bad_keep_alive(tmp_path: Path) -> None:
 
 def test_serve_logs_the_registry_it_uses(server: RunningServer) -> None:
     assert f"registry {server.models}" in server.output()
+
+
+def test_models_yaml_stays_readable_by_plain_yaml(models: Path) -> None:
+    heylook(*WORKFLOW, "--models", str(models))
+    assert "mistral-instruct" in yaml.safe_load(models.read_text())["models"]

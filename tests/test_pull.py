@@ -403,16 +403,44 @@ def test_an_error_raised_by_on_progress_stops_the_pull_unchanged(hub: FakeHub) -
         pass
 
     def on_progress(event: PullProgress) -> None:
-        if event.total and 0 < (event.completed or 0) < event.total:  # inside huggingface_hub's download
+        if event.total and 0 < (event.completed or 0) < event.total:  # inside a file's download
             raise ClientLeft
 
     hub.chunk_delay = 0.02
     with pytest.raises(ClientLeft):
         pull_model(parse_pull_name(REPO), on_progress, endpoint=hub.endpoint)
-    # The abandoned download stops at its next read and removes its partial file.
+    # The abandoned download stops at its next read; nothing unverified enters the cache.
+    weights = hub.state(REPO).files["model.safetensors"]
     blobs = Path(hf_constants.HF_HUB_CACHE, "models--org--tiny", "blobs")
+    assert not (blobs / weights.sha256).exists()
+
+
+def test_an_interrupted_pull_is_resumed_by_the_next_one(hub: FakeHub, tiny_model_dir: Path) -> None:
+    """The partial file outlives the pull that was interrupted (huggingface_hub's own would not)."""
+    weights = hub.state(REPO).files["model.safetensors"]
+
+    def stop_midway(event: PullProgress) -> None:
+        if event.digest == f"sha256:{weights.sha256}" and (event.completed or 0) > 40_000:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C
+
+    hub.chunk_delay = 0.01
+    with pytest.raises(KeyboardInterrupt):
+        pull_model(parse_pull_name(REPO), stop_midway, endpoint=hub.endpoint)
+    blobs = Path(hf_constants.HF_HUB_CACHE, "models--org--tiny", "blobs")
+    partial = blobs / f"{weights.sha256}.heylook-partial"
     deadline = time.monotonic() + 5
-    while [p for p in blobs.iterdir() if p.name.endswith(".incomplete")] and time.monotonic() < deadline:
+    while time.monotonic() < deadline and partial.exists() and partial.stat().st_size < 40_000:
         time.sleep(0.02)
-    assert not [p for p in blobs.iterdir() if p.name.endswith(".incomplete")]
-    assert not (blobs / hub.state(REPO).files["model.safetensors"].sha256).exists()
+    kept = partial.stat().st_size
+    assert 40_000 <= kept < weights.size
+    hub.clear_requests()
+    hub.chunk_delay = 0.0
+
+    source, _ = run_pull(REPO, hub)
+
+    [resumed] = [r for r in hub.file_gets() if r.path.startswith("/cdn/") and r.range]
+    assert int(resumed.range.removeprefix("bytes=").rstrip("-")) >= kept
+    assert (resolve(source) / "model.safetensors").read_bytes() == (
+        tiny_model_dir / "model.safetensors"
+    ).read_bytes()
+    assert not partial.exists()

@@ -9,6 +9,7 @@ import pytest
 
 from heylook.errors import ModelLoadFailed
 from heylook.sources import ModelSource, resolve, source_kind
+from tests.hub_cache import lay_out_hub_cache
 
 
 @pytest.mark.parametrize(
@@ -26,20 +27,6 @@ from heylook.sources import ModelSource, resolve, source_kind
 )
 def test_source_kind(model: str, kind: str) -> None:
     assert source_kind(model) == kind
-
-
-def lay_out_hub_cache(cache: Path, repo: str, files: Path, commit: str = "a" * 40) -> None:
-    """huggingface_hub's real cache structure: blobs, snapshots/<commit>, refs/main."""
-    root = cache / f"models--{repo.replace('/', '--')}"
-    snapshot = root / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (root / "blobs").mkdir()
-    for file in files.iterdir():
-        blob = root / "blobs" / f"blob-{file.name}"
-        shutil.copy(file, blob)
-        (snapshot / file.name).symlink_to(Path("../../blobs") / blob.name)
-    (root / "refs").mkdir()
-    (root / "refs" / "main").write_text(commit)
 
 
 @pytest.fixture

@@ -2,10 +2,9 @@
 huggingface_hub into the normal HF cache with Ollama-style progress, and name the ModelSource an alias
 should hold.
 
-huggingface_hub does the transfer: within a pull it resumes a dropped connection with a Range
-request, and it moves a blob into the cache only once complete (2.4 deletes the partial file of a
-download that fails for good, so the next pull starts that file again; finished files are kept).
-Every file is fetched at the one commit the repo listing gave.
+huggingface_hub lists the repo and names the URLs, headers and cache layout; the transfer itself is
+heylook's, because it must survive an interrupted pull (see _Fetcher). Every file is fetched at the
+one commit the repo listing gave, and verified against the digest the Hub listed.
 """
 
 from __future__ import annotations
@@ -20,9 +19,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
+from filelock import FileLock
+from huggingface_hub import HfApi, constants, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
     FileMetadataError,
     GatedRepoError,
@@ -36,7 +36,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.hf_api import ModelInfo
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status, validate_repo_id
 
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.sources import ModelSource
@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 API_TIMEOUT_S = 30.0
 # Ollama clients redraw on every line; ten a second per file is smooth without flooding them.
 PROGRESS_INTERVAL_S = 0.1
+# Tries per file within one pull before a broken connection fails it (its partial file stays).
+_ATTEMPTS = 5
+_BLOCK_BYTES = 1 << 16
+_PARTIAL_SUFFIX = ".heylook-partial"
 
 _HF_PREFIX = re.compile(r"^(?:https?://)?(?:hf\.co|huggingface\.co)/", re.IGNORECASE)
 _REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+/-]*")
@@ -331,7 +335,14 @@ class _Emitter:
 
 
 class _Fetcher:
-    """Downloads files of one commit, keeping those it fetched (not found cached) to verify."""
+    """Downloads files of one commit into the Hugging Face cache, resumably.
+
+    A file's partial download is kept beside the cache's blobs and continued with a Range request by
+    the next attempt, in this pull or a later one: huggingface_hub 2.4 deletes the partial file of a
+    download that fails, so a large shard interrupted near its end would start over. A file lands in
+    the cache (blobs/<etag>, linked from snapshots/<commit>/, as huggingface_hub lays it out and
+    finds it offline) only once its digest matches what the Hub listed.
+    """
 
     def __init__(self, repo_id: str, commit: str, endpoint: str | None, emit: _Emitter) -> None:
         self.repo_id = repo_id
@@ -339,7 +350,8 @@ class _Fetcher:
         self.endpoint = endpoint
         self.emit = emit
         self.paths: dict[str, Path] = {}
-        self.fresh: list[_RemoteFile] = []
+        self.pending: list[_RemoteFile] = []  # downloaded, not yet verified and placed
+        self._storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
 
     def fetch(self, remote: _RemoteFile) -> Path:
         progress = _FileProgress(self.emit, remote)
@@ -348,17 +360,8 @@ class _Fetcher:
             path = Path(cached)
         else:
             progress.begin()
-            downloaded = progress.run(
-                lambda: hf_hub_download(
-                    self.repo_id,
-                    remote.path,
-                    revision=self.commit,
-                    endpoint=self.endpoint,
-                    tqdm_class=progress.bar_class(),
-                )
-            )
-            path = Path(downloaded)
-            self.fresh.append(remote)
+            path = progress.run(lambda: self._download(remote, progress))
+            self.pending.append(remote)
         progress.finish()
         self.paths[remote.path] = path
         return path
@@ -367,8 +370,74 @@ class _Fetcher:
         return self.paths[name]
 
     def verify(self) -> None:
-        for remote in self.fresh:
-            _verify(self.repo_id, remote, self.paths[remote.path])
+        """Check each new file's digest, then move it into the cache and link it from the snapshot."""
+        for remote in self.pending:
+            partial = self.paths[remote.path]
+            _verify(self.repo_id, remote, partial)
+            self.paths[remote.path] = self._place(remote, partial)
+        self.pending.clear()
+
+    def _download(self, remote: _RemoteFile, progress: _FileProgress) -> Path:
+        etag = remote.sha256 or remote.blob_id
+        if etag is None:
+            raise PullFailed(f"the Hub listed {remote.path} of {self.repo_id} without a digest", status=502)
+        partial = self._storage / "blobs" / f"{etag}{_PARTIAL_SUFFIX}"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        # The lock file huggingface_hub itself takes for this blob: the two never write it at once.
+        lock = Path(constants.HF_HUB_CACHE) / ".locks" / self._storage.name / f"{etag}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock)):
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    self._continue(remote, partial, progress)
+                    return partial
+                except _http.TransportError as error:  # a dropped connection or a stalled read
+                    if attempt == _ATTEMPTS:
+                        raise
+                    log.info("download of %s broke off (%s); resuming", remote.path, type(error).__name__)
+                    time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
+    def _continue(self, remote: _RemoteFile, partial: Path, progress: _FileProgress) -> None:
+        """Fetch what the partial file still lacks."""
+        have = partial.stat().st_size if partial.exists() else 0
+        if remote.size is not None and have > remote.size:
+            partial.unlink()
+            have = 0
+        progress.reach(have)
+        if remote.size is not None and have == remote.size:
+            return
+        url = hf_hub_url(self.repo_id, remote.path, revision=self.commit, endpoint=self.endpoint)
+        headers = build_hf_headers()
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        session = get_session()
+        with session.stream(
+            "GET", url, headers=headers, follow_redirects=True, timeout=API_TIMEOUT_S
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                hf_raise_for_status(response)
+            resumed = response.status_code == 206
+            if have and not resumed:
+                progress.restart()
+            with open(partial, "ab" if resumed else "wb") as file:
+                for block in response.iter_bytes(_BLOCK_BYTES):
+                    if progress.cancelled:
+                        raise _Cancelled
+                    file.write(block)
+                    progress.advance(len(block))
+                file.flush()
+                os.fsync(file.fileno())
+
+    def _place(self, remote: _RemoteFile, partial: Path) -> Path:
+        blob = partial.with_name(partial.name.removesuffix(_PARTIAL_SUFFIX))
+        os.replace(partial, blob)
+        pointer = self._storage / "snapshots" / self.commit / remote.path
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        pointer.unlink(missing_ok=True)
+        pointer.symlink_to(os.path.relpath(blob, pointer.parent))
+        return pointer
 
 
 class _Cancelled(Exception):
@@ -408,8 +477,10 @@ class _FileProgress:
         if self._reported < total:
             self._send(total)
 
-    def bar_class(self) -> type[_Bar]:
-        return type("_FileBar", (_Bar,), {"progress": self})
+    def restart(self) -> None:
+        """The server sent the whole file although part of it was asked for: count from zero."""
+        with self._changed:
+            self._completed = 0
 
     def run(self, download: Callable[[], str]) -> str:
         """Download on a helper thread while this one sends progress; the download's error is raised
@@ -455,45 +526,6 @@ class _FileProgress:
         self._reported_at = time.monotonic()
         status = f"pulling {self._remote.short_digest}"
         self._emit(PullProgress(status, digest=self._remote.digest, total=total, completed=completed))
-
-
-class _Bar:
-    """What huggingface_hub asks of a `tqdm_class`: built with tqdm's keyword arguments, then fed
-    byte counts. Having `update_transfer` makes a Xet download feed this one bar too."""
-
-    progress: ClassVar[_FileProgress]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.total = kwargs.get("total")
-        self.n = 0
-        self.progress.reach(kwargs.get("initial") or 0)
-
-    def update(self, n: float | None = 1) -> None:
-        if self.progress.cancelled:
-            raise _Cancelled
-        self.n += int(n or 0)
-        self.progress.advance(int(n or 0))
-
-    def update_transfer(self, n: float | None = 1) -> None:
-        """Network bytes (Xet): progress follows bytes written instead."""
-
-    def set_postfix_str(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def set_transfer_postfix_str(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def refresh(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _Bar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _verify(repo_id: str, remote: _RemoteFile, path: Path) -> None:

@@ -119,6 +119,9 @@ def parse_registry(text: str, path: Path, *, modified: int = 0) -> Registry:
         lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
+        if error.context_mark and mark and mark.line >= text.count("\n"):
+            # The file ended while something was still open: where it opened is the place to look.
+            mark = error.context_mark
         raise RegistryError(
             path, f"YAML syntax error: {error.problem}", line=mark.line + 1 if mark else None
         ) from None

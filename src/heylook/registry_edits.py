@@ -15,27 +15,51 @@ from filelock import FileLock
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from heylook.errors import ModelNotFound
+from heylook.errors import HeylookError, ModelNotFound
 from heylook.registry import Registry, load_registry, parse_registry
 
 Edit = Callable[[CommentedMap], None]
 
 
-def add_alias(path: Path, name: str, entry: dict[str, Any]) -> Registry:
-    """Add (or replace) an alias; returns the registry as written."""
+class AliasExists(HeylookError):
+    status = 409
+    kind = "invalid_request_error"
+    code = "alias_exists"
+
+
+def add_alias(path: Path, name: str, entry: dict[str, Any], *, replace: bool = True) -> Registry:
+    """Add an alias (replacing one of that name unless `replace` is False); returns the registry."""
+    return add_aliases(path, {name: entry}, replace=replace)[0]
+
+
+def add_aliases(
+    path: Path, entries: dict[str, dict[str, Any]], *, replace: bool = True
+) -> tuple[Registry, list[str]]:
+    """Add several aliases in one locked edit; with `replace` False, those whose names are taken are
+    left alone (one alone: AliasExists). Returns the registry and the names written."""
+    written: list[str] = []
 
     def edit(models: CommentedMap) -> None:
-        models[name] = CommentedMap(entry)
+        taken = [name for name in entries if name in models]
+        if taken and not replace and len(entries) == 1:
+            raise AliasExists(f"alias {taken[0]!r} already exists in {path}")
+        for name, entry in entries.items():
+            if replace or name not in models:
+                models[name] = CommentedMap(entry)
+                written.append(name)
 
-    return _edit(path, edit)
+    return _edit(path, edit), written
 
 
-def copy_alias(path: Path, source: str, destination: str) -> Registry:
-    """Copy an alias under a new name, replacing any alias of that name (as Ollama's copy does)."""
+def copy_alias(path: Path, source: str, destination: str, *, replace: bool = True) -> Registry:
+    """Copy an alias under a new name, replacing any alias of that name (as Ollama's copy does)
+    unless `replace` is False."""
 
     def edit(models: CommentedMap) -> None:
         if source not in models:
             raise ModelNotFound(source, models)
+        if not replace and destination in models:
+            raise AliasExists(f"alias {destination!r} already exists in {path}")
         # Values only: a deep copy would also copy the comments ruamel attached to the source.
         models[destination] = CommentedMap(_plain(models[source]))
 

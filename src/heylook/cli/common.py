@@ -1,0 +1,93 @@
+"""What the commands share: the app, consoles, failure reporting, finding models.yaml and a server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import cyclopts
+from rich.console import Console
+
+from heylook import __version__
+from heylook.errors import HeylookError
+from heylook.registry import Registry, RegistryError, load_registry, locate_registry
+
+T = TypeVar("T")
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+app = cyclopts.App(
+    name="heylook",
+    help="Serve Hugging Face models behind the OpenAI and Ollama APIs, and manage them.",
+    version=__version__,
+)
+# soft_wrap: messages (paths above all) are not broken at the terminal's width; tables still fit it.
+console = Console(highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ModelsOption = Annotated[
+    Path | None,
+    cyclopts.Parameter(help="models.yaml to use (else $HEYLOOK_MODELS, ./models.yaml, the user config dir)."),
+]
+UrlOption = Annotated[
+    str | None, cyclopts.Parameter(help=f"A running heylook server (else $HEYLOOK_URL, else {DEFAULT_URL}).")
+]
+
+
+class CommandFailed(Exception):
+    """Stops a command with a message for the user and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def registry_path(models: Path | None) -> Path:
+    return locate_registry(models)
+
+
+def open_registry(models: Path | None) -> Registry:
+    try:
+        return load_registry(registry_path(models))
+    except RegistryError as error:
+        raise CommandFailed(str(error), EXIT_USAGE) from None
+
+
+def write_registry(edit: Callable[[], T]) -> T:
+    """Run a models.yaml edit, turning its failures into messages for the user."""
+    try:
+        return edit()
+    except RegistryError as error:
+        raise CommandFailed(str(error), EXIT_USAGE) from None
+    except HeylookError as error:
+        hint = "; --force replaces it" if error.code == "alias_exists" else ""
+        raise CommandFailed(error.message + hint) from None
+
+
+def server_url(url: str | None) -> str:
+    return (url or os.environ.get("HEYLOOK_URL") or DEFAULT_URL).rstrip("/")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"

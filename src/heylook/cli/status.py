@@ -1,0 +1,44 @@
+"""heylook ps: what a running server has loaded."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import httpx
+from rich.table import Table
+
+from heylook.cli.common import CommandFailed, UrlOption, app, console, human_bytes, server_url
+
+
+@app.command
+def ps(*, url: UrlOption = None) -> int:
+    """Models a running heylook server has loaded, their memory and when they unload."""
+    base = server_url(url)
+    try:
+        loaded = httpx.get(f"{base}/api/ps", timeout=5).raise_for_status().json()["models"]
+    except httpx.HTTPError as error:
+        raise CommandFailed(
+            f"no heylook server answers at {base} ({error}); start one with `heylook serve`"
+        ) from None
+    table = Table(title=f"Loaded in {base}", title_justify="left")
+    for column in ("name", "size", "processor", "context", "until"):
+        table.add_column(column, justify="right" if column in ("size", "context") else "left")
+    for model in loaded:
+        processor = "GPU" if model.get("size_vram") else "CPU"
+        size, context = human_bytes(model["size"]), str(model.get("context_length", ""))
+        table.add_row(model["name"], size, processor, context, until(model["expires_at"]))
+    console.print(table if loaded else f"{base} has no model loaded.")
+    return 0
+
+
+def until(expires_at: str) -> str:
+    """ "4 minutes from now", "forever" (Ollama reports a far-off date for that)."""
+    moment = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+    seconds = (moment - datetime.now(timezone.utc)).total_seconds()
+    if seconds > 100 * 365 * 86400:
+        return "forever"
+    if seconds < 60:
+        return f"{max(seconds, 0):.0f} seconds from now"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} minutes from now"
+    return f"{seconds / 3600:.1f} hours from now"

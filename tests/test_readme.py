@@ -53,3 +53,13 @@ def test_client_examples(server: RunningServer, library: str) -> None:
     lines = done.stdout.splitlines()
     assert "Paris" in lines[0]
     assert len(lines) >= 2 and lines[1].strip()
+
+
+def test_the_documented_alias_schema_is_valid() -> None:
+    from heylook.registry import ALIAS_KEYS, LOAD_KEYS, OPTION_KEYS, parse_registry
+
+    [example] = [block for block in code_blocks("yaml") if "mistral-instruct" in block]
+    alias = parse_registry(example, ROOT / "models.yaml").get("mistral-instruct")
+    assert alias.system and alias.keep_alive == 600 and alias.load.quantization == "8bit"
+    documented = set(re.findall(r"^\s+(\w+):", example, flags=re.MULTILINE))
+    assert set(ALIAS_KEYS) | set(LOAD_KEYS) | set(OPTION_KEYS) - {"ignore_eos"} <= documented

@@ -17,6 +17,7 @@ import ollama
 from tests.server import RunningServer
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+# Exact token counts need greedy decoding: sampling can draw the end token early.
 GREEDY = {"temperature": 0}
 
 
@@ -76,7 +77,7 @@ def test_streamed_chat_matches_the_whole_reply(client: ollama.Client) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 def test_num_predict_gives_length_with_that_many_tokens(client: ollama.Client, stream: bool) -> None:
     reply = client.generate(
-        model="smollm2", prompt="Tell me a story.", options={"num_predict": 7}, stream=stream
+        model="smollm2", prompt="Tell me a story.", options={**GREEDY, "num_predict": 7}, stream=stream
     )
     final = list(reply)[-1] if stream else reply
     assert final.done_reason == "length" and final.eval_count == 7
@@ -175,7 +176,7 @@ def test_empty_prompt_loads_and_keep_alive_zero_unloads(client: ollama.Client) -
 
 def test_keep_alive_zero_unloads_after_the_reply(client: ollama.Client) -> None:
     # llama.cpp's own options (and made-up ones) are ignored, as Ollama ignores options it lacks
-    options = {"num_predict": 3, "num_gpu": 99, "mirostat": 2, "no_such_option": True}
+    options = {**GREEDY, "num_predict": 3, "num_gpu": 99, "mirostat": 2, "no_such_option": True}
     assert client.chat(model="tiny", messages=FRANCE, options=options, keep_alive=0).eval_count == 3
     wait_for(lambda: "tiny" not in loaded_names(client))
 
@@ -221,7 +222,10 @@ def test_copy_then_delete_an_alias(client: ollama.Client, server: RunningServer)
     assert client.copy("tiny", "tiny-copy").status == "success"
     try:
         assert "tiny-copy" in [m.model for m in client.list().models]
-        assert client.chat(model="tiny-copy", messages=FRANCE, options={"num_predict": 2}).eval_count == 2
+        assert (
+            client.chat(model="tiny-copy", messages=FRANCE, options={**GREEDY, "num_predict": 2}).eval_count
+            == 2
+        )
         assert "tiny-copy:" in server.models.read_text()  # written to models.yaml itself
     finally:
         assert client.delete("tiny-copy").status == "success"
@@ -245,7 +249,7 @@ def test_pull_reports_progress_and_adds_an_alias(client: ollama.Client) -> None:
         assert sized and all(0 <= (p.completed or 0) <= p.total for p in sized)
         assert any(p.completed == p.total for p in sized)
         assert name in [m.model for m in client.list().models]
-        reply = client.chat(model=name, messages=FRANCE, options={"num_predict": 3})
+        reply = client.chat(model=name, messages=FRANCE, options={**GREEDY, "num_predict": 3})
         assert reply.model == name and reply.eval_count == 3
         assert client.pull(name).status == "success"  # again, without streaming: nothing new to fetch
     finally:
@@ -338,4 +342,7 @@ def ollama_port_server(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Running
 def test_clients_that_assume_ollamas_port_work_unchanged(ollama_port_server: RunningServer) -> None:
     default_client = ollama.Client()  # no host: http://127.0.0.1:11434, as with Ollama itself
     assert [m.model for m in default_client.list().models] == ["tiny"]
-    assert default_client.generate(model="tiny", prompt="hi", options={"num_predict": 2}).eval_count == 2
+    assert (
+        default_client.generate(model="tiny", prompt="hi", options={**GREEDY, "num_predict": 2}).eval_count
+        == 2
+    )

@@ -148,10 +148,10 @@ def test_an_empty_file_has_no_aliases(tmp_path: Path) -> None:
             "unknown load option 'flash'",
         ),
         (
-            "models:\n  a:\n    model: x/y\n    options:\n      top_k: -1\n",
+            "models:\n  a:\n    model: x/y\n    options:\n      top_k: -2\n",
             5,
             "a",
-            "'top_k' must be at least 0",
+            "'top_k' must be at least -1",
         ),
         (
             "models:\n  ok:\n    model: x/y\n  a:\n    model: x/y\n    options:\n      temperature: -1\n",

@@ -16,7 +16,7 @@ import yaml
 
 from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.paths import config_dir
-from heylook.protocols.fields import read_bool, read_int, read_number, read_stop
+from heylook.protocols.fields import read_int, read_sampling
 from heylook.protocols.ollama import parse_keep_alive
 from heylook.sources import ModelSource, source_kind
 from heylook.types import JsonFormat, LoadOptions, SamplingOptions
@@ -206,21 +206,11 @@ def _parse_options(options: Any, fail: Callable[..., RegistryError]) -> Sampling
         raise fail("'options' must be a mapping", "options")
     _check_keys(options, OPTION_KEYS, "option", fail, "options")
     try:
-        return SamplingOptions(
-            temperature=read_number(options, "temperature", minimum=0.0),
-            top_p=read_number(options, "top_p", minimum=0.0, maximum=1.0),
-            top_k=read_int(options, "top_k", minimum=0),
-            min_p=read_number(options, "min_p", minimum=0.0, maximum=1.0),
-            typical_p=read_number(options, "typical_p", minimum=0.0, maximum=1.0),
-            repetition_penalty=read_number(options, "repetition_penalty", minimum=0.0),
-            presence_penalty=read_number(options, "presence_penalty", minimum=-2.0, maximum=2.0),
-            frequency_penalty=read_number(options, "frequency_penalty", minimum=-2.0, maximum=2.0),
+        specific = SamplingOptions(
             penalty_last_n=read_int(options, "penalty_last_n", minimum=-1),
-            seed=read_int(options, "seed"),
             max_tokens=read_int(options, "max_tokens", minimum=1),
-            stop=read_stop(options, "stop"),
-            ignore_eos=read_bool(options, "ignore_eos"),
         )
+        return specific.over(read_sampling(options))
     except InvalidRequest as error:
         raise fail(error.message, "options", error.param or "") from None
 

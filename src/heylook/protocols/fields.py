@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from heylook.errors import InvalidRequest
+from heylook.types import SamplingOptions
 
 MAX_STOP_SEQUENCES = 16
 
@@ -120,3 +121,28 @@ def read_stop(body: Mapping[str, Any], key: str, *, param: str | None = None) ->
 
 def read_object(body: Mapping[str, Any], key: str, *, param: str | None = None) -> dict[str, Any] | None:
     return _read_typed(body, key, param, dict, "an object")
+
+
+def read_sampling(body: Mapping[str, Any]) -> SamplingOptions:
+    """The sampling controls both APIs and models.yaml spell the same way (OpenAI's names, and the
+    extras vLLM and others accept): temperature, top_p, top_k, min_p, typical_p, the penalties,
+    seed, stop, ignore_eos."""
+    repetition_penalty = read_number(body, "repetition_penalty", minimum=0.0)
+    if repetition_penalty == 0.0:
+        raise InvalidRequest(
+            "'repetition_penalty' must be greater than 0 (1 turns it off)", param="repetition_penalty"
+        )
+    top_k = read_int(body, "top_k", minimum=-1)
+    return SamplingOptions(
+        temperature=read_number(body, "temperature", minimum=0.0),
+        top_p=read_number(body, "top_p", minimum=0.0, maximum=1.0),
+        top_k=max(top_k, 0) if top_k is not None else None,  # -1 and 0 both turn it off
+        min_p=read_number(body, "min_p", minimum=0.0, maximum=1.0),
+        typical_p=read_number(body, "typical_p", minimum=0.0, maximum=1.0),
+        repetition_penalty=repetition_penalty,
+        presence_penalty=read_number(body, "presence_penalty", minimum=-2.0, maximum=2.0),
+        frequency_penalty=read_number(body, "frequency_penalty", minimum=-2.0, maximum=2.0),
+        seed=read_int(body, "seed"),
+        stop=read_stop(body, "stop"),
+        ignore_eos=read_bool(body, "ignore_eos"),
+    )

@@ -7,14 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from heylook.errors import HeylookError, InvalidRequest
-from heylook.protocols.fields import (
-    read_bool,
-    read_int,
-    read_number,
-    read_object,
-    read_stop,
-    read_str,
-)
+from heylook.protocols.fields import read_bool, read_int, read_object, read_sampling, read_str
 from heylook.types import (
     ChatPrompt,
     FinalChunk,
@@ -136,29 +129,8 @@ def _read_content(content: object, param: str) -> str:
 
 
 def _read_sampling(body: dict[str, Any], max_tokens: int | None) -> SamplingOptions:
-    repetition_penalty = read_number(body, "repetition_penalty", minimum=0.0)
-    if repetition_penalty == 0.0:
-        raise InvalidRequest(
-            "'repetition_penalty' must be greater than 0 (1 turns it off)", param="repetition_penalty"
-        )
-    top_k = read_int(body, "top_k", minimum=-1)
-    return SamplingOptions(
-        temperature=read_number(body, "temperature", minimum=0.0),
-        top_p=read_number(body, "top_p", minimum=0.0, maximum=1.0),
-        # Extras OpenAI lacks that vLLM and others accept: top_k (-1 or 0: off), min_p,
-        # typical_p, repetition_penalty.
-        top_k=max(top_k, 0) if top_k is not None else None,
-        min_p=read_number(body, "min_p", minimum=0.0, maximum=1.0),
-        typical_p=read_number(body, "typical_p", minimum=0.0, maximum=1.0),
-        repetition_penalty=repetition_penalty,
-        presence_penalty=read_number(body, "presence_penalty", minimum=-2.0, maximum=2.0),
-        frequency_penalty=read_number(body, "frequency_penalty", minimum=-2.0, maximum=2.0),
-        seed=read_int(body, "seed"),
-        max_tokens=max_tokens,
-        stop=read_stop(body, "stop"),
-        ignore_eos=read_bool(body, "ignore_eos"),
-        response_format=_read_response_format(body),
-    )
+    specific = SamplingOptions(max_tokens=max_tokens, response_format=_read_response_format(body))
+    return specific.over(read_sampling(body))
 
 
 def _read_response_format(body: dict[str, Any]) -> JsonFormat | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from heylook.estimate import MemoryEstimate
 from heylook.loader import LoadedModel
 from heylook.sources import ModelSource
 from heylook.types import SamplingOptions, SamplingParams
@@ -17,7 +18,9 @@ class RecordingEngine:
     submitted: list[tuple[list[int], SamplingParams]] = field(default_factory=list)
     closed: bool = False
     active: int = 0
+    parallel: int = 1
     device: Any = field(default_factory=lambda: SimpleNamespace(type="cpu"))
+    on_close: Any = None
 
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> Any:
         self.submitted.append((prompt_ids, params))
@@ -25,17 +28,52 @@ class RecordingEngine:
 
     def close(self) -> None:
         self.closed = True
+        if self.on_close:
+            self.on_close()
 
 
 def fake_loaded_model(
-    source: ModelSource, tokenizer: Any, *, context_length: int = 64, defaults: SamplingOptions | None = None
+    source: ModelSource,
+    tokenizer: Any,
+    *,
+    context_length: int = 64,
+    defaults: SamplingOptions | None = None,
+    size_bytes: int = 0,
+    on_close: Any = None,
 ) -> LoadedModel:
     return LoadedModel(
         source=source,
         directory=Path("/nowhere"),
-        engine=RecordingEngine(),  # type: ignore[arg-type]
+        engine=RecordingEngine(on_close=on_close),  # type: ignore[arg-type]
         tokenizer=tokenizer,
         context_length=context_length,
         generation_defaults=defaults or SamplingOptions(),
         load_ns=0,
+        size_bytes=size_bytes,
     )
+
+
+class FakeMachine:
+    """A device of `total` bytes whose free memory follows the fake models loaded on it."""
+
+    def __init__(self, total: int, sizes: dict[str, int]) -> None:
+        self.total = total
+        self.sizes = sizes  # by source model
+        self.used = 0
+        self.loads: list[str] = []
+
+    def free(self, device: str) -> int:
+        return self.total - self.used
+
+    def estimate(self, alias: Any, device_type: str) -> MemoryEstimate:
+        return MemoryEstimate(self.sizes[alias.source.model], 0, 0, 2048)
+
+    def load(self, source: ModelSource, load: Any = None, *, name: str) -> LoadedModel:
+        size = self.sizes[source.model]
+        self.used += size
+        self.loads.append(source.model)
+
+        def freed() -> None:
+            self.used -= size
+
+        return fake_loaded_model(source, None, size_bytes=size, on_close=freed)

@@ -226,3 +226,36 @@ async def test_close_cancels_the_running_sequence(tiny_model, tiny_tokenizer, pr
     assert stream.cancelled
     assert engine.active == 0
     assert stream.tokens_generated < 30_000
+
+
+async def test_parallel_sequences_take_turns_and_keep_their_own_outputs(
+    tiny_model, tiny_tokenizer, prompt_ids
+):
+    params = SamplingParams(max_new_tokens=300, temperature=0.0, ignore_eos=True)
+    short = SamplingParams(max_new_tokens=5, temperature=0.0, ignore_eos=True)
+    alone_long, _ = await run_alone(tiny_model, tiny_tokenizer, prompt_ids, params)
+    alone_short, _ = await run_alone(tiny_model, tiny_tokenizer, prompt_ids[:2], short)
+    engine = Engine(tiny_model, tiny_tokenizer, eos_token_ids=set(), name="tiny", parallel=2)
+    try:
+        long = engine.submit(prompt_ids, params)
+        chunks = long.chunks()
+        await chunks.__anext__()  # the long one is under way
+        text, _ = await run(engine, prompt_ids[:2], short)
+        # The short one finished while the long one was still going: they took turns.
+        assert long.tokens_generated < 300
+        rest = []
+        async for chunk in chunks:
+            if isinstance(chunk, TextChunk):
+                rest.append(chunk.text)
+    finally:
+        engine.close()
+    assert text == alone_short
+    assert alone_long.endswith("".join(rest))
+
+
+async def run_alone(model, tokenizer, prompt_ids, params):
+    engine = Engine(model, tokenizer, eos_token_ids=set(), name="alone")
+    try:
+        return await run(engine, prompt_ids, params)
+    finally:
+        engine.close()

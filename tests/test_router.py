@@ -8,10 +8,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from heylook.errors import ModelLoadFailed, ModelNotFound
+from heylook.errors import InsufficientMemory, LoadTimedOut, ModelLoadFailed, ModelNotFound, ServerBusy
+from heylook.metrics import Metrics
 from heylook.registry import parse_registry
-from heylook.router import ModelRouter
-from tests.fakes import fake_loaded_model
+from heylook.router import Limits, ModelRouter
+from tests.fakes import FakeMachine, fake_loaded_model
 
 pytestmark = pytest.mark.anyio
 
@@ -168,3 +169,143 @@ async def test_load_options_are_part_of_the_key() -> None:
     assert plain.model is not half.model
     assert loader.calls == ["org/one", "org/one"]
     assert len(router.residents()) == 2
+
+
+# --- the memory budget, the LRU, admission ---------------------------------------------------------
+
+GIB = 2**30
+SIZED = """
+models:
+  a:
+    model: org/a
+  b:
+    model: org/b
+  c:
+    model: org/c
+  huge:
+    model: org/huge
+"""
+
+
+def machine_router(total: int = 10 * GIB, **limits) -> tuple[ModelRouter, FakeMachine]:
+    machine = FakeMachine(total, {"org/a": 4 * GIB, "org/b": 4 * GIB, "org/c": 4 * GIB, "org/huge": 11 * GIB})
+    router = ModelRouter(
+        parse_registry(SIZED, Path("/tmp/models.yaml")),
+        loader=machine.load,
+        estimator=machine.estimate,
+        free_memory=machine.free,
+        limits=Limits(**{"memory_share": 1.0, **limits}),
+        metrics=Metrics(),
+    )
+    return router, machine
+
+
+async def use(router: ModelRouter, name: str) -> None:
+    router.release(await router.acquire(name))
+
+
+def loaded(router: ModelRouter) -> set[str]:
+    return {r.name for r in router.residents().values()}
+
+
+async def test_loading_evicts_the_least_recently_used_idle_model() -> None:
+    router, machine = machine_router()
+    await use(router, "a")
+    await use(router, "b")
+    await use(router, "c")  # 12 GiB would not fit in 10: a, least recently used, goes
+    assert loaded(router) == {"b", "c"} and machine.used == 8 * GIB
+    await use(router, "b")
+    await use(router, "a")  # now c is the least recently used
+    assert loaded(router) == {"a", "b"}
+    evictions = router.metrics.evictions
+    assert (
+        evictions.labels("a", "memory")._value.get() == 1
+        and evictions.labels("c", "memory")._value.get() == 1
+    )
+
+
+async def test_a_model_in_use_is_never_evicted() -> None:
+    router, _ = machine_router()
+    held = await router.acquire("a")
+    await use(router, "b")
+    await use(router, "c")  # b is idle, a is pinned by its lease
+    assert loaded(router) == {"a", "c"}
+    held_too = await router.acquire("c")
+    with pytest.raises(InsufficientMemory) as caught:
+        await router.acquire("b")
+    assert caught.value.status == 503 and caught.value.headers["Retry-After"].isdigit()
+    assert "models in use (a, c)" in caught.value.message
+    router.release(held)
+    router.release(held_too)
+    await use(router, "b")  # once they are idle, it fits
+    assert "b" in loaded(router)
+
+
+async def test_a_model_too_big_for_the_machine_is_refused_without_unloading_anything() -> None:
+    router, machine = machine_router()
+    await use(router, "a")
+    with pytest.raises(InsufficientMemory, match=r"more than the 10\.00 GiB heylook may use") as caught:
+        await router.acquire("huge")
+    assert caught.value.status == 500 and "Retry-After" not in caught.value.headers
+    assert loaded(router) == {"a"} and "org/huge" not in machine.loads
+    assert router.metrics.rejections.labels("huge", "insufficient_memory")._value.get() == 1
+
+
+async def test_the_memory_share_is_kept() -> None:
+    router, _ = machine_router(memory_share=0.5)  # 5 GiB of 10
+    await use(router, "a")
+    await use(router, "b")
+    assert loaded(router) == {"b"}
+
+
+async def test_at_most_max_loaded_models() -> None:
+    router, _ = machine_router(total=100 * GIB, max_loaded=2)
+    for name in ("a", "b", "c"):
+        await use(router, name)
+    assert loaded(router) == {"b", "c"}
+    held = [await router.acquire("b"), await router.acquire("c")]
+    with pytest.raises(ServerBusy, match="2 models are loaded and all are in use"):
+        await router.acquire("a")
+    for lease in held:
+        router.release(lease)
+
+
+async def test_a_full_queue_is_refused_with_retry_after() -> None:
+    router, _ = machine_router(parallel=1, max_queue=2)
+    held = [await router.acquire("a") for _ in range(3)]  # one generating, two waiting
+    with pytest.raises(ServerBusy) as caught:
+        await router.acquire("a")
+    assert caught.value.status == 503 and caught.value.headers["Retry-After"] == "3"
+    assert router.metrics.rejections.labels("a", "queue_full")._value.get() == 1
+    router.release(held.pop())
+    router.release(await router.acquire("a"))  # room again
+
+
+async def test_a_load_that_runs_past_its_timeout_is_abandoned_and_freed() -> None:
+    machine = FakeMachine(10 * GIB, {"org/a": GIB})
+
+    def slow(source, load=None, *, name):
+        time.sleep(0.5)
+        return machine.load(source, load, name=name)
+
+    router = ModelRouter(
+        parse_registry(SIZED, Path("/tmp/m.yaml")), loader=slow, estimator=machine.estimate,
+        free_memory=machine.free, limits=Limits(load_timeout=0.1),
+    )  # fmt: skip
+    with pytest.raises(LoadTimedOut) as caught:
+        await router.acquire("a")
+    assert caught.value.status == 504
+    with anyio.fail_after(3):
+        while machine.loads == [] or machine.used:
+            await anyio.sleep(0.05)
+    assert router.residents() == {}  # it finished late, and was freed rather than kept
+
+
+async def test_a_failed_load_is_counted() -> None:
+    router = make_router(CountingLoader(fail_first=1))
+    router.metrics = Metrics()
+    with pytest.raises(ModelLoadFailed):
+        await router.acquire("a")
+    await router.acquire("a")
+    loads = router.metrics.loads
+    assert loads.labels("a", "failed")._value.get() == 1 and loads.labels("a", "loaded")._value.get() == 1

@@ -14,19 +14,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from heylook.errors import HeylookError, InvalidRequest
+from heylook.metrics import Metrics
 from heylook.middleware.body_limit import BodySizeLimit
 from heylook.middleware.ollama import OllamaTranslator
+from heylook.middleware.request_metrics import RequestMetrics
 from heylook.protocols.errors import error_body_for_path
 from heylook.registry_watch import follow_registry
 from heylook.router import ModelRouter
-from heylook.routes import generation, health, ollama, openai
+from heylook.routes import generation, ollama, openai, status
 from heylook.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def _error_response(request: Request, error: HeylookError) -> Response:
-    return JSONResponse(error_body_for_path(request.url.path, error), status_code=error.status)
+    body = error_body_for_path(request.url.path, error)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 async def _on_heylook_error(request: Request, error: Exception) -> Response:
@@ -48,24 +51,34 @@ async def _on_unexpected_error(request: Request, error: Exception) -> Response:
 
 def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
+    metrics = router.metrics = router.metrics or Metrics()
+    metrics.watch(router)
+    routes = [*openai.routes, *generation.routes, *ollama.routes, *status.routes]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.router = router
         app.state.settings = settings
+        app.state.metrics = metrics
         async with anyio.create_task_group() as background:
             background.start_soon(router.expire_forever)
             background.start_soon(follow_registry, router)
+            for name in settings.preload:
+                background.start_soon(_preload, router, name)
             try:
                 yield
             finally:
                 background.cancel_scope.cancel()
                 router.close()
 
+    def count(route: str, method: str, status_code: int) -> None:
+        metrics.requests.labels(route, method, str(status_code)).inc()
+
     return Starlette(
-        routes=[*openai.routes, *generation.routes, *ollama.routes, *health.routes],
-        # Outermost first: the size cap also guards the body the translator reads.
+        routes=routes,
+        # Outermost first: every request is counted; the size cap guards the body the translator reads.
         middleware=[
+            Middleware(RequestMetrics, observe=count, routes=[route.path for route in routes]),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
             Middleware(OllamaTranslator),
         ],
@@ -76,3 +89,12 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
         },
         lifespan=lifespan,
     )
+
+
+async def _preload(router: ModelRouter, name: str) -> None:
+    """--preload: load at start-up, so the first request finds the model ready."""
+    try:
+        router.release(await router.acquire(name))
+        log.info("preloaded %s", name)
+    except HeylookError as error:
+        log.error("could not preload %s: %s", name, error.message)

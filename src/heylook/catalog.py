@@ -4,16 +4,15 @@ never fetching or converting anything (listing models must be instant and side-e
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
+from heylook.estimate import safetensors_tensors
 from heylook.registry import Alias
 from heylook.sources import find_local
 from heylook.types import ModelFacts
 
 _DTYPE_LABELS = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
-_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1}
 
 
 def model_facts(alias: Alias) -> ModelFacts:
@@ -63,20 +62,4 @@ def _special_and_added_tokens(directory: Path) -> set[str]:
 
 
 def _parameter_count(directory: Path) -> int | None:
-    """From the safetensors headers (8-byte length, then JSON): no tensor data is read."""
-    total = 0
-    shards = sorted(directory.glob("*.safetensors"))
-    for shard in shards:
-        try:
-            with open(shard, "rb") as file:
-                (length,) = struct.unpack("<Q", file.read(8))
-                header = json.loads(file.read(length))
-        except (OSError, ValueError, struct.error):
-            return None
-        for name, entry in header.items():
-            if name != "__metadata__" and entry.get("dtype") in _SAFETENSORS_BYTES:
-                count = 1
-                for size in entry.get("shape", []):
-                    count *= size
-                total += count
-    return total or None
+    return sum(tensor.count for tensor in safetensors_tensors(directory)) or None

@@ -81,23 +81,41 @@ class GenerationStream:
 
 @dataclass
 class _Sequence:
+    """One request's state in the engine; only the worker thread touches it."""
+
     prompt_ids: list[int]
     params: SamplingParams
     stream: GenerationStream
     detokenizer: IncrementalDetokenizer
     stops: StopMatcher = field(init=False)
+    history: list[int] = field(init=False)  # prompt and output: the penalties' window, Ollama's context
+    cache: DynamicCache | None = None
+    sampler: TokenSampler | None = None
+    logits: torch.Tensor | None = None  # the scores for the next token
+    generated: int = 0
+    started_ns: int = 0
+    prompt_done_ns: int = 0
 
     def __post_init__(self) -> None:
         self.stops = StopMatcher(self.params.stop)
+        self.history = list(self.prompt_ids)
 
 
 class Engine:
-    """Owns one model and tokenizer; generates on its own thread."""
+    """Owns one model and tokenizer; generates on its own thread.
 
-    def __init__(self, model: torch.nn.Module, tokenizer, *, eos_token_ids: Iterable[int], name: str) -> None:
+    Up to `parallel` sequences are active at once and take turns a token each, so a request that
+    arrives during a long one gets its first token after one prompt evaluation, not after the long
+    one ends. Sequences beyond that wait in the queue.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, tokenizer, *, eos_token_ids: Iterable[int], name: str, parallel: int = 1
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
+        self.parallel = parallel
         self.eos_token_ids = frozenset(eos_token_ids)
         self.device = next(model.parameters()).device
         # Only the last position's logits are needed; skipping the rest saves a (prompt x vocab) matmul.
@@ -105,7 +123,8 @@ class Engine:
         self._pending: queue.Queue[_Sequence | None] = queue.Queue()
         self._lock = threading.Lock()
         self._active = 0
-        self._running: _Sequence | None = None
+        self._running: list[_Sequence] = []
+        self._closing = False
         self.tokens_generated = 0
         self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
         self._thread.start()
@@ -124,18 +143,10 @@ class Engine:
         return stream
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the worker: the running sequence and the queued ones are cancelled."""
-        while True:
-            try:
-                item = self._pending.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item.stream.cancel()
-                self._finish_bookkeeping()
-        running = self._running
-        if running is not None:
-            running.stream.cancel()
+        """Stop the worker: running and queued sequences are cancelled."""
+        self._closing = True
+        for sequence in list(self._running):
+            sequence.stream.cancel()
         self._pending.put(None)
         self._thread.join(timeout)
 
@@ -144,59 +155,100 @@ class Engine:
             self._active -= 1
 
     def _work(self) -> None:
-        while True:
-            sequence = self._pending.get()
-            if sequence is None:
-                return
-            self._running = sequence
+        with torch.inference_mode():
+            while self._take_pending():
+                for sequence in list(self._running):
+                    if self._advance(sequence):
+                        self._running.remove(sequence)
+                        self._finish_bookkeeping()
+
+    def _take_pending(self) -> bool:
+        """Fill the running set from the queue, waiting when there is nothing to do; False to stop."""
+        while len(self._running) < max(1, self.parallel):
             try:
-                if not sequence.stream.cancelled:
-                    with torch.inference_mode():
-                        self._run(sequence)
-            except Exception as error:
-                log.exception("generation failed on %s", self.name)
-                sequence.stream._deliver(_Failure(error))
-            finally:
-                self._running = None
+                sequence = self._pending.get(block=not self._running)
+            except queue.Empty:
+                break
+            if sequence is None:
+                for leftover in self._running:
+                    leftover.stream.cancel()
+                    self._finish_bookkeeping()
+                self._running.clear()
+                self._drain_cancelled()
+                return False
+            if self._closing or sequence.stream.cancelled:
+                sequence.stream.cancel()
                 self._finish_bookkeeping()
+                continue
+            self._running.append(sequence)
+        return True
+
+    def _drain_cancelled(self) -> None:
+        while True:
+            try:
+                sequence = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            if sequence is not None:
+                sequence.stream.cancel()
+                self._finish_bookkeeping()
+
+    def _advance(self, seq: _Sequence) -> bool:
+        """One step of one sequence: the prompt, or one more token. True once it is finished."""
+        try:
+            if seq.stream.cancelled:
+                return True
+            if seq.cache is None:
+                self._start(seq)
+                return False
+            return self._next_token(seq)
+        except Exception as error:
+            log.exception("generation failed on %s", self.name)
+            seq.stream._deliver(_Failure(error))
+            return True
 
     def _forward(self, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         kwargs = {"logits_to_keep": 1} if self._last_logits_only else {}
         out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, **kwargs)
         return out.logits[:, -1, :]
 
-    def _run(self, seq: _Sequence) -> None:
-        stream, params = seq.stream, seq.params
-        sampler = TokenSampler(params, self.device)
-        cache = DynamicCache(config=self.model.config)
-        history = list(seq.prompt_ids)
-        started = time.perf_counter_ns()
-        logits = self._forward(torch.tensor([seq.prompt_ids], device=self.device), cache)
-        prompt_done = time.perf_counter_ns()
-        generated = 0
+    def _start(self, seq: _Sequence) -> None:
+        seq.sampler = TokenSampler(seq.params, self.device)
+        seq.cache = DynamicCache(config=self.model.config)
+        seq.started_ns = time.perf_counter_ns()
+        seq.logits = self._forward(torch.tensor([seq.prompt_ids], device=self.device), seq.cache)
+        seq.prompt_done_ns = time.perf_counter_ns()
+
+    def _next_token(self, seq: _Sequence) -> bool:
+        assert seq.sampler is not None and seq.cache is not None and seq.logits is not None
+        params, stream = seq.params, seq.stream
+        token = seq.sampler.pick(seq.logits, seq.history)
+        seq.history.append(token)
+        seq.generated += 1
+        stream.tokens_generated = seq.generated
+        self.tokens_generated += 1
         finish: FinishReason | None = None
-        while True:
-            token = sampler.pick(logits, history)
-            history.append(token)
-            generated += 1
-            stream.tokens_generated = generated
-            self.tokens_generated += 1
-            # A finished grammar has just accepted an end token: the output is complete.
-            if (token in self.eos_token_ids and not params.ignore_eos) or sampler.grammar_finished:
+        # A finished grammar has just accepted an end token: the output is complete.
+        if (token in self.eos_token_ids and not params.ignore_eos) or seq.sampler.grammar_finished:
+            finish = "stop"
+        else:
+            shown = seq.stops.feed(seq.detokenizer.push(token))
+            if shown:
+                stream._deliver(TextChunk(shown))
+            if seq.stops.stopped:
                 finish = "stop"
-            else:
-                shown = seq.stops.feed(seq.detokenizer.push(token))
-                if shown:
-                    stream._deliver(TextChunk(shown))
-                if seq.stops.stopped:
-                    finish = "stop"
-                elif generated >= params.max_new_tokens:
-                    finish = "length"
-            if finish is not None or stream.cancelled:
-                break
-            logits = self._forward(torch.tensor([[token]], device=self.device), cache)
-        if finish is None:  # cancelled: nobody reads the rest
-            return
+            elif seq.generated >= params.max_new_tokens:
+                finish = "length"
+        if finish is not None:
+            self._finish(seq, finish)
+            return True
+        if stream.cancelled:
+            return True  # nobody reads the rest
+        seq.logits = self._forward(torch.tensor([[token]], device=self.device), seq.cache)
+        return False
+
+    def _finish(self, seq: _Sequence, finish: FinishReason) -> None:
+        stream = seq.stream
         if not seq.stops.stopped:
             tail = seq.stops.feed(seq.detokenizer.flush())
             tail += "" if seq.stops.stopped else seq.stops.flush()
@@ -206,8 +258,11 @@ class Engine:
         stream._deliver(
             FinalChunk(
                 finish_reason=finish,
-                usage=Usage(prompt_tokens=len(seq.prompt_ids), completion_tokens=generated),
-                timings=Timings(prompt_eval_ns=prompt_done - started, eval_ns=done - prompt_done),
-                context=tuple(history),
+                usage=Usage(prompt_tokens=len(seq.prompt_ids), completion_tokens=seq.generated),
+                timings=Timings(
+                    prompt_eval_ns=seq.prompt_done_ns - seq.started_ns, eval_ns=done - seq.prompt_done_ns
+                ),
+                context=tuple(seq.history),
             )
         )
+        seq.cache = None  # the KV cache's memory goes back now, not when the stream is collected

@@ -15,6 +15,8 @@ class HeylookError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        # HTTP headers the error response carries (Retry-After, say).
+        self.headers: dict[str, str] = {}
         if status is not None:
             self.status = status
 
@@ -52,6 +54,34 @@ class RequestTooLarge(HeylookError):
     status = 413
     kind = "invalid_request_error"
     code = "request_too_large"
+
+
+class ServerBusy(HeylookError):
+    """Too many requests waiting already: come back in `retry_after` seconds."""
+
+    status = 503
+    code = "server_busy"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class InsufficientMemory(HeylookError):
+    """A model that does not fit: 503 with Retry-After when models in use hold the memory it needs
+    (it may fit once they finish), 500 when it cannot fit even with nothing else loaded."""
+
+    code = "insufficient_memory"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message, status=503 if retry_after else 500)
+        if retry_after:
+            self.headers["Retry-After"] = str(retry_after)
+
+
+class LoadTimedOut(HeylookError):
+    status = 504
+    code = "load_timed_out"
 
 
 class GenerationFailed(HeylookError):

@@ -16,6 +16,7 @@ import anyio.to_thread
 
 from heylook.engine import GenerationStream
 from heylook.errors import InvalidRequest
+from heylook.metrics import Metrics
 from heylook.registry import Alias
 from heylook.router import Lease, ModelRouter
 from heylook.settings import Settings
@@ -71,6 +72,7 @@ class Generation:
     async def chunks(self) -> AsyncIterator[Chunk]:
         """The engine's chunks; the final one carries load and total time. Ending, or closing this
         iterator, closes the generation."""
+        clock = _TokenClock(self.router.metrics, self.request.model, self.started_ns)
         try:
             async with aclosing(self.stream.chunks()) as chunks:
                 async for chunk in chunks:
@@ -78,6 +80,9 @@ class Generation:
                         total = time.perf_counter_ns() - self.started_ns
                         timings = replace(chunk.timings, load_ns=self.lease.load_ns, total_ns=total)
                         chunk = replace(chunk, timings=timings)
+                        clock.finished(chunk)
+                    else:
+                        clock.arrived(self.stream.tokens_generated)
                     yield chunk
         finally:
             self.close()
@@ -89,6 +94,35 @@ class Generation:
         self._closed = True
         self.stream.cancel()
         self.router.release(self.lease, keep_alive_for(self.request, self.lease.alias))
+
+
+class _TokenClock:
+    """Times one generation's tokens for the metrics: the first, then each one after."""
+
+    def __init__(self, metrics: Metrics | None, model: str, started_ns: int) -> None:
+        self._metrics = metrics
+        self._model = model
+        self._last_ns = started_ns
+        self._tokens = 0
+
+    def arrived(self, tokens: int) -> None:
+        if self._metrics is None:
+            return
+        now = time.perf_counter_ns()
+        seconds = (now - self._last_ns) / 1e9
+        if self._tokens == 0:
+            self._metrics.time_to_first_token.labels(self._model).observe(seconds)
+        elif tokens > self._tokens:
+            # A chunk may carry several tokens (text held back for a stop sequence): share the wait.
+            per_token = seconds / (tokens - self._tokens)
+            for _ in range(tokens - self._tokens):
+                self._metrics.inter_token_latency.labels(self._model).observe(per_token)
+        self._last_ns, self._tokens = now, tokens
+
+    def finished(self, final: FinalChunk) -> None:
+        if self._metrics is not None:
+            self._metrics.prompt_tokens.labels(self._model).inc(final.usage.prompt_tokens)
+            self._metrics.completion_tokens.labels(self._model).inc(final.usage.completion_tokens)
 
 
 async def start_generation(

@@ -1,9 +1,11 @@
-"""Holds the loaded models: loads an alias's model on first use, keeps it while it is in use and
-for its keep_alive afterwards, then unloads it.
+"""Holds the loaded models: an LRU cache within a memory budget and a count limit.
 
-Aliases that name the same source with the same load options share one loaded model. Loading is
-single-flight: concurrent first requests wait for one load. A request holds a lease while it uses a
-model; an idle model whose keep_alive has run out is unloaded by `expire_forever`.
+A model loads on first use, after heylook has estimated its memory and made room by unloading the
+least recently used idle models on its device; one that cannot fit is refused with a clear error,
+never loaded into an out-of-memory crash. A request holds a lease while it uses a model, so a model
+in use is never unloaded; once idle it stays for its keep_alive. Aliases that name the same source
+with the same load options share one loaded model, and loading is single-flight. Requests beyond a
+model's parallelism wait in a bounded queue; past it they are refused with 503 and Retry-After.
 """
 
 from __future__ import annotations
@@ -11,15 +13,21 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 
-from heylook.errors import HeylookError, ModelLoadFailed
-from heylook.loader import LoadedModel, load_model
+from heylook.errors import HeylookError, InsufficientMemory, LoadTimedOut, ModelLoadFailed, ServerBusy
+from heylook.estimate import MemoryEstimate, estimate_alias
+from heylook.hardware import free_bytes
+from heylook.loader import LoadedModel, load_model, pick_device
+from heylook.metrics import Metrics
 from heylook.registry import Alias, Registry
 from heylook.sources import ModelSource
 from heylook.types import LoadOptions
@@ -27,8 +35,20 @@ from heylook.types import LoadOptions
 log = logging.getLogger(__name__)
 
 Loader = Callable[..., LoadedModel]
+Estimator = Callable[[Alias, str], MemoryEstimate | None]
+FreeMemory = Callable[[str], int]
 ModelKey = tuple[ModelSource, LoadOptions]
 DEFAULT_KEEP_ALIVE = 300.0  # Ollama's five minutes
+_GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_share: float = 0.9  # of the memory a device could give heylook's models
+    max_loaded: int = 3  # models loaded at once, as Ollama's default for one device
+    parallel: int = 1  # requests one model generates for at once
+    max_queue: int = 32  # requests waiting per model, beyond those
+    load_timeout: float = 600.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -41,30 +61,58 @@ class Lease:
 
 
 @dataclass
+class _LoadJob:
+    alias: Alias
+    device: str
+    needed: int  # the estimate, in bytes (0: unknown)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    abandoned: bool = False  # every request waiting for it timed out
+    resident: Resident | None = None
+    error: HeylookError | None = None
+
+
+@dataclass
 class Resident:
     """A loaded model and what keeps it loaded."""
 
     model: LoadedModel
     name: str  # the alias it was last asked for by
+    device: str  # where it lives, as torch names it
+    footprint: int  # the memory it is counted for: its estimate, else its weights
     leases: int = 0
+    last_used: float = 0.0  # monotonic seconds: the LRU order
     expires_at: float = math.inf  # wall-clock seconds; inf while in use or kept forever
 
 
 class ModelRouter:
     def __init__(
-        self, registry: Registry, loader: Loader = load_model, *, keep_alive: float = DEFAULT_KEEP_ALIVE
+        self,
+        registry: Registry,
+        loader: Loader = load_model,
+        *,
+        keep_alive: float = DEFAULT_KEEP_ALIVE,
+        limits: Limits | None = None,
+        estimator: Estimator = estimate_alias,
+        free_memory: FreeMemory = free_bytes,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
         self.default_keep_alive = keep_alive
+        self.limits = limits or Limits()
+        self.metrics = metrics
         self._loader = loader
+        self._estimator = estimator
+        self._free_memory = free_memory
         self._residents: dict[ModelKey, Resident] = {}
         self._loading: dict[ModelKey, anyio.Lock] = {}
+        self._jobs: dict[ModelKey, _LoadJob] = {}
 
     def residents(self) -> dict[ModelKey, Resident]:
         return dict(self._residents)
 
     async def acquire(self, name: str) -> Lease:
-        """The alias and its model, loaded if need be. Raises ModelNotFound or ModelLoadFailed."""
+        """The alias and its model, loaded if need be. Raises ModelNotFound, ServerBusy,
+        InsufficientMemory, LoadTimedOut or ModelLoadFailed."""
         alias = self.registry.get(name)
         resident = self._residents.get(alias.model_key)
         waited_ns = 0
@@ -74,9 +122,11 @@ class ModelRouter:
             async with lock:
                 resident = self._residents.get(alias.model_key)
                 if resident is None:
-                    resident = await anyio.to_thread.run_sync(self._load, alias)
+                    resident = await self._load(alias)
             waited_ns = time.perf_counter_ns() - started
+        self._admit(resident, alias)
         resident.leases += 1
+        resident.last_used = time.monotonic()
         resident.expires_at = math.inf
         resident.name = alias.name
         return Lease(alias, resident.model, waited_ns)
@@ -88,6 +138,7 @@ class ModelRouter:
         if resident is None or resident.model is not lease.model:
             return
         resident.leases -= 1
+        resident.last_used = time.monotonic()
         if resident.leases > 0:
             return
         seconds = self.default_keep_alive if keep_alive is None else keep_alive
@@ -95,7 +146,7 @@ class ModelRouter:
         # Unloading joins the engine's thread: do it here only when that is instant (no sequence
         # still winding down after a cancel); otherwise the expiry loop does it a moment later.
         if seconds == 0 and resident.model.engine.active == 0:
-            self._unload(lease.alias.model_key)
+            self._unload(lease.alias.model_key, "keep_alive")
 
     def unload(self, name: str) -> bool:
         """Unload an alias's model now if it is loaded and idle; True if it was unloaded."""
@@ -103,7 +154,7 @@ class ModelRouter:
         resident = self._residents.get(key)
         if resident is None or not _idle(resident):
             return False
-        self._unload(key)
+        self._unload(key, "unload")
         return True
 
     def expire_idle(self, now: float | None = None) -> list[str]:
@@ -111,7 +162,7 @@ class ModelRouter:
         now = time.time() if now is None else now
         due = [(k, r.name) for k, r in self._residents.items() if _idle(r) and r.expires_at <= now]
         for key, _ in due:
-            self._unload(key)
+            self._unload(key, "keep_alive")
         return [name for _, name in due]
 
     async def expire_forever(self, interval: float = 1.0) -> None:
@@ -120,39 +171,184 @@ class ModelRouter:
             for name in self.expire_idle():
                 log.info("unloaded %s: keep_alive expired", name)
 
-    def _load(self, alias: Alias) -> Resident:
-        # Stores the model from the loading thread itself, so a load finishes and is kept even if
-        # the request that started it has gone.
+    # --- admission --------------------------------------------------------------------------------
+
+    def _admit(self, resident: Resident, alias: Alias) -> None:
+        capacity = self.limits.parallel + self.limits.max_queue
+        if resident.leases < capacity:
+            return
+        self._count_rejection(alias.name, "queue_full")
+        raise ServerBusy(
+            f"{alias.name!r} is busy: {resident.leases} requests are generating or waiting for it "
+            f"(at most {capacity}); try again shortly",
+            retry_after=self._retry_after(resident.leases),
+        )
+
+    def _retry_after(self, waiting: int) -> int:
+        """Seconds before trying again: about a second per request ahead, within 1..60."""
+        return max(1, min(60, math.ceil(waiting / max(1, self.limits.parallel))))
+
+    # --- loading and making room ------------------------------------------------------------------
+
+    async def _load(self, alias: Alias) -> Resident:
+        """Load under the caller's key lock. The load itself belongs to the router, not to the request:
+        a request that goes away does not stop it (the next one finds the model ready); one that runs
+        past the load timeout is abandoned, and its model freed when it finishes."""
+        job = self._jobs.get(alias.model_key)
+        if job is None:
+            device = str(pick_device(alias.load.device))
+            estimate = await anyio.to_thread.run_sync(self._estimator, alias, device.split(":")[0])
+            needed = estimate.total_bytes if estimate else 0
+            await self._make_room(alias, device, needed)
+            job = _LoadJob(alias, device, needed)
+            self._jobs[alias.model_key] = job
+            token = anyio.lowlevel.current_token()
+            threading.Thread(
+                target=self._run_job, args=(job, token), name=f"load {alias.name}", daemon=True
+            ).start()
+        try:
+            with anyio.fail_after(self.limits.load_timeout):
+                await job.done.wait()
+        except TimeoutError:
+            job.abandoned = True
+            self._jobs.pop(alias.model_key, None)
+            self._count_load(alias.name, "timed_out")
+            raise LoadTimedOut(
+                f"loading {alias.name!r} took longer than {self.limits.load_timeout:.0f} s; it was abandoned"
+            ) from None
+        if job.error is not None:
+            raise job.error
+        assert job.resident is not None
+        return job.resident
+
+    def _run_job(self, job: _LoadJob, token: anyio.lowlevel.EventLoopToken) -> None:
+        """In the job's thread: load, then hand the outcome to the event loop."""
+        model: LoadedModel | None = None
+        error: HeylookError | None = None
+        try:
+            model = self._load_in_thread(job.alias)
+        except HeylookError as failure:
+            error = failure
+        try:
+            anyio.from_thread.run_sync(self._job_done, job, model, error, token=token)
+        except RuntimeError:  # the event loop has gone (the server stopped): nobody will use it
+            if model is not None:
+                model.close()
+
+    def _job_done(self, job: _LoadJob, model: LoadedModel | None, error: HeylookError | None) -> None:
+        """On the event loop: keep the model, or free it if its requests gave up waiting."""
+        if self._jobs.get(job.alias.model_key) is job:
+            del self._jobs[job.alias.model_key]
+        if model is not None and job.abandoned:
+            model.close()
+            _free_memory_of_failed_load()
+            error = error or LoadTimedOut(f"loading {job.alias.name!r} finished after its requests gave up")
+        elif model is not None:
+            model.engine.parallel = self.limits.parallel
+            job.resident = Resident(
+                model, job.alias.name, job.device, footprint=job.needed or model.size_bytes
+            )
+            self._residents[job.alias.model_key] = job.resident
+            self._count_load(job.alias.name, "loaded")
+        job.error = error
+        job.done.set()
+
+    def _load_in_thread(self, alias: Alias) -> LoadedModel:
         log.info("loading %s (%s)", alias.name, alias.source.describe())
         try:
-            model = self._loader(alias.source, alias.load, name=alias.name)
-        except HeylookError as error:
-            log.error("could not load %s: %s", alias.name, error.message)
-            raise
-        except Exception as error:
+            return self._loader(alias.source, alias.load, name=alias.name)
+        except BaseException as error:
+            self._count_load(alias.name, "failed")
+            _free_memory_of_failed_load()
+            if isinstance(error, HeylookError):
+                log.error("could not load %s: %s", alias.name, error.message)
+                raise
             log.exception("could not load %s", alias.name)
             raise ModelLoadFailed(f"could not load {alias.name!r}: {error}") from error
-        resident = Resident(model=model, name=alias.name)
-        self._residents[alias.model_key] = resident
-        return resident
 
-    def _unload(self, key: ModelKey) -> None:
+    async def _make_room(self, alias: Alias, device: str, needed: int) -> None:
+        """Unload least recently used idle models until `needed` bytes fit, or refuse."""
+        while len(self._residents) >= self.limits.max_loaded:
+            if not self._evict_one(lambda r: True, "max_loaded"):
+                self._count_rejection(alias.name, "all_models_busy")
+                raise ServerBusy(
+                    f"{self.limits.max_loaded} models are loaded and all are in use; {alias.name!r} must "
+                    "wait for one to finish",
+                    retry_after=self._retry_after(self.limits.max_loaded),
+                )
+        if not needed:
+            return  # nothing known to check against: the weights' real size is counted once loaded
+        free = await anyio.to_thread.run_sync(self._free_memory, device)
+        on_device = [r for r in self._residents.values() if r.device == device]
+        # What heylook could use here with nothing of its own loaded, and its share of that.
+        budget = self.limits.memory_share * (free + sum(r.footprint for r in on_device))
+        what = f"{alias.name!r} needs about {needed / _GIB:.2f} GiB on {device}"
+        if needed > budget:  # unloading others would not help: refuse before unloading anything
+            self._count_rejection(alias.name, "insufficient_memory")
+            raise InsufficientMemory(
+                f"{what}, more than the {budget / _GIB:.2f} GiB heylook may use there even with nothing "
+                "else loaded; a smaller context_length, dtype bfloat16 or 4-bit quantization (on a GPU) "
+                "would need less"
+            )
+        while sum(r.footprint for r in self._residents.values() if r.device == device) + needed > budget:
+            if not self._evict_one(lambda r: r.device == device, "memory"):
+                break
+        used = sum(r.footprint for r in self._residents.values() if r.device == device)
+        if used + needed <= budget:
+            return
+        self._count_rejection(alias.name, "insufficient_memory")
+        busy = [r.name for r in self._residents.values() if r.device == device]
+        raise InsufficientMemory(
+            f"{what}; models in use ({', '.join(busy)}) hold {used / _GIB:.2f} GiB of the "
+            f"{budget / _GIB:.2f} GiB heylook may use; try again when they finish",
+            retry_after=self._retry_after(len(busy)),
+        )
+
+    def _evict_one(self, eligible: Callable[[Resident], bool], reason: str) -> bool:
+        """Unload the least recently used idle model that `eligible` allows; False if there is none."""
+        idle = [(r.last_used, key) for key, r in self._residents.items() if _idle(r) and eligible(r)]
+        if not idle:
+            return False
+        _, key = min(idle)
+        log.info("unloading %s to make room (%s)", self._residents[key].name, reason)
+        self._unload(key, reason)
+        return True
+
+    def _unload(self, key: ModelKey, reason: str) -> None:
         resident = self._residents.pop(key, None)
         if resident is None:
             return
         resident.model.close()
         # Modules hold reference cycles; collect now so the memory is back before the next load.
         gc.collect()
-        if resident.model.engine.device.type == "cuda":
+        if resident.device.startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()
-        log.info("unloaded %s", resident.name)
+        if self.metrics:
+            self.metrics.evictions.labels(resident.name, reason).inc()
+        log.info("unloaded %s (%s)", resident.name, reason)
+
+    def _count_load(self, name: str, outcome: str) -> None:
+        if self.metrics:
+            self.metrics.loads.labels(name, outcome).inc()
+
+    def _count_rejection(self, name: str, reason: str) -> None:
+        if self.metrics:
+            self.metrics.rejections.labels(name, reason).inc()
 
     def close(self) -> None:
         for key in list(self._residents):
-            self._unload(key)
+            self._unload(key, "shutdown")
 
 
 def _idle(resident: Resident) -> bool:
     return resident.leases == 0 and resident.model.engine.active == 0
+
+
+def _free_memory_of_failed_load() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -13,3 +13,5 @@ class Settings:
     # The most tokens one request may generate when it sets no limit of its own (Ollama's
     # num_predict -1, or no max_tokens); None: until the context is full.
     max_tokens_limit: int | None = None
+    # Aliases to load as the server starts.
+    preload: tuple[str, ...] = ()

@@ -85,25 +85,44 @@ def resolve(source: ModelSource) -> Path:
 
 def find_local(source: ModelSource) -> Path | None:
     """The directory `resolve` would return, if it is already on disk; never fetches or converts."""
+    if _names_gguf(source):
+        gguf = local_gguf(source)
+        return _converted_if_done(gguf) if gguf is not None else None
+    if source.kind == "local":
+        path = Path(source.model).expanduser()
+        return path if (path / "config.json").is_file() else None
     try:
-        if source.kind == "pypi":
-            gguf = _wheel_target(source)
-            return _converted_if_done(gguf) if gguf and gguf.is_file() else None
-        if source.kind == "local":
-            path = Path(source.model).expanduser()
-            if path.is_file():
-                return _converted_if_done(path)
-            if path.is_dir() and source.gguf_file:
-                return _converted_if_done(path / source.gguf_file)
-            return path if (path / "config.json").is_file() else None
-        if source.gguf_file:
-            gguf = hf_hub_download(
-                source.model, source.gguf_file, revision=source.revision, local_files_only=True
-            )
-            return _converted_if_done(Path(gguf))
         return Path(snapshot_download(source.model, revision=source.revision, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
+
+
+def local_gguf(source: ModelSource) -> Path | None:
+    """The GGUF file a source names, if it is on this machine (converted or not); never fetches."""
+    try:
+        if source.kind == "pypi":
+            gguf = _wheel_target(source)
+        elif source.kind == "local":
+            path = Path(source.model).expanduser()
+            gguf = path / source.gguf_file if path.is_dir() and source.gguf_file else path
+        elif source.gguf_file:
+            gguf = Path(
+                hf_hub_download(
+                    source.model, source.gguf_file, revision=source.revision, local_files_only=True
+                )
+            )
+        else:
+            return None
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return gguf if gguf is not None and gguf.is_file() and gguf.suffix == ".gguf" else None
+
+
+def _names_gguf(source: ModelSource) -> bool:
+    if source.kind == "local":
+        path = Path(source.model).expanduser()
+        return path.suffix == ".gguf" or bool(source.gguf_file)
+    return source.kind == "pypi" or bool(source.gguf_file)
 
 
 def _converted_if_done(gguf: Path) -> Path | None:

@@ -23,6 +23,8 @@ from heylook.cli.common import (
     write_registry,
 )
 from heylook.errors import HeylookError
+from heylook.estimate import fit_verdict
+from heylook.hardware import detect_memory
 from heylook.registry import Alias, Registry
 from heylook.registry_edits import add_alias, copy_alias, delete_alias
 from heylook.sources import find_local, source_kind
@@ -144,17 +146,25 @@ def cp(source: str, destination: str, /, *, force: bool = False, models: ModelsO
 
 @app.command(name="list")
 def list_models(*, models: ModelsOption = None) -> int:
-    """Aliases, and the models in the Hugging Face cache, with their size."""
+    """Aliases with their size, the memory they need and where they fit; and the models in the
+    Hugging Face cache. "needs" counts the weights, the KV cache for the alias's context (the
+    model's whole context unless context_length says less) and overhead."""
     from huggingface_hub import CacheNotFound, scan_cache_dir
 
     registry = open_registry(models)
-    aliases = Table(title=f"Aliases in {registry.path}", title_justify="left")
-    for column in ("name", "model", "size", "description"):
-        aliases.add_column(column, justify="right" if column == "size" else "left")
+    devices = detect_memory()
+    memory = ", ".join(
+        f"{d.name} {human_bytes(d.free_bytes)} free of {human_bytes(d.total_bytes)}" for d in devices
+    )
+    aliases = Table(title=f"Aliases in {registry.path} ({memory})", title_justify="left")
+    for column in ("name", "model", "on disk", "needs", "fits", "description"):
+        aliases.add_column(column, justify="right" if column in ("on disk", "needs") else "left")
     for alias in registry.aliases.values():
         facts = model_facts(alias)
         size = human_bytes(facts.size_bytes) if facts.on_disk else "not downloaded"
-        aliases.add_row(alias.name, alias.source.describe(), size, alias.description)
+        needed, verdict = fit_verdict(alias, devices)
+        needs = human_bytes(needed.total_bytes) if needed else "?"
+        aliases.add_row(alias.name, alias.source.describe(), size, needs, verdict, alias.description)
     console.print(aliases)
     try:
         cache = scan_cache_dir()

@@ -27,6 +27,18 @@ def serve(
             help="Most tokens a request that sets no limit may generate (default: the context)."
         ),
     ] = None,
+    memory_share: Annotated[
+        float, cyclopts.Parameter(help="Share of a device's memory heylook's models may take (0-1].")
+    ] = 0.9,
+    max_loaded_models: Annotated[int, cyclopts.Parameter(help="Models loaded at once.")] = 3,
+    parallel: Annotated[int, cyclopts.Parameter(help="Requests one model generates for at once.")] = 1,
+    max_queue: Annotated[
+        int, cyclopts.Parameter(help="Requests that may wait per model; more get 503 and Retry-After.")
+    ] = 32,
+    load_timeout: Annotated[float, cyclopts.Parameter(help="Seconds a model may take to load.")] = 600.0,
+    preload: Annotated[
+        list[str] | None, cyclopts.Parameter(help="An alias to load at start-up; repeat for more.")
+    ] = None,
     max_body_bytes: Annotated[
         int, cyclopts.Parameter(help="Largest request body accepted.")
     ] = DEFAULT_MAX_BODY_BYTES,
@@ -46,7 +58,7 @@ def serve(
     from heylook.errors import InvalidRequest
     from heylook.protocols.ollama import parse_keep_alive
     from heylook.registry import RegistryError, load_registry
-    from heylook.router import ModelRouter
+    from heylook.router import DEFAULT_KEEP_ALIVE, Limits, ModelRouter
     from heylook.server import run_server
     from heylook.settings import Settings
 
@@ -64,7 +76,20 @@ def serve(
         log.error("%s", error)
         return EXIT_USAGE
     log.info("registry %s: %s", path, ", ".join(registry.aliases) or "no aliases")
-    router = ModelRouter(registry, keep_alive=default_keep_alive if default_keep_alive is not None else 300.0)
-    settings = Settings(max_body_bytes=max_body_bytes, max_tokens_limit=max_tokens_limit)
+    if not 0 < memory_share <= 1 or min(max_loaded_models, parallel) < 1 or max_queue < 0:
+        log.error("--memory-share must be in (0, 1]; --max-loaded-models and --parallel at least 1")
+        return EXIT_USAGE
+    limits = Limits(
+        memory_share=memory_share,
+        max_loaded=max_loaded_models,
+        parallel=parallel,
+        max_queue=max_queue,
+        load_timeout=load_timeout,
+    )
+    keep = default_keep_alive if default_keep_alive is not None else DEFAULT_KEEP_ALIVE
+    router = ModelRouter(registry, keep_alive=keep, limits=limits)
+    settings = Settings(
+        max_body_bytes=max_body_bytes, max_tokens_limit=max_tokens_limit, preload=tuple(preload or ())
+    )
     run_server(create_app(router, settings), host=host, port=port)
     return 0

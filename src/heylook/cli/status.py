@@ -16,6 +16,7 @@ def ps(*, url: UrlOption = None) -> int:
     base = server_url(url)
     try:
         loaded = httpx.get(f"{base}/api/ps", timeout=5).raise_for_status().json()["models"]
+        machine = httpx.get(f"{base}/v1/capabilities", timeout=5).raise_for_status().json()
     except httpx.HTTPError as error:
         raise CommandFailed(
             f"no heylook server answers at {base} ({error}); start one with `heylook serve`"
@@ -27,6 +28,9 @@ def ps(*, url: UrlOption = None) -> int:
         processor = "GPU" if model.get("size_vram") else "CPU"
         size, context = human_bytes(model["size"]), str(model.get("context_length", ""))
         table.add_row(model["name"], size, processor, context, until(model["expires_at"]))
+    for device in machine["devices"]:
+        free, total = human_bytes(device["free_bytes"]), human_bytes(device["total_bytes"])
+        console.print(f"{device['name']} ({device['device']}): {free} free of {total}")
     console.print(table if loaded else f"{base} has no model loaded.")
     return 0
 

@@ -1,0 +1,179 @@
+"""How much memory a model will take, worked out before loading it: its weights (from the safetensors
+headers or the GGUF's tensor table, in the bytes the load options give them), the KV cache for its
+context, and overhead."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from heylook.hardware import DeviceMemory
+from heylook.registry import Alias
+from heylook.sources import find_local, local_gguf
+from heylook.types import LoadOptions
+
+_DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0}
+_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1}
+# bitsandbytes: 8-bit weights carry a float32 scale per output row; 4-bit NF4 a float32 absmax per
+# block of 64 weights (0.0625 bytes per weight).
+_QUANTIZED_BYTES = {"8bit": 1.0, "4bit": 0.5 + 4 / 64}
+# Layers bitsandbytes leaves alone: embeddings, the output head, norms.
+_NOT_QUANTIZED = re.compile(r"(embed|lm_head|wte|wpe|norm|ln_)", re.IGNORECASE)
+# The runtime itself: the CUDA context on a GPU, allocator slack on the CPU.
+_FIXED_OVERHEAD = {"cuda": 512 * 2**20, "cpu": 64 * 2**20}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    bytes_per_value: float  # as stored
+
+    @property
+    def count(self) -> int:
+        total = 1
+        for size in self.shape:
+            total *= size
+        return total
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights_bytes: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+    context_length: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
+
+
+def estimate_alias(alias: Alias, device_type: str = "cpu") -> MemoryEstimate | None:
+    """The alias's model as it would load here; None when its files are not on this machine yet."""
+    directory = find_local(alias.source)
+    if directory is not None:
+        config = _read_json(directory / "config.json")
+        tensors = safetensors_tensors(directory)
+    else:
+        gguf = local_gguf(alias.source)
+        if gguf is None:
+            return None
+        config, tensors = gguf_tensors(gguf)
+    if not tensors:
+        return None
+    return estimate(tensors, config, alias.load, alias.options.context_length, device_type)
+
+
+def estimate(
+    tensors: list[Tensor],
+    config: dict[str, Any],
+    load: LoadOptions,
+    context_length: int | None,
+    device_type: str,
+) -> MemoryEstimate:
+    text = config.get("text_config", config)
+    context = context_length or int(text.get("max_position_embeddings") or 2048)
+    weights = sum(_loaded_bytes(t, load) for t in tensors)
+    # Activations compute in the weights' float type; quantized weights compute in bfloat16.
+    stored = max((t.bytes_per_value for t in tensors), default=4.0)
+    compute_bytes = 2.0 if load.quantization else _DTYPE_BYTES.get(load.dtype, stored)
+    layers = int(text.get("num_hidden_layers") or 0)
+    heads = int(text.get("num_attention_heads") or 1)
+    kv_heads = int(text.get("num_key_value_heads") or heads)
+    head_dim = int(text.get("head_dim") or (int(text.get("hidden_size") or 0) // heads))
+    kv_cache = layers * kv_heads * head_dim * context * 2 * compute_bytes  # keys and values
+    # Prefilling a full context holds the hidden states and one MLP's intermediates at once.
+    width = int(text.get("hidden_size") or 0) + int(text.get("intermediate_size") or 0)
+    activations = context * width * compute_bytes * 2
+    overhead = _FIXED_OVERHEAD["cuda" if device_type == "cuda" else "cpu"] + activations
+    return MemoryEstimate(int(weights), int(kv_cache), int(overhead), context)
+
+
+def _loaded_bytes(tensor: Tensor, load: LoadOptions) -> float:
+    if load.quantization and len(tensor.shape) == 2 and not _NOT_QUANTIZED.search(tensor.name):
+        return tensor.count * _QUANTIZED_BYTES[load.quantization]
+    if load.quantization:  # what bitsandbytes leaves alone keeps a 16-bit float type
+        return tensor.count * min(tensor.bytes_per_value, 2.0)
+    return tensor.count * _DTYPE_BYTES.get(load.dtype, tensor.bytes_per_value)
+
+
+def safetensors_tensors(directory: Path) -> list[Tensor]:
+    """Every tensor's name, shape and stored type, from the headers (8-byte length, then JSON): no
+    tensor data is read."""
+    tensors = []
+    for shard in sorted(directory.glob("*.safetensors")):
+        try:
+            with open(shard, "rb") as file:
+                (length,) = struct.unpack("<Q", file.read(8))
+                header = json.loads(file.read(length))
+        except (OSError, ValueError, struct.error):
+            return []
+        for name, entry in header.items():
+            if name != "__metadata__" and entry.get("dtype") in _SAFETENSORS_BYTES:
+                tensors.append(Tensor(name, tuple(entry["shape"]), _SAFETENSORS_BYTES[entry["dtype"]]))
+    return tensors
+
+
+def gguf_tensors(path: Path) -> tuple[dict[str, Any], list[Tensor]]:
+    """A GGUF's architecture (as config.json names it) and its tensors, as they will be after
+    dequantizing to float32, the way heylook converts a GGUF."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+
+    def value(key: str) -> Any:
+        field = reader.fields.get(key)
+        if field is None:
+            return None
+        data = field.parts[field.data[0]]
+        return bytes(data).decode() if field.types and field.types[0].name == "STRING" else data.tolist()[0]
+
+    arch = value("general.architecture") or "llama"
+    config = {
+        "num_hidden_layers": value(f"{arch}.block_count"),
+        "num_attention_heads": value(f"{arch}.attention.head_count"),
+        "num_key_value_heads": value(f"{arch}.attention.head_count_kv"),
+        "hidden_size": value(f"{arch}.embedding_length"),
+        "intermediate_size": value(f"{arch}.feed_forward_length"),
+        "max_position_embeddings": value(f"{arch}.context_length"),
+    }
+    tensors = [Tensor(t.name, tuple(int(n) for n in t.shape), 4.0) for t in reader.tensors]
+    return {k: v for k, v in config.items() if v is not None}, tensors
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def fit_verdict(
+    alias: Alias, devices: list[DeviceMemory], share: float = 0.9
+) -> tuple[MemoryEstimate | None, str]:
+    """What the alias's model needs here, and where it fits: "fits GPU", "fits CPU RAM", "fits only
+    with 4-bit" (on a GPU, through bitsandbytes), or "too big". Free memory is as the machine has it
+    now."""
+    gpus = [d for d in devices if d.device.startswith("cuda")]
+    cpu = next(d for d in devices if d.device == "cpu")
+    use_gpu = bool(gpus) and alias.load.device != "cpu"
+    needed = estimate_alias(alias, "cuda" if use_gpu else "cpu")
+    if needed is None:
+        return None, "unknown until downloaded"
+    if use_gpu and any(needed.total_bytes <= share * gpu.free_bytes for gpu in gpus):
+        return needed, "fits GPU"
+    on_cpu = estimate_alias(alias, "cpu") if use_gpu else needed
+    if not alias.load.quantization and on_cpu and on_cpu.total_bytes <= share * cpu.free_bytes:
+        return needed, "fits CPU RAM"
+    if gpus:
+        quantized = replace(alias, load=replace(alias.load, quantization="4bit", device="auto"))
+        smaller = estimate_alias(quantized, "cuda")
+        if smaller and any(smaller.total_bytes <= share * gpu.free_bytes for gpu in gpus):
+            return needed, "fits only with 4-bit"
+    return needed, "too big"

@@ -1,0 +1,90 @@
+"""How the server is doing: /health for probes, /v1/capabilities for the machine and its models,
+/metrics for Prometheus."""
+
+from __future__ import annotations
+
+import math
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from heylook import __version__
+from heylook.hardware import detect_memory
+from heylook.metrics import CONTENT_TYPE
+from heylook.routes.common import router_of
+
+
+async def health(request: Request) -> Response:
+    router = router_of(request)
+    registry = router.registry
+    loaded = []
+    for key, resident in router.residents().items():
+        engine = resident.model.engine
+        loaded.append(
+            {
+                "model": key[0].describe(),
+                "aliases": [a.name for a in registry.aliases.values() if a.model_key == key],
+                "device": str(engine.device),
+                "context_length": resident.model.context_length,
+                "active_requests": engine.active,
+                "tokens_generated": engine.tokens_generated,
+                "expires_at": None if math.isinf(resident.expires_at) else resident.expires_at,
+            }
+        )
+    return JSONResponse(
+        {"status": "ok", "version": __version__, "registry": str(registry.path), "loaded": loaded}
+    )
+
+
+async def capabilities(request: Request) -> Response:
+    """The machine's memory, the limits heylook keeps to, and what is loaded where."""
+    router = router_of(request)
+    devices = await anyio.to_thread.run_sync(detect_memory)
+    limits = router.limits
+    loaded = [
+        {
+            "name": resident.name,
+            "source": key[0].describe(),
+            "device": resident.device,
+            "size_bytes": resident.model.size_bytes,
+            "estimated_bytes": resident.footprint,
+            "context_length": resident.model.context_length,
+            "active_requests": resident.leases,
+            "queued_requests": max(0, resident.leases - limits.parallel),
+            "expires_at": None if math.isinf(resident.expires_at) else resident.expires_at,
+        }
+        for key, resident in router.residents().items()
+    ]
+    return JSONResponse(
+        {
+            "version": __version__,
+            "devices": [
+                {"device": d.device, "name": d.name, "total_bytes": d.total_bytes, "free_bytes": d.free_bytes}
+                for d in devices
+            ],
+            "limits": {
+                "memory_share": limits.memory_share,
+                "max_loaded_models": limits.max_loaded,
+                "parallel_requests_per_model": limits.parallel,
+                "max_queue_per_model": limits.max_queue,
+                "load_timeout_seconds": limits.load_timeout,
+                "default_keep_alive_seconds": router.default_keep_alive,
+            },
+            "loaded": loaded,
+            "apis": ["openai", "ollama"],
+        }
+    )
+
+
+async def metrics(request: Request) -> Response:
+    exposition = request.app.state.metrics.exposition()
+    return Response(exposition, media_type=CONTENT_TYPE)
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/v1/capabilities", capabilities, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

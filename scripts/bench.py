@@ -164,12 +164,13 @@ def raw_generate_target(model_dir: Path) -> Target:
 # --- running and reporting ---------------------------------------------------------------------
 
 
-def start_heylook_demo() -> tuple[Target, Callable[[], None]]:
+def start_heylook_demo(extra_args: list[str]) -> tuple[Target, Callable[[], None]]:
     from tests.server import RunningServer
 
     log = Path("/tmp/heylook-bench-server.log")
-    server = RunningServer(ROOT / "models.yaml", log, "--log-level", "warning")
-    return openai_target("heylook", f"{server.base_url}/v1", "smollm2"), server.stop
+    server = RunningServer(ROOT / "models.yaml", log, "--log-level", "warning", *extra_args)
+    name = " ".join(["heylook", *extra_args])
+    return openai_target(name, f"{server.base_url}/v1", "smollm2"), server.stop
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -244,7 +245,13 @@ def main() -> None:
         help="an OpenAI-compatible server, e.g. heylook http://127.0.0.1:8080/v1 smollm2",
     )
     parser.add_argument(
-        "--heylook-demo", action="store_true", help="start heylook on the demo model and add it"
+        "--heylook-demo",
+        action="append",
+        nargs="?",
+        const="",
+        default=[],
+        metavar="FLAGS",
+        help='start heylook on the demo model and add it; repeat with flags: --heylook-demo="--parallel 4"',
     )
     parser.add_argument("--raw", type=Path, help="add raw model.generate on this model directory")
     parser.add_argument("--raw-demo", action="store_true", help="add raw model.generate on the demo model")
@@ -262,8 +269,8 @@ def main() -> None:
 
             args.raw = prepare_demo()
         targets.append(raw_generate_target(args.raw))
-    if args.heylook_demo:
-        target, stop = start_heylook_demo()
+    for flags in args.heylook_demo:
+        target, stop = start_heylook_demo(flags.split())
         targets.append(target)
         stops.append(stop)
     targets += [openai_target(*spec) for spec in args.target]

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from heylook.errors import InsufficientMemory, LoadTimedOut, ModelLoadFailed, ModelNotFound, ServerBusy
+from heylook.estimate import MemoryEstimate
 from heylook.metrics import Metrics
 from heylook.registry import parse_registry
 from heylook.router import Limits, ModelRouter
@@ -309,3 +310,17 @@ async def test_a_failed_load_is_counted() -> None:
     await router.acquire("a")
     loads = router.metrics.loads
     assert loads.labels("a", "failed")._value.get() == 1 and loads.labels("a", "loaded")._value.get() == 1
+
+
+async def test_parallel_sequences_each_count_a_kv_cache() -> None:
+    machine = FakeMachine(9 * GIB, {"org/a": 2 * GIB})
+
+    def with_cache(alias, device_type):
+        return MemoryEstimate(2 * GIB, 2 * GIB, 0, 2048)
+
+    router = ModelRouter(
+        parse_registry(SIZED, Path("/tmp/m.yaml")), loader=machine.load, estimator=with_cache,
+        free_memory=machine.free, limits=Limits(memory_share=1.0, parallel=4),
+    )  # fmt: skip
+    with pytest.raises(InsufficientMemory, match=r"needs about 10\.00 GiB"):  # 2 + 4 x 2, over 9 free
+        await router.acquire("a")

@@ -50,7 +50,11 @@ class MemoryEstimate:
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
+        return self.total_for(1)
+
+    def total_for(self, sequences: int) -> int:
+        """With `sequences` generating at once, each holding a KV cache of its own."""
+        return self.weights_bytes + sequences * self.kv_cache_bytes + self.overhead_bytes
 
 
 def estimate_alias(alias: Alias, device_type: str = "cpu") -> MemoryEstimate | None:

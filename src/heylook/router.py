@@ -198,7 +198,7 @@ class ModelRouter:
         if job is None:
             device = str(pick_device(alias.load.device))
             estimate = await anyio.to_thread.run_sync(self._estimator, alias, device.split(":")[0])
-            needed = estimate.total_bytes if estimate else 0
+            needed = estimate.total_for(self.limits.parallel) if estimate else 0
             await self._make_room(alias, device, needed)
             job = _LoadJob(alias, device, needed)
             self._jobs[alias.model_key] = job

@@ -125,3 +125,25 @@ def test_a_model_that_cannot_fit_is_refused_in_both_shapes(tmp_path: Path, tiny_
         assert httpx.get(f"{base}/health").json()["status"] == "ok"  # and it keeps serving
     finally:
         running.stop()
+
+
+def test_asking_for_more_models_than_allowed_evicts_the_least_recently_used(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        f"models:\n  tiny:\n    model: {tiny_model_dir}\n"
+        f"  tiny-bf16:\n    model: {tiny_model_dir}\n    load:\n      dtype: bfloat16\n"
+    )
+    running = RunningServer(models, tmp_path / "server.log", "--max-loaded-models", "1")
+    try:
+        client = ollama.Client(host=running.base_url)
+        client.generate(model="tiny", prompt="hi", options={"num_predict": 1, "temperature": 0})
+        assert [m.name for m in client.ps().models] == ["tiny"]
+        client.generate(model="tiny-bf16", prompt="hi", options={"num_predict": 1, "temperature": 0})
+        assert [m.name for m in client.ps().models] == ["tiny-bf16"]  # the same weights, loaded another way
+        metrics = httpx.get(f"{running.base_url}/metrics").text
+        assert 'heylook_model_evictions_total{model="tiny",reason="max_loaded"} 1.0' in metrics
+        assert 'heylook_model_loads_total{model="tiny-bf16",outcome="loaded"} 1.0' in metrics
+    finally:
+        running.stop()

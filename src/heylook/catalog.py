@@ -3,11 +3,9 @@ never fetching or converting anything (listing models must be instant and side-e
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-from heylook.estimate import safetensors_tensors
+from heylook.estimate import read_json, safetensors_tensors
 from heylook.registry import Alias
 from heylook.sources import find_local
 from heylook.types import ModelFacts
@@ -27,9 +25,9 @@ def model_facts(alias: Alias) -> ModelFacts:
     if directory is None:
         return ModelFacts(**known)
     files = [p for p in directory.iterdir() if p.is_file()]
-    config = _read_json(directory / "config.json")
+    config = read_json(directory / "config.json")
     text_config = config.get("text_config", config)
-    tokenizer_config = _read_json(directory / "tokenizer_config.json")
+    tokenizer_config = read_json(directory / "tokenizer_config.json")
     template_file = directory / "chat_template.jinja"
     template = template_file.read_text() if template_file.is_file() else tokenizer_config.get("chat_template")
     vocab = _special_and_added_tokens(directory)
@@ -48,16 +46,8 @@ def model_facts(alias: Alias) -> ModelFacts:
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _special_and_added_tokens(directory: Path) -> set[str]:
-    tokenizer = _read_json(directory / "tokenizer.json")
+    tokenizer = read_json(directory / "tokenizer.json")
     return {t.get("content", "") for t in tokenizer.get("added_tokens", []) if isinstance(t, dict)}
 
 

@@ -61,7 +61,7 @@ def estimate_alias(alias: Alias, device_type: str = "cpu") -> MemoryEstimate | N
     """The alias's model as it would load here; None when its files are not on this machine yet."""
     directory = find_local(alias.source)
     if directory is not None:
-        config = _read_json(directory / "config.json")
+        config = read_json(directory / "config.json")
         tensors = safetensors_tensors(directory)
     else:
         gguf = local_gguf(alias.source)
@@ -150,7 +150,8 @@ def gguf_tensors(path: Path) -> tuple[dict[str, Any], list[Tensor]]:
     return {k: v for k, v in config.items() if v is not None}, tensors
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a model's files; {} when it is missing or not an object."""
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,12 +10,18 @@ import pytest
 import yaml
 
 from tests.fake_hub import FakeHub
+from tests.fake_upstream import FakeUpstream
 from tests.server import RunningServer
 from tests.tiny import build_tiny_model
 
-# Tests never reach the Hugging Face Hub; the package index (for the demo wheel) is allowed.
+# Tests never reach the Hugging Face Hub or its router; the package index (for the demo wheel) is
+# allowed. No real token is seen: tests that need one set their own.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ["HEYLOOK_HF_ROUTER"] = "http://127.0.0.1:9/v1"  # nothing listens there
+for _variable in ("HF_TOKEN", "HF_API_KEY", "HUGGING_FACE_HUB_TOKEN"):
+    os.environ.pop(_variable, None)
+os.environ["HF_TOKEN_PATH"] = os.path.join(tempfile.mkdtemp(prefix="heylook-no-token-"), "token")
 
 # The session server's body cap, small enough that tests can cross it cheaply.
 BODY_CAP = 64 * 1024
@@ -100,3 +107,16 @@ def server(
 @pytest.fixture(scope="session")
 def client(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="not-needed", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def upstream_session() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_upstream(upstream_session: FakeUpstream) -> FakeUpstream:
+    """The session's scriptable OpenAI-compatible upstream, reset for each test."""
+    upstream_session.reset()
+    return upstream_session

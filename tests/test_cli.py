@@ -15,10 +15,19 @@ from tests.server import RunningServer, free_port
 
 HEADER = "# my models: keep this comment\nmodels:\n  # the small one\n"
 WORKFLOW = [
-    "create", "--alias", "mistral-instruct", "--model", "mistralai/Mistral-7B-Instruct-v0.3",
-    "--system", "You are a helpful and creative assistant.", "--temperature", "0.7", "--load-in-8bit",
-    "--stop", "<|eot_id|>",
-]  # fmt: skip
+    "create",
+    "--alias",
+    "mistral-instruct",
+    "--model",
+    "mistralai/Mistral-7B-Instruct-v0.3",
+    "--system",
+    "You are a helpful and creative assistant.",
+    "--temperature",
+    "0.7",
+    "--load-in-8bit",
+    "--stop",
+    "<|eot_id|>",
+]
 COMMANDS = [
     "serve",
     "ps",
@@ -41,8 +50,12 @@ def heylook(*args: str, env: dict[str, str] | None = None, input: str | None = N
     environment = {**os.environ, "HEYLOOK_URL": "http://127.0.0.1:9", "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "heylook", *args],
-        capture_output=True, text=True, timeout=timeout, env=environment, input=input,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        input=input,
+    )
 
 
 @pytest.fixture
@@ -86,12 +99,41 @@ def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> No
     schema = tmp_path / "schema.json"
     schema.write_text('{"type": "object", "properties": {"a": {"type": "integer"}}}')
     done = heylook(
-        "create", "--alias", "full", "--model", "./weights", "--top-k", "40", "--min-p", "0.05",
-        "--repetition-penalty", "1.1", "--presence-penalty", "0.5", "--frequency-penalty", "0.2",
-        "--max-tokens", "64", "--seed", "7", "--context-length", "2048", "--json-schema", str(schema),
-        "--keep-alive", "10m", "--dtype", "bfloat16", "--device", "cpu", "--trust-remote-code",
-        "--description", "everything", "--models", str(models),
-    )  # fmt: skip
+        "create",
+        "--alias",
+        "full",
+        "--model",
+        "./weights",
+        "--top-k",
+        "40",
+        "--min-p",
+        "0.05",
+        "--repetition-penalty",
+        "1.1",
+        "--presence-penalty",
+        "0.5",
+        "--frequency-penalty",
+        "0.2",
+        "--max-tokens",
+        "64",
+        "--seed",
+        "7",
+        "--context-length",
+        "2048",
+        "--json-schema",
+        str(schema),
+        "--keep-alive",
+        "10m",
+        "--dtype",
+        "bfloat16",
+        "--device",
+        "cpu",
+        "--trust-remote-code",
+        "--description",
+        "everything",
+        "--models",
+        str(models),
+    )
     assert done.returncode == 0, done.stderr
     alias = load_registry(models).get("full")
     assert alias.source.model == str((Path.cwd() / "weights").resolve()), "relative to where it was typed"
@@ -220,3 +262,61 @@ def test_serve_logs_the_registry_it_uses(server: RunningServer) -> None:
 def test_models_yaml_stays_readable_by_plain_yaml(models: Path) -> None:
     heylook(*WORKFLOW, "--models", str(models))
     assert "mistral-instruct" in yaml.safe_load(models.read_text())["models"]
+
+
+def test_create_a_remote_alias_and_check_its_token(models: Path) -> None:
+    done = heylook(
+        "create",
+        "--alias",
+        "llama8b",
+        "--provider",
+        "huggingface",
+        "--model",
+        "meta-llama/Llama-3.1-8B-Instruct:sambanova",
+        "--timeout",
+        "30",
+        "--fallback",
+        "tiny",
+        "--models",
+        str(models),
+    )
+    assert done.returncode == 0, done.stderr
+    alias = load_registry(models).get("llama8b")
+    assert alias.remote and alias.source.model == "meta-llama/Llama-3.1-8B-Instruct:sambanova"
+    assert alias.timeout == 30 and alias.fallback == ("tiny",)
+    missing = heylook("check", "--models", str(models))
+    assert missing.returncode == 1 and "HF_TOKEN" in missing.stdout and "HF_API_KEY" in missing.stdout
+    ready = heylook("check", "--models", str(models), env={"HF_TOKEN": "hf_x"})
+    assert ready.returncode == 0 and "remote: http://127.0.0.1:9/v1" in ready.stdout
+    vllm = heylook(
+        "create",
+        "--alias",
+        "vllm",
+        "--provider",
+        "openai",
+        "--model",
+        "served",
+        "--base-url",
+        "http://127.0.0.1:8000/v1",
+        "--token-env",
+        "VLLM_KEY",
+        "--models",
+        str(models),
+    )
+    assert vllm.returncode == 0
+    assert "VLLM_KEY is not set" in heylook("check", "--models", str(models), env={"HF_TOKEN": "x"}).stdout
+    no_url = heylook(
+        "create", "--alias", "x", "--provider", "openai", "--model", "m", "--models", str(models)
+    )
+    assert no_url.returncode == 2 and "needs 'base_url'" in no_url.stderr
+
+
+def test_list_remote_shows_the_routers_models(models: Path, fake_upstream) -> None:
+    done = heylook(
+        "list", "--remote", "--models", str(models), env={"HEYLOOK_HF_ROUTER": fake_upstream.base_url}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "meta-llama/Llama-3.1-8B-Instruct" in done.stdout and "sambanova" in done.stdout
+    assert "131072" in done.stdout and "0.1 / 0.2" in done.stdout
+    offline = heylook("list", "--remote", "--models", str(models))
+    assert "curated list" in offline.stdout and "openai/gpt-oss-120b" in offline.stdout

@@ -58,8 +58,13 @@ def test_client_examples(server: RunningServer, library: str) -> None:
 def test_the_documented_alias_schema_is_valid() -> None:
     from heylook.registry import ALIAS_KEYS, LOAD_KEYS, OPTION_KEYS, parse_registry
 
-    [example] = [block for block in code_blocks("yaml") if "mistral-instruct" in block]
-    alias = parse_registry(example, ROOT / "models.yaml").get("mistral-instruct")
+    examples = [block for block in code_blocks("yaml") if block.startswith("models:")]
+    registries = [parse_registry(example, ROOT / "models.yaml") for example in examples]
+    alias = next(r.aliases["mistral-instruct"] for r in registries if "mistral-instruct" in r.aliases)
     assert alias.system and alias.keep_alive == 600 and alias.load.quantization == "8bit"
-    documented = set(re.findall(r"^\s+(\w+):", example, flags=re.MULTILINE))
+    remote = next(r.aliases["llama8b"] for r in registries if "llama8b" in r.aliases)
+    assert remote.remote and remote.fallback == ("local-llama",)
+    documented = {
+        key for example in examples for key in re.findall(r"^\s+(\w+):", example, flags=re.MULTILINE)
+    }
     assert set(ALIAS_KEYS) | set(LOAD_KEYS) | set(OPTION_KEYS) - {"ignore_eos"} <= documented

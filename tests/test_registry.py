@@ -87,6 +87,34 @@ models:
     assert alias.model_key == (alias.source, alias.load)
 
 
+def test_remote_aliases(tmp_path: Path) -> None:
+    text = """
+models:
+  llama8b:
+    provider: huggingface
+    model: meta-llama/Llama-3.1-8B-Instruct:sambanova
+    timeout: 30
+    fallback: local-llama
+  local-llama:
+    model: ./weights
+    fallback: [vllm]
+  vllm:
+    provider: openai
+    model: served-model
+    base_url: http://127.0.0.1:8000/v1/
+    token_env: VLLM_KEY
+"""
+    registry = parse_registry(text, tmp_path / "models.yaml")
+    hf, local, vllm = (registry.get(n) for n in ("llama8b", "local-llama", "vllm"))
+    assert (
+        hf.remote and hf.provider == "huggingface" and hf.timeout == 30.0 and hf.fallback == ("local-llama",)
+    )
+    assert hf.source.model == "meta-llama/Llama-3.1-8B-Instruct:sambanova"
+    assert not local.remote and local.fallback == ("vllm",)
+    assert vllm.base_url == "http://127.0.0.1:8000/v1" and vllm.token_env == "VLLM_KEY"
+    assert vllm.source.model == "served-model"  # a remote id, never resolved as a local path
+
+
 def test_json_mode_and_defaults(tmp_path: Path) -> None:
     registry = parse_registry("models:\n  a:\n    model: x/y\n    format: json\n", tmp_path / "m.yaml")
     alias = registry.get("a")
@@ -118,10 +146,58 @@ def test_an_empty_file_has_no_aliases(tmp_path: Path) -> None:
         ("models:\n  a:\n    model: x/y\n    options: 3\n", 4, "a", "'options' must be a mapping"),
         ("models:\n  a:\n    model: x/y\n    options:\n      top_kk: 5\n", 5, "a", "unknown option 'top_kk'"),
         (
-            "models:\n  a:\n    model: x/y\n    provider: openai\n",
+            "models:\n  a:\n    model: x/y\n    provider: bedrock\n",
             4,
             "a",
-            "provider 'openai' is not supported",
+            "provider 'bedrock' is not supported",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    provider: openai\n",
+            2,
+            "a",
+            "provider openai needs 'base_url'",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    base_url: http://h/v1\n",
+            4,
+            "a",
+            "'base_url' does not apply to a local",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    provider: huggingface\n    load:\n      dtype: float32\n",
+            5,
+            "a",
+            "'load' does not apply to provider huggingface",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    provider: openai\n    base_url: ftp://h\n",
+            5,
+            "a",
+            "http(s) URL",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    provider: huggingface\n    token_env: MY-TOKEN\n",
+            5,
+            "a",
+            "environment variable",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    provider: huggingface\n    timeout: 0\n",
+            5,
+            "a",
+            "'timeout' must be",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    fallback: [b]\n",
+            4,
+            "a",
+            "'fallback' names 'b', which is not an alias",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    fallback: a\n",
+            4,
+            "a",
+            "'fallback' names itself",
         ),
         (
             "models:\n  a:\n    model: x/y\n    context_length: 0\n",

@@ -108,6 +108,7 @@ def test_heylook_ps_shows_memory_and_models(one_at_a_time: RunningServer) -> Non
     done = heylook("ps", "--url", one_at_a_time.base_url)
     assert done.returncode == 0, done.stderr
     assert "CPU RAM" in done.stdout and "free of" in done.stdout and "tiny" in done.stdout
+    assert "provider local: ok" in done.stdout
 
 
 def test_a_model_that_cannot_fit_is_refused_in_both_shapes(tmp_path: Path, tiny_model_dir: Path) -> None:

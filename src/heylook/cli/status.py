@@ -17,6 +17,7 @@ def ps(*, url: UrlOption = None) -> int:
     try:
         loaded = httpx.get(f"{base}/api/ps", timeout=5).raise_for_status().json()["models"]
         machine = httpx.get(f"{base}/v1/capabilities", timeout=5).raise_for_status().json()
+        providers = httpx.get(f"{base}/health", timeout=10).raise_for_status().json().get("providers", [])
     except httpx.HTTPError as error:
         raise CommandFailed(
             f"no heylook server answers at {base} ({error}); start one with `heylook serve`"
@@ -32,6 +33,10 @@ def ps(*, url: UrlOption = None) -> int:
         free, total = human_bytes(device["free_bytes"]), human_bytes(device["total_bytes"])
         console.print(f"{device['name']} ({device['device']}): {free} free of {total}")
     console.print(table if loaded else f"{base} has no model loaded.")
+    for provider in providers:
+        where = f" at {provider['base_url']}" if provider.get("base_url") else ""
+        detail = f" ({provider['detail']})" if provider.get("detail") else ""
+        console.print(f"provider {provider['provider']}{where}: {provider['status']}{detail}")
     return 0
 
 

@@ -118,16 +118,21 @@ class LocalBackend:
     def __init__(self, registry: Registry) -> None:
         from anyio.from_thread import start_blocking_portal
 
+        from heylook.providers.backends import Backends
         from heylook.router import ModelRouter
 
         self.description = "this process"
         self.router = ModelRouter(registry, keep_alive=-1)
+        self.backends = Backends(self.router)
         self._portal_context = start_blocking_portal()
         self._portal = self._portal_context.__enter__()
 
     def load(self, alias: str) -> Any:
-        """Load now, so the wait comes before the first question rather than inside it; the tokenizer."""
+        """Load now, so the wait comes before the first question rather than inside it; the tokenizer
+        (None for a remote alias: there is nothing to load here)."""
         try:
+            if self.backends.resolve(alias).remote:
+                return None
             lease = self._portal.call(self.router.acquire, alias)
         except HeylookError as error:
             raise CommandFailed(error.message) from None
@@ -135,11 +140,9 @@ class LocalBackend:
         return lease.model.tokenizer
 
     def stream(self, alias: str, messages: list[dict[str, str]], settings: Settings) -> Iterator[str]:
-        from heylook.generate import start_generation
-
         prompt = ChatPrompt(tuple(Message(m["role"], m["content"]) for m in messages))
         request = GenerationRequest(alias, prompt, settings.sampling_options())
-        generation = self._portal.call(start_generation, self.router, request)
+        generation = self._portal.call(self.backends.start, request)
         chunks = generation.chunks()
         try:
             while True:
@@ -153,6 +156,7 @@ class LocalBackend:
             self._portal.call(chunks.aclose)
 
     def close(self) -> None:
+        self._portal.call(self.backends.aclose)
         self.router.close()
         self._portal_context.__exit__(None, None, None)
 
@@ -429,9 +433,8 @@ def _token_counter(
     """Counts prompt tokens as the model's chat template makes them, with the model's tokenizer."""
     from heylook.generate import encode_prompt
 
-    if isinstance(backend, LocalBackend):
-        tokenizer = backend.load(alias)
-    else:
+    tokenizer = backend.load(alias) if isinstance(backend, LocalBackend) else None
+    if tokenizer is None:
         from transformers import AutoTokenizer
 
         from heylook.sources import find_local

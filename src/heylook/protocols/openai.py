@@ -15,6 +15,7 @@ from heylook.types import (
     GenerationRequest,
     JsonFormat,
     Message,
+    RemoteModel,
     SamplingOptions,
     TextPrompt,
     Usage,
@@ -301,6 +302,13 @@ def completion_body(
 
 def model_body(name: str, created: int, owned_by: str = "heylook") -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+
+
+def remote_model_body(model: RemoteModel) -> dict[str, Any]:
+    """A model Hugging Face's router offers, with each provider's status, context length, pricing
+    and tool support as the router gives them. `curated_fallback` marks heylook's own list."""
+    body = model_body(model.id, 0, model.owned_by)
+    return {**body, "providers": model.providers, "curated_fallback": model.fallback_list}
 
 
 def model_list_body(models: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ Media = Literal["sse", "ndjson"]
 
 
 class Writer(Protocol):
+    model: str  # the name replies carry: the alias that served
     stream: bool
     media: Media  # how a streamed reply travels: OpenAI's SSE or Ollama's NDJSON
 

@@ -9,8 +9,9 @@ from typing import Any
 import anyio
 from starlette.requests import Request
 
-from heylook.generate import Generation
 from heylook.protocols.fields import parse_json_object
+from heylook.providers.backends import Backends
+from heylook.providers.base import Generation
 from heylook.router import ModelRouter
 from heylook.settings import Settings
 from heylook.types import FinalChunk, TextChunk
@@ -24,6 +25,10 @@ def router_of(request: Request) -> ModelRouter:
 
 def settings_of(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def backends_of(request: Request) -> Backends:
+    return request.app.state.backends
 
 
 async def json_body(request: Request) -> dict[str, Any]:

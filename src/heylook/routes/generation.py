@@ -3,6 +3,7 @@ through the API's writer (SSE or NDJSON) or collect it into one body."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -15,11 +16,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from heylook.errors import HeylookError
-from heylook.generate import Generation, load_only, start_generation
 from heylook.middleware.ollama import TRANSLATED_KEY
 from heylook.protocols.ollama import Translated
 from heylook.protocols.writer import Writer
-from heylook.routes.common import collect_text, router_of, settings_of
+from heylook.providers.base import Generation
+from heylook.routes.common import backends_of, collect_text
 from heylook.types import GenerationRequest, LoadRequest, TextChunk
 
 # Nothing reaches the client, which has gone; 499 is what the access log shows, as in nginx.
@@ -27,7 +28,9 @@ CLIENT_GONE = 499
 
 
 async def respond(request: Request, internal: GenerationRequest, writer: Writer) -> Response:
-    generation = await start_generation(router_of(request), internal, settings_of(request))
+    generation = await backends_of(request).start(internal)
+    if generation.served_by != writer.model:  # a fallback answered: replies say which
+        writer = dataclasses.replace(writer, model=generation.served_by)  # type: ignore[type-var]
     if writer.stream:
         return StreamedGeneration(generation, writer)  # type: ignore[return-value]
     try:
@@ -46,7 +49,7 @@ async def translated_generation(request: Request) -> Response:
     if translated is None:
         raise RuntimeError("the Ollama translator middleware is not installed")
     if isinstance(translated.request, LoadRequest):
-        reason = await load_only(router_of(request), translated.request)
+        reason = await backends_of(request).load(translated.request)
         body = translated.writer.lifecycle(reason)
         if translated.writer.stream:
             return Response(_json_line(body), media_type="application/x-ndjson")

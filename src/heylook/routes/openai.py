@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from heylook.errors import ModelNotFound
 from heylook.protocols import openai
-from heylook.routes.common import json_body, router_of
+from heylook.registry import Alias
+from heylook.routes.common import backends_of, json_body, router_of
 from heylook.routes.generation import respond
 
 
@@ -33,15 +36,27 @@ async def completions(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
+    """The aliases, then the models of Hugging Face's router (when remote models are on)."""
     registry = router_of(request).registry
-    models = [openai.model_body(name, registry.modified) for name in registry.aliases]
+    models = [_alias_body(alias, registry.modified) for alias in registry.aliases.values()]
+    remote = await backends_of(request).remote_models()
+    models += [openai.remote_model_body(m) for m in remote if m.id not in registry.aliases]
     return JSONResponse(openai.model_list_body(models))
 
 
 async def retrieve_model(request: Request) -> Response:
+    name = request.path_params["model"]
     registry = router_of(request).registry
-    alias = registry.get(request.path_params["model"])
-    return JSONResponse(openai.model_body(alias.name, registry.modified))
+    if name in registry.aliases:
+        return JSONResponse(_alias_body(registry.aliases[name], registry.modified))
+    for model in await backends_of(request).remote_models():
+        if model.id == name:
+            return JSONResponse(openai.remote_model_body(model))
+    raise ModelNotFound(name, registry.aliases)
+
+
+def _alias_body(alias: Alias, created: int) -> dict[str, Any]:
+    return openai.model_body(alias.name, created, owned_by=alias.provider if alias.remote else "heylook")
 
 
 routes = [

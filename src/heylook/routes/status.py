@@ -13,7 +13,7 @@ from starlette.routing import Route
 from heylook import __version__
 from heylook.hardware import detect_memory
 from heylook.metrics import CONTENT_TYPE
-from heylook.routes.common import router_of
+from heylook.routes.common import backends_of, router_of
 
 
 async def health(request: Request) -> Response:
@@ -33,8 +33,15 @@ async def health(request: Request) -> Response:
                 "expires_at": None if math.isinf(resident.expires_at) else resident.expires_at,
             }
         )
+    providers = [health.as_dict() for health in await backends_of(request).health()]
     return JSONResponse(
-        {"status": "ok", "version": __version__, "registry": str(registry.path), "loaded": loaded}
+        {
+            "status": "ok",
+            "version": __version__,
+            "registry": str(registry.path),
+            "loaded": loaded,
+            "providers": providers,
+        }
     )
 
 

@@ -1,0 +1,135 @@
+"""Which provider serves a request, and who serves when it cannot: an alias's fallback chain."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import replace
+from typing import Literal
+
+from heylook.errors import (
+    HeylookError,
+    InsufficientMemory,
+    LoadTimedOut,
+    ModelLoadFailed,
+    ModelNotFound,
+    ServerBusy,
+    UpstreamError,
+)
+from heylook.providers import KINDS
+from heylook.providers.base import Generation, Provider, ProviderHealth
+from heylook.providers.huggingface import HuggingFaceProvider
+from heylook.providers.local import LocalProvider
+from heylook.registry import Alias, Registry
+from heylook.router import ModelRouter
+from heylook.settings import Settings
+from heylook.sources import ModelSource
+from heylook.types import GenerationRequest, LoadRequest, RemoteModel
+
+log = logging.getLogger(__name__)
+
+# What "cannot serve" means: the model does not fit, fails to load, or its upstream is down or
+# refuses. A bad request is the client's to fix, and goes straight back.
+CANNOT_SERVE = (InsufficientMemory, ModelLoadFailed, LoadTimedOut, ServerBusy, UpstreamError)
+
+
+class Backends:
+    def __init__(self, router: ModelRouter, settings: Settings | None = None) -> None:
+        self.router = router
+        self.settings = settings or Settings()
+        self.local = LocalProvider(router, self.settings)
+        self._remote: dict[tuple[str, str | None, str | None], Provider] = {}
+        # The router's model list for /v1/models and heylook list --remote.
+        self.catalog = HuggingFaceProvider(metrics=router.metrics)
+
+    @property
+    def registry(self) -> Registry:
+        return self.router.registry
+
+    def provider_for(self, alias: Alias) -> Provider:
+        if not alias.remote:
+            return self.local
+        key = (alias.provider, alias.base_url, alias.token_env)
+        if key not in self._remote:
+            module, _, name = KINDS[alias.provider].partition(":")
+            kind = getattr(importlib.import_module(module), name)
+            arguments = {
+                "base_url": alias.base_url,
+                "token_env": alias.token_env,
+                "metrics": self.router.metrics,
+            }
+            self._remote[key] = kind(**arguments)
+        return self._remote[key]
+
+    def resolve(self, name: str) -> Alias:
+        """The alias of that name; or, with remote models on, a Hub repo id passed through to Inference
+        Providers when there is a token for them; else ModelNotFound."""
+        try:
+            return self.registry.get(name)
+        except ModelNotFound:
+            if self.settings.remote_models and "/" in name and self.catalog.token():
+                return Alias(name=name, source=ModelSource(name), provider="huggingface")
+            raise
+
+    async def start(self, request: GenerationRequest) -> Generation:
+        """The first alias of the chain (the one asked for, then its fallbacks) that can serve."""
+        chain = self._chain(request.model)
+        failures: list[str] = []
+        for position, alias in enumerate(chain):
+            try:
+                generation = await self.provider_for(alias).start(alias, replace(request, model=alias.name))
+            except CANNOT_SERVE as error:
+                failures.append(f"{alias.name!r} could not serve: {error.message}")
+                if position + 1 < len(chain):
+                    log.warning("%s; trying %s", failures[-1], chain[position + 1].name)
+                    continue
+                if len(chain) > 1:
+                    error.message = "; ".join(failures)
+                raise
+            if failures:
+                log.warning("%s served %r in place of %r", alias.name, request.model, chain[0].name)
+            return generation
+        raise AssertionError("a chain always holds the alias asked for")
+
+    async def load(self, request: LoadRequest) -> Literal["load", "unload"]:
+        alias = self.resolve(request.model)
+        return await self.provider_for(alias).load(alias, request)
+
+    def _chain(self, name: str) -> list[Alias]:
+        """The alias, then its fallbacks and theirs, in order, each once."""
+        chain: list[Alias] = []
+        waiting = [self.resolve(name)]
+        while waiting:
+            alias = waiting.pop(0)
+            if alias.name in {a.name for a in chain}:
+                continue
+            chain.append(alias)
+            waiting.extend(
+                self.registry.aliases[other] for other in alias.fallback if other in self.registry.aliases
+            )
+        return chain
+
+    async def remote_models(self) -> list[RemoteModel]:
+        return await self.catalog.list_models() if self.settings.remote_models else []
+
+    async def health(self) -> list[ProviderHealth]:
+        """The local provider's, and every remote upstream an alias names (and the router's, when
+        remote models are listed)."""
+        providers: list[Provider] = [self.local]
+        for alias in self.registry.aliases.values():
+            provider = self.provider_for(alias)
+            if provider not in providers:
+                providers.append(provider)
+        if self.settings.remote_models and not any(p.name == "huggingface" for p in providers):
+            providers.append(self.catalog)
+        results = []
+        for provider in providers:
+            try:
+                results.append(await provider.health())
+            except HeylookError as error:
+                results.append(ProviderHealth(provider.name, "unreachable", error.message))
+        return results
+
+    async def aclose(self) -> None:
+        for provider in [*self._remote.values(), self.catalog]:
+            await provider.aclose()

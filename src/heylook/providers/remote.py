@@ -1,0 +1,315 @@
+"""Remote models behind an OpenAI-compatible API (Hugging Face's router, vLLM, TGI, llama.cpp's
+server, another heylook): requests in heylook's internal form go out as OpenAI requests through
+the openai SDK, and the upstream's stream comes back chunk by chunk."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import openai
+
+from heylook.errors import GenerationFailed, InvalidRequest, UpstreamError
+from heylook.generate import TokenClock, with_default_system
+from heylook.metrics import Metrics
+from heylook.providers.base import ProviderHealth
+from heylook.registry import Alias
+from heylook.types import (
+    ChatPrompt,
+    Chunk,
+    FinalChunk,
+    FinishReason,
+    GenerationRequest,
+    InfillPrompt,
+    LoadRequest,
+    RemoteModel,
+    SamplingOptions,
+    TextChunk,
+    Timings,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 120.0  # seconds one upstream request may take
+RETRY_BUDGET = 30.0  # seconds a request may spend waiting to retry a 429 or 503
+RETRYABLE = (429, 503)
+HEALTH_TTL = 30.0
+_HEALTH_TIMEOUT = 3.0
+
+
+class RemoteProvider:
+    """One OpenAI-compatible upstream: a base URL and how to find its token."""
+
+    name = "openai"
+    retry_budget = RETRY_BUDGET
+
+    def __init__(self, base_url: str, token_env: str | None = None, metrics: Metrics | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token_env = token_env
+        self.metrics = metrics
+        self._clients: dict[tuple[str | None, float], openai.AsyncOpenAI] = {}
+        self._health: tuple[float, ProviderHealth] | None = None
+
+    # --- what subclasses decide -------------------------------------------------------------------
+
+    def token(self) -> str | None:
+        """The token to send, or None to send none. Never logged, never put in a message."""
+        return os.environ.get(self.token_env) if self.token_env else None
+
+    def describe(self) -> str:
+        return f"{self.name} at {self.base_url}"
+
+    # --- generating -------------------------------------------------------------------------------
+
+    async def start(self, alias: Alias, request: GenerationRequest) -> RemoteGeneration:
+        started = time.perf_counter_ns()
+        prompt = with_default_system(request.prompt, alias.system)
+        if isinstance(prompt, InfillPrompt):
+            raise InvalidRequest(
+                "fill in the middle (suffix) is not available for remote models", param="suffix"
+            )
+        if request.context:
+            raise InvalidRequest("an earlier reply's context (token ids) cannot be sent to a remote model")
+        options = request.options.over(alias.options)
+        body = {"model": alias.source.model, **openai_fields(options)}
+        client = self._client(alias.timeout or DEFAULT_TIMEOUT)
+        if isinstance(prompt, ChatPrompt):
+            body["messages"] = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            kind: Literal["chat", "completion"] = "chat"
+        else:
+            body["prompt"] = prompt.text
+            kind = "completion"
+        stream = await self._open(client, kind, body, alias)
+        return RemoteGeneration(request, alias.name, kind, stream, started, self.metrics)
+
+    async def load(self, alias: Alias, request: LoadRequest) -> Literal["load", "unload"]:
+        # Nothing to load here: the upstream holds the model.
+        return "unload" if request.keep_alive == 0 else "load"
+
+    async def _open(self, client: openai.AsyncOpenAI, kind: str, body: dict[str, Any], alias: Alias) -> Any:
+        """The upstream's stream, once its response has started; 429 and 503 are retried, honouring
+        Retry-After, for up to `retry_budget` seconds in all."""
+        standard, extra = _split_extras(body)
+        create = client.chat.completions.create if kind == "chat" else client.completions.create
+        deadline = time.monotonic() + self.retry_budget
+        attempt = 0
+        while True:
+            try:
+                return await create(
+                    **standard, stream=True, stream_options={"include_usage": True}, extra_body=extra or None
+                )
+            except openai.APIStatusError as error:
+                wait = _retry_after(error.response.headers) or min(8.0, 0.5 * 2**attempt)
+                if error.status_code in RETRYABLE and time.monotonic() + wait < deadline:
+                    log.info("%s answered %s for %s; retrying in %.1f s", self.describe(), error.status_code,
+                             alias.name, wait)  # fmt: skip
+                    attempt += 1
+                    await anyio.sleep(wait)
+                    continue
+                raise self._status_error(error, alias) from None
+            except openai.APITimeoutError:
+                raise UpstreamError(
+                    f"{self.describe()} did not answer for {alias.name!r} in time", status=504
+                ) from None
+            except openai.APIConnectionError as error:
+                cause = error.__cause__ or error
+                raise UpstreamError(
+                    f"cannot reach {self.describe()} for {alias.name!r}: {type(cause).__name__}", status=502
+                ) from None
+
+    def _status_error(self, error: openai.APIStatusError, alias: Alias) -> HeylookErrorLike:
+        status, upstream = error.status_code, self.describe()
+        said = _upstream_message(error)
+        if status in (401, 403):
+            return UpstreamError(
+                f"{upstream} refused heylook's token ({status}): {self._token_hint()}", status=502
+            )
+        if status == 404:
+            return UpstreamError(f"{upstream} has no model {alias.source.model!r}{said}", status=404)
+        if status == 429:
+            retry = _retry_after(error.response.headers)
+            return UpstreamError(
+                f"{upstream} is rate-limiting requests for {alias.name!r}{said}",
+                status=429,
+                retry_after=math.ceil(retry) if retry else 5,
+            )
+        if status in (400, 422):
+            return InvalidRequest(f"{upstream} refused the request for {alias.name!r}{said}")
+        if status == 503:
+            retry = _retry_after(error.response.headers)
+            return UpstreamError(
+                f"{upstream} is unavailable for {alias.name!r}{said}",
+                status=503,
+                retry_after=math.ceil(retry) if retry else None,
+            )
+        return UpstreamError(f"{upstream} failed for {alias.name!r} ({status}){said}", status=502)
+
+    def _token_hint(self) -> str:
+        return f"set {self.token_env} to a token it accepts" if self.token_env else "it needs a token"
+
+    def _client(self, timeout: float) -> openai.AsyncOpenAI:
+        token = self.token()
+        key = (token, timeout)
+        if key not in self._clients:
+            # Retries are ours (which statuses, how long in all): the SDK's own are turned off.
+            self._clients[key] = openai.AsyncOpenAI(
+                base_url=self.base_url, api_key=token or "none", timeout=timeout, max_retries=0
+            )
+        return self._clients[key]
+
+    # --- listing and health -----------------------------------------------------------------------
+
+    async def list_models(self) -> list[RemoteModel]:
+        page = await self._client(_HEALTH_TIMEOUT * 3).models.list()
+        return [RemoteModel(m.id, getattr(m, "owned_by", None) or self.name) async for m in page]
+
+    async def health(self) -> ProviderHealth:
+        """Whether the upstream answers (its model list), checked at most every HEALTH_TTL seconds."""
+        now = time.monotonic()
+        if self._health and now - self._health[0] < HEALTH_TTL:
+            return self._health[1]
+        try:
+            await self._client(_HEALTH_TIMEOUT).models.list()
+            health = ProviderHealth(self.name, "ok", base_url=self.base_url)
+        except openai.APIStatusError as error:
+            status: Any = "missing token" if error.status_code in (401, 403) else "unreachable"
+            health = ProviderHealth(self.name, status, f"answered {error.status_code}", self.base_url)
+        except openai.APIError as error:
+            health = ProviderHealth(self.name, "unreachable", type(error).__name__, self.base_url)
+        self._health = (now, health)
+        return health
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+
+
+HeylookErrorLike = UpstreamError | InvalidRequest
+
+
+@dataclass
+class RemoteGeneration:
+    """An upstream's stream, as the internal chunks every route writes."""
+
+    request: GenerationRequest
+    served_by: str
+    kind: Literal["chat", "completion"]
+    stream: Any  # openai.AsyncStream
+    started_ns: int
+    metrics: Metrics | None = None
+    _closed: bool = False
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """Closing this iterator closes the upstream response: the upstream stops generating."""
+        clock = TokenClock(self.metrics, self.served_by, self.started_ns)
+        usage: Any = None
+        finish: str | None = None
+        pieces = 0
+        first_ns = 0
+        try:
+            async for chunk in self.stream:
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    text = choice.delta.content if self.kind == "chat" else choice.text
+                    finish = choice.finish_reason or finish
+                    if text:
+                        pieces += 1
+                        first_ns = first_ns or time.perf_counter_ns()
+                        clock.arrived(pieces)
+                        yield TextChunk(text)
+        except openai.APIError as error:
+            raise GenerationFailed(f"the upstream stream broke off: {type(error).__name__}") from None
+        finally:
+            await self.stream.close()
+        if finish is None:  # the connection ended without the upstream saying the reply was done
+            raise GenerationFailed("the upstream stream broke off before the reply was finished")
+        done = time.perf_counter_ns()
+        first_ns = first_ns or done
+        final = FinalChunk(
+            finish_reason=_finish_reason(finish),
+            # Upstreams that report no usage get the count of pieces they sent (about one a token).
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(0, pieces),
+            timings=Timings(
+                prompt_eval_ns=first_ns - self.started_ns,
+                eval_ns=done - first_ns,
+                total_ns=done - self.started_ns,
+            ),
+        )
+        clock.finished(final)
+        yield final
+
+    def close(self) -> None:
+        # The upstream response is closed by the chunks iterator, which every route closes.
+        self._closed = True
+
+
+def openai_fields(options: SamplingOptions) -> dict[str, Any]:
+    """Internal options as OpenAI request fields; extras other servers accept go as they are."""
+    fields: dict[str, Any] = {
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "max_tokens": options.max_tokens,
+        "seed": options.seed,
+        "stop": list(options.stop) if options.stop else None,
+        "presence_penalty": options.presence_penalty,
+        "frequency_penalty": options.frequency_penalty,
+        "top_k": options.top_k,
+        "min_p": options.min_p,
+        "typical_p": options.typical_p,
+        "repetition_penalty": options.repetition_penalty,
+        "ignore_eos": options.ignore_eos,
+    }
+    if options.response_format is not None:
+        schema = options.response_format.schema
+        fields["response_format"] = (
+            {"type": "json_schema", "json_schema": {"name": "output", "schema": json.loads(schema)}}
+            if schema
+            else {"type": "json_object"}
+        )
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+_STANDARD = {
+    "model", "messages", "prompt", "temperature", "top_p", "max_tokens", "seed", "stop",
+    "presence_penalty", "frequency_penalty", "response_format",
+}  # fmt: skip
+
+
+def _split_extras(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return (
+        {k: v for k, v in body.items() if k in _STANDARD},
+        {k: v for k, v in body.items() if k not in _STANDARD},
+    )
+
+
+def _finish_reason(reason: str | None) -> FinishReason:
+    return "length" if reason == "length" else "stop"
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Retry-After in seconds (a number, or an HTTP date), if the upstream gave one."""
+    value = headers.get("retry-after") if headers else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        moment = email.utils.parsedate_to_datetime(value)
+        return max(0.0, moment.timestamp() - time.time()) if moment else None
+
+
+def _upstream_message(error: openai.APIStatusError) -> str:
+    """What the upstream said, briefly (it never holds our token: the token is only in a header)."""
+    body = error.body
+    if isinstance(body, dict):
+        body = body.get("message") or body.get("error")
+    return f": {str(body)[:200]}" if isinstance(body, str) and body else ""

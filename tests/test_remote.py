@@ -1,0 +1,300 @@
+"""Remote providers end to end: a heylook "gateway" whose aliases point at real servers on
+127.0.0.1: another heylook serving the demo model, and a scriptable OpenAI-compatible upstream
+standing in for vLLM, TGI and Hugging Face's router. Never the real internet."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+import ollama
+from tests.fake_upstream import Failure, FakeUpstream
+from tests.server import RunningServer
+
+HF_TOKEN = "hf_test_token_never_shown_0123456789"
+UPSTREAM_KEY = "upstream-key-never-shown-9876"
+HI = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def gateway_registry(server: RunningServer, fake: FakeUpstream, tiny_model_dir: Path, folder: Path) -> Path:
+    broken = folder / "broken-model"
+    broken.mkdir(exist_ok=True)
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    upstream = f"{server.base_url}/v1"
+    models = {
+        "remote-tiny": {"provider": "openai", "base_url": upstream, "model": "tiny"},
+        "remote-demo": {"provider": "openai", "base_url": upstream, "model": "smollm2"},
+        "scripted": {"provider": "openai", "base_url": fake.base_url, "model": "scripted", "timeout": 2},
+        "secured": {
+            "provider": "openai",
+            "base_url": fake.base_url,
+            "model": "secured",
+            "token_env": "UPSTREAM_KEY",
+        },
+        "llama8b": {"provider": "huggingface", "model": "meta-llama/Llama-3.1-8B-Instruct:sambanova"},
+        "dead": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x"},
+        "dead-then-local": {
+            "provider": "openai",
+            "base_url": "http://127.0.0.1:9/v1",
+            "model": "x",
+            "fallback": ["tiny"],
+        },
+        "broken-then-remote": {"model": str(broken), "fallback": "remote-tiny"},
+        "tiny": {"model": str(tiny_model_dir)},
+    }
+    path = folder / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": models}, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+    server: RunningServer,
+    upstream_session: FakeUpstream,
+    tiny_model_dir: Path,
+) -> Iterator[RunningServer]:
+    folder = tmp_path_factory.mktemp("gateway")
+    models = gateway_registry(server, upstream_session, tiny_model_dir, folder)
+    env = {"HEYLOOK_HF_ROUTER": upstream_session.base_url, "HF_TOKEN": HF_TOKEN, "UPSTREAM_KEY": UPSTREAM_KEY}
+    running = RunningServer(models, folder / "gateway.log", env=env)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def sdk(gateway: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key="x", max_retries=0, timeout=60)
+
+
+@pytest.fixture
+def olla(gateway: RunningServer) -> ollama.Client:
+    return ollama.Client(host=gateway.base_url, timeout=60)
+
+
+# --- passthrough ----------------------------------------------------------------------------------
+
+
+@pytest.mark.demo
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_openai_upstream_answers_through_both_apis(server: RunningServer, sdk, olla, stream: bool) -> None:
+    direct = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x").chat.completions.create(
+        model="smollm2", messages=HI, temperature=0
+    )
+    if stream:
+        chunks = list(
+            sdk.chat.completions.create(
+                model="remote-demo",
+                messages=HI,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        usage, model = chunks[-1].usage, chunks[0].model
+        assert len(chunks) > 4, "passed through piece by piece"
+    else:
+        reply = sdk.chat.completions.create(model="remote-demo", messages=HI, temperature=0)
+        text, usage, model = reply.choices[0].message.content, reply.usage, reply.model
+    assert text == direct.choices[0].message.content and "Paris" in text
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        direct.usage.prompt_tokens,
+        direct.usage.completion_tokens,
+    )
+    assert model == "remote-demo"
+    parts = list(olla.chat(model="remote-demo", messages=HI, options={"temperature": 0}, stream=True))
+    assert "".join(p.message.content for p in parts) == text
+    final = parts[-1]
+    assert final.done and final.eval_count == direct.usage.completion_tokens
+    assert final.prompt_eval_count == direct.usage.prompt_tokens and final.total_duration > 0
+
+
+def test_completions_go_upstream_too(sdk) -> None:
+    reply = sdk.completions.create(model="scripted", prompt="Once upon", max_tokens=5)
+    assert reply.choices[0].text.startswith("hello from scripted")
+
+
+def test_a_client_leaving_closes_the_upstream_stream(gateway: RunningServer, server: RunningServer) -> None:
+    long = {"model": "remote-tiny", "messages": HI, "max_tokens": 30_000, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{gateway.base_url}/v1/chat/completions", json=long, timeout=30) as response:
+        lines = response.iter_lines()
+        assert sum(line.startswith("data:") for line in (next(lines) for _ in range(10))) >= 3
+    deadline = time.monotonic() + 5
+    while True:  # the upstream heylook's own model stops generating
+        tiny = next(m for m in server.health()["loaded"] if "tiny" in m["aliases"])
+        if tiny["active_requests"] == 0:
+            break
+        assert time.monotonic() < deadline, "the upstream is still generating for a client that left"
+        time.sleep(0.05)
+
+
+# --- upstream failures ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failures", "status", "words"),
+    [
+        ([Failure(401)], 502, "refused heylook's token"),
+        ([Failure(403)], 502, "refused heylook's token"),
+        ([Failure(404, body={"error": "Model not found"})], 404, "has no model 'scripted': Model not found"),
+        ([Failure(500)], 502, "failed for 'scripted' (500)"),
+        ([Failure(429, {"retry-after": "100"})], 429, "rate-limiting"),
+        ([Failure(503, {"retry-after": "100"})], 503, "unavailable"),
+        ([Failure(400, body={"error": {"message": "bad temperature"}})], 400, "refused the request"),
+    ],
+)
+def test_upstream_errors_in_both_shapes(gateway, fake_upstream, failures, status: int, words: str) -> None:
+    for path, body in (
+        ("/v1/chat/completions", {"model": "scripted", "messages": HI}),
+        ("/api/chat", {"model": "scripted", "messages": HI, "stream": False}),
+    ):
+        fake_upstream.fail("scripted", *failures)
+        response = httpx.post(f"{gateway.base_url}{path}", json=body, timeout=30)
+        assert response.status_code == status, response.text
+        message = response.json()["error"]["message"] if path.startswith("/v1") else response.json()["error"]
+        assert words in message
+        if status in (429, 503):
+            assert response.headers["retry-after"] == "100"
+
+
+def test_429_and_503_are_retried_honouring_retry_after(gateway, fake_upstream, sdk) -> None:
+    fake_upstream.fail("scripted", Failure(429, {"retry-after": "1"}), Failure(503, {"retry-after": "1"}))
+    started = time.monotonic()
+    reply = sdk.chat.completions.create(model="scripted", messages=HI)
+    assert reply.choices[0].message.content.startswith("hello from scripted")
+    assert time.monotonic() - started >= 2.0
+    assert len([r for r in fake_upstream.requests if r.path.endswith("/chat/completions")]) == 3
+
+
+def test_timeouts_and_unreachable_upstreams(gateway, fake_upstream, sdk) -> None:
+    fake_upstream.hang = 4  # the alias allows 2 s
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(model="scripted", messages=HI)
+    assert caught.value.status_code == 504 and "did not answer" in caught.value.message
+    fake_upstream.hang = 0
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(model="dead", messages=HI)
+    assert (
+        caught.value.status_code == 502
+        and "cannot reach openai at http://127.0.0.1:9/v1" in caught.value.message
+    )
+
+
+def test_a_stream_that_breaks_off_ends_with_an_error(gateway, fake_upstream) -> None:
+    fake_upstream.drop_after = 3
+    body = {"model": "scripted", "messages": HI, "stream": True}
+    lines = [
+        line
+        for line in httpx.post(f"{gateway.base_url}/api/chat", json=body, timeout=30).text.splitlines()
+        if line
+    ]
+    assert (
+        json.loads(lines[-1]) == {"error": "the upstream stream broke off: APIConnectionError"}
+        or "broke off" in lines[-1]
+    )
+    assert len(lines) >= 3
+
+
+def test_the_upstream_token_is_sent_and_never_shown(gateway, fake_upstream, sdk) -> None:
+    fake_upstream.token = UPSTREAM_KEY
+    assert sdk.chat.completions.create(model="secured", messages=HI).choices[0].message.content
+    assert fake_upstream.requests[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    fake_upstream.token = "another"  # now it refuses ours
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(model="secured", messages=HI)
+    assert "set UPSTREAM_KEY to a token it accepts" in caught.value.message
+    assert UPSTREAM_KEY not in caught.value.message and UPSTREAM_KEY not in gateway.output()
+
+
+# --- Hugging Face Inference Providers -------------------------------------------------------------
+
+
+def test_the_huggingface_provider_sends_the_model_and_token(gateway, fake_upstream, olla) -> None:
+    reply = olla.chat(model="llama8b", messages=HI, options={"num_predict": 5})
+    assert reply.message.content.startswith("hello from meta-llama/Llama-3.1-8B-Instruct:sambanova")
+    assert reply.model == "llama8b"
+    request = fake_upstream.requests[-1]
+    assert request.body["model"] == "meta-llama/Llama-3.1-8B-Instruct:sambanova"
+    assert request.headers["authorization"] == f"Bearer {HF_TOKEN}"
+    assert HF_TOKEN not in gateway.output()
+
+
+def test_a_repo_id_that_is_no_alias_goes_to_the_router(gateway, fake_upstream, sdk) -> None:
+    reply = sdk.chat.completions.create(model="Qwen/Qwen2.5-72B-Instruct", messages=HI)
+    assert reply.model == "Qwen/Qwen2.5-72B-Instruct"
+    assert fake_upstream.requests[-1].body["model"] == "Qwen/Qwen2.5-72B-Instruct"
+    with pytest.raises(openai.NotFoundError):
+        sdk.chat.completions.create(model="not-a-repo-id", messages=HI)
+
+
+def test_models_list_the_routers_models_with_provider_details(gateway, fake_upstream) -> None:
+    data = httpx.get(f"{gateway.base_url}/v1/models").json()["data"]
+    by_id = {m["id"]: m for m in data}
+    assert by_id["tiny"]["owned_by"] == "heylook" and by_id["llama8b"]["owned_by"] == "huggingface"
+    llama = by_id["meta-llama/Llama-3.1-8B-Instruct"]
+    assert llama["curated_fallback"] is False
+    assert llama["providers"][0] | {} == {
+        "provider": "sambanova",
+        "status": "live",
+        "context_length": 131072,
+        "pricing": {"input": 0.1, "output": 0.2},
+        "supports_tools": True,
+        "supports_structured_output": False,
+    }
+    httpx.get(f"{gateway.base_url}/v1/models")
+    assert len([r for r in fake_upstream.requests if r.path.endswith("/models")]) <= 1, "cached"
+    assert httpx.get(f"{gateway.base_url}/v1/models/Qwen/Qwen2.5-72B-Instruct").json()["owned_by"] == "Qwen"
+
+
+def test_without_a_token_requests_say_which_variables_and_listing_falls_back(
+    tmp_path: Path, server: RunningServer, fake_upstream: FakeUpstream, tiny_model_dir: Path
+) -> None:
+    models = gateway_registry(server, fake_upstream, tiny_model_dir, tmp_path)
+    running = RunningServer(models, tmp_path / "log", env={"HEYLOOK_HF_ROUTER": "http://127.0.0.1:9/v1"})
+    try:
+        for path, body in (
+            ("/v1/chat/completions", {"model": "llama8b", "messages": HI}),
+            ("/api/generate", {"model": "llama8b", "prompt": "hi", "stream": False}),
+        ):
+            response = httpx.post(f"{running.base_url}{path}", json=body, timeout=30)
+            assert response.status_code == 503
+            text = response.text
+            assert "HF_TOKEN" in text and "HF_API_KEY" in text and "hf auth login" in text
+        listed = httpx.get(f"{running.base_url}/v1/models").json()["data"]
+        curated = [m for m in listed if m.get("curated_fallback")]
+        assert curated and all(m["owned_by"] != "heylook" for m in curated)
+        providers = {p["provider"]: p for p in httpx.get(f"{running.base_url}/health").json()["providers"]}
+        assert providers["huggingface"]["status"] == "missing token"
+    finally:
+        running.stop()
+
+
+# --- fallbacks and health -------------------------------------------------------------------------
+
+
+def test_fallback_chains(gateway: RunningServer, sdk) -> None:
+    reply = sdk.chat.completions.create(model="broken-then-remote", messages=HI, max_tokens=3)
+    assert reply.model == "remote-tiny"  # the local model failed to load; its fallback answered
+    assert "'broken-then-remote' could not serve" in gateway.output()
+    reply = sdk.chat.completions.create(model="dead-then-local", messages=HI, max_tokens=3)
+    assert reply.model == "tiny"  # the upstream was down; the local fallback answered
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(model="dead", messages=HI)
+    assert caught.value.status_code == 502  # no fallback: the error itself
+
+
+def test_health_shows_every_provider(gateway: RunningServer, server: RunningServer) -> None:
+    providers = gateway.health()["providers"]
+    statuses = {(p["provider"], p["base_url"]): p["status"] for p in providers}
+    assert statuses[("local", None)] == "ok"
+    assert statuses[("openai", f"{server.base_url}/v1")] == "ok"
+    assert statuses[("openai", "http://127.0.0.1:9/v1")] == "unreachable"
+    assert any(p == "huggingface" and s == "ok" for (p, _), s in statuses.items())

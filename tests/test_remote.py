@@ -298,3 +298,32 @@ def test_health_shows_every_provider(gateway: RunningServer, server: RunningServ
     assert statuses[("openai", f"{server.base_url}/v1")] == "ok"
     assert statuses[("openai", "http://127.0.0.1:9/v1")] == "unreachable"
     assert any(p == "huggingface" and s == "ok" for (p, _), s in statuses.items())
+
+
+@pytest.mark.parametrize(
+    "alias", ["llama8b", "scripted"]
+)  # Inference Providers; an OpenAI-compatible upstream
+@pytest.mark.parametrize("stream", [False, True])
+def test_each_provider_through_both_clients(
+    gateway, fake_upstream, sdk, olla, alias: str, stream: bool
+) -> None:
+    upstream_model = "meta-llama/Llama-3.1-8B-Instruct:sambanova" if alias == "llama8b" else "scripted"
+    expected = "".join(f" {w}" for w in f"hello from {upstream_model} and".split() * 10)[1:]
+    if stream:
+        chunks = list(
+            sdk.chat.completions.create(
+                model=alias, messages=HI, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        usage = chunks[-1].usage
+        parts = list(olla.chat(model=alias, messages=HI, stream=True))
+        ollama_text, final = "".join(p.message.content for p in parts), parts[-1]
+    else:
+        reply = sdk.chat.completions.create(model=alias, messages=HI)
+        text, usage = reply.choices[0].message.content, reply.usage
+        final = olla.chat(model=alias, messages=HI)
+        ollama_text = final.message.content
+    assert text == ollama_text == expected
+    assert (usage.prompt_tokens, usage.completion_tokens) == (7, 40)
+    assert (final.prompt_eval_count, final.eval_count, final.done_reason) == (7, 40, "length")

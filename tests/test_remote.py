@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import ollama
-from tests.fake_upstream import Failure, FakeUpstream
+from tests.fake_upstream import ROUTER_MODELS, Failure, FakeUpstream
 from tests.server import RunningServer
 
 HF_TOKEN = "hf_test_token_never_shown_0123456789"
@@ -241,14 +241,9 @@ def test_models_list_the_routers_models_with_provider_details(gateway, fake_upst
     assert by_id["tiny"]["owned_by"] == "heylook" and by_id["llama8b"]["owned_by"] == "huggingface"
     llama = by_id["meta-llama/Llama-3.1-8B-Instruct"]
     assert llama["curated_fallback"] is False
-    assert llama["providers"][0] | {} == {
-        "provider": "sambanova",
-        "status": "live",
-        "context_length": 131072,
-        "pricing": {"input": 0.1, "output": 0.2},
-        "supports_tools": True,
-        "supports_structured_output": False,
-    }
+    # Each provider's status, context length, pricing and tool support, as the router gave them.
+    assert llama["providers"] == ROUTER_MODELS[0]["providers"]
+    assert {"status", "context_length", "pricing", "supports_tools"} <= set(llama["providers"][0])
     httpx.get(f"{gateway.base_url}/v1/models")
     assert len([r for r in fake_upstream.requests if r.path.endswith("/models")]) <= 1, "cached"
     assert httpx.get(f"{gateway.base_url}/v1/models/Qwen/Qwen2.5-72B-Instruct").json()["owned_by"] == "Qwen"

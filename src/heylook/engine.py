@@ -1,8 +1,7 @@
 """Runs generation for one loaded model on a worker thread and streams chunks to the event loop.
 
-Requests are submitted as sequences; the worker owns the model and steps the sequences one token
-at a time. Today it runs them one after another; the same submit/stream interface lets a batching
-scheduler step several at once.
+Requests are submitted as sequences; the worker owns the model and steps the running sequences
+together, one token each per forward pass (continuous batching: see Engine).
 """
 
 from __future__ import annotations
@@ -13,12 +12,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
 
+from heylook.batch_cache import BatchCache, can_batch
 from heylook.detokenize import IncrementalDetokenizer
 from heylook.errors import GenerationFailed
 from heylook.sampling import TokenSampler
@@ -89,9 +89,11 @@ class _Sequence:
     detokenizer: IncrementalDetokenizer
     stops: StopMatcher = field(init=False)
     history: list[int] = field(init=False)  # prompt and output: the penalties' window, Ollama's context
-    cache: DynamicCache | None = None
+    cache: DynamicCache | None = None  # its own, until it joins the batch
     sampler: TokenSampler | None = None
     logits: torch.Tensor | None = None  # the scores for the next token
+    next_input: int | None = None  # the token the next forward pass feeds in
+    done: bool = False
     generated: int = 0
     started_ns: int = 0
     prompt_done_ns: int = 0
@@ -104,9 +106,12 @@ class _Sequence:
 class Engine:
     """Owns one model and tokenizer; generates on its own thread.
 
-    Up to `parallel` sequences are active at once and take turns a token each, so a request that
-    arrives during a long one gets its first token after one prompt evaluation, not after the long
-    one ends. Sequences beyond that wait in the queue.
+    Up to `parallel` sequences are active at once. A new one has its prompt evaluated alone, then
+    joins the running batch, and every step after that is one forward pass for all of them: each
+    row gets its own next token under its own sampling parameters, and a row whose request ends
+    (stop, length, grammar, cancellation) leaves the batch before the next pass. Sequences beyond
+    `parallel` wait in the queue. Models whose cache cannot be batched (sliding-window or
+    linear-attention layers) step their sequences one at a time, taking turns.
     """
 
     def __init__(
@@ -117,15 +122,22 @@ class Engine:
         self.name = name
         self.parallel = parallel
         self.eos_token_ids = frozenset(eos_token_ids)
-        self.device = next(model.parameters()).device
+        self.device = next(model.parameters(), next(model.buffers(), torch.empty(0))).device
         # Only the last position's logits are needed; skipping the rest saves a (prompt x vocab) matmul.
-        self._last_logits_only = "logits_to_keep" in inspect.signature(model.forward).parameters
+        accepted = inspect.signature(model.forward).parameters
+        self._last_logits_only = "logits_to_keep" in accepted
+        self.batching = {"attention_mask", "position_ids"} <= accepted.keys() and can_batch(
+            DynamicCache(config=model.config)
+        )
+        self._batch = BatchCache(model.config)
+        self._batch_rows: list[_Sequence] = []  # the sequence in each row of self._batch
         self._pending: queue.Queue[_Sequence | None] = queue.Queue()
         self._lock = threading.Lock()
         self._active = 0
         self._running: list[_Sequence] = []
         self._closing = False
         self.tokens_generated = 0
+        self.forward_passes = 0
         self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -157,10 +169,39 @@ class Engine:
     def _work(self) -> None:
         with torch.inference_mode():
             while self._take_pending():
-                for sequence in list(self._running):
-                    if self._advance(sequence):
-                        self._running.remove(sequence)
-                        self._finish_bookkeeping()
+                self._step()
+
+    def _step(self) -> None:
+        """Evaluate new prompts, pick every sequence's next token, then run one forward pass."""
+        for sequence in self._running:
+            if sequence.sampler is None and not sequence.stream.cancelled:
+                self._guarded(sequence, self._start)
+        for sequence in self._running:
+            if sequence.logits is not None and not sequence.stream.cancelled:
+                self._guarded(sequence, self._pick)
+        continuing = [s for s in self._running if not s.done and not s.stream.cancelled]
+        if self.batching:
+            self._forward_batch(continuing)
+        else:
+            for sequence in continuing:
+                self._guarded(sequence, self._forward_alone)
+        for sequence in list(self._running):
+            if sequence.done or sequence.stream.cancelled:
+                self._running.remove(sequence)
+                sequence.cache = None  # the KV cache's memory goes back now, not when the stream is collected
+                self._finish_bookkeeping()
+
+    def _guarded(self, seq: _Sequence, action: Callable[[_Sequence], None]) -> None:
+        """Run one sequence's part of a step; a failure ends that sequence alone."""
+        try:
+            action(seq)
+        except Exception as error:
+            self._fail(seq, error)
+
+    def _fail(self, seq: _Sequence, error: BaseException) -> None:
+        log.exception("generation failed on %s", self.name, exc_info=error)
+        seq.done = True
+        seq.stream._deliver(_Failure(error))
 
     def _take_pending(self) -> bool:
         """Fill the running set from the queue, waiting when there is nothing to do; False to stop."""
@@ -174,6 +215,8 @@ class Engine:
                     leftover.stream.cancel()
                     self._finish_bookkeeping()
                 self._running.clear()
+                self._batch.clear()
+                self._batch_rows.clear()
                 self._drain_cancelled()
                 return False
             if self._closing or sequence.stream.cancelled:
@@ -193,36 +236,60 @@ class Engine:
                 sequence.stream.cancel()
                 self._finish_bookkeeping()
 
-    def _advance(self, seq: _Sequence) -> bool:
-        """One step of one sequence: the prompt, or one more token. True once it is finished."""
-        try:
-            if seq.stream.cancelled:
-                return True
-            if seq.cache is None:
-                self._start(seq)
-                return False
-            return self._next_token(seq)
-        except Exception as error:
-            log.exception("generation failed on %s", self.name)
-            seq.stream._deliver(_Failure(error))
-            return True
-
-    def _forward(self, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, cache: DynamicCache, **inputs: torch.Tensor) -> torch.Tensor:
         kwargs = {"logits_to_keep": 1} if self._last_logits_only else {}
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, **kwargs)
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, **kwargs, **inputs)
+        self.forward_passes += 1
         return out.logits[:, -1, :]
 
     def _start(self, seq: _Sequence) -> None:
+        """Evaluate the prompt alone, into the sequence's own cache."""
         seq.sampler = TokenSampler(seq.params, self.device)
         seq.cache = DynamicCache(config=self.model.config)
         seq.started_ns = time.perf_counter_ns()
         seq.logits = self._forward(torch.tensor([seq.prompt_ids], device=self.device), seq.cache)
         seq.prompt_done_ns = time.perf_counter_ns()
 
-    def _next_token(self, seq: _Sequence) -> bool:
-        assert seq.sampler is not None and seq.cache is not None and seq.logits is not None
+    def _forward_alone(self, seq: _Sequence) -> None:
+        assert seq.cache is not None and seq.next_input is not None
+        seq.logits = self._forward(torch.tensor([[seq.next_input]], device=self.device), seq.cache)
+
+    def _forward_batch(self, continuing: list[_Sequence]) -> None:
+        """One forward pass for every continuing sequence: rows leave and join first."""
+        staying = set(map(id, continuing))
+        kept = [row for row, seq in enumerate(self._batch_rows) if id(seq) in staying]
+        self._batch.keep(kept)
+        self._batch_rows = [self._batch_rows[row] for row in kept]
+        in_batch = set(map(id, self._batch_rows))
+        for seq in continuing:
+            if id(seq) not in in_batch:
+                assert seq.cache is not None
+                self._batch.add(seq.cache, len(seq.prompt_ids))
+                self._batch_rows.append(seq)
+                seq.cache = None  # its keys and values live in the batch now
+        if not self._batch_rows:
+            return
+        mask, positions = self._batch.step_inputs()
+        tokens = torch.tensor([[seq.next_input] for seq in self._batch_rows], device=self.device)
+        try:
+            logits = self._forward(tokens, self._batch.cache, attention_mask=mask, position_ids=positions)
+        except Exception as error:
+            # The pass failed for every row, and the batch's cache may be half-updated.
+            for seq in self._batch_rows:
+                self._fail(seq, error)
+            self._batch.clear()
+            self._batch_rows = []
+            return
+        self._batch.stepped(mask)
+        for row, seq in enumerate(self._batch_rows):
+            seq.logits = logits[row : row + 1]
+
+    def _pick(self, seq: _Sequence) -> None:
+        """Choose the sequence's next token from its logits, stream it, and see whether it is done."""
+        assert seq.sampler is not None and seq.logits is not None
         params, stream = seq.params, seq.stream
         token = seq.sampler.pick(seq.logits, seq.history)
+        seq.logits = None
         seq.history.append(token)
         seq.generated += 1
         stream.tokens_generated = seq.generated
@@ -241,13 +308,10 @@ class Engine:
                 finish = "length"
         if finish is not None:
             self._finish(seq, finish)
-            return True
-        if stream.cancelled:
-            return True  # nobody reads the rest
-        seq.logits = self._forward(torch.tensor([[token]], device=self.device), seq.cache)
-        return False
+        seq.next_input = token
 
     def _finish(self, seq: _Sequence, finish: FinishReason) -> None:
+        seq.done = True
         stream = seq.stream
         if not seq.stops.stopped:
             tail = seq.stops.feed(seq.detokenizer.flush())
@@ -265,4 +329,3 @@ class Engine:
                 context=tuple(seq.history),
             )
         )
-        seq.cache = None  # the KV cache's memory goes back now, not when the stream is collected

@@ -1,0 +1,102 @@
+"""The running batch's key/value cache: one row per sequence, left-padded to a common length.
+
+A sequence joins with the cache of its own prompt evaluation and leaves by having its row dropped,
+both between two forward passes. Rows are aligned on the right (the newest token of every row in
+the last column) so one decode step appends one column for all; the attention mask hides each
+row's padding and explicit position ids give every row its own positions, so a row computes what
+it would compute alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+def can_batch(cache: DynamicCache) -> bool:
+    """Rows of this cache can be padded, joined and dropped: every layer keeps all its positions.
+
+    Sliding-window and linear-attention layers keep a rolling or folded state that padding would
+    corrupt; models with them run their sequences one at a time.
+    """
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+class BatchCache:
+    """Keys and values of the sequences that decode together, with their padding mask and positions."""
+
+    def __init__(self, config) -> None:
+        self._config = config
+        self.clear()
+
+    def clear(self) -> None:
+        self.cache = DynamicCache(config=self._config)
+        self.mask = torch.zeros((0, 0), dtype=torch.long)  # (rows, length): 1 where a real token is
+        self.positions: list[int] = []  # the position each row's next token takes
+
+    @property
+    def rows(self) -> int:
+        return len(self.positions)
+
+    @property
+    def length(self) -> int:
+        return self.mask.shape[1]
+
+    def add(self, cache: DynamicCache, length: int) -> None:
+        """Append a row holding `cache`, one sequence's evaluated prompt of `length` tokens."""
+        if self.rows == 0:
+            self.cache = cache
+            self.mask = torch.ones((1, length), dtype=torch.long, device=_device(cache))
+            self.positions = [length]
+            return
+        width = max(self.length, length)
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)])
+            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)])
+        row = torch.ones((1, length), dtype=torch.long, device=self.mask.device)
+        self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(row, width)])
+        self.positions.append(length)
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these rows, in this order; columns no kept row uses are dropped."""
+        if not rows:
+            self.clear()
+            return
+        if rows == list(range(self.rows)):
+            return
+        index = torch.tensor(rows, device=self.mask.device)
+        mask = self.mask.index_select(0, index)
+        used = mask.any(dim=0).nonzero()
+        start = int(used[0]) if used.numel() else mask.shape[1]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        self.mask = mask[:, start:]
+        self.positions = [self.positions[row] for row in rows]
+
+    def step_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention mask and position ids for a forward pass of one new token per row."""
+        mask = torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=1)
+        positions = torch.tensor(self.positions, device=self.mask.device).unsqueeze(1)
+        return mask, positions
+
+    def stepped(self, mask: torch.Tensor) -> None:
+        """Record the forward pass that `step_inputs` prepared: every row is one token longer."""
+        self.mask = mask
+        self.positions = [position + 1 for position in self.positions]
+
+
+def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """Zero-pad the sequence dimension (-2 for keys and values, -1 for the mask) on the left to `width`."""
+    dim = -1 if tensor.dim() == 2 else -2
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _device(cache: DynamicCache) -> torch.device:
+    return cache.layers[0].keys.device

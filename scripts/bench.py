@@ -9,6 +9,12 @@ Single-stream runs alternate between targets, round after round, because these m
 
     # any server speaking the OpenAI API:
     .venv/bin/python scripts/bench.py --target vllm http://127.0.0.1:8000/v1 my-model
+
+    # heylook against its peers, each started alone for 1, 4, 8 and 16 concurrent streams
+    # (see ../shared/notes/peers.md to install them), with a plot:
+    .venv/bin/python scripts/bench.py --compare --streams 1 4 8 16 --rounds 2 \
+        --transformers /tmp/peers/tserve/bin/transformers --llama-server /tmp/peers/bin/llama-server \
+        --plot docs/bench-concurrency.png --json /tmp/compare.json
 """
 
 from __future__ import annotations
@@ -67,16 +73,23 @@ class Target:
 # --- an OpenAI-compatible server ---------------------------------------------------------------
 
 
-async def _stream_chat(client: httpx.AsyncClient, url: str, model: str, tokens: int) -> Stream:
-    body = {
-        "model": model,
-        "messages": PROMPT,
-        "max_tokens": tokens,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "ignore_eos": True,  # fixed-length streams; heylook, vLLM and llama.cpp's server honour it
-    }
+def chat_body(model: str, tokens: int, dialect: str = "openai") -> dict:
+    """A greedy streamed chat request for exactly `tokens` tokens, as each server spells it."""
+    body = {"model": model, "messages": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True}
+    if dialect == "transformers":
+        # transformers serve refuses stream_options and knows no ignore_eos; it takes a generation config.
+        body["generation_config"] = json.dumps(
+            {"min_new_tokens": tokens, "max_new_tokens": tokens, "do_sample": False}
+        )
+        return body
+    # Fixed-length streams; heylook, vLLM and llama.cpp's server honour ignore_eos.
+    return body | {"stream_options": {"include_usage": True}, "ignore_eos": True}
+
+
+async def _stream_chat(
+    client: httpx.AsyncClient, url: str, model: str, tokens: int, dialect: str = "openai"
+) -> Stream:
+    body = chat_body(model, tokens, dialect)
     started = time.perf_counter()
     first = None
     pieces = 0
@@ -111,11 +124,11 @@ def openai_target(name: str, url: str, model: str) -> Target:
     return Target(name, single, concurrent)
 
 
-async def _concurrent(url: str, model: str, tokens: int, n: int) -> Concurrent:
+async def _concurrent(url: str, model: str, tokens: int, n: int, dialect: str = "openai") -> Concurrent:
     limits = httpx.Limits(max_connections=n + 1)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         started = time.perf_counter()
-        streams = await asyncio.gather(*(_stream_chat(client, url, model, tokens) for _ in range(n)))
+        streams = await asyncio.gather(*(_stream_chat(client, url, model, tokens, dialect) for _ in range(n)))
         return Concurrent(list(streams), time.perf_counter() - started)
 
 
@@ -159,6 +172,166 @@ def raw_generate_target(model_dir: Path) -> Target:
         )
 
     return Target("raw generate", single)
+
+
+# --- heylook against its peers, one server at a time ---------------------------------------------
+
+
+def compare(peer_list: list, *, streams: list[int], tokens: int, rounds: int, log_dir: Path) -> dict:
+    """{peer name: {streams: [Concurrent per round]}}; peers take turns, order alternating by round."""
+    import peers
+
+    results: dict[str, dict[int, list[Concurrent]]] = {p.name: {n: [] for n in streams} for p in peer_list}
+    for round_number in range(rounds):
+        for peer in peer_list if round_number % 2 == 0 else reversed(peer_list):
+            running = None
+            try:
+                for n in streams:
+                    if running is None or (peer.per_streams and running.streams != n):
+                        if running is not None:
+                            running.stop()
+                        running = peers.start(peer, n, log_dir)
+                        asyncio.run(_concurrent(running.base_url, peer.model, 8, 1, peer.dialect))  # warm up
+                    result = asyncio.run(_concurrent(running.base_url, peer.model, tokens, n, peer.dialect))
+                    results[peer.name][n].append(result)
+                    print(
+                        f"  round {round_number + 1} {peer.name}, {n} streams: "
+                        f"{result.aggregate_tps:.1f} tok/s aggregate",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            finally:
+                if running is not None:
+                    running.stop()
+    return results
+
+
+@dataclass
+class Row:
+    """One peer at one number of streams, over all rounds."""
+
+    aggregate_tps: float  # mean over rounds
+    ttft_p50_ms: float  # over every stream of every round
+    ttft_p95_ms: float
+    per_stream_tps: float  # mean decode rate of a stream
+    tokens: int  # mean tokens per stream actually received
+
+
+def summarize(runs: list[Concurrent]) -> Row:
+    streams = [s for run in runs for s in run.streams]
+    ttfts = [s.ttft_s * 1e3 for s in streams]
+    return Row(
+        aggregate_tps=statistics.mean(run.aggregate_tps for run in runs),
+        ttft_p50_ms=percentile(ttfts, 0.5),
+        ttft_p95_ms=percentile(ttfts, 0.95),
+        per_stream_tps=statistics.mean(s.decode_tps for s in streams),
+        tokens=round(statistics.mean(s.tokens for s in streams)),
+    )
+
+
+def compare_report(results: dict, *, tokens: int, rounds: int) -> tuple[str, dict]:
+    rows = {name: {n: summarize(runs) for n, runs in by_n.items() if runs} for name, by_n in results.items()}
+    lines = [
+        f"{tokens}-token streams, mean of {rounds} rounds (TTFT percentiles over every stream):",
+        "",
+        "| server | streams | aggregate tok/s | TTFT p50 ms | TTFT p95 ms | per-stream tok/s | tokens |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, by_n in rows.items():
+        for n, row in sorted(by_n.items()):
+            lines.append(
+                f"| {name} | {n} | {row.aggregate_tps:.1f} | {row.ttft_p50_ms:.0f} | {row.ttft_p95_ms:.0f} | "
+                f"{row.per_stream_tps:.1f} | {row.tokens} |"
+            )
+    lines += ["", *targets_met(rows)]
+    return "\n".join(lines), rows
+
+
+def targets_met(rows: dict) -> list[str]:
+    """Issue 7's targets, as ratios against the peers measured in the same run."""
+    ours, llama = rows.get("heylook", {}), rows.get("llama-server", {})
+    served = [
+        by_n[8].aggregate_tps for name, by_n in rows.items() if name.startswith("transformers") and 8 in by_n
+    ]
+    checks = []
+    if 8 in ours and served:
+        ratio = ours[8].aggregate_tps / max(served)
+        checks.append(
+            (f"8 streams, aggregate vs transformers serve's best: {ratio:.2f}x (target >= 2x)", ratio >= 2)
+        )
+    if 8 in ours and 8 in llama:
+        ratio = ours[8].aggregate_tps / llama[8].aggregate_tps
+        checks.append((f"8 streams, aggregate vs llama-server: {ratio:.2f}x (target >= 1x)", ratio >= 1))
+        ratio = ours[8].ttft_p95_ms / llama[8].ttft_p95_ms
+        checks.append((f"8 streams, TTFT p95 vs llama-server: {ratio:.2f}x (target <= 1x)", ratio <= 1))
+    if 1 in ours and 1 in llama:
+        ratio = ours[1].per_stream_tps / llama[1].per_stream_tps
+        checks.append((f"1 stream, tok/s vs llama-server: {ratio:.2f}x (target >= 0.5x)", ratio >= 0.5))
+    return [f"- {'met' if ok else 'NOT met'}: {text}" for text, ok in checks]
+
+
+def plot(rows: dict, path: Path, *, tokens: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = [
+        ("aggregate_tps", "aggregate tokens/s", False),
+        ("ttft_p95_ms", "time to first token p95 (ms)", True),
+        ("per_stream_tps", "tokens/s per stream", False),
+    ]
+    for axis, (field_name, label, log_scale) in zip(axes, panels, strict=True):
+        for name, by_n in rows.items():
+            ns = sorted(by_n)
+            axis.plot(ns, [getattr(by_n[n], field_name) for n in ns], marker="o", label=name)
+        axis.set_xlabel("concurrent streams")
+        axis.set_ylabel(label)
+        axis.set_xticks(sorted({n for by_n in rows.values() for n in by_n}))
+        if log_scale:
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"SmolLM2-135M-Instruct on 2 CPU cores, {tokens}-token streams")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import peers
+    from heylook.demo import demo_source, prepare_demo
+    from heylook.sources import local_gguf
+
+    model_dir = prepare_demo()
+    peer_list = [peers.heylook()]
+    if args.transformers:
+        peer_list.append(peers.transformers_serve(args.transformers, model_dir, continuous_batching=False))
+        peer_list.append(peers.transformers_serve(args.transformers, model_dir, continuous_batching=True))
+    if args.llama_server:
+        gguf = local_gguf(demo_source())
+        assert gguf is not None, "prepare_demo fetched the wheel"
+        peer_list.append(peers.llama_server(args.llama_server, gguf))
+    log_dir = Path(tempfile.mkdtemp(prefix="heylook-bench-"))
+    print(f"server logs in {log_dir}", file=sys.stderr)
+    results = compare(
+        peer_list, streams=args.streams, tokens=args.tokens, rounds=args.rounds, log_dir=log_dir
+    )
+    text, rows = compare_report(results, tokens=args.tokens, rounds=args.rounds)
+    print(text)
+    if args.plot:
+        plot(rows, args.plot, tokens=args.tokens)
+    if args.json:
+        raw = {
+            name: {
+                n: [{"wall_s": r.wall_s, "streams": [asdict(s) for s in r.streams]} for r in runs]
+                for n, runs in by_n.items()
+            }
+            for name, by_n in results.items()
+        }
+        args.json.write_text(json.dumps(raw, indent=2))
 
 
 # --- running and reporting ---------------------------------------------------------------------
@@ -259,7 +432,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4])
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--compare", action="store_true", help="heylook against its peers, one at a time")
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16], help="with --compare")
+    parser.add_argument(
+        "--transformers", help="with --compare: the transformers CLI of a transformers[serving] venv"
+    )
+    parser.add_argument("--llama-server", help="with --compare: llama.cpp's llama-server binary")
+    parser.add_argument("--plot", type=Path, help="with --compare: write a PNG plot here")
     args = parser.parse_args()
+    if args.compare:
+        run_compare(args)
+        return
 
     targets: list[Target] = []
     stops: list[Callable[[], None]] = []

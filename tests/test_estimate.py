@@ -22,10 +22,13 @@ def alias_for(directory: Path, extra: str = ""):
     return parse_registry(text, directory / "models.yaml").get("m")
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
-def test_weights_estimate_matches_the_loaded_model(tiny_model_dir: Path, dtype: str) -> None:
-    predicted = estimate_alias(alias_for(tiny_model_dir, f"    load:\n      dtype: {dtype}\n"))
-    loaded = load_model(ModelSource(str(tiny_model_dir)), LoadOptions(dtype=dtype), name="tiny")
+def test_weights_estimate_matches_the_loaded_model(tiny_model_dir: Path, dtype: str, fast_path: bool) -> None:
+    extra = f"    load:\n      dtype: {dtype}\n      fast_path: {str(fast_path).lower()}\n"
+    predicted = estimate_alias(alias_for(tiny_model_dir, extra))
+    options = LoadOptions(dtype=dtype, fast_path=fast_path)
+    loaded = load_model(ModelSource(str(tiny_model_dir)), options, name="tiny")
     try:
         measured = module_bytes(loaded.engine.model)
     finally:

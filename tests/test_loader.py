@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from heylook import cpu_linear
 from heylook.errors import ModelLoadFailed
 from heylook.loader import from_pretrained_options, load_model, pick_device
 from heylook.sources import ModelSource
@@ -44,7 +45,8 @@ def test_asking_for_a_gpu_that_is_not_there() -> None:
 
 
 def test_a_model_loads_in_the_dtype_asked_for(tiny_model_dir) -> None:
-    loaded = load_model(ModelSource(str(tiny_model_dir)), LoadOptions(dtype="bfloat16"), name="tiny")
+    options = LoadOptions(dtype="bfloat16", fast_path=False)
+    loaded = load_model(ModelSource(str(tiny_model_dir)), options, name="tiny")
     try:
         model = loaded.engine.model
         assert next(model.parameters()).dtype == torch.bfloat16
@@ -52,3 +54,26 @@ def test_a_model_loads_in_the_dtype_asked_for(tiny_model_dir) -> None:
         assert loaded.size_bytes == weights + sum(b.numel() * b.element_size() for b in model.buffers())
     finally:
         loaded.close()
+
+
+@pytest.mark.skipif(not cpu_linear.available(), reason="this torch has no fbgemm")
+def test_the_cpu_fast_path_packs_linear_layers_and_an_alias_can_turn_it_off(tiny_model_dir) -> None:
+    source = ModelSource(str(tiny_model_dir))
+    fast = load_model(source, LoadOptions(), name="fast")
+    plain = load_model(source, LoadOptions(fast_path=False), name="plain")
+    try:
+        kinds = {type(m).__name__ for m in fast.engine.model.modules()}
+        assert "Float16WeightLinear" in kinds and "Linear" not in kinds
+        assert any(type(m) is torch.nn.Linear for m in plain.engine.model.modules())
+        # Half the bytes for the linear weights (the embeddings stay float32).
+        assert fast.size_bytes < plain.size_bytes
+        ids = torch.tensor([list(range(5, 40))])
+        with torch.inference_mode():
+            want = plain.engine.model(input_ids=ids).logits
+            got = fast.engine.model(input_ids=ids).logits
+        # float16 weights, float32 activations and sums: close to the float32 model, not equal.
+        assert torch.allclose(got, want, atol=1e-3, rtol=1e-3)
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+    finally:
+        fast.close()
+        plain.close()

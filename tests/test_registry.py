@@ -72,6 +72,7 @@ models:
       device: cuda:0
       quantization: 8bit
       trust_remote_code: true
+      fast_path: false
 """
     alias = parse_registry(text, tmp_path / "models.yaml").get("mistral-instruct")
     assert alias.system == "You are a helpful and creative assistant."
@@ -82,7 +83,7 @@ models:
         response_format=JsonFormat('{"type": "object"}'),
     )  # fmt: skip
     assert alias.load == LoadOptions(
-        dtype="bfloat16", device="cuda:0", quantization="8bit", trust_remote_code=True
+        dtype="bfloat16", device="cuda:0", quantization="8bit", trust_remote_code=True, fast_path=False
     )
     assert alias.model_key == (alias.source, alias.load)
 
@@ -216,6 +217,12 @@ def test_an_empty_file_has_no_aliases(tmp_path: Path) -> None:
             5,
             "a",
             "true or false",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    load:\n      fast_path: sometimes\n",
+            5,
+            "a",
+            "'fast_path' must be true or false",
         ),
         (
             "models:\n  a:\n    model: x/y\n    load:\n      flash: true\n",

@@ -24,7 +24,9 @@ def one_at_a_time(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
     folder = tmp_path_factory.mktemp("capacity")
     models = folder / "models.yaml"
     models.write_text(f"models:\n  tiny:\n    model: {tiny_model_dir}\n")
-    running = RunningServer(models, folder / "server.log", "--max-queue", "0", "--preload", "tiny")
+    running = RunningServer(
+        models, folder / "server.log", "--max-queue", "0", "--parallel", "1", "--preload", "tiny"
+    )
     yield running
     running.stop()
 

@@ -175,7 +175,10 @@ class Engine:
         """Evaluate new prompts, pick every sequence's next token, then run one forward pass."""
         for sequence in self._running:
             if sequence.sampler is None and not sequence.stream.cancelled:
+                # Its first token goes out now, not after the other new prompts are evaluated too.
                 self._guarded(sequence, self._start)
+                if sequence.logits is not None and not sequence.done:
+                    self._guarded(sequence, self._pick)
         for sequence in self._running:
             if sequence.logits is not None and not sequence.stream.cancelled:
                 self._guarded(sequence, self._pick)

@@ -23,6 +23,7 @@ _SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 
 _QUANTIZED_BYTES = {"8bit": 1.0, "4bit": 0.5 + 4 / 64}
 # Layers bitsandbytes leaves alone: embeddings, the output head, norms.
 _NOT_QUANTIZED = re.compile(r"(embed|lm_head|wte|wpe|norm|ln_)", re.IGNORECASE)
+_EMBEDDINGS = re.compile(r"(embed_tokens|wte|wpe|word_embeddings|position_embeddings)", re.IGNORECASE)
 # The runtime itself: the CUDA context on a GPU, allocator slack on the CPU.
 _FIXED_OVERHEAD = {"cuda": 512 * 2**20, "cpu": 64 * 2**20}
 
@@ -82,7 +83,13 @@ def estimate(
 ) -> MemoryEstimate:
     text = config.get("text_config", config)
     context = context_length or int(text.get("max_position_embeddings") or 2048)
-    weights = sum(_loaded_bytes(t, load) for t in tensors)
+    if fast_path_applies(load, device_type):
+        weights = sum(_fast_path_bytes(t, load) for t in tensors)
+        embeddings = [t for t in tensors if _EMBEDDINGS.search(t.name) and len(t.shape) == 2]
+        if config.get("tie_word_embeddings", text.get("tie_word_embeddings")) and embeddings:
+            weights += embeddings[0].count * 2  # the output layer gets its own float16 copy
+    else:
+        weights = sum(_loaded_bytes(t, load) for t in tensors)
     # Activations compute in the weights' float type; quantized weights compute in bfloat16.
     stored = max((t.bytes_per_value for t in tensors), default=4.0)
     compute_bytes = 2.0 if load.quantization else _DTYPE_BYTES.get(load.dtype, stored)
@@ -96,6 +103,20 @@ def estimate(
     activations = context * width * compute_bytes * 2
     overhead = _FIXED_OVERHEAD["cuda" if device_type == "cuda" else "cpu"] + activations
     return MemoryEstimate(int(weights), int(kv_cache), int(overhead), context)
+
+
+def fast_path_applies(load: LoadOptions, device_type: str) -> bool:
+    """The CPU fast path (heylook.cpu_linear) will repack this model's linear layers."""
+    from heylook import cpu_linear  # imports torch: only when a model is sized
+
+    return load.fast_path and device_type == "cpu" and not load.quantization and cpu_linear.available()
+
+
+def _fast_path_bytes(tensor: Tensor, load: LoadOptions) -> float:
+    """Linear weights become float16; embeddings, norms and biases keep the loaded type."""
+    if len(tensor.shape) == 2 and not _EMBEDDINGS.search(tensor.name):
+        return tensor.count * 2.0
+    return tensor.count * _DTYPE_BYTES.get(load.dtype, tensor.bytes_per_value)
 
 
 def _loaded_bytes(tensor: Tensor, load: LoadOptions) -> float:

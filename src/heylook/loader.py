@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from heylook import cpu_linear
 from heylook.constraints import JsonGrammars
 from heylook.engine import Engine
 from heylook.errors import ModelLoadFailed
@@ -101,11 +102,13 @@ def load_model(source: ModelSource, load: LoadOptions | None = None, *, name: st
         if "device_map" not in options:
             model.to(device)
         model.eval()
+        # Read before the fast path replaces the output layer.
+        vocab_size = model.get_output_embeddings().weight.shape[0]
+        fast_path = apply_fast_path(model, load, device)
     except Exception as error:
         raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
     eos_token_ids = _eos_token_ids(model, tokenizer)
     engine = Engine(model, tokenizer, eos_token_ids=eos_token_ids, name=name)
-    vocab_size = model.get_output_embeddings().weight.shape[0]
     loaded = LoadedModel(
         source=source,
         directory=directory,
@@ -117,15 +120,37 @@ def load_model(source: ModelSource, load: LoadOptions | None = None, *, name: st
         size_bytes=module_bytes(model),
         grammars=JsonGrammars(tokenizer, vocab_size, sorted(eos_token_ids)),
     )
-    log.info("loaded %s from %s on %s in %.1f s", name, directory, engine.device, loaded.load_ns / 1e9)
+    log.info(
+        "loaded %s from %s on %s in %.1f s (%s)",
+        name,
+        directory,
+        engine.device,
+        loaded.load_ns / 1e9,
+        fast_path or "no fast path",
+    )
     return loaded
+
+
+def apply_fast_path(model: torch.nn.Module, load: LoadOptions, device: torch.device) -> str | None:
+    """Switch the model to what decodes fastest on its device; says what it did, or None.
+
+    On a CPU, linear layers get float16 weights through fbgemm: a step reads half the bytes and a
+    batch of rows costs little more than one (docs/benchmarks.md). Off with `load.fast_path: false`.
+    CUDA has no fast path of its own yet: models run in the checkpoint's (or the alias's) dtype.
+    """
+    if not load.fast_path or device.type != "cpu" or load.quantization or not cpu_linear.available():
+        return None
+    replaced = cpu_linear.pack_linears(model)
+    return f"{replaced} linear layers with float16 weights (fbgemm)" if replaced else None
 
 
 def module_bytes(module: torch.nn.Module) -> int:
     tensors = [*module.parameters(), *module.buffers()]
     # Tied weights appear once per name but take memory once.
     unique = {t.data_ptr(): t.numel() * t.element_size() for t in tensors}
-    return sum(unique.values())
+    # Packed weights are neither parameters nor buffers.
+    packed = sum(getattr(m, "weight_bytes", 0) for m in module.modules())
+    return sum(unique.values()) + packed
 
 
 def _eos_token_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -305,7 +305,12 @@ def _parse_load(load: Any, fail: Callable[..., RegistryError]) -> LoadOptions:
         raise fail(f"'quantization' must be 4bit or 8bit, not {quantization!r}", "load", "quantization")
     if not isinstance(trust, bool):
         raise fail("'trust_remote_code' must be true or false", "load", "trust_remote_code")
-    return LoadOptions(dtype=dtype, device=device, quantization=quantization, trust_remote_code=trust)
+    fast_path = load.get("fast_path", True)
+    if not isinstance(fast_path, bool):
+        raise fail("'fast_path' must be true or false", "load", "fast_path")
+    return LoadOptions(
+        dtype=dtype, device=device, quantization=quantization, trust_remote_code=trust, fast_path=fast_path
+    )
 
 
 def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:

@@ -77,6 +77,9 @@ def create(
     load_in_4bit: Annotated[bool, Opt(help="4-bit weights through bitsandbytes (CUDA GPUs).")] = False,
     load_in_8bit: Annotated[bool, Opt(help="8-bit weights through bitsandbytes (CUDA GPUs).")] = False,
     trust_remote_code: Annotated[bool, Opt(help="Run the repo's own modelling code.")] = False,
+    fast_path: Annotated[
+        bool, Opt(help="The device's fast path (float16 weights through fbgemm on CPUs).")
+    ] = True,
     force: Annotated[bool, Opt(help="Replace an alias of that name.")] = False,
     models: ModelsOption = None,
 ) -> int:
@@ -95,6 +98,7 @@ def create(
         "device": device,
         "quantization": "4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
         "trust_remote_code": trust_remote_code or None,
+        "fast_path": None if fast_path else False,
     }
     entry = {
         # A local path typed on the command line is relative to here, not to models.yaml.

@@ -1,0 +1,119 @@
+"""Start and stop the servers scripts/bench.py compares: heylook and its peers, one at a time.
+
+Each peer is a command that serves the OpenAI API on a loopback port for N concurrent streams;
+see ../shared/notes/peers.md for how the peers are installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Peer:
+    """How to serve the demo model for `streams` concurrent streams."""
+
+    name: str
+    command: list[str]  # "{port}" and "{streams}" are filled in
+    model: str  # the name requests use
+    per_streams: bool  # the command depends on the number of streams: restart when it changes
+    dialect: str = "openai"  # how requests ask for fixed-length streams (see bench.chat_body)
+
+
+@dataclass
+class RunningPeer:
+    peer: Peer
+    streams: int
+    process: subprocess.Popen
+    base_url: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(peer: Peer, streams: int, log_dir: Path, timeout: float = 300.0) -> RunningPeer:
+    port = free_port()
+    command = [part.format(port=port, streams=streams) for part in peer.command]
+    log = (log_dir / f"{peer.name.replace(' ', '_')}-{streams}.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ.copy())
+    base_url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{peer.name} exited with {process.returncode}; see {log.name}")
+        try:
+            # /health: all three serve it (transformers serve's /v1/models scans the Hub cache).
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return RunningPeer(peer, streams, process, base_url)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"{peer.name} did not answer within {timeout:.0f} s; see {log.name}")
+
+
+def heylook(python: str = sys.executable) -> Peer:
+    command = [python, "-m", "heylook", "serve", "--models", str(ROOT / "models.yaml")]
+    command += [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--parallel",
+        "{streams}",
+        "--log-level",
+        "warning",
+    ]
+    return Peer("heylook", command, "smollm2", per_streams=True)
+
+
+def transformers_serve(executable: str, model_dir: Path, *, continuous_batching: bool) -> Peer:
+    """`transformers serve` from its own environment (transformers[serving] and a CPU torch)."""
+    if shutil.which(executable) is None:
+        raise FileNotFoundError(f"no transformers CLI at {executable}: see ../shared/notes/peers.md")
+    command = [
+        executable,
+        "serve",
+        str(model_dir),
+        "--device",
+        "cpu",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+    ]
+    name = "transformers serve"
+    if continuous_batching:
+        command.append("--continuous-batching")
+        name += " --continuous-batching"
+    return Peer(name, command, str(model_dir), per_streams=False, dialect="transformers")
+
+
+def llama_server(binary: str, gguf: Path) -> Peer:
+    """llama.cpp's server (the engine inside Ollama) on the same GGUF, N slots."""
+    if shutil.which(binary) is None:
+        raise FileNotFoundError(f"no llama-server at {binary}: see ../shared/notes/peers.md")
+    command = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", "{port}", "-c", "4096"]
+    return Peer("llama-server", [*command, "-np", "{streams}"], "smollm2", per_streams=True)

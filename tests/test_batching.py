@@ -13,7 +13,8 @@ from transformers import DynamicCache
 from heylook.batch_cache import BatchCache, can_batch
 from heylook.constraints import JsonGrammars
 from heylook.engine import Engine
-from heylook.types import FinalChunk, JsonFormat, SamplingParams, TextChunk
+from heylook.types import FinalChunk, JsonFormat, SamplingParams
+from tests.test_engine import run as collect
 
 pytestmark = pytest.mark.anyio
 
@@ -29,17 +30,6 @@ PROMPTS = [
 
 def greedy(n: int, **more) -> SamplingParams:
     return SamplingParams(max_new_tokens=n, temperature=0.0, ignore_eos=True, **more)
-
-
-async def collect(engine: Engine, prompt_ids: list[int], params: SamplingParams) -> tuple[str, FinalChunk]:
-    parts, final = [], None
-    async for chunk in engine.submit(prompt_ids, params).chunks():
-        if isinstance(chunk, TextChunk):
-            parts.append(chunk.text)
-        else:
-            final = chunk
-    assert final is not None
-    return "".join(parts), final
 
 
 async def alone(model, tokenizer, prompt_ids, params) -> tuple[str, FinalChunk]:

@@ -122,7 +122,7 @@ class Engine:
         self.name = name
         self.parallel = parallel
         self.eos_token_ids = frozenset(eos_token_ids)
-        self.device = next(model.parameters(), next(model.buffers(), torch.empty(0))).device
+        self.device = next(model.parameters()).device
         # Only the last position's logits are needed; skipping the rest saves a (prompt x vocab) matmul.
         accepted = inspect.signature(model.forward).parameters
         self._last_logits_only = "logits_to_keep" in accepted

@@ -74,7 +74,10 @@ def test_a_full_queue_gets_503_with_retry_after_in_both_shapes(one_at_a_time: Ru
 def test_metrics_count_what_happened(one_at_a_time: RunningServer) -> None:
     base = one_at_a_time.base_url
     httpx.post(
-        f"{base}/v1/chat/completions", json={"model": "tiny", "messages": HI, "max_tokens": 3}, timeout=30
+        f"{base}/v1/chat/completions",
+        # Three tokens for sure (a sampled end token would leave no inter-token latency to count).
+        json={"model": "tiny", "messages": HI, "max_tokens": 3, "ignore_eos": True},
+        timeout=30,
     )
     text = httpx.get(f"{base}/metrics").text
     for expected in (

@@ -3,6 +3,7 @@ would get alone, token for token."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import anyio
@@ -10,6 +11,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from heylook import cpu_linear
 from heylook.batch_cache import BatchCache, can_batch
 from heylook.constraints import JsonGrammars
 from heylook.engine import Engine
@@ -63,14 +65,30 @@ def batched(tiny_model, tiny_tokenizer):
     engine.close()
 
 
+@pytest.fixture(scope="module")
+def packed_tiny_model(tiny_model):
+    """The tiny model as the CPU fast path runs it: float16 weights, q/k/v and gate/up stacked."""
+    if not cpu_linear.available():
+        pytest.skip("this torch has no fbgemm")
+    model = copy.deepcopy(tiny_model)
+    cpu_linear.pack_linears(model)
+    return model
+
+
+@pytest.mark.parametrize("fast_path", [False, True], ids=["float32", "fast-path"])
 @pytest.mark.parametrize("stagger", [0.0, 0.01])
-async def test_greedy_batched_equals_alone_token_for_token(batched, tiny_model, tiny_tokenizer, stagger):
+async def test_greedy_batched_equals_alone_token_for_token(request, tiny_tokenizer, stagger, fast_path):
     """Six prompts of different lengths and lengths of output, four at a time: rows join while others
     are mid-way and leave at different steps."""
+    model = request.getfixturevalue("packed_tiny_model" if fast_path else "tiny_model")
     jobs = [(tiny_tokenizer(p)["input_ids"], greedy(20 + 7 * i)) for i, p in enumerate(PROMPTS)]
-    expected = [await alone(tiny_model, tiny_tokenizer, ids, params) for ids, params in jobs]
-    assert batched.batching
-    results = await together(batched, jobs, stagger)
+    expected = [await alone(model, tiny_tokenizer, ids, params) for ids, params in jobs]
+    batched = Engine(model, tiny_tokenizer, eos_token_ids={tiny_tokenizer.eos_token_id}, name="b", parallel=4)
+    try:
+        assert batched.batching
+        results = await together(batched, jobs, stagger)
+    finally:
+        batched.close()
     for (text, final), (want_text, want_final) in zip(results, expected, strict=True):
         assert final.context == want_final.context  # prompt and output ids
         assert text == want_text

@@ -5,16 +5,43 @@ float32) make a step read half the bytes, and fbgemm's float16 GEMM (AVX2, float
 keeps a batch of 8 rows within about 1.7x the cost of one, which is what batching needs. Inputs
 and outputs stay float32; each output row depends on its own input row alone, so a request gets the
 same tokens alone or in a batch.
+
+Sibling projections that read the same input (attention's q/k/v, the MLP's gate/up) are stacked
+into one GEMM: one call instead of three or two, which saves about a tenth of a decode step on the
+demo model. Every output column is still its own dot product, so the values are unchanged.
 """
 
 from __future__ import annotations
 
 import torch
 
+# Projections that transformers' decoder layers (Llama, Mistral, Qwen, Gemma and their kin) apply
+# to one and the same hidden state, one right after the other.
+STACKED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
 
 def available() -> bool:
     """This torch was built with fbgemm (x86 CPUs)."""
     return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def _pack(linears: list[torch.nn.Linear]) -> tuple[object, int]:
+    """fbgemm's packed float16 weights of these linears stacked on the output axis, and their bytes."""
+    weight = torch.cat([linear.weight.detach().float() for linear in linears])
+    bias = None
+    if any(linear.bias is not None for linear in linears):
+        bias = torch.cat(
+            [
+                linear.bias.detach().float() if linear.bias is not None else torch.zeros(linear.out_features)
+                for linear in linears
+            ]
+        )
+    size = weight.numel() * 2 + (0 if bias is None else bias.numel() * 4)
+    return torch.ops.quantized.linear_prepack_fp16(weight, bias), size
+
+
+def _product(x: torch.Tensor, packed: object) -> torch.Tensor:
+    return torch.ops.quantized.linear_dynamic_fp16(x.float(), packed).to(x.dtype)
 
 
 class Float16WeightLinear(torch.nn.Module):
@@ -24,19 +51,66 @@ class Float16WeightLinear(torch.nn.Module):
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
-        weight = linear.weight.detach().float()
-        bias = None if linear.bias is None else linear.bias.detach().float()
-        self._packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
-        self.weight_bytes = weight.numel() * 2 + (0 if bias is None else bias.numel() * 4)
+        self._packed, self.weight_bytes = _pack([linear])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic_fp16(x.float(), self._packed).to(x.dtype)
+        return _product(x, self._packed)
+
+
+class StackedProduct:
+    """One input times several linears' stacked weights, computed once and handed out in parts."""
+
+    def __init__(self, linears: list[torch.nn.Linear]) -> None:
+        self._packed, self.weight_bytes = _pack(linears)
+        self._widths = [linear.out_features for linear in linears]
+        self._input: torch.Tensor | None = None
+        self._parts: tuple[torch.Tensor, ...] = ()
+
+    def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        # The parts are asked for in turn with the very same tensor; any other input (or order)
+        # is computed afresh, so the answer is right whatever the caller does.
+        if x is not self._input:
+            self._parts = _product(x, self._packed).split(self._widths, dim=-1)
+            self._input = x
+        part = self._parts[index]
+        if index == len(self._widths) - 1:
+            self._input, self._parts = None, ()  # do not keep the activations alive between steps
+        return part
+
+
+class StackedPart(torch.nn.Module):
+    """Drop-in for one linear of a stacked group: its slice of the group's single product."""
+
+    def __init__(self, product: StackedProduct, index: int, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self._product = product
+        self._index = index
+        # The group's bytes are counted once, on its first part.
+        self.weight_bytes = product.weight_bytes if index == 0 else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._product.part(x, self._index)
 
 
 def pack_linears(model: torch.nn.Module) -> int:
-    """Replace every nn.Linear in `model` by a Float16WeightLinear; returns how many were replaced."""
+    """Replace every nn.Linear in `model` by float16 packed weights; returns how many were replaced.
+
+    A group of STACKED_GROUPS siblings with the same input width becomes StackedParts of one
+    product; every other linear becomes a Float16WeightLinear.
+    """
     replaced = 0
     for parent in list(model.modules()):
+        for group in STACKED_GROUPS:
+            linears = [getattr(parent, name, None) for name in group]
+            if all(type(linear) is torch.nn.Linear for linear in linears) and (
+                len({linear.in_features for linear in linears}) == 1
+            ):
+                product = StackedProduct(linears)
+                for index, (name, linear) in enumerate(zip(group, linears, strict=True)):
+                    setattr(parent, name, StackedPart(product, index, linear))
+                replaced += len(group)
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Linear:
                 setattr(parent, name, Float16WeightLinear(child))

@@ -9,10 +9,11 @@ import json
 import anyio
 import pytest
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, MistralConfig
+from transformers.cache_utils import DynamicLayer
 
 from heylook import cpu_linear
-from heylook.batch_cache import BatchCache, can_batch
+from heylook.batch_cache import GROWTH_COLUMNS, BatchCache, GrowingLayer, can_batch, new_cache
 from heylook.constraints import JsonGrammars
 from heylook.engine import Engine
 from heylook.types import FinalChunk, JsonFormat, SamplingParams
@@ -155,7 +156,7 @@ async def test_a_cancelled_row_leaves_the_batch_and_the_others_go_on(batched, ti
 
 async def test_models_with_sliding_window_layers_take_turns_instead(tiny_tokenizer):
     """A sliding window's rolling cache cannot be padded; such models still serve several at once."""
-    from transformers import MistralConfig, MistralForCausalLM
+    from transformers import MistralForCausalLM
 
     config = MistralConfig(
         vocab_size=len(tiny_tokenizer),
@@ -180,7 +181,7 @@ async def test_models_with_sliding_window_layers_take_turns_instead(tiny_tokeniz
 
 
 def prompt_cache(model, ids: list[int]) -> DynamicCache:
-    cache = DynamicCache(config=model.config)
+    cache = new_cache(model.config)
     with torch.inference_mode():
         model(input_ids=torch.tensor([ids]), past_key_values=cache)
     return cache
@@ -227,3 +228,58 @@ def test_a_step_appends_one_column_and_one_position_per_row(tiny_model):
     assert positions.tolist() == [[3], [1]]
     batch.stepped(mask)
     assert batch.positions == [4, 2] and batch.length == 4
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        [("append", 5), ("append", 1), ("append", 1)],
+        # Past the spare room: the buffers are reallocated and keep what they held.
+        [("append", 3), *[("append", 1)] * (GROWTH_COLUMNS + 2)],
+        [("append", GROWTH_COLUMNS + 7), ("append", 1)],
+        # Rows dropped or reordered from outside (BatchCache.keep), then more steps.
+        [("append", 4), ("append", 1), ("rows", [1]), ("append", 1), ("append", 1)],
+        [("append", 4), ("rows", [1, 0]), ("append", 2)],
+    ],
+)
+def test_a_growing_layer_holds_what_a_dynamic_layer_holds(operations):
+    torch.manual_seed(0)
+    growing, dynamic = GrowingLayer(), DynamicLayer()
+    rows = 2
+    for operation, argument in operations:
+        if operation == "rows":
+            index = torch.tensor(argument)
+            for layer in (growing, dynamic):
+                layer.keys = layer.keys.index_select(0, index)
+                layer.values = layer.values.index_select(0, index)
+            rows = len(argument)
+            continue
+        keys, values = torch.randn(rows, 2, argument, 4), torch.randn(rows, 2, argument, 8)
+        got = growing.update(keys, values)
+        want = dynamic.update(keys, values)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert growing.get_seq_length() == dynamic.get_seq_length()
+
+
+def test_a_growing_layer_appends_a_step_without_copying_what_it_holds():
+    layer = GrowingLayer()
+    layer.update(torch.randn(1, 2, 10, 4), torch.randn(1, 2, 10, 4))
+    start = layer.keys.data_ptr()
+    for _ in range(GROWTH_COLUMNS):
+        layer.update(torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4))
+        assert layer.keys.data_ptr() == start
+    assert layer.get_seq_length() == 10 + GROWTH_COLUMNS
+
+
+def test_new_caches_grow_in_place_except_sliding_window_layers(tiny_model):
+    assert {type(layer) for layer in new_cache(tiny_model.config).layers} == {GrowingLayer}
+    config = MistralConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        sliding_window=8,
+    )
+    assert GrowingLayer not in {type(layer) for layer in new_cache(config).layers}

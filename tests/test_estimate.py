@@ -38,16 +38,18 @@ def test_weights_estimate_matches_the_loaded_model(tiny_model_dir: Path, dtype: 
 
 
 def test_kv_cache_estimate_matches_a_real_cache(tiny_model_dir: Path, tiny_model) -> None:
-    from transformers import DynamicCache
+    from heylook.batch_cache import new_cache
 
     tokens = 300
     predicted = estimate_alias(alias_for(tiny_model_dir, f"    context_length: {tokens}\n"))
-    cache = DynamicCache(config=tiny_model.config)
+    cache = new_cache(tiny_model.config)
     with torch.no_grad():
         tiny_model(
             input_ids=torch.zeros((1, tokens), dtype=torch.long), past_key_values=cache, use_cache=True
         )
-    measured = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    # What the engine's cache holds: the growing layers' buffers, spare room included.
+    rooms = [t for layer in cache.layers for t in (layer._key_room, layer._value_room)]
+    measured = sum(t.numel() * t.element_size() for t in rooms)
     assert predicted is not None and predicted.context_length == tokens
     assert abs(predicted.kv_cache_bytes - measured) <= 0.2 * measured
 

@@ -5,6 +5,9 @@ both between two forward passes. Rows are aligned on the right (the newest token
 the last column) so one decode step appends one column for all; the attention mask hides each
 row's padding and explicit position ids give every row its own positions, so a row computes what
 it would compute alone.
+
+Keys and values grow in place (GrowingLayer): transformers' DynamicLayer copies a layer's whole
+cache on every step to append one column, which costs more the longer the context gets.
 """
 
 from __future__ import annotations
@@ -13,6 +16,61 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+# Spare columns a GrowingLayer allocates beyond what it holds: a full copy only every this many tokens.
+GROWTH_COLUMNS = 256
+
+
+class GrowingLayer(DynamicLayer):
+    """A DynamicLayer that appends into spare room instead of concatenating.
+
+    `keys` and `values` are views of the first columns of larger buffers; a step writes its new
+    column into the room after them. When the room runs out the buffers are reallocated with
+    GROWTH_COLUMNS more. Whoever assigns `keys` and `values` directly (BatchCache, when rows join
+    or leave) hands over new tensors, which the next update copies into fresh buffers.
+    """
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._key_room = self._value_room = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        held = self.get_seq_length()
+        length = held + key_states.shape[-2]
+        room = self._key_room
+        if room is None or not _is_view_of(self.keys, room) or length > room.shape[-2]:
+            self._reallocate(key_states, value_states, held, length + GROWTH_COLUMNS)
+        self._key_room[:, :, held:length].copy_(key_states)
+        self._value_room[:, :, held:length].copy_(value_states)
+        self.keys = self._key_room[:, :, :length]
+        self.values = self._value_room[:, :, :length]
+        return self.keys, self.values
+
+    def _reallocate(self, key_states: torch.Tensor, value_states: torch.Tensor, held: int, columns: int):
+        key_room = key_states.new_empty((*key_states.shape[:2], columns, key_states.shape[3]))
+        value_room = value_states.new_empty((*value_states.shape[:2], columns, value_states.shape[3]))
+        if held:
+            key_room[:, :, :held].copy_(self.keys)
+            value_room[:, :, :held].copy_(self.values)
+        self._key_room, self._value_room = key_room, value_room
+
+
+def _is_view_of(tensor: torch.Tensor, buffer: torch.Tensor) -> bool:
+    """`tensor` is what the last update handed out: the leading columns of `buffer`, all its rows."""
+    return tensor.data_ptr() == buffer.data_ptr() and tensor.shape[0] == buffer.shape[0]
+
+
+def new_cache(config) -> DynamicCache:
+    """A DynamicCache for this model whose full-attention layers grow in place."""
+    cache = DynamicCache(config=config)
+    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    if cache.layer_class_to_replicate is DynamicLayer:
+        cache.layer_class_to_replicate = GrowingLayer
+    return cache
+
 
 def can_batch(cache: DynamicCache) -> bool:
     """Rows of this cache can be padded, joined and dropped: every layer keeps all its positions.
@@ -20,7 +78,7 @@ def can_batch(cache: DynamicCache) -> bool:
     Sliding-window and linear-attention layers keep a rolling or folded state that padding would
     corrupt; models with them run their sequences one at a time.
     """
-    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+    return bool(cache.layers) and all(type(layer) in (DynamicLayer, GrowingLayer) for layer in cache.layers)
 
 
 class BatchCache:
@@ -31,7 +89,7 @@ class BatchCache:
         self.clear()
 
     def clear(self) -> None:
-        self.cache = DynamicCache(config=self._config)
+        self.cache = new_cache(self._config)
         self.mask = torch.zeros((0, 0), dtype=torch.long)  # (rows, length): 1 where a real token is
         self.positions: list[int] = []  # the position each row's next token takes
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from heylook.batch_cache import BatchCache, can_batch
+from heylook.batch_cache import BatchCache, can_batch, new_cache
 from heylook.detokenize import IncrementalDetokenizer
 from heylook.errors import GenerationFailed
 from heylook.sampling import TokenSampler
@@ -248,7 +248,7 @@ class Engine:
     def _start(self, seq: _Sequence) -> None:
         """Evaluate the prompt alone, into the sequence's own cache."""
         seq.sampler = TokenSampler(seq.params, self.device)
-        seq.cache = DynamicCache(config=self.model.config)
+        seq.cache = new_cache(self.model.config)
         seq.started_ns = time.perf_counter_ns()
         seq.logits = self._forward(torch.tensor([seq.prompt_ids], device=self.device), seq.cache)
         seq.prompt_done_ns = time.perf_counter_ns()

@@ -97,7 +97,10 @@ def estimate(
     heads = int(text.get("num_attention_heads") or 1)
     kv_heads = int(text.get("num_key_value_heads") or heads)
     head_dim = int(text.get("head_dim") or (int(text.get("hidden_size") or 0) // heads))
-    kv_cache = layers * kv_heads * head_dim * context * 2 * compute_bytes  # keys and values
+    from heylook.batch_cache import GROWTH_COLUMNS  # imports torch: only when a model is sized
+
+    # Keys and values of a full context, plus the spare columns a growing cache layer keeps.
+    kv_cache = layers * kv_heads * head_dim * (context + GROWTH_COLUMNS) * 2 * compute_bytes
     # Prefilling a full context holds the hidden states and one MLP's intermediates at once.
     width = int(text.get("hidden_size") or 0) + int(text.get("intermediate_size") or 0)
     activations = context * width * compute_bytes * 2

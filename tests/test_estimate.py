@@ -37,6 +37,18 @@ def test_weights_estimate_matches_the_loaded_model(tiny_model_dir: Path, dtype: 
     assert abs(predicted.weights_bytes - measured) <= 0.2 * measured
 
 
+def test_on_a_gpu_a_float32_model_is_sized_as_the_16_bits_it_will_run_in(tiny_model_dir: Path) -> None:
+    fast = estimate_alias(alias_for(tiny_model_dir), "cuda")
+    plain = estimate_alias(alias_for(tiny_model_dir, "    load:\n      fast_path: false\n"), "cuda")
+    half = estimate_alias(
+        alias_for(tiny_model_dir, "    load:\n      dtype: bfloat16\n      fast_path: false\n"), "cuda"
+    )
+    assert fast is not None and plain is not None and half is not None
+    assert (fast.weights_bytes, fast.kv_cache_bytes) == (half.weights_bytes, half.kv_cache_bytes)
+    assert plain.weights_bytes == 2 * fast.weights_bytes
+    assert plain.kv_cache_bytes == 2 * fast.kv_cache_bytes
+
+
 def test_kv_cache_estimate_matches_a_real_cache(tiny_model_dir: Path, tiny_model) -> None:
     from heylook.batch_cache import new_cache
 

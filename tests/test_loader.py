@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heylook import cpu_linear
+from heylook import cpu_linear, loader
 from heylook.errors import ModelLoadFailed
-from heylook.loader import from_pretrained_options, load_model, pick_device
+from heylook.loader import apply_fast_path, from_pretrained_options, load_model, pick_device
 from heylook.sources import ModelSource
 from heylook.types import LoadOptions
 
@@ -77,3 +77,27 @@ def test_the_cpu_fast_path_packs_linear_layers_and_an_alias_can_turn_it_off(tiny
     finally:
         fast.close()
         plain.close()
+
+
+@pytest.mark.parametrize(
+    ("stored", "load", "bfloat16_gpu", "expected"),
+    [
+        (torch.float32, LoadOptions(), True, torch.bfloat16),
+        (torch.float32, LoadOptions(), False, torch.float16),  # GPUs before Ampere
+        (torch.bfloat16, LoadOptions(), True, torch.bfloat16),  # already 16-bit: left alone
+        (torch.float32, LoadOptions(dtype="float32"), True, torch.float32),  # the alias asked for it
+        (torch.float32, LoadOptions(fast_path=False), True, torch.float32),
+    ],
+)
+def test_on_a_gpu_the_fast_path_runs_float32_models_in_16_bits(
+    monkeypatch, tiny_model, stored, load, bfloat16_gpu, expected
+) -> None:
+    """Decided before the model moves, so it runs on a CPU-resident model here (no GPU in CI)."""
+    import copy
+
+    monkeypatch.setattr(loader, "gpu_supports_bfloat16", lambda: bfloat16_gpu)
+    model = copy.deepcopy(tiny_model).to(stored)
+    said = apply_fast_path(model, load, torch.device("cuda"))
+    assert {p.dtype for p in model.parameters()} == {expected}
+    assert (said is not None) == (expected != stored)
+    assert not any(isinstance(m, cpu_linear.Float16WeightLinear) for m in model.modules())

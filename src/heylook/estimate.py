@@ -83,6 +83,8 @@ def estimate(
 ) -> MemoryEstimate:
     text = config.get("text_config", config)
     context = context_length or int(text.get("max_position_embeddings") or 2048)
+    if gpu_half_precision_applies(load, device_type, tensors):
+        load = replace(load, dtype="bfloat16")  # or float16: two bytes either way
     if fast_path_applies(load, device_type):
         weights = sum(_fast_path_bytes(t, load) for t in tensors)
         embeddings = [t for t in tensors if _EMBEDDINGS.search(t.name) and len(t.shape) == 2]
@@ -113,6 +115,18 @@ def fast_path_applies(load: LoadOptions, device_type: str) -> bool:
     from heylook import cpu_linear  # imports torch: only when a model is sized
 
     return load.fast_path and device_type == "cpu" and not load.quantization and cpu_linear.available()
+
+
+def gpu_half_precision_applies(load: LoadOptions, device_type: str, tensors: list[Tensor]) -> bool:
+    """The GPU fast path (heylook.loader.apply_fast_path) will run this float32 model in 16 bits."""
+    stored = max((t.bytes_per_value for t in tensors), default=4.0)
+    return (
+        load.fast_path
+        and device_type == "cuda"
+        and not load.quantization
+        and load.dtype == "auto"
+        and (stored == 4.0)
+    )
 
 
 def _fast_path_bytes(tensor: Tensor, load: LoadOptions) -> float:

@@ -59,7 +59,8 @@ class LoadOptions:
     device: str = "auto"  # auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda, cuda:N
     quantization: str | None = None  # 4bit or 8bit, through bitsandbytes, on a CUDA GPU
     trust_remote_code: bool = False  # run the repo's own modelling code: only when an alias opts in
-    # The device's fast path (on CPUs: float16 weights through fbgemm); false keeps the plain modules.
+    # The device's fast path (CPUs: float16 weights through fbgemm; CUDA: float32 models in 16 bits);
+    # false keeps the plain modules.
     fast_path: bool = True
 
 

@@ -78,7 +78,11 @@ def create(
     load_in_8bit: Annotated[bool, Opt(help="8-bit weights through bitsandbytes (CUDA GPUs).")] = False,
     trust_remote_code: Annotated[bool, Opt(help="Run the repo's own modelling code.")] = False,
     fast_path: Annotated[
-        bool, Opt(help="The device's fast path (float16 weights through fbgemm on CPUs).")
+        bool,
+        Opt(
+            help="The device's fast path "
+            "(CPUs: float16 weights through fbgemm; CUDA: float32 models in bfloat16)."
+        ),
     ] = True,
     force: Annotated[bool, Opt(help="Replace an alias of that name.")] = False,
     models: ModelsOption = None,

@@ -154,12 +154,10 @@ async def test_a_cancelled_row_leaves_the_batch_and_the_others_go_on(batched, ti
     await chunks.aclose()
 
 
-async def test_models_with_sliding_window_layers_take_turns_instead(tiny_tokenizer):
-    """A sliding window's rolling cache cannot be padded; such models still serve several at once."""
-    from transformers import MistralForCausalLM
-
-    config = MistralConfig(
-        vocab_size=len(tiny_tokenizer),
+def sliding_window_config(vocab_size: int) -> MistralConfig:
+    """A tiny Mistral whose every layer attends through an 8-token sliding window."""
+    return MistralConfig(
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -167,8 +165,14 @@ async def test_models_with_sliding_window_layers_take_turns_instead(tiny_tokeniz
         num_key_value_heads=2,
         sliding_window=8,
     )
+
+
+async def test_models_with_sliding_window_layers_take_turns_instead(tiny_tokenizer):
+    """A sliding window's rolling cache cannot be padded; such models still serve several at once."""
+    from transformers import MistralForCausalLM
+
     torch.manual_seed(0)
-    model = MistralForCausalLM(config).eval()
+    model = MistralForCausalLM(sliding_window_config(len(tiny_tokenizer))).eval()
     engine = Engine(model, tiny_tokenizer, eos_token_ids=set(), name="mistral", parallel=3)
     try:
         assert not engine.batching
@@ -273,13 +277,5 @@ def test_a_growing_layer_appends_a_step_without_copying_what_it_holds():
 
 def test_new_caches_grow_in_place_except_sliding_window_layers(tiny_model):
     assert {type(layer) for layer in new_cache(tiny_model.config).layers} == {GrowingLayer}
-    config = MistralConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        sliding_window=8,
-    )
+    config = sliding_window_config(64)
     assert GrowingLayer not in {type(layer) for layer in new_cache(config).layers}

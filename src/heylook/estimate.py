@@ -81,9 +81,12 @@ def estimate(
     context_length: int | None,
     device_type: str,
 ) -> MemoryEstimate:
+    from heylook.batch_cache import GROWTH_COLUMNS  # imports torch: only when a model is sized
+
     text = config.get("text_config", config)
     context = context_length or int(text.get("max_position_embeddings") or 2048)
-    if gpu_half_precision_applies(load, device_type, tensors):
+    stored = max((t.bytes_per_value for t in tensors), default=4.0)
+    if gpu_half_precision_applies(load, device_type, stored):
         load = replace(load, dtype="bfloat16")  # or float16: two bytes either way
     if fast_path_applies(load, device_type):
         weights = sum(_fast_path_bytes(t, load) for t in tensors)
@@ -93,14 +96,11 @@ def estimate(
     else:
         weights = sum(_loaded_bytes(t, load) for t in tensors)
     # Activations compute in the weights' float type; quantized weights compute in bfloat16.
-    stored = max((t.bytes_per_value for t in tensors), default=4.0)
     compute_bytes = 2.0 if load.quantization else _DTYPE_BYTES.get(load.dtype, stored)
     layers = int(text.get("num_hidden_layers") or 0)
     heads = int(text.get("num_attention_heads") or 1)
     kv_heads = int(text.get("num_key_value_heads") or heads)
     head_dim = int(text.get("head_dim") or (int(text.get("hidden_size") or 0) // heads))
-    from heylook.batch_cache import GROWTH_COLUMNS  # imports torch: only when a model is sized
-
     # Keys and values of a full context, plus the spare columns a growing cache layer keeps.
     kv_cache = layers * kv_heads * head_dim * (context + GROWTH_COLUMNS) * 2 * compute_bytes
     # Prefilling a full context holds the hidden states and one MLP's intermediates at once.
@@ -117,15 +117,14 @@ def fast_path_applies(load: LoadOptions, device_type: str) -> bool:
     return load.fast_path and device_type == "cpu" and not load.quantization and cpu_linear.available()
 
 
-def gpu_half_precision_applies(load: LoadOptions, device_type: str, tensors: list[Tensor]) -> bool:
+def gpu_half_precision_applies(load: LoadOptions, device_type: str, stored_bytes: float) -> bool:
     """The GPU fast path (heylook.loader.apply_fast_path) will run this float32 model in 16 bits."""
-    stored = max((t.bytes_per_value for t in tensors), default=4.0)
     return (
         load.fast_path
         and device_type == "cuda"
         and not load.quantization
         and load.dtype == "auto"
-        and (stored == 4.0)
+        and stored_bytes == 4.0
     )
 
 

@@ -197,6 +197,12 @@ async def test_a_failing_forward_pass_fails_the_stream_and_the_engine_goes_on(en
     assert final.usage.completion_tokens == 5
 
 
+async def test_each_text_chunk_says_how_many_tokens_were_generated_by_then(engine, prompt_ids):
+    params = SamplingParams(max_new_tokens=12, temperature=0.0, ignore_eos=True)
+    stamps = [c.tokens async for c in engine.submit(prompt_ids, params).chunks() if isinstance(c, TextChunk)]
+    assert stamps == sorted(stamps) and stamps[0] >= 1 and stamps[-1] <= 12
+
+
 def test_tokens_reach_the_loop_while_generating(tiny_model, tiny_tokenizer, prompt_ids):
     """Streaming, not buffering: the first chunk arrives long before the last token is made."""
 

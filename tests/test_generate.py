@@ -255,3 +255,34 @@ async def test_the_alias_keep_alive_applies_when_the_request_says_none(tiny_toke
     )
     generation.close()
     assert router.residents()
+
+
+def metric_count(metrics, name: str) -> float:
+    return metrics.registry.get_sample_value(name, {"model": "m"}) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("stamps", "first_token", "between_tokens"),
+    [
+        ([1, 2, 3], 1, 2),
+        # Text held back over two tokens (a stop-sequence prefix) comes out with both at once.
+        ([1, 3], 1, 2),
+        ([2, 3], 1, 1),
+        # A chunk that brings no new token (the flushed tail) times nothing.
+        ([1, 2, 2], 1, 1),
+    ],
+)
+def test_the_token_clock_counts_what_the_chunks_say_however_late_they_are_read(
+    stamps: list[int], first_token: int, between_tokens: int
+) -> None:
+    """The reader may be several tokens behind the model; each chunk's stamp, not how far the
+    model has got by the time the chunk is read, says which tokens it brings."""
+    from heylook.generate import TokenClock
+    from heylook.metrics import Metrics
+
+    metrics = Metrics()
+    clock = TokenClock(metrics, "m", started_ns=0)
+    for tokens in stamps:
+        clock.arrived(tokens)
+    assert metric_count(metrics, "heylook_time_to_first_token_seconds_count") == first_token
+    assert metric_count(metrics, "heylook_inter_token_latency_seconds_count") == between_tokens

@@ -304,7 +304,7 @@ class Engine:
         else:
             shown = seq.stops.feed(seq.detokenizer.push(token))
             if shown:
-                stream._deliver(TextChunk(shown))
+                stream._deliver(TextChunk(shown, seq.generated))
             if seq.stops.stopped:
                 finish = "stop"
             elif seq.generated >= params.max_new_tokens:
@@ -320,7 +320,7 @@ class Engine:
             tail = seq.stops.feed(seq.detokenizer.flush())
             tail += "" if seq.stops.stopped else seq.stops.flush()
             if tail:
-                stream._deliver(TextChunk(tail))
+                stream._deliver(TextChunk(tail, seq.generated))
         done = time.perf_counter_ns()
         stream._deliver(
             FinalChunk(

@@ -86,7 +86,7 @@ class LocalGeneration:
                         chunk = replace(chunk, timings=timings)
                         clock.finished(chunk)
                     else:
-                        clock.arrived(self.stream.tokens_generated)
+                        clock.arrived(chunk.tokens)
                     yield chunk
         finally:
             self.close()

@@ -177,6 +177,9 @@ class TextChunk:
     """New text of the completion, stop sequences already removed."""
 
     text: str
+    # How many tokens the model had generated when this text came out (0 where nobody counts):
+    # stamped by the producer, since the reader may be several tokens behind it.
+    tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ class RemoteGeneration:
                         pieces += 1
                         first_ns = first_ns or time.perf_counter_ns()
                         clock.arrived(pieces)
-                        yield TextChunk(text)
+                        yield TextChunk(text, pieces)
         except openai.APIError as error:
             raise GenerationFailed(f"the upstream stream broke off: {type(error).__name__}") from None
         finally:

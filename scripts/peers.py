@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the tests' launcher helpers, as scripts/bench.py does
+from tests.server import free_port, stop_process  # noqa: E402
 
 
 @dataclass
@@ -39,18 +40,7 @@ class RunningPeer:
     base_url: str
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        stop_process(self.process, 30)
 
 
 def start(peer: Peer, streams: int, log_dir: Path, timeout: float = 300.0) -> RunningPeer:

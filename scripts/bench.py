@@ -415,7 +415,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar=("NAME", "BASE_URL", "MODEL"),
-        help="an OpenAI-compatible server, e.g. heylook http://127.0.0.1:8080/v1 smollm2",
+        help="an OpenAI-compatible server, e.g. heylook http://127.0.0.1:11434/v1 smollm2",
     )
     parser.add_argument(
         "--heylook-demo",

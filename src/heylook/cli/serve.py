@@ -15,7 +15,7 @@ from heylook.settings import DEFAULT_MAX_BODY_BYTES
 def serve(
     *,
     host: str = "127.0.0.1",
-    port: int = 8080,
+    port: int = 11434,
     models: ModelsOption = None,
     keep_alive: Annotated[
         str,
@@ -50,8 +50,8 @@ def serve(
     ] = DEFAULT_MAX_BODY_BYTES,
     log_level: str = "info",
 ) -> int:
-    """Start the server: the OpenAI API under /v1, the Ollama API under /api (use --port 11434 for
-    clients that assume Ollama's port). Models load on first use.
+    """Start the server: the OpenAI API under /v1, the Ollama API under /api, on Ollama's port 11434
+    by default, so Ollama's clients find it with no configuration. Models load on first use.
 
     The registry is --models, else $HEYLOOK_MODELS, else ./models.yaml, else models.yaml in the
     user config directory (created with the demo alias if missing).

@@ -105,6 +105,34 @@ def server(
 
 
 @pytest.fixture(scope="session")
+def tool_server(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path) -> Iterator[RunningServer]:
+    """A server for tool calling and thinking: the demo model, and scripted models of real families
+    (tests/families.py) whose replies are known: `thinker` (Qwen3's template; also as `qwen3`, for
+    the README's example) reasons "Hmm" and answers "Paris"; `caller` (Qwen2.5's template) opens a
+    tool call, which the grammar then completes."""
+    from tests.families import build_scripted_model
+
+    root = tmp_path_factory.mktemp("tool-server")
+    script = {"\n": "<think>", "<think>": "Hmm", "Hmm": "</think>", "</think>": "Paris"}
+    thinker = str(build_scripted_model(root / "thinker", "qwen3", script))
+    caller = str(build_scripted_model(root / "caller", "qwen2.5", {"\n": "<tool_call>"}))
+    registry = {
+        "models": {
+            # The demo alias as shipped, seeded so that what it says (and how long it takes) is the same
+            # on every run.
+            "smollm2": {**demo_entry(), "options": {"temperature": 0.2, "top_p": 0.9, "seed": 7}},
+            "thinker": {"model": thinker},
+            "qwen3": {"model": thinker},
+            "caller": {"model": caller},
+        }
+    }
+    (root / "models.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
+    running = RunningServer(root / "models.yaml", root / "server.log")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
 def client(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="not-needed", max_retries=0, timeout=120)
 

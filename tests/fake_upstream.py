@@ -64,6 +64,8 @@ class FakeUpstream:
         self.drop_after: int | None = None  # words streamed before the connection is cut
         self.left: list[str] = []  # models whose streams the client closed before the end
         self.reply_words = 40
+        self.reasoning: str | None = None  # streamed first, as vLLM's reasoning_content
+        self.calls: list[tuple[str, str]] = []  # (name, arguments): streamed as tool call deltas
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.upstream = self  # type: ignore[attr-defined]
@@ -81,6 +83,7 @@ class FakeUpstream:
         self.failures.clear()
         self.left.clear()
         self.token, self.delay, self.hang, self.drop_after, self.reply_words = None, 0.0, 0.0, None, 40
+        self.reasoning, self.calls = None, []
 
     def __enter__(self) -> FakeUpstream:
         self._thread.start()
@@ -167,6 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("connection", "close")
         self.end_headers()
         kind = "chat.completion.chunk" if chat else "text_completion"
+        if chat and (upstream.reasoning or upstream.calls):
+            self._stream_parts(model, kind)
+            return
         try:
             for index, word in enumerate(reply_words(model, upstream.reply_words)):
                 if upstream.drop_after is not None and index >= upstream.drop_after:
@@ -192,6 +198,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             upstream.left.append(model)
+        self.close_connection = True
+
+    def _stream_parts(self, model: str, kind: str) -> None:
+        """Reasoning, then each call as OpenAI streams it: index, id and name, then the arguments in
+        two pieces."""
+        upstream = self.upstream
+
+        def delta(fields: dict[str, Any], finish: str | None = None) -> None:
+            choice = {"index": 0, "delta": fields, "finish_reason": finish}
+            self._event({"id": "x", "object": kind, "created": 1, "model": model, "choices": [choice]})
+
+        if upstream.reasoning:
+            delta({"role": "assistant", "reasoning_content": upstream.reasoning})
+        for index, (name, arguments) in enumerate(upstream.calls):
+            head = {"index": index, "id": f"call_up{index}", "type": "function"}
+            delta({"tool_calls": [{**head, "function": {"name": name, "arguments": ""}}]})
+            middle = len(arguments) // 2
+            for piece in (arguments[:middle], arguments[middle:]):
+                delta({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        delta({}, "tool_calls" if upstream.calls else "stop")
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
         self.close_connection = True
 
     def _event(self, payload: dict[str, Any]) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from heylook.registry import load_registry
-from tests.server import RunningServer, free_port
+from tests.server import RunningServer, free_port, stop_process
 
 HEADER = "# my models: keep this comment\nmodels:\n  # the small one\n"
 WORKFLOW = [
@@ -320,3 +321,35 @@ def test_list_remote_shows_the_routers_models(models: Path, fake_upstream) -> No
     assert "131072" in done.stdout and "0.1 / 0.2" in done.stdout
     offline = heylook("list", "--remote", "--models", str(models))
     assert "curated list" in offline.stdout and "openai/gpt-oss-120b" in offline.stdout
+
+
+def test_serve_listens_on_ollamas_port_by_default(tmp_path: Path) -> None:
+    """`heylook serve` with no --port answers where every Ollama client looks: 11434."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 11434)) == 0:
+            pytest.skip("something already listens on 11434")
+    models = tmp_path / "models.yaml"
+    models.write_text(HEADER + "  tiny:\n    model: /nowhere\n")
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "heylook", "serve", "--models", str(models)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(600):
+            try:
+                reply = httpx.get("http://127.0.0.1:11434/api/version", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, (tmp_path / "serve.log").read_text()
+                time.sleep(0.1)
+        assert reply.status_code == 200 and reply.json()["version"]
+        assert "ollama" in httpx.get("http://127.0.0.1:11434/", timeout=1).text.lower()
+    finally:
+        stop_process(process, 15)
+        log.close()

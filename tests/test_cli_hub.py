@@ -140,3 +140,46 @@ def test_cache_scan_and_clear(hf_cache: Path, models: Path) -> None:
     assert everything.returncode == 0
     unknown = heylook("cache", "clear", "test-org/never-there", "--yes", env=env)
     assert unknown.returncode == 1 and "not in the Hugging Face cache" in unknown.stderr
+
+
+SAMPLING = {"do_sample": True, "temperature": 0.6, "top_k": 20, "top_p": 0.95, "eos_token_id": 0}
+
+
+def with_recommended_sampling(tiny_model_dir: Path, folder: Path) -> Path:
+    """The tiny model, with a generation_config.json that recommends sampling settings."""
+    import shutil
+
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "generation_config.json").write_text(json.dumps(SAMPLING))
+    return folder
+
+
+def test_import_takes_the_models_recommended_sampling(
+    tmp_path: Path, tiny_model_dir: Path, models: Path
+) -> None:
+    folder = tmp_path / "my-models"
+    with_recommended_sampling(tiny_model_dir, folder / "Sampler")
+    done = heylook("import", "--folder", str(folder), "--profile", "balanced", "--models", str(models))
+    assert done.returncode == 0, done.stderr
+    options = load_registry(models).get("sampler").options
+    # The model's recommendation beats the profile's (temperature 0.7, top_p 0.9); the rest of the
+    # profile (min_p 0.05) still applies.
+    assert (options.temperature, options.top_k, options.top_p, options.min_p) == (0.6, 20, 0.95, 0.05)
+
+
+def test_pull_takes_the_models_recommended_sampling(
+    fake_hub: FakeHub, models: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    fake_hub.add_repo("test-org/sampler", with_recommended_sampling(tiny_model_dir, tmp_path / "sampler"))
+    env = {"HF_ENDPOINT": fake_hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    done = heylook("pull", "test-org/sampler", "--alias", "sampler", "--models", str(models), env=env)
+    assert done.returncode == 0, done.stderr
+    options = load_registry(models).get("sampler").options
+    assert (options.temperature, options.top_k, options.top_p) == (0.6, 20, 0.95)
+
+
+def test_a_model_that_does_not_sample_recommends_nothing(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from heylook.catalog import recommended_options
+
+    assert recommended_options(tiny_model_dir) == {}  # do_sample left at transformers' false
+    assert recommended_options(tmp_path) == {}  # no generation_config.json at all

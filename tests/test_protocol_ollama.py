@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -18,7 +19,9 @@ from heylook.types import (
     LoadRequest,
     Message,
     ModelFacts,
+    Reply,
     SamplingOptions,
+    TextChunk,
     TextPrompt,
     Timings,
     Usage,
@@ -60,6 +63,7 @@ HI = [{"role": "user", "content": "hi"}]
                 "m",
                 ChatPrompt((Message("user", "hi"),)),
                 SamplingOptions(response_format=JsonFormat('{"type": "object"}')),
+                think=False,
             ),
             True,
         ),
@@ -181,7 +185,7 @@ def test_wrongly_typed_options_are_400(options, words) -> None:
         ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "must be one of"),
         ({"model": "m", "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]}, "images"),
         ({"model": "m", "messages": HI, "tools": [{"type": "function"}]}, "tools"),
-        ({"model": "m", "messages": HI, "think": True}, "thinking"),
+        ({"model": "m", "messages": HI, "think": "very"}, "'think' must be true, false"),
         ({"model": "m", "messages": HI, "format": "yaml"}, "'format' must be"),
         ({"model": "m", "messages": HI, "options": [1]}, "'options' must be an object"),
         ({"model": "m", "messages": HI, "keep_alive": "soon"}, "not a duration"),
@@ -246,24 +250,26 @@ METRICS = {
 def test_chat_writer() -> None:
     writer = ollama.OllamaWriter(model="m", kind="chat", clock=CLOCK)
     assert writer.opening() == []
-    assert writer.text("Hi") == {
+    assert writer.delta(TextChunk("Hi")) == [{
         "model": "m", "created_at": NOW, "message": {"role": "assistant", "content": "Hi"}, "done": False
-    }  # fmt: skip
+    }]  # fmt: skip
     assert writer.closing(FINAL) == [
         {"model": "m", "created_at": NOW, "message": {"role": "assistant", "content": ""}, **METRICS}
     ]
-    assert writer.whole("Hi there", FINAL)["message"]["content"] == "Hi there"
-    assert "context" not in writer.whole("x", FINAL)
+    assert writer.whole(Reply("Hi there"), FINAL)["message"]["content"] == "Hi there"
+    assert "context" not in writer.whole(Reply("x"), FINAL)
 
 
 def test_generate_writer_returns_context_unless_raw() -> None:
     writer = ollama.OllamaWriter(model="m", kind="generate", clock=CLOCK)
-    assert writer.text("Hi") == {"model": "m", "created_at": NOW, "response": "Hi", "done": False}
+    assert writer.delta(TextChunk("Hi")) == [
+        {"model": "m", "created_at": NOW, "response": "Hi", "done": False}
+    ]
     assert writer.closing(FINAL) == [
         {"model": "m", "created_at": NOW, "response": "", **METRICS, "context": [1, 2, 3, 4, 5, 6]}
     ]
     raw = ollama.OllamaWriter(model="m", kind="generate", clock=CLOCK, with_context=False)
-    assert "context" not in raw.whole("x", FINAL)
+    assert "context" not in raw.whole(Reply("x"), FINAL)
 
 
 @pytest.mark.parametrize("reason", ["load", "unload"])
@@ -313,11 +319,24 @@ def test_show_body() -> None:
         and "PARAMETER temperature 0.2" in body["modelfile"]
     )
     assert body["template"] == "{{ messages }}"
-    assert body["capabilities"] == ["completion"]
+    assert body["capabilities"] == ["completion", "tools"]
     assert body["model_info"] == {
         "general.architecture": "llama", "general.parameter_count": 134_515_008,
         "llama.context_length": 8192, "llama.embedding_length": 576, "llama.block_count": 30,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "capabilities"),
+    [
+        ({"chat_template": None}, ["completion"]),  # no template: no chat, so no tools
+        ({"chat_template": None, "remote": True}, ["completion", "tools"]),  # the upstream's to say
+        ({"chat_template": "{{ '<think>' }}{{ messages }}"}, ["completion", "tools", "thinking"]),
+        ({"infill": True}, ["completion", "tools", "insert"]),
+    ],
+)
+def test_capabilities_come_from_the_template_and_files(changes: dict, capabilities: list[str]) -> None:
+    assert ollama.show_body(replace(FACTS, **changes))["capabilities"] == capabilities
 
 
 def test_ps_body() -> None:

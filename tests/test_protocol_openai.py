@@ -12,7 +12,9 @@ from heylook.types import (
     FinalChunk,
     JsonFormat,
     Message,
+    Reply,
     SamplingOptions,
+    TextChunk,
     TextPrompt,
     Timings,
     Usage,
@@ -185,7 +187,11 @@ def test_chat_request_translates(body, prompt, options, mode) -> None:
             "json_object",
         ),
         ({"model": "m", "messages": [USER], "logprobs": True}, "logprobs", "not supported"),
-        ({"model": "m", "messages": [USER], "tools": [{"type": "function"}]}, "tools", "not supported"),
+        (
+            {"model": "m", "messages": [USER], "tools": [{"type": "function"}]},
+            "tools[0].function",
+            "required",
+        ),
     ],
 )
 def test_chat_request_rejects(body, param, words) -> None:
@@ -247,7 +253,7 @@ FINAL = FinalChunk(
 
 def test_chat_writer_stream_shapes() -> None:
     writer = openai.ChatWriter(id="c1", created=5, model="m", stream=True, include_usage=True)
-    [opening], text = writer.opening(), writer.text("Hi")
+    [opening], [text] = writer.opening(), writer.delta(TextChunk("Hi"))
     finish, usage = writer.closing(FINAL)
     assert opening["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert text["choices"] == [
@@ -269,17 +275,18 @@ def test_chat_writer_stream_shapes() -> None:
 def test_writers_leave_usage_out_unless_asked() -> None:
     writer = openai.CompletionWriter(id="c", created=1, model="m", stream=True)
     assert writer.opening() == []
-    assert "usage" not in writer.text("x")
-    assert writer.text("x")["choices"][0]["text"] == "x"
+    [text] = writer.delta(TextChunk("x"))
+    assert "usage" not in text
+    assert text["choices"][0]["text"] == "x"
     assert len(writer.closing(FINAL)) == 1
     echoing = openai.CompletionWriter(id="c", created=1, model="m", echo="Once")
-    assert echoing.opening() == [writer.text("Once")]
-    assert echoing.whole(" upon", FINAL)["choices"][0]["text"] == "Once upon"
+    assert echoing.opening() == writer.delta(TextChunk("Once"))
+    assert echoing.whole(Reply(" upon"), FINAL)["choices"][0]["text"] == "Once upon"
 
 
 def test_chat_completion_body() -> None:
     body = openai.chat_completion_body(
-        id="c", created=1, model="m", content="Paris", finish_reason="stop", usage=Usage(10, 2)
+        id="c", created=1, model="m", reply=Reply("Paris"), finish_reason="stop", usage=Usage(10, 2)
     )
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Paris", "refusal": None}
     assert body["choices"][0]["finish_reason"] == "stop"

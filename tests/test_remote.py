@@ -322,3 +322,70 @@ def test_each_provider_through_both_clients(
     assert text == ollama_text == expected
     assert (usage.prompt_tokens, usage.completion_tokens) == (7, 40)
     assert (final.prompt_eval_count, final.eval_count, final.done_reason) == (7, 40, "length")
+
+
+# --- tools and reasoning through a remote upstream -----------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.mark.demo
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_choice_is_enforced_through_a_remote_heylook(sdk: openai.OpenAI, stream: bool) -> None:
+    """The gateway passes tools on; the heylook behind it enforces tool_choice; the call comes back."""
+    kwargs = {"model": "remote-demo", "messages": HI, "tools": [WEATHER], "tool_choice": "required"}
+    if stream:
+        calls: dict[int, list[str]] = {}
+        finish = None
+        for chunk in sdk.chat.completions.create(stream=True, temperature=0, **kwargs):
+            for choice in chunk.choices:
+                finish = choice.finish_reason or finish
+                for part in choice.delta.tool_calls or []:
+                    entry = calls.setdefault(part.index, [part.function.name or "", ""])
+                    entry[1] += part.function.arguments or ""
+        [(name, arguments)] = calls.values()
+    else:
+        reply = sdk.chat.completions.create(temperature=0, **kwargs)
+        finish = reply.choices[0].finish_reason
+        [call] = reply.choices[0].message.tool_calls
+        name, arguments = call.function.name, call.function.arguments
+    assert finish == "tool_calls" and name == "get_weather"
+    assert isinstance(json.loads(arguments)["city"], str)
+
+
+def test_upstream_calls_and_reasoning_come_back_in_each_api(
+    sdk: openai.OpenAI, olla: ollama.Client, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.reasoning = "Let me look."
+    fake_upstream.calls = [("get_weather", '{"city": "Paris"}')]
+    history = [
+        *HI,
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "21"},
+    ]  # fmt: skip
+    reply = sdk.chat.completions.create(
+        model="scripted", messages=history, tools=[WEATHER], tool_choice="auto", reasoning_effort="low"
+    )
+    message = reply.choices[0].message
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert [(c.function.name, c.function.arguments) for c in message.tool_calls] == [
+        ("get_weather", '{"city": "Paris"}')
+    ]
+    assert message.model_extra["reasoning_content"] == "Let me look."
+    sent = fake_upstream.requests[-1].body
+    assert sent["tools"] == [WEATHER] and sent["tool_choice"] == "auto" and sent["reasoning_effort"] == "low"
+    assert sent["messages"][1]["tool_calls"][0]["id"] == "call_1"
+    assert sent["messages"][2] == {"role": "tool", "content": "21", "tool_call_id": "call_1"}
+    native = olla.chat(model="scripted", messages=HI, tools=[WEATHER])
+    assert native.message.thinking == "Let me look."
+    assert [(c.function.name, c.function.arguments) for c in native.message.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]

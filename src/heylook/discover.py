@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from heylook.catalog import recommended_options
+
 # Architectures transformers' AutoModelForCausalLM builds: text generators.
 _GENERATIVE = re.compile(r"(ForCausalLM|LMHeadModel)$")
 _MAX_DEPTH = 3
@@ -84,4 +86,5 @@ def _classify(
     elif not any(directory.glob("*.safetensors")):
         yield Found(name, where=where, skipped="no safetensors weights")
     else:
-        yield Found(name, dict(base), where=where)
+        recommended = recommended_options(directory)
+        yield Found(name, {**base, "options": recommended} if recommended else dict(base), where=where)

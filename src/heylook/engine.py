@@ -115,10 +115,19 @@ class Engine:
     """
 
     def __init__(
-        self, model: torch.nn.Module, tokenizer, *, eos_token_ids: Iterable[int], name: str, parallel: int = 1
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        *,
+        eos_token_ids: Iterable[int],
+        name: str,
+        parallel: int = 1,
+        hidden_token_ids: frozenset[int] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        # Special tokens left out of the text; None: all of them (see IncrementalDetokenizer).
+        self.hidden_token_ids = hidden_token_ids
         self.name = name
         self.parallel = parallel
         self.eos_token_ids = frozenset(eos_token_ids)
@@ -151,7 +160,8 @@ class Engine:
         stream = GenerationStream(asyncio.get_running_loop())
         with self._lock:
             self._active += 1
-        self._pending.put(_Sequence(prompt_ids, params, stream, IncrementalDetokenizer(self.tokenizer)))
+        detokenizer = IncrementalDetokenizer(self.tokenizer, self.hidden_token_ids)
+        self._pending.put(_Sequence(prompt_ids, params, stream, detokenizer))
         return stream
 
     def close(self, timeout: float = 10.0) -> None:

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 import anyio.to_thread
 
+from heylook.chat.plan import ReplyPlan, plan_chat
+from heylook.chat.render import render_chat
+from heylook.chat.syntax import template_text, template_traits
 from heylook.engine import GenerationStream
 from heylook.errors import InvalidRequest
 from heylook.metrics import Metrics
@@ -31,6 +34,7 @@ from heylook.types import (
     Prompt,
     SamplingOptions,
     SamplingParams,
+    TextChunk,
     TextPrompt,
 )
 
@@ -67,6 +71,8 @@ class LocalGeneration:
     lease: Lease
     router: ModelRouter
     started_ns: int
+    # How to read the reply apart (reasoning, answer, tool calls); None passes the text on as it is.
+    plan: ReplyPlan | None = None
     _closed: bool = False
 
     @property
@@ -77,17 +83,29 @@ class LocalGeneration:
         """The engine's chunks; the final one carries load and total time. Ending, or closing this
         iterator, closes the generation."""
         clock = TokenClock(self.router.metrics, self.request.model, self.started_ns)
+        parser = self.plan.parser() if self.plan is not None and self.plan.reads_parts else None
         try:
             async with aclosing(self.stream.chunks()) as chunks:
                 async for chunk in chunks:
                     if isinstance(chunk, FinalChunk):
+                        if parser is not None:
+                            for part in parser.finish():
+                                yield part
+                            if parser.calls and chunk.finish_reason == "stop":
+                                chunk = replace(chunk, finish_reason="tool_calls")
                         total = time.perf_counter_ns() - self.started_ns
                         timings = replace(chunk.timings, load_ns=self.lease.load_ns, total_ns=total)
                         chunk = replace(chunk, timings=timings)
                         clock.finished(chunk)
+                        yield chunk
+                        continue
+                    assert isinstance(chunk, TextChunk)
+                    clock.arrived(chunk.tokens)
+                    if parser is None:
+                        yield chunk
                     else:
-                        clock.arrived(chunk.tokens)
-                    yield chunk
+                        for part in parser.feed(chunk.text, chunk.tokens):
+                            yield part
         finally:
             self.close()
 
@@ -135,12 +153,12 @@ async def start_generation(
     started = time.perf_counter_ns()
     lease = await router.acquire(request.model)
     try:
-        prompt_ids, params = await _prepare(lease, request, settings or Settings())
+        prompt_ids, params, plan = await _prepare(lease, request, settings or Settings())
         stream = lease.model.engine.submit(prompt_ids, params)
     except BaseException:
         router.release(lease, keep_alive_for(request, lease.alias))
         raise
-    return LocalGeneration(request, len(prompt_ids), stream, lease, router, started)
+    return LocalGeneration(request, len(prompt_ids), stream, lease, router, started, plan)
 
 
 async def load_only(router: ModelRouter, request: LoadRequest) -> Literal["load", "unload"]:
@@ -167,11 +185,19 @@ def with_default_system(prompt: Prompt, system: str | None) -> Prompt:
 
 async def _prepare(
     lease: Lease, request: GenerationRequest, settings: Settings
-) -> tuple[list[int], SamplingParams]:
+) -> tuple[list[int], SamplingParams, ReplyPlan | None]:
     model = lease.model
     options = request.options.over(lease.alias.options).over(model.generation_defaults).over(HEYLOOK_DEFAULTS)
     prompt = with_default_system(request.prompt, lease.alias.system)
-    encoded = await anyio.to_thread.run_sync(encode_prompt, model.tokenizer, prompt)
+    plan = None
+    if isinstance(prompt, ChatPrompt) and _has_template(model.tokenizer):
+        plan = await anyio.to_thread.run_sync(
+            plan_chat, model.tokenizer, model.traits, prompt, request, options.response_format
+        )
+        encoded = await anyio.to_thread.run_sync(tokenize_rendered, model.tokenizer, plan.text)
+    else:
+        _refuse_chat_features(request)
+        encoded = await anyio.to_thread.run_sync(encode_prompt, model.tokenizer, prompt)
     prompt_ids = [*request.context, *encoded]
     context_length = min(model.context_length, options.context_length or model.context_length)
     room = context_length - len(prompt_ids)
@@ -183,9 +209,26 @@ async def _prepare(
     # An unbounded request (no max_tokens, Ollama's num_predict -1) stops at the server's limit.
     max_new_tokens = min(options.max_tokens or settings.max_tokens_limit or room, room)
     grammar = None
-    if options.response_format is not None and model.grammars is not None:
-        grammar = await anyio.to_thread.run_sync(model.grammars.compile, options.response_format)
-    return prompt_ids, _settle(options, max_new_tokens, grammar)
+    if model.grammars is not None:
+        if plan is not None and plan.structure is not None:
+            grammar = await anyio.to_thread.run_sync(
+                model.grammars.compile_structure, plan.structure, request.tools
+            )
+        elif options.response_format is not None:
+            grammar = await anyio.to_thread.run_sync(model.grammars.compile, options.response_format)
+    return prompt_ids, _settle(options, max_new_tokens, grammar), plan
+
+
+def _refuse_chat_features(request: GenerationRequest) -> None:
+    """Tools and thinking go through a chat template: a raw prompt, or a model without one, has none."""
+    if request.tools and request.tool_choice.mode != "none":
+        raise InvalidRequest(
+            "tools need the model's chat template: send messages, not a raw prompt", param="tools"
+        )
+    if request.think not in (None, False):
+        raise InvalidRequest(
+            f"{request.model!r} does not support thinking here: it needs a chat template", param="think"
+        )
 
 
 def _settle(options: SamplingOptions, max_new_tokens: int, grammar: Any) -> SamplingParams:
@@ -210,6 +253,16 @@ def _prompt_param(prompt: Prompt) -> str:
     return "messages" if isinstance(prompt, ChatPrompt) else "prompt"
 
 
+def _has_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def tokenize_rendered(tokenizer: Any, text: str) -> list[int]:
+    """A rendered chat prompt's ids: the template already wrote any BOS or special tokens."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return ids or _empty_prompt(tokenizer, "messages")
+
+
 def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
     """Token ids for a prompt: chat messages through the model's chat template, text as is, infill
     through the model's fill-in-the-middle tokens."""
@@ -218,27 +271,22 @@ def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
         ids = list(tokenizer(prompt.text)["input_ids"])
     elif isinstance(prompt, InfillPrompt):
         ids = list(tokenizer(infill_text(tokenizer, prompt), add_special_tokens=False)["input_ids"])
-    elif not getattr(tokenizer, "chat_template", None) and prompt.untemplated is not None:
+    elif not _has_template(tokenizer) and prompt.untemplated is not None:
         ids = list(tokenizer(prompt.untemplated)["input_ids"])
     else:
-        if not getattr(tokenizer, "chat_template", None):
+        if not _has_template(tokenizer):
             raise InvalidRequest(
                 "this model has no chat template; send a raw prompt to /v1/completions instead", param=param
             )
-        messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
-        try:
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        except Exception as error:  # jinja2 raises on messages a template refuses (e.g. bad role order)
-            raise InvalidRequest(
-                f"the model's chat template refused these messages: {error}", param=param
-            ) from None
-        # The template already wrote any BOS or special tokens into the text.
-        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if not ids:
-        if tokenizer.bos_token_id is None:
-            raise InvalidRequest("the prompt is empty", param=param)
-        ids = [tokenizer.bos_token_id]
-    return ids
+        traits = template_traits(template_text(tokenizer))
+        return tokenize_rendered(tokenizer, render_chat(tokenizer, prompt.messages, traits).text)
+    return ids or _empty_prompt(tokenizer, param)
+
+
+def _empty_prompt(tokenizer: Any, param: str) -> list[int]:
+    if tokenizer.bos_token_id is None:
+        raise InvalidRequest("the prompt is empty", param=param)
+    return [tokenizer.bos_token_id]
 
 
 def infill_text(tokenizer: Any, prompt: InfillPrompt) -> str:

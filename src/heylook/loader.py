@@ -12,6 +12,8 @@ from typing import Any
 import torch
 
 from heylook import cpu_linear
+from heylook.catalog import GENERATION_CONFIG_KEYS
+from heylook.chat.syntax import TemplateTraits, shown_special_tokens, template_text, template_traits
 from heylook.constraints import JsonGrammars
 from heylook.engine import Engine
 from heylook.errors import ModelLoadFailed
@@ -22,7 +24,6 @@ log = logging.getLogger(__name__)
 
 # Models that do not state their context length get this many tokens.
 FALLBACK_CONTEXT_LENGTH = 2048
-_GENERATION_CONFIG_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty")
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
 
 
@@ -38,6 +39,12 @@ class LoadedModel:
     load_ns: int
     size_bytes: int = 0  # weights and buffers, where they live (engine.device)
     grammars: JsonGrammars | None = None
+    # The tool-call syntax and reasoning markers of its chat template (read from the tokenizer's).
+    traits: TemplateTraits | None = None
+
+    def __post_init__(self) -> None:
+        if self.traits is None:
+            self.traits = template_traits(template_text(self.tokenizer))
 
     def close(self) -> None:
         self.engine.close()
@@ -109,7 +116,14 @@ def load_model(source: ModelSource, load: LoadOptions | None = None, *, name: st
     except Exception as error:
         raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
     eos_token_ids = _eos_token_ids(model, tokenizer)
-    engine = Engine(model, tokenizer, eos_token_ids=eos_token_ids, name=name)
+    traits = template_traits(template_text(tokenizer))
+    engine = Engine(
+        model,
+        tokenizer,
+        eos_token_ids=eos_token_ids,
+        name=name,
+        hidden_token_ids=hidden_token_ids(tokenizer, traits),
+    )
     loaded = LoadedModel(
         source=source,
         directory=directory,
@@ -120,6 +134,7 @@ def load_model(source: ModelSource, load: LoadOptions | None = None, *, name: st
         load_ns=time.perf_counter_ns() - started,
         size_bytes=module_bytes(model),
         grammars=JsonGrammars(tokenizer, vocab_size, sorted(eos_token_ids)),
+        traits=traits,
     )
     log.info(
         "loaded %s from %s on %s in %.1f s (%s)",
@@ -172,6 +187,17 @@ def module_bytes(module: torch.nn.Module) -> int:
     return sum(unique.values()) + packed
 
 
+def hidden_token_ids(tokenizer: Any, traits: TemplateTraits) -> frozenset[int] | None:
+    """The special tokens replies leave out, when some must show because they are the family's
+    tool-call or reasoning markers; None (leave them all out) when none are."""
+    shown = shown_special_tokens(tokenizer, traits)
+    if not shown:
+        return None
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    special = set(tokenizer.all_special_ids) | {i for i, token in added.items() if token.special}
+    return frozenset(special - shown.keys())
+
+
 def _eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
     ids: set[int] = set()
     configured = getattr(model.generation_config, "eos_token_id", None)
@@ -212,4 +238,4 @@ def generation_defaults(generation_config: Any) -> SamplingOptions:
     )
     if not stated.get("do_sample"):
         return SamplingOptions()
-    return SamplingOptions(**{key: stated[key] for key in _GENERATION_CONFIG_KEYS if key in stated})
+    return SamplingOptions(**{key: stated[key] for key in GENERATION_CONFIG_KEYS if key in stated})

@@ -25,9 +25,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def apply_profile(entry: dict[str, Any], profile: str, overrides: list[str]) -> dict[str, Any]:
-    """The entry with the profile's settings, then each KEY=VALUE override (dotted keys reach into
-    options and load; values are read as YAML, so 0.5 is a number and true a boolean)."""
-    merged = _merge(copy.deepcopy(entry), copy.deepcopy(PROFILES[profile]))
+    """The profile's settings under what the entry already says (a model's own recommended
+    sampling beats a profile's), then each KEY=VALUE override (dotted keys reach into options and
+    load; values are read as YAML, so 0.5 is a number and true a boolean)."""
+    merged = _merge(copy.deepcopy(PROFILES[profile]), copy.deepcopy(entry))
     for override in overrides:
         key, equals, text = override.partition("=")
         if not equals or not key:

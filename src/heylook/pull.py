@@ -178,6 +178,23 @@ def pull_model(
     return source
 
 
+def alias_entry(source: ModelSource) -> dict[str, Any]:
+    """The models.yaml entry for a pulled model: where it is, and the sampling its
+    generation_config.json recommends."""
+    from heylook.catalog import recommended_options
+    from heylook.sources import find_local
+
+    entry: dict[str, Any] = {
+        "model": source.model,
+        "revision": source.revision,
+        "gguf_file": source.gguf_file,
+    }
+    entry = {key: value for key, value in entry.items() if value}
+    directory = find_local(source)
+    recommended = recommended_options(directory) if directory is not None and directory.is_dir() else {}
+    return {**entry, "options": recommended} if recommended else entry
+
+
 def _pull(target: PullTarget, emit: _Emitter, endpoint: str | None) -> ModelSource:
     emit(PullProgress("pulling manifest"))
     api = HfApi(endpoint=endpoint)

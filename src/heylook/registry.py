@@ -91,10 +91,25 @@ class Registry:
     modified: int  # the file's mtime, in seconds: OpenAI's model "created"
 
     def get(self, name: str) -> Alias:
-        alias = self.aliases.get(name)
+        alias = self.find(name)
         if alias is None:
             raise ModelNotFound(name, self.aliases)
         return alias
+
+    def find(self, name: str) -> Alias | None:
+        """The alias of that name; as Ollama treats names, `smollm2:latest` is `smollm2` (and the
+        other way round)."""
+        if name in self.aliases:
+            return self.aliases[name]
+        return self.aliases.get(untagged(name)) or self.aliases.get(f"{untagged(name)}{LATEST}")
+
+
+LATEST = ":latest"
+
+
+def untagged(name: str) -> str:
+    """The name without Ollama's default tag: clients add `:latest` to names that have no tag."""
+    return name[: -len(LATEST)] if name.endswith(LATEST) else name
 
 
 def starter_text() -> str:

@@ -6,14 +6,51 @@ import hashlib
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 ROLES = ("system", "user", "assistant", "tool")
+# Ollama's `think`: on, off, or how hard; None leaves it to the model (on for models that think).
+Think = bool | Literal["low", "medium", "high"] | None
+THINK_LEVELS = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the assistant made. `arguments` is a JSON object as text, exactly as the
+    model wrote it: OpenAI carries it as that string, Ollama as the object it holds."""
+
+    name: str
+    arguments: str = "{}"
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call; `parameters` is its JSON schema, as JSON text."""
+
+    name: str
+    description: str = ""
+    parameters: str = '{"type": "object", "properties": {}}'
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """Whether the model must call a tool: "auto" leaves it to the model, "none" never calls,
+    "required" calls at least one, "function" calls the one named."""
+
+    mode: Literal["auto", "none", "required", "function"] = "auto"
+    name: str | None = None
 
 
 @dataclass(frozen=True)
 class Message:
     role: str
     content: str
+    # An assistant turn's calls, and a tool turn's answer to one (by id, or by the function's name).
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    # An assistant turn's reasoning, for templates that show it again.
+    thinking: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +148,10 @@ class GenerationRequest:
     keep_alive: float | None = None
     # Token ids put before the prompt: Ollama's `context` from an earlier reply.
     context: tuple[int, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
+    think: Think = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +224,35 @@ class TextChunk:
 
 
 @dataclass(frozen=True)
+class ThinkingChunk:
+    """New text of the model's reasoning, split from the answer by its template's markers."""
+
+    text: str
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ToolCallChunk:
+    """A piece of a tool call as it is written: a call's first piece carries its id and name, the
+    pieces after it more of its arguments. Joined, the pieces of a call are its `ToolCallDone`."""
+
+    index: int
+    arguments: str = ""
+    id: str = ""
+    name: str = ""
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ToolCallDone:
+    """A tool call the model has finished writing, whole: for writers that send calls at once."""
+
+    index: int
+    call: ToolCall
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
 class FinalChunk:
     finish_reason: FinishReason
     usage: Usage
@@ -191,7 +261,17 @@ class FinalChunk:
     context: tuple[int, ...] = ()
 
 
-Chunk = TextChunk | FinalChunk
+ReplyChunk = TextChunk | ThinkingChunk | ToolCallChunk | ToolCallDone
+Chunk = ReplyChunk | FinalChunk
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A whole reply, as the chunks of a stream add up to."""
+
+    content: str = ""
+    thinking: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -212,6 +292,7 @@ class ModelFacts:
     config: dict[str, Any] = field(default_factory=dict)
     chat_template: str | None = None
     infill: bool = False
+    remote: bool = False  # served by a remote provider, which knows the model's abilities
 
     @property
     def digest(self) -> str:

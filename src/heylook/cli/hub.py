@@ -32,7 +32,7 @@ from heylook.cli.common import (
 from heylook.discover import Found, in_hf_cache, under_folder
 from heylook.errors import HeylookError
 from heylook.profiles import PROFILES, apply_profile
-from heylook.pull import PullProgress, parse_pull_name, pull_model
+from heylook.pull import PullProgress, alias_entry, parse_pull_name, pull_model
 from heylook.registry import RegistryError, parse_registry
 from heylook.registry_edits import add_alias, add_aliases
 
@@ -87,8 +87,8 @@ def pull(
             source = pull_model(target, report)
         except HeylookError as error:
             raise CommandFailed(error.message, EXIT_USAGE if error.status == 400 else EXIT_FAILED) from None
-    entry = {"model": source.model, "revision": source.revision, "gguf_file": source.gguf_file}
-    write_registry(lambda: add_alias(path, name, {k: v for k, v in entry.items() if v}))
+    entry = alias_entry(source)
+    write_registry(lambda: add_alias(path, name, entry))
     console.print(f"pulled {source.describe()}; alias [bold]{name}[/bold] added to {path}")
     return 0
 

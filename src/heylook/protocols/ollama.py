@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from heylook.chat.syntax import template_traits
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.fields import (
     json_type,
@@ -19,6 +20,13 @@ from heylook.protocols.fields import (
     read_number,
     read_stop,
     read_str,
+)
+from heylook.protocols.tools import (
+    check_tool_turns,
+    read_think,
+    read_tool_calls,
+    read_tool_choice,
+    read_tools,
 )
 from heylook.types import (
     ChatPrompt,
@@ -29,14 +37,20 @@ from heylook.types import (
     LoadRequest,
     Message,
     ModelFacts,
+    Reply,
+    ReplyChunk,
     SamplingOptions,
+    TextChunk,
     TextPrompt,
+    ThinkingChunk,
+    ToolCall,
+    ToolCallDone,
 )
 
 # What /api/version reports. Clients read it to decide which API features to use; this is the
-# Ollama release whose API heylook covers (structured outputs, keep_alive, /api/ps; not tools or
-# thinking yet), not heylook's own version.
-OLLAMA_API_VERSION = "0.6.4"
+# Ollama release whose API heylook covers (structured outputs, keep_alive, /api/ps, tools,
+# thinking and its levels), not heylook's own version.
+OLLAMA_API_VERSION = "0.12.0"
 
 _ROLES = ("system", "user", "assistant", "tool")
 # Options heylook maps; the rest of Ollama's (num_gpu, num_thread, mirostat, ...) steer llama.cpp
@@ -47,6 +61,7 @@ MAPPED_OPTIONS = (
 )  # fmt: skip
 
 Kind = Literal["chat", "generate"]
+_EMPTY = Reply()
 Clock = Callable[[], datetime]
 
 
@@ -78,8 +93,20 @@ def parse_chat_request(body: dict[str, Any], clock: Clock = utc_now) -> Translat
     options = _with_format(options, body.get("format"))
     if not messages:  # Ollama: an empty conversation loads the model
         return Translated(LoadRequest(model, keep_alive), writer)
-    request = GenerationRequest(model, ChatPrompt(messages), options, keep_alive=keep_alive)
+    request = GenerationRequest(
+        model, ChatPrompt(messages), options, keep_alive=keep_alive, **_read_tools_and_think(body)
+    )
     return Translated(request, writer, ignored)
+
+
+def _read_tools_and_think(body: dict[str, Any]) -> dict[str, Any]:
+    """tools and think; Ollama has no tool_choice, but heylook reads OpenAI's where a client sends it."""
+    tools = read_tools(body)
+    return {
+        "tools": tools,
+        "tool_choice": read_tool_choice(body, tools),
+        "think": read_think(body.get("think")),
+    }
 
 
 def parse_generate_request(body: dict[str, Any], clock: Clock = utc_now) -> Translated:
@@ -108,7 +135,9 @@ def parse_generate_request(body: dict[str, Any], clock: Clock = utc_now) -> Tran
         turns = (Message("system", system),) if system else ()
         # Models without a chat template get the prompt as is, as Ollama's default template does.
         internal_prompt = ChatPrompt((*turns, Message("user", prompt)), untemplated=prompt)
-    request = GenerationRequest(model, internal_prompt, options, keep_alive=keep_alive, context=context)
+    request = GenerationRequest(
+        model, internal_prompt, options, keep_alive=keep_alive, context=context, **_read_tools_and_think(body)
+    )
     return Translated(request, writer, ignored)
 
 
@@ -128,10 +157,6 @@ def _reject_unsupported(body: dict[str, Any]) -> None:
     """Refuse what heylook cannot honour yet, rather than silently ignoring it."""
     if body.get("images"):
         raise InvalidRequest("images are not supported by heylook yet")
-    if body.get("tools"):
-        raise InvalidRequest("tools are not supported by heylook yet")
-    if body.get("think") not in (None, False):
-        raise InvalidRequest("thinking is not supported by heylook yet; leave 'think' out or false")
 
 
 def _read_messages(body: dict[str, Any]) -> tuple[Message, ...]:
@@ -150,10 +175,23 @@ def _read_messages(body: dict[str, Any]) -> tuple[Message, ...]:
             raise InvalidRequest(f"'{where}.role' must be one of {', '.join(_ROLES)}, not {role!r}")
         if item.get("images"):
             raise InvalidRequest("images are not supported by heylook yet")
-        if item.get("tool_calls"):
-            raise InvalidRequest("tool calls are not supported by heylook yet")
         content = read_str(item, "content", param=f"{where}.content") or ""
-        messages.append(Message(role=role or "user", content=content))
+        calls = read_tool_calls(item.get("tool_calls"), f"{where}.tool_calls") if role == "assistant" else ()
+        is_tool = role == "tool"
+        messages.append(
+            Message(
+                role=role or "user",
+                content=content,
+                tool_calls=calls,
+                tool_call_id=read_str(item, "tool_call_id", param=f"{where}.tool_call_id")
+                if is_tool
+                else None,
+                # Ollama names the function a result is for; older clients used "name".
+                tool_name=(read_str(item, "tool_name") or read_str(item, "name")) if is_tool else None,
+                thinking=read_str(item, "thinking", param=f"{where}.thinking") or "",
+            )
+        )
+    check_tool_turns(tuple(messages))
     return tuple(messages)
 
 
@@ -270,23 +308,32 @@ class OllamaWriter:
     def opening(self) -> list[dict[str, Any]]:
         return []
 
-    def text(self, text: str) -> dict[str, Any]:
-        return {**self._head(), **self._content(text), "done": False}
+    def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:
+        if isinstance(chunk, TextChunk):
+            return [{**self._head(), **self._reply(Reply(content=chunk.text)), "done": False}]
+        if isinstance(chunk, ThinkingChunk):
+            return [{**self._head(), **self._reply(Reply(thinking=chunk.text)), "done": False}]
+        if isinstance(chunk, ToolCallDone):
+            # Ollama streams a call once it is whole, its arguments as an object.
+            reply = Reply(tool_calls=(chunk.call,))
+            return [{**self._head(), **self._reply(reply, first_index=chunk.index), "done": False}]
+        return []
 
     def closing(self, final: FinalChunk) -> list[dict[str, Any]]:
         return [self.final(final)]
 
-    def whole(self, text: str, final: FinalChunk) -> dict[str, Any]:
-        return self.final(final, text)
+    def whole(self, reply: Reply, final: FinalChunk) -> dict[str, Any]:
+        return self.final(final, reply)
 
-    def final(self, chunk: FinalChunk, text: str = "") -> dict[str, Any]:
-        """The last object: `text` is empty when streaming, the whole reply otherwise."""
+    def final(self, chunk: FinalChunk, reply: Reply = _EMPTY) -> dict[str, Any]:
+        """The last object: the reply is empty when streaming, all of it otherwise."""
         timings, usage = chunk.timings, chunk.usage
         body = {
             **self._head(),
-            **self._content(text),
+            **self._reply(reply),
             "done": True,
-            "done_reason": chunk.finish_reason,
+            # Ollama says "stop" when the reply ends in tool calls; only OpenAI says tool_calls.
+            "done_reason": "stop" if chunk.finish_reason == "tool_calls" else chunk.finish_reason,
             "total_duration": timings.total_ns,
             "load_duration": timings.load_ns,
             "prompt_eval_count": usage.prompt_tokens,
@@ -300,7 +347,7 @@ class OllamaWriter:
 
     def lifecycle(self, reason: Literal["load", "unload"]) -> dict[str, Any]:
         """The reply to an empty prompt: the model was loaded, or unloaded."""
-        return {**self._head(), **self._content(""), "done": True, "done_reason": reason}
+        return {**self._head(), **self._reply(_EMPTY), "done": True, "done_reason": reason}
 
     def error(self, error: HeylookError) -> dict[str, Any]:
         return error_body(error)
@@ -308,10 +355,30 @@ class OllamaWriter:
     def _head(self) -> dict[str, Any]:
         return {"model": self.model, "created_at": rfc3339(self.clock())}
 
-    def _content(self, text: str) -> dict[str, Any]:
+    def _reply(self, reply: Reply, first_index: int = 0) -> dict[str, Any]:
+        """The reply's fields: in `message` for chat, at the top level (`response`) for generate."""
+        fields: dict[str, Any] = {"content" if self.kind == "chat" else "response": reply.content}
+        if reply.thinking:
+            fields["thinking"] = reply.thinking
+        calls = [tool_call_body(call, first_index + i) for i, call in enumerate(reply.tool_calls)]
+        calls = [call for call in calls if call is not None]
+        if calls:
+            fields["tool_calls"] = calls
         if self.kind == "chat":
-            return {"message": {"role": "assistant", "content": text}}
-        return {"response": text}
+            return {"message": {"role": "assistant", **fields}}
+        return fields
+
+
+def tool_call_body(call: ToolCall, index: int) -> dict[str, Any] | None:
+    """A call in Ollama's shape, its arguments as an object; None for arguments that never became
+    one (a reply cut off in the middle of a call)."""
+    try:
+        arguments = json.loads(call.arguments)
+    except ValueError:
+        return None
+    if not isinstance(arguments, dict):
+        return None
+    return {"id": call.id, "function": {"index": index, "name": call.name, "arguments": arguments}}
 
 
 def error_body(error: HeylookError) -> dict[str, Any]:
@@ -446,12 +513,27 @@ def show_body(facts: ModelFacts) -> dict[str, Any]:
         "template": facts.chat_template or "{{ .Prompt }}",
         "details": details_body(facts),
         "model_info": _model_info(facts),
-        "capabilities": ["completion", "insert"] if facts.infill else ["completion"],
+        "capabilities": capabilities(facts),
         "license": "",
     }
     if facts.modified:
         body["modified_at"] = rfc3339(datetime.fromtimestamp(facts.modified, timezone.utc))
     return body
+
+
+def capabilities(facts: ModelFacts) -> list[str]:
+    """What clients may ask of the model here, as Ollama names it: tools for every model with a
+    chat template (heylook's generic format covers templates that know no tools) and every remote
+    one; thinking where the template marks reasoning; insert where the tokenizer has
+    fill-in-the-middle tokens. (Vision and embeddings are not served yet, so never listed.)"""
+    found = ["completion"]
+    if facts.chat_template or facts.remote:
+        found.append("tools")
+    if template_traits(facts.chat_template).thinks:
+        found.append("thinking")
+    if facts.infill:
+        found.append("insert")
+    return found
 
 
 def _model_info(facts: ModelFacts) -> dict[str, Any]:

@@ -8,6 +8,13 @@ from typing import Any
 
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.fields import read_bool, read_int, read_object, read_sampling, read_str
+from heylook.protocols.tools import (
+    check_tool_turns,
+    read_reasoning_effort,
+    read_tool_calls,
+    read_tool_choice,
+    read_tools,
+)
 from heylook.types import (
     ChatPrompt,
     FinalChunk,
@@ -16,8 +23,14 @@ from heylook.types import (
     JsonFormat,
     Message,
     RemoteModel,
+    Reply,
+    ReplyChunk,
     SamplingOptions,
+    TextChunk,
     TextPrompt,
+    ThinkingChunk,
+    ToolCall,
+    ToolCallChunk,
     Usage,
 )
 
@@ -45,10 +58,16 @@ def parse_chat_request(body: dict[str, Any]) -> tuple[GenerationRequest, StreamM
     max_tokens = read_int(body, "max_completion_tokens", minimum=1)
     if max_tokens is None:
         max_tokens = read_int(body, "max_tokens", minimum=1)
+    tools = read_tools(body)
+    parallel = read_bool(body, "parallel_tool_calls")
     request = GenerationRequest(
         model=model or "",
         prompt=ChatPrompt(messages),
         options=_read_sampling(body, max_tokens),
+        tools=tools,
+        tool_choice=read_tool_choice(body, tools),
+        parallel_tool_calls=parallel is not False,
+        think=read_reasoning_effort(body),
     )
     return request, _read_stream_mode(body)
 
@@ -103,10 +122,27 @@ def _read_messages(body: dict[str, Any]) -> tuple[Message, ...]:
             raise InvalidRequest(
                 f"'{param}.role' must be one of {', '.join(_ROLES)}, not {role!r}", param=f"{param}.role"
             )
-        if item.get("tool_calls"):
-            raise InvalidRequest("tool calls are not supported yet", param=f"{param}.tool_calls")
         content = _read_content(item.get("content"), f"{param}.content")
-        messages.append(Message(role=_ROLE_ALIASES.get(role, role), content=content))
+        calls = read_tool_calls(item.get("tool_calls"), f"{param}.tool_calls") if role == "assistant" else ()
+        call_id = read_str(item, "tool_call_id", param=f"{param}.tool_call_id")
+        if role == "tool" and not call_id:
+            raise InvalidRequest(
+                f"'{param}.tool_call_id' is required in a tool message", param=f"{param}.tool_call_id"
+            )
+        # vLLM and DeepSeek send earlier reasoning back as reasoning_content; Ollama's layer as reasoning.
+        thinking = read_str(item, "reasoning_content", param=f"{param}.reasoning_content")
+        thinking = thinking or read_str(item, "reasoning", param=f"{param}.reasoning")
+        messages.append(
+            Message(
+                role=_ROLE_ALIASES.get(role, role),
+                content=content,
+                tool_calls=calls,
+                tool_call_id=call_id if role == "tool" else None,
+                tool_name=read_str(item, "name", param=f"{param}.name") if role == "tool" else None,
+                thinking=thinking or "",
+            )
+        )
+    check_tool_turns(tuple(messages))
     return tuple(messages)
 
 
@@ -173,8 +209,10 @@ def _reject_unsupported(body: dict[str, Any]) -> None:
         raise InvalidRequest("'logprobs' is not supported yet", param="logprobs")
     if body.get("logit_bias"):
         raise InvalidRequest("'logit_bias' is not supported yet", param="logit_bias")
-    if body.get("tools") or body.get("functions"):
-        raise InvalidRequest("tools are not supported yet", param="tools")
+    if body.get("functions") or body.get("function_call"):
+        raise InvalidRequest(
+            "'functions' is OpenAI's deprecated form of 'tools': send 'tools'", param="functions"
+        )
 
 
 # --- writers ---------------------------------------------------------------------------------------
@@ -207,11 +245,24 @@ def _choice(fields: dict[str, Any], finish_reason: FinishReason | None) -> dict[
 
 
 def chat_completion_body(
-    *, id: str, created: int, model: str, content: str, finish_reason: FinishReason, usage: Usage
+    *, id: str, created: int, model: str, reply: Reply, finish_reason: FinishReason, usage: Usage
 ) -> dict[str, Any]:
-    message = {"role": "assistant", "content": content, "refusal": None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        # OpenAI's content is null when the reply is only calls.
+        "content": reply.content if reply.content or not reply.tool_calls else None,
+        "refusal": None,
+    }
+    if reply.thinking:
+        message["reasoning_content"] = reply.thinking
+    if reply.tool_calls:
+        message["tool_calls"] = [tool_call_body(call) for call in reply.tool_calls]
     choices = [_choice({"message": message}, finish_reason)]
     return {**_envelope("chat.completion", id, created, model, choices), "usage": usage_body(usage)}
+
+
+def tool_call_body(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 @dataclass(frozen=True)
@@ -249,20 +300,31 @@ class _Writer:
 
 @dataclass(frozen=True)
 class ChatWriter(_Writer):
-    """Internal chunks as chat.completion.chunk bodies (a role chunk, content chunks, a finish
-    chunk), or as one chat.completion."""
+    """Internal chunks as chat.completion.chunk bodies (a role chunk, content, reasoning and tool
+    call deltas, a finish chunk), or as one chat.completion."""
 
     object_name = "chat.completion.chunk"
 
     def opening(self) -> list[dict[str, Any]]:
         return [self._chunk([{"delta": {"role": "assistant", "content": ""}}])]
 
-    def text(self, text: str) -> dict[str, Any]:
-        return self._chunk([{"delta": {"content": text}}])
+    def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:
+        if isinstance(chunk, TextChunk):
+            return [self._chunk([{"delta": {"content": chunk.text}}])]
+        if isinstance(chunk, ThinkingChunk):
+            return [self._chunk([{"delta": {"reasoning_content": chunk.text}}])]
+        if isinstance(chunk, ToolCallChunk):
+            # A call's first delta has its index, id and name; the ones after, its arguments.
+            part: dict[str, Any] = {"index": chunk.index, "function": {"arguments": chunk.arguments}}
+            if chunk.name:
+                part = {"index": chunk.index, "id": chunk.id, "type": "function"}
+                part["function"] = {"name": chunk.name, "arguments": chunk.arguments}
+            return [self._chunk([{"delta": {"tool_calls": [part]}}])]
+        return []  # a whole call: its pieces went out already
 
-    def whole(self, text: str, final: FinalChunk) -> dict[str, Any]:
+    def whole(self, reply: Reply, final: FinalChunk) -> dict[str, Any]:
         return chat_completion_body(
-            id=self.id, created=self.created, model=self.model, content=text,
+            id=self.id, created=self.created, model=self.model, reply=reply,
             finish_reason=final.finish_reason, usage=final.usage,
         )  # fmt: skip
 
@@ -278,14 +340,17 @@ class CompletionWriter(_Writer):
     object_name = "text_completion"
 
     def opening(self) -> list[dict[str, Any]]:
-        return [self.text(self.echo)] if self.echo else []
+        return [self._text(self.echo)] if self.echo else []
 
-    def text(self, text: str) -> dict[str, Any]:
+    def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:
+        return [self._text(chunk.text)] if isinstance(chunk, TextChunk) else []
+
+    def _text(self, text: str) -> dict[str, Any]:
         return self._chunk([{"text": text}])
 
-    def whole(self, text: str, final: FinalChunk) -> dict[str, Any]:
+    def whole(self, reply: Reply, final: FinalChunk) -> dict[str, Any]:
         return completion_body(
-            id=self.id, created=self.created, model=self.model, text=self.echo + text,
+            id=self.id, created=self.created, model=self.model, text=self.echo + reply.content,
             finish_reason=final.finish_reason, usage=final.usage,
         )  # fmt: skip
 

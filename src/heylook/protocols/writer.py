@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal, Protocol
 
 from heylook.errors import HeylookError
-from heylook.types import FinalChunk
+from heylook.types import FinalChunk, Reply, ReplyChunk
 
 Media = Literal["sse", "ndjson"]
 
@@ -19,15 +19,15 @@ class Writer(Protocol):
         """Objects a stream starts with, before any text."""
         ...
 
-    def text(self, text: str) -> dict[str, Any]:
-        """One streamed piece of the reply."""
+    def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:
+        """What one piece of the reply (text, reasoning, part of a tool call) streams as."""
         ...
 
     def closing(self, final: FinalChunk) -> list[dict[str, Any]]:
         """Objects a stream ends with."""
         ...
 
-    def whole(self, text: str, final: FinalChunk) -> dict[str, Any]:
+    def whole(self, reply: Reply, final: FinalChunk) -> dict[str, Any]:
         """The reply when not streaming."""
         ...
 

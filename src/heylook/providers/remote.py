@@ -20,6 +20,8 @@ import openai
 from heylook.errors import GenerationFailed, InvalidRequest, UpstreamError
 from heylook.generate import TokenClock, with_default_system
 from heylook.metrics import Metrics
+from heylook.protocols.openai import tool_call_body
+from heylook.protocols.tools import tool_body
 from heylook.providers.base import ProviderHealth
 from heylook.registry import Alias
 from heylook.types import (
@@ -30,10 +32,16 @@ from heylook.types import (
     GenerationRequest,
     InfillPrompt,
     LoadRequest,
+    Message,
     RemoteModel,
+    ReplyChunk,
     SamplingOptions,
     TextChunk,
+    ThinkingChunk,
     Timings,
+    ToolCall,
+    ToolCallChunk,
+    ToolCallDone,
     Usage,
 )
 
@@ -83,9 +91,12 @@ class RemoteProvider:
         body = {"model": alias.source.model, **openai_fields(options)}
         client = self._client(alias.timeout or DEFAULT_TIMEOUT)
         if isinstance(prompt, ChatPrompt):
-            body["messages"] = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            body["messages"] = [openai_message(m) for m in prompt.messages]
+            body.update(tool_fields(request))
             kind: Literal["chat", "completion"] = "chat"
         else:
+            if request.tools and request.tool_choice.mode != "none":
+                raise InvalidRequest("tools need messages, not a raw prompt", param="tools")
             body["prompt"] = prompt.text
             kind = "completion"
         stream = await self._open(client, kind, body, alias)
@@ -215,23 +226,29 @@ class RemoteGeneration:
         finish: str | None = None
         pieces = 0
         first_ns = 0
+        calls = UpstreamCalls()
         try:
             async for chunk in self.stream:
                 usage = chunk.usage or usage
                 for choice in chunk.choices:
-                    text = choice.delta.content if self.kind == "chat" else choice.text
                     finish = choice.finish_reason or finish
-                    if text:
+                    parts = _delta_parts(choice.delta, pieces + 1, calls) if self.kind == "chat" else []
+                    if self.kind != "chat" and choice.text:
+                        parts = [TextChunk(choice.text, pieces + 1)]
+                    if parts:
                         pieces += 1
                         first_ns = first_ns or time.perf_counter_ns()
                         clock.arrived(pieces)
-                        yield TextChunk(text, pieces)
+                    for part in parts:
+                        yield part
         except openai.APIError as error:
             raise GenerationFailed(f"the upstream stream broke off: {type(error).__name__}") from None
         finally:
             await self.stream.close()
         if finish is None:  # the connection ended without the upstream saying the reply was done
             raise GenerationFailed("the upstream stream broke off before the reply was finished")
+        for done in calls.finished(pieces):
+            yield done
         done = time.perf_counter_ns()
         first_ns = first_ns or done
         final = FinalChunk(
@@ -280,7 +297,8 @@ def openai_fields(options: SamplingOptions) -> dict[str, Any]:
 
 _STANDARD = {
     "model", "messages", "prompt", "temperature", "top_p", "max_tokens", "seed", "stop",
-    "presence_penalty", "frequency_penalty", "response_format",
+    "presence_penalty", "frequency_penalty", "response_format", "tools", "tool_choice",
+    "parallel_tool_calls", "reasoning_effort",
 }  # fmt: skip
 
 
@@ -292,7 +310,75 @@ def _split_extras(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 def _finish_reason(reason: str | None) -> FinishReason:
-    return "length" if reason == "length" else "stop"
+    return "length" if reason == "length" else "tool_calls" if reason == "tool_calls" else "stop"
+
+
+def openai_message(message: Message) -> dict[str, Any]:
+    """An internal message as the OpenAI API sends it upstream."""
+    body: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        body["content"] = message.content or None
+        body["tool_calls"] = [tool_call_body(call) for call in message.tool_calls]
+    if message.role == "tool":
+        body["tool_call_id"] = message.tool_call_id or ""
+        if message.tool_name:
+            body["name"] = message.tool_name
+    if message.thinking:
+        body["reasoning_content"] = message.thinking
+    return body
+
+
+def tool_fields(request: GenerationRequest) -> dict[str, Any]:
+    """tools, tool_choice, parallel_tool_calls and a reasoning effort, for an upstream to honour."""
+    fields: dict[str, Any] = {}
+    choice = request.tool_choice
+    if request.tools:
+        fields["tools"] = [tool_body(tool) for tool in request.tools]
+        named = {"type": "function", "function": {"name": choice.name}}
+        fields["tool_choice"] = named if choice.mode == "function" else choice.mode
+        if not request.parallel_tool_calls:
+            fields["parallel_tool_calls"] = False
+    if isinstance(request.think, str):  # a level; on or off is the upstream model's own default
+        fields["reasoning_effort"] = request.think
+    return fields
+
+
+class UpstreamCalls:
+    """Tool calls as an upstream streams them (index, id and name first, then argument pieces),
+    kept so that each can be given whole once the reply is done."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, ToolCall] = {}
+
+    def add(self, delta: Any, tokens: int) -> list[ReplyChunk]:
+        index = getattr(delta, "index", None) or 0
+        function = getattr(delta, "function", None)
+        name = getattr(function, "name", None) or ""
+        arguments = getattr(function, "arguments", None) or ""
+        if index not in self._calls:
+            self._calls[index] = ToolCall(name, arguments, getattr(delta, "id", None) or f"call_{index}")
+            return [ToolCallChunk(index, arguments, self._calls[index].id, name or "function", tokens)]
+        known = self._calls[index]
+        self._calls[index] = ToolCall(known.name, known.arguments + arguments, known.id)
+        return [ToolCallChunk(index, arguments, tokens=tokens)] if arguments else []
+
+    def finished(self, tokens: int) -> list[ToolCallDone]:
+        return [ToolCallDone(index, call, tokens) for index, call in sorted(self._calls.items())]
+
+
+def _delta_parts(delta: Any, tokens: int, calls: UpstreamCalls) -> list[ReplyChunk]:
+    """One upstream delta as internal chunks: reasoning (vLLM's reasoning_content, or reasoning),
+    text, and tool call pieces."""
+    parts: list[ReplyChunk] = []
+    extra = getattr(delta, "model_extra", None) or {}
+    thinking = extra.get("reasoning_content") or extra.get("reasoning")
+    if isinstance(thinking, str) and thinking:
+        parts.append(ThinkingChunk(thinking, tokens))
+    if delta.content:
+        parts.append(TextChunk(delta.content, tokens))
+    for call in delta.tool_calls or []:
+        parts.extend(calls.add(call, tokens))
+    return parts
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -12,9 +12,10 @@ from starlette.requests import Request
 from heylook.protocols.fields import parse_json_object
 from heylook.providers.backends import Backends
 from heylook.providers.base import Generation
+from heylook.reply import ReplyBuilder
 from heylook.router import ModelRouter
 from heylook.settings import Settings
-from heylook.types import FinalChunk, TextChunk
+from heylook.types import FinalChunk, Reply
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,9 @@ async def json_body(request: Request) -> dict[str, Any]:
     return parse_json_object(await request.body())
 
 
-async def collect_text(generation: Generation, request: Request) -> tuple[str, FinalChunk] | None:
-    """The whole completion, or None if the client disconnected first (generation is then cancelled)."""
-    parts: list[str] = []
+async def collect_reply(generation: Generation, request: Request) -> tuple[Reply, FinalChunk] | None:
+    """The whole reply, or None if the client disconnected first (generation is then cancelled)."""
+    reply = ReplyBuilder()
     final: FinalChunk | None = None
     async with anyio.create_task_group() as group:
 
@@ -51,11 +52,11 @@ async def collect_text(generation: Generation, request: Request) -> tuple[str, F
         group.start_soon(cancel_on_disconnect)
         async with aclosing(generation.chunks()) as chunks:
             async for chunk in chunks:
-                if isinstance(chunk, TextChunk):
-                    parts.append(chunk.text)
-                else:
+                if isinstance(chunk, FinalChunk):
                     final = chunk
+                else:
+                    reply.add(chunk)
         group.cancel_scope.cancel()
     if final is None:
         return None
-    return "".join(parts), final
+    return reply.build(), final

@@ -20,27 +20,30 @@ from heylook.middleware.ollama import TRANSLATED_KEY
 from heylook.protocols.ollama import Translated
 from heylook.protocols.writer import Writer
 from heylook.providers.base import Generation
-from heylook.routes.common import backends_of, collect_text
-from heylook.types import GenerationRequest, LoadRequest, TextChunk
+from heylook.routes.common import backends_of, collect_reply
+from heylook.types import FinalChunk, GenerationRequest, LoadRequest
 
 # Nothing reaches the client, which has gone; 499 is what the access log shows, as in nginx.
 CLIENT_GONE = 499
 
 
 async def respond(request: Request, internal: GenerationRequest, writer: Writer) -> Response:
-    generation = await backends_of(request).start(internal)
-    if generation.served_by != writer.model:  # a fallback answered: replies say which
+    backends = backends_of(request)
+    generation = await backends.start(internal)
+    asked = backends.registry.find(writer.model)
+    if generation.served_by != (asked.name if asked else writer.model):
+        # A fallback answered: replies say which. (smollm2:latest answered by smollm2 keeps its name.)
         writer = dataclasses.replace(writer, model=generation.served_by)  # type: ignore[type-var]
     if writer.stream:
         return StreamedGeneration(generation, writer)  # type: ignore[return-value]
     try:
-        result = await collect_text(generation, request)
+        result = await collect_reply(generation, request)
     finally:
         generation.close()
     if result is None:
         return Response(status_code=CLIENT_GONE)
-    text, final = result
-    return JSONResponse(writer.whole(text, final))
+    reply, final = result
+    return JSONResponse(writer.whole(reply, final))
 
 
 async def translated_generation(request: Request) -> Response:
@@ -94,11 +97,13 @@ class StreamedGeneration:
         try:
             async with aclosing(self.generation.chunks()) as chunks:
                 async for chunk in chunks:
-                    if isinstance(chunk, TextChunk):
-                        yield self.writer.text(chunk.text)
-                    else:
-                        for body in self.writer.closing(chunk):
-                            yield body
+                    bodies = (
+                        self.writer.closing(chunk)
+                        if isinstance(chunk, FinalChunk)
+                        else self.writer.delta(chunk)
+                    )
+                    for body in bodies:
+                        yield body
         except HeylookError as error:
             yield self.writer.error(error)
 

@@ -21,8 +21,8 @@ from heylook.catalog import model_facts
 from heylook.errors import HeylookError
 from heylook.protocols import ollama
 from heylook.protocols.fields import read_bool
-from heylook.pull import PullProgress, PullTarget, parse_pull_name, pull_model
-from heylook.registry import Registry
+from heylook.pull import PullProgress, PullTarget, alias_entry, parse_pull_name, pull_model
+from heylook.registry import Registry, untagged
 from heylook.registry_edits import add_alias, copy_alias, delete_alias
 from heylook.routes.common import json_body, router_of
 
@@ -75,12 +75,13 @@ async def ps(request: Request) -> Response:
 
 async def copy(request: Request) -> Response:
     source, destination = ollama.read_copy_request(await json_body(request))
-    await _edit_registry(request, copy_alias, source, destination)
+    source = router_of(request).registry.get(source).name
+    await _edit_registry(request, copy_alias, source, untagged(destination))
     return Response(status_code=200)
 
 
 async def delete(request: Request) -> Response:
-    name = ollama.read_model_field(await json_body(request))
+    name = router_of(request).registry.get(ollama.read_model_field(await json_body(request))).name
     await _edit_registry(request, delete_alias, name)
     return Response(status_code=200)
 
@@ -140,8 +141,7 @@ class PullDownload:
         async with self._send:
             try:
                 source = await anyio.to_thread.run_sync(pull_model, self._target, self._report)
-                entry = {"model": source.model, "revision": source.revision, "gguf_file": source.gguf_file}
-                entry = {key: value for key, value in entry.items() if value}
+                entry = await anyio.to_thread.run_sync(alias_entry, source)
                 await _edit_registry(self._request, add_alias, self._target.name, entry)
                 log.info("pulled %s as alias %s", source.describe(), self._target.name)
             except HeylookError as error:

@@ -47,8 +47,9 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request) -> Response:
     name = request.path_params["model"]
     registry = router_of(request).registry
-    if name in registry.aliases:
-        return JSONResponse(_alias_body(registry.aliases[name], registry.modified))
+    alias = registry.find(name)
+    if alias is not None:
+        return JSONResponse(_alias_body(alias, registry.modified))
     for model in await backends_of(request).remote_models():
         if model.id == name:
             return JSONResponse(openai.remote_model_body(model))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from tests.server import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-DOCUMENTED_URL = "http://127.0.0.1:8080"
+DOCUMENTED_URL = "http://127.0.0.1:11434"
 
 
 def code_blocks(language: str) -> list[str]:
@@ -37,22 +39,46 @@ def test_curl_examples(server: RunningServer, route: str) -> None:
     assert '"content":"The capital of France is Paris."' in done.stdout
 
 
-@pytest.mark.demo
-@pytest.mark.parametrize("library", ["openai", "ollama"])
-def test_client_examples(server: RunningServer, library: str) -> None:
+def python_examples(library: str) -> list[str]:
     imports = (f"import {library}\n", f"from {library} import")
-    [example] = [block for block in code_blocks("python") if any(i in block for i in imports)]
-    assert DOCUMENTED_URL in example
+    return [block for block in code_blocks("python") if any(i in block for i in imports)]
+
+
+def run_example(example: str, server: RunningServer) -> list[str]:
+    """Runs as written: only the URL becomes the test server's (a bare ollama.Client() finds it
+    through OLLAMA_HOST, as it would find heylook on Ollama's port)."""
     done = subprocess.run(
         [sys.executable, "-c", example.replace(DOCUMENTED_URL, server.base_url)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
+        env={**os.environ, "OLLAMA_HOST": server.base_url},
     )
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    return done.stdout.splitlines()
+
+
+@pytest.mark.demo
+@pytest.mark.parametrize("library", ["openai", "ollama"])
+def test_client_examples(server: RunningServer, library: str) -> None:
+    example = python_examples(library)[0]
+    assert DOCUMENTED_URL in example
+    lines = run_example(example, server)
     assert "Paris" in lines[0]
     assert len(lines) >= 2 and lines[1].strip()
+
+
+@pytest.mark.demo
+def test_the_tools_example(tool_server: RunningServer) -> None:
+    example = next(block for block in python_examples("openai") if "tools=" in block)
+    name, arguments = run_example(example, tool_server)[0].split(" ", 1)
+    assert name == "get_weather" and "city" in json.loads(arguments)
+
+
+def test_the_thinking_example(tool_server: RunningServer) -> None:
+    """On a stand-in for Qwen3 that reasons "Hmm" and answers "Paris" (tests/conftest.py)."""
+    example = next(block for block in python_examples("ollama") if "think=True" in block)
+    assert run_example(example, tool_server) == ["thinking: Hmm", "answer: Paris"]
 
 
 def test_the_documented_alias_schema_is_valid() -> None:

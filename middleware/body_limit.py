@@ -1,21 +1,27 @@
-"""Refuses request bodies over a size cap with 413, in the wire shape of the route asked for."""
+"""Bounds request bodies: in size (413) and in time (408), in the wire shape of the route asked for.
+A client that sends its headers and then trickles, or never finishes, its body holds nothing for
+longer than the deadline."""
 
 from __future__ import annotations
 
+import time
+
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from heylook.errors import RequestTooLarge
-from heylook.middleware.responses import send_json
-from heylook.protocols.errors import error_body_for_path
+from heylook.errors import RequestTimedOut, RequestTooLarge
+from heylook.middleware.responses import send_error
 
 
-class BodySizeLimit:
-    """A declared Content-Length over the cap is answered at once; a body that grows past it while
-    being read raises RequestTooLarge inside the app, whose error handler answers it."""
+class BodyLimits:
+    """A declared Content-Length over the cap is answered at once; a body that grows past it, or
+    takes longer than `timeout` seconds to arrive, raises inside the app, whose error handler
+    answers it. Once the body is in, receiving (a wait for the client to leave) is not timed."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 60.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -23,24 +29,29 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, send)
+            await send_error(scope, send, self._too_large())
             return
         received = 0
+        complete = False
+        deadline = time.monotonic() + self.timeout
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            try:
+                with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimedOut(f"the request body did not arrive within {self.timeout:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise self._error()
+                    raise self._too_large()
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _error(self) -> RequestTooLarge:
+    def _too_large(self) -> RequestTooLarge:
         return RequestTooLarge(f"request body is larger than the {self.max_bytes}-byte limit")
-
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        error = self._error()
-        await send_json(send, error.status, error_body_for_path(scope["path"], error))

@@ -35,9 +35,11 @@ class OllamaTranslator:
             return
         try:
             body = await _read_body(receive)
+            if body is None:  # the client left before its request was in: nobody to answer
+                return
             translated = translate(parse_json_object(body))
         except HeylookError as error:
-            await send_json(send, error.status, ollama.error_body(error))
+            await send_json(send, error.status, ollama.error_body(error), error.headers)
             return
         if translated.ignored_options:
             log.debug("ignoring options heylook does not use: %s", ", ".join(translated.ignored_options))
@@ -45,16 +47,16 @@ class OllamaTranslator:
         await self.app({**scope, "state": state}, _replay(body, receive), send)
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body; None if the client disconnected first."""
     chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

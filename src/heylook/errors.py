@@ -26,6 +26,38 @@ class InvalidRequest(HeylookError):
     kind = "invalid_request_error"
 
 
+class Unauthorized(HeylookError):
+    status = 401
+    kind = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(HeylookError):
+    status = 403
+    kind = "permission_error"
+    code = "forbidden"
+
+
+class RequestTimedOut(HeylookError):
+    status = 408
+    kind = "invalid_request_error"
+    code = "request_timeout"
+
+
+class UnsupportedMediaType(HeylookError):
+    status = 415
+    kind = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class NotImplementedYet(HeylookError):
+    """A route of the API heylook knows, but does not serve yet."""
+
+    status = 501
+    kind = "invalid_request_error"
+    code = "not_implemented"
+
+
 class ModelNotFound(HeylookError):
     status = 404
     kind = "invalid_request_error"

@@ -5,16 +5,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# Seconds a client has to send a whole request body once its headers are in.
+DEFAULT_BODY_TIMEOUT = 60.0
+# What xgrammar's compiled grammars may hold in memory, per model (least recently used go first);
+# one grammar for the demo model's vocabulary takes about 24 MB.
+DEFAULT_GRAMMAR_CACHE_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Settings:
+    host: str = "127.0.0.1"  # the address served on; a Host header naming it is always served
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    # The most tokens one request may generate when it sets no limit of its own (Ollama's
-    # num_predict -1, or no max_tokens); None: until the context is full.
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    # The most tokens one request may generate, whatever it asks for (Ollama's num_predict -1, no
+    # max_tokens, or more than this); None: up to the context.
     max_tokens_limit: int | None = None
     # Aliases to load as the server starts.
     preload: tuple[str, ...] = ()
     # List Hugging Face's router models in /v1/models, and pass requests for a Hub repo id that is
-    # no alias through to Inference Providers.
-    remote_models: bool = True
+    # no alias through to Inference Providers, on the operator's token: off unless asked for.
+    remote_models: bool = False
+    # Host headers served (besides the bind address and localhost's names); "*" serves any.
+    allowed_hosts: tuple[str, ...] = ()
+    # Browser origins allowed to call (CORS); none unless the operator names them.
+    cors_origins: tuple[str, ...] = ()
+    # When set, every route but / and /health needs it (Authorization: Bearer, or x-api-key).
+    api_key: str | None = None
+    grammar_cache_bytes: int = DEFAULT_GRAMMAR_CACHE_BYTES
+    # Seconds a JSON schema or tool set may take to compile into a grammar (a 400 after that).
+    grammar_timeout: float = 15.0

@@ -21,6 +21,8 @@ T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_URL = "http://127.0.0.1:11434"
+# The server's API key, which `serve` requires and `run`, `chat` and `ps` send.
+API_KEY_ENV = "HEYLOOK_API_KEY"
 
 app = cyclopts.App(
     name="heylook",
@@ -68,7 +70,9 @@ def write_registry(edit: Callable[[], T]) -> T:
         raise CommandFailed(str(error), EXIT_USAGE) from None
     except HeylookError as error:
         hint = "; --force replaces it" if error.code == "alias_exists" else ""
-        raise CommandFailed(error.message + hint) from None
+        raise CommandFailed(
+            error.message + hint, EXIT_USAGE if error.status == 400 else EXIT_FAILED
+        ) from None
 
 
 def server_url(url: str | None) -> str:
@@ -91,3 +95,9 @@ def human_bytes(count: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} TB"
+
+
+def auth_headers() -> dict[str, str]:
+    """The API key from $HEYLOOK_API_KEY, as a server that requires one wants it."""
+    key = os.environ.get(API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else {}

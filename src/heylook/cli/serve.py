@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
+import os
 from typing import Annotated
 
 import cyclopts
 
-from heylook.cli.common import EXIT_USAGE, ModelsOption, app, configure_logging, registry_path
-from heylook.settings import DEFAULT_MAX_BODY_BYTES
+from heylook.cli.common import API_KEY_ENV, EXIT_USAGE, ModelsOption, app, configure_logging, registry_path
+from heylook.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_GRAMMAR_CACHE_BYTES, DEFAULT_MAX_BODY_BYTES
 
 
 @app.command
@@ -42,12 +45,37 @@ def serve(
     remote_models: Annotated[
         bool,
         cyclopts.Parameter(
-            help="List Hugging Face's router models in /v1/models and pass requests for a repo id there."
+            help="List Hugging Face's router models in /v1/models and pass requests for a Hub repo id "
+            "that is no alias there, on your token (off: only aliases are served)."
         ),
-    ] = True,
+    ] = False,
     max_body_bytes: Annotated[
         int, cyclopts.Parameter(help="Largest request body accepted.")
     ] = DEFAULT_MAX_BODY_BYTES,
+    body_timeout: Annotated[
+        float, cyclopts.Parameter(help="Seconds a client has to send its request body.")
+    ] = DEFAULT_BODY_TIMEOUT,
+    allowed_hosts: Annotated[
+        list[str] | None,
+        cyclopts.Parameter(
+            help="Host names to serve besides the bind address, IP addresses and localhost "
+            "(e.g. heylook.example.com, *.lan; * for any); repeat for more."
+        ),
+    ] = None,
+    cors_origins: Annotated[
+        list[str] | None,
+        cyclopts.Parameter(
+            help="Web origins allowed to call from a browser (e.g. http://localhost:3000, "
+            "https://*.example.com); none by default; repeat for more."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        cyclopts.Parameter(help=f"Require this key on every route but / and /health (else ${API_KEY_ENV})."),
+    ] = None,
+    grammar_cache_mb: Annotated[
+        int, cyclopts.Parameter(help="Memory for compiled JSON and tool grammars, per model (MiB).")
+    ] = DEFAULT_GRAMMAR_CACHE_BYTES // 2**20,
     log_level: str = "info",
 ) -> int:
     """Start the server: the OpenAI API under /v1, the Ollama API under /api, on Ollama's port 11434
@@ -62,6 +90,7 @@ def serve(
 
     from heylook.app import create_app
     from heylook.errors import InvalidRequest
+    from heylook.loader import load_model
     from heylook.protocols.ollama import parse_keep_alive
     from heylook.registry import RegistryError, load_registry
     from heylook.router import DEFAULT_KEEP_ALIVE, Limits, ModelRouter
@@ -93,12 +122,28 @@ def serve(
         load_timeout=load_timeout,
     )
     keep = default_keep_alive if default_keep_alive is not None else DEFAULT_KEEP_ALIVE
-    router = ModelRouter(registry, keep_alive=keep, limits=limits)
     settings = Settings(
+        host=host,
         max_body_bytes=max_body_bytes,
+        body_timeout=body_timeout,
         max_tokens_limit=max_tokens_limit,
         preload=tuple(preload or ()),
         remote_models=remote_models,
+        allowed_hosts=tuple(allowed_hosts or ()),
+        cors_origins=tuple(cors_origins or ()),
+        api_key=api_key or os.environ.get(API_KEY_ENV) or None,
+        grammar_cache_bytes=grammar_cache_mb * 2**20,
     )
+    loader = functools.partial(load_model, grammar_cache_bytes=settings.grammar_cache_bytes)
+    router = ModelRouter(registry, loader, keep_alive=keep, limits=limits)
+    if settings.api_key is None and not _is_loopback(host):
+        log.warning("serving on %s without an API key: anyone who can reach it can use it (--api-key)", host)
     run_server(create_app(router, settings), host=host, port=port)
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import httpx
 from rich.table import Table
 
-from heylook.cli.common import CommandFailed, UrlOption, app, console, human_bytes, server_url
+from heylook.cli.common import CommandFailed, UrlOption, app, auth_headers, console, human_bytes, server_url
 
 
 @app.command
@@ -15,8 +15,9 @@ def ps(*, url: UrlOption = None) -> int:
     """Models a running heylook server has loaded, their memory and when they unload."""
     base = server_url(url)
     try:
-        loaded = httpx.get(f"{base}/api/ps", timeout=5).raise_for_status().json()["models"]
-        machine = httpx.get(f"{base}/v1/capabilities", timeout=5).raise_for_status().json()
+        headers = auth_headers()
+        loaded = httpx.get(f"{base}/api/ps", headers=headers, timeout=5).raise_for_status().json()["models"]
+        machine = httpx.get(f"{base}/v1/capabilities", headers=headers, timeout=5).raise_for_status().json()
         providers = httpx.get(f"{base}/health", timeout=10).raise_for_status().json().get("providers", [])
     except httpx.HTTPError as error:
         raise CommandFailed(

@@ -21,6 +21,7 @@ from heylook.cli.common import (
     ModelsOption,
     UrlOption,
     app,
+    auth_headers,
     console,
     open_registry,
     server_url,
@@ -90,7 +91,7 @@ class ServerBackend:
     def __init__(self, url: str) -> None:
         self.url = url
         self.description = f"server at {url}"
-        self._client = httpx.Client(timeout=httpx.Timeout(10, read=None))
+        self._client = httpx.Client(timeout=httpx.Timeout(10, read=None), headers=auth_headers())
 
     def stream(self, alias: str, messages: list[dict[str, str]], settings: Settings) -> Iterator[str]:
         body = {"model": alias, "messages": messages, "stream": True, **settings.openai_fields()}

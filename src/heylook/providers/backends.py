@@ -11,6 +11,7 @@ from heylook.errors import (
     HeylookError,
     InsufficientMemory,
     LoadTimedOut,
+    MissingToken,
     ModelLoadFailed,
     ModelNotFound,
     ServerBusy,
@@ -18,7 +19,7 @@ from heylook.errors import (
 )
 from heylook.providers import KINDS
 from heylook.providers.base import Generation, Provider, ProviderHealth
-from heylook.providers.huggingface import HuggingFaceProvider
+from heylook.providers.huggingface import NO_TOKEN, HuggingFaceProvider
 from heylook.providers.local import LocalProvider
 from heylook.registry import Alias, Registry
 from heylook.router import ModelRouter
@@ -62,14 +63,20 @@ class Backends:
         return self._remote[key]
 
     def resolve(self, name: str) -> Alias:
-        """The alias of that name; or, with remote models on, a Hub repo id passed through to Inference
-        Providers when there is a token for them; else ModelNotFound."""
+        """The alias of that name; or, when the operator turned remote models on, a Hub repo id
+        passed through to Inference Providers (on the operator's token, which it needs); else
+        ModelNotFound."""
         try:
             return self.registry.get(name)
         except ModelNotFound:
-            if self.settings.remote_models and "/" in name and self.catalog.token():
-                return Alias(name=name, source=ModelSource(name), provider="huggingface")
-            raise
+            if not (self.settings.remote_models and "/" in name):
+                raise
+            if not self.catalog.token():
+                raise MissingToken(
+                    f"{name!r} is no alias, and Hugging Face Inference Providers, where it would go, "
+                    f"needs a token: {NO_TOKEN}"
+                ) from None
+            return Alias(name=name, source=ModelSource(name), provider="huggingface")
 
     async def start(self, request: GenerationRequest) -> Generation:
         """The first alias of the chain (the one asked for, then its fallbacks) that can serve."""
@@ -110,7 +117,10 @@ class Backends:
         return chain
 
     async def remote_models(self) -> list[RemoteModel]:
-        return await self.catalog.list_models() if self.settings.remote_models else []
+        """The router's models, when they can be asked for: remote models on, and a token."""
+        if not self.settings.remote_models or not self.catalog.token():
+            return []
+        return await self.catalog.list_models()
 
     async def health(self) -> list[ProviderHealth]:
         """The local provider's, and every remote upstream an alias names (and the router's, when

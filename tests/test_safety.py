@@ -1,0 +1,339 @@
+"""Safe to leave running: what a web page on another origin, a DNS-rebinding attacker, a client
+without the key, and plain bad input can do to a real `heylook serve` (nothing), each refused in
+its API's shape while the server keeps serving."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.server import RunningServer
+
+KEY = "sk-test-0123456789"
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
+    """No API key; a short body deadline and token cap, so slow bodies and long replies are quick."""
+    root = tmp_path_factory.mktemp("open-server")
+    (root / "models.yaml").write_text(
+        "# kept\n" + yaml.safe_dump({"models": {"tiny": {"model": str(tiny_model_dir)}}}, sort_keys=False)
+    )
+    running = RunningServer(
+        root / "models.yaml", root / "server.log", "--body-timeout", "1", "--max-tokens-limit", "8"
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("keyed-server")
+    (root / "models.yaml").write_text(yaml.safe_dump({"models": {"tiny": {"model": str(tiny_model_dir)}}}))
+    running = RunningServer(
+        root / "models.yaml", root / "server.log", "--api-key", KEY,
+        "--cors-origins", "http://good.example", "--allowed-hosts", "heylook.test",
+    )  # fmt: skip
+    yield running
+    running.stop()
+
+
+def assert_shape(response: httpx.Response, status: int) -> None:
+    """The status, and the error in the shape of the API the path belongs to."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    if response.request.url.path.startswith("/api/"):
+        assert isinstance(body["error"], str) and body["error"]
+    else:
+        assert body["error"]["message"] and body["error"]["type"]
+
+
+# --- DNS rebinding: the Host ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/tags", "/v1/models"])
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:11434", "localhost.evil.example"])
+def test_an_unknown_host_is_refused(open_server: RunningServer, path: str, host: str) -> None:
+    assert_shape(httpx.get(f"{open_server.base_url}{path}", headers={"Host": host}), 403)
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]:80", "heylook.localhost", "10.0.0.7"])
+def test_local_names_and_addresses_are_served(open_server: RunningServer, host: str) -> None:
+    assert httpx.get(f"{open_server.base_url}/api/tags", headers={"Host": host}).status_code == 200
+
+
+def test_allowed_hosts_add_names(keyed_server: RunningServer) -> None:
+    headers = {"Host": "heylook.test", "Authorization": f"Bearer {KEY}"}
+    assert httpx.get(f"{keyed_server.base_url}/api/tags", headers=headers).status_code == 200
+    headers["Host"] = "other.test"
+    assert httpx.get(f"{keyed_server.base_url}/api/tags", headers=headers).status_code == 403
+
+
+# --- a page on another origin ----------------------------------------------------------------------
+
+# What a page can make a browser send without a preflight: "simple" requests.
+SIMPLE = {"Origin": "http://evil.example", "Content-Type": "text/plain;charset=UTF-8"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/copy", {"source": "tiny", "destination": "stolen"}),
+        ("DELETE", "/api/delete", {"model": "tiny"}),
+        ("POST", "/api/pull", {"model": "org/model"}),
+        ("POST", "/api/chat", {"model": "tiny", "messages": HI, "stream": False}),
+        ("POST", "/v1/chat/completions", {"model": "tiny", "messages": HI}),
+    ],
+)
+def test_cross_origin_simple_requests_do_nothing(open_server: RunningServer, method, path, body) -> None:
+    before = open_server.models.read_text()
+    response = httpx.request(
+        method, f"{open_server.base_url}{path}", content=json.dumps(body), headers=SIMPLE
+    )
+    assert_shape(response, 403)
+    # Without the Origin (a page that hides it cannot), text/plain is still no JSON route's body.
+    plain = {"Content-Type": "text/plain"}
+    assert_shape(
+        httpx.request(method, f"{open_server.base_url}{path}", content=json.dumps(body), headers=plain), 415
+    )
+    assert open_server.models.read_text() == before
+
+
+def test_a_browser_form_post_is_refused_but_curl_is_not(open_server: RunningServer) -> None:
+    body = json.dumps({"model": "tiny"})
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    # curl -d sends a form content type: it works, as it does against Ollama.
+    assert httpx.post(f"{open_server.base_url}/api/show", content=body, headers=form).status_code == 200
+    from_a_page = {**form, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+    assert_shape(httpx.post(f"{open_server.base_url}/api/show", content=body, headers=from_a_page), 415)
+
+
+def test_cors_answers_allowed_origins_only(keyed_server: RunningServer) -> None:
+    preflight = {
+        "Origin": "http://good.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    allowed = httpx.options(f"{keyed_server.base_url}/v1/chat/completions", headers=preflight)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://good.example"
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    evil = httpx.options(
+        f"{keyed_server.base_url}/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"}
+    )
+    assert evil.status_code == 403 and "access-control-allow-origin" not in evil.headers
+    headers = {"Origin": "http://good.example", "Authorization": f"Bearer {KEY}"}
+    listed = httpx.get(f"{keyed_server.base_url}/v1/models", headers=headers)
+    assert (
+        listed.status_code == 200 and listed.headers["access-control-allow-origin"] == "http://good.example"
+    )
+
+
+def test_no_origin_is_allowed_without_cors_origins(open_server: RunningServer) -> None:
+    response = httpx.get(f"{open_server.base_url}/api/tags", headers={"Origin": "http://localhost:3000"})
+    assert_shape(response, 403)
+    assert "access-control-allow-origin" not in response.headers
+
+
+# --- the API key -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/tags", "/v1/models", "/api/version", "/metrics"])
+def test_without_the_key_every_route_is_refused(keyed_server: RunningServer, path: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"x-api-key": KEY[:-1]}, {"Authorization": KEY}):
+        response = httpx.get(f"{keyed_server.base_url}{path}", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        if path != "/metrics":
+            assert_shape(response, 401)
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {KEY}"}, {"x-api-key": KEY}])
+def test_the_key_is_taken_as_bearer_or_x_api_key(keyed_server: RunningServer, headers: dict) -> None:
+    body = {"model": "tiny", "messages": HI, "max_tokens": 2}
+    reply = httpx.post(f"{keyed_server.base_url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    assert reply.status_code == 200
+
+
+def test_probes_stay_open(keyed_server: RunningServer) -> None:
+    assert httpx.get(f"{keyed_server.base_url}/").status_code == 200
+    assert httpx.get(f"{keyed_server.base_url}/health").status_code == 200
+
+
+def test_the_clients_and_the_cli_send_the_key(keyed_server: RunningServer) -> None:
+    import openai
+
+    import ollama
+    from tests.test_cli import heylook
+
+    client = openai.OpenAI(base_url=f"{keyed_server.base_url}/v1", api_key=KEY, max_retries=0)
+    assert client.chat.completions.create(model="tiny", messages=HI, max_tokens=2).choices
+    native = ollama.Client(host=keyed_server.base_url, headers={"Authorization": f"Bearer {KEY}"})
+    assert native.chat(model="tiny", messages=HI, options={"num_predict": 2}).done
+    env = {"HEYLOOK_URL": keyed_server.base_url, "HEYLOOK_API_KEY": KEY}
+    assert heylook("ps", env=env).returncode == 0
+    ran = heylook("run", "tiny", "hi", "--max-new-tokens", "2", env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert heylook("ps", env={"HEYLOOK_URL": keyed_server.base_url}).returncode == 1
+
+
+# --- bad input: a 400 naming the field, never a 500 ---------------------------------------------------------
+
+
+def post_raw(server: RunningServer, path: str, raw: str) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}{path}", content=raw, headers={"Content-Type": "application/json"}, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "param"),
+    [
+        ("/api/copy", '{"source": "tiny", "destination": "\\ud800"}', "destination"),
+        ("/api/copy", '{"source": "tiny", "destination": "a\\u0085b"}', "destination"),
+        ("/api/copy", '{"source": "tiny", "destination": "x\\ny"}', "destination"),
+        ("/api/copy", '{"source": "tiny", "destination": "' + "n" * 200 + '"}', "destination"),
+        ("/v1/chat/completions", '{"model": "tiny", "messages": [{"role": "user", "content": "\\udfff"}]}',
+         "messages[0].content"),
+        ("/api/generate", '{"model": "tiny", "prompt": "a\\ud800b"}', "prompt"),
+        ("/v1/chat/completions", '{"model": "tiny", "messages": [], "temperature": NaN}', None),
+        ("/api/chat", '{"model": "tiny", "messages": [], "options": {"temperature": Infinity}}', None),
+        ("/v1/chat/completions", "[" * 10_000 + "]" * 10_000, None),
+        ("/api/chat", '{"a": ' * 100 + "1" + "}" * 100, None),
+    ],
+)  # fmt: skip
+def test_malformed_text_and_structure_are_400s(open_server: RunningServer, path, raw, param) -> None:
+    before = open_server.models.read_text()
+    response = post_raw(open_server, path, raw)
+    assert_shape(response, 400)
+    if param and not path.startswith("/api/"):
+        assert response.json()["error"]["param"] == param
+    assert open_server.models.read_text() == before
+    for route in ("/health", "/api/tags", "/v1/models"):
+        assert httpx.get(f"{open_server.base_url}{route}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/v1/chat/completions", {"typical_p": 0}),
+        ("/v1/chat/completions", {"repetition_penalty": 1e-320}),
+        ("/v1/chat/completions", {"presence_penalty": 1e308}),
+        ("/api/chat", {"options": {"repeat_penalty": 1e-320}}),
+        ("/api/chat", {"options": {"frequency_penalty": -1e308}}),
+        ("/api/chat", {"options": {"typical_p": 0}}),
+        ("/api/generate", {"context": [99999999]}),
+        ("/api/generate", {"context": [-1]}),
+    ],
+)
+def test_numbers_out_of_range_are_400s(open_server: RunningServer, path: str, fields: dict) -> None:
+    body = {"model": "tiny", "stream": False, **fields}
+    body |= {"prompt": "hi"} if path == "/api/generate" else {"messages": HI}
+    assert_shape(httpx.post(f"{open_server.base_url}{path}", json=body, timeout=60), 400)
+
+
+def test_a_tiny_temperature_is_greedy(open_server: RunningServer) -> None:
+    body = {"model": "tiny", "messages": HI, "max_tokens": 4, "seed": 1}
+    url = f"{open_server.base_url}/v1/chat/completions"
+    tiny = httpx.post(url, json={**body, "temperature": 1e-300}, timeout=60)
+    greedy = httpx.post(url, json={**body, "temperature": 0}, timeout=60)
+    assert tiny.status_code == 200
+    assert tiny.json()["choices"][0]["message"] == greedy.json()["choices"][0]["message"]
+
+
+def test_a_huge_keep_alive_is_for_ever(open_server: RunningServer) -> None:
+    body = {
+        "model": "tiny",
+        "prompt": "hi",
+        "stream": False,
+        "keep_alive": 1e300,
+        "options": {"num_predict": 1},
+    }
+    assert httpx.post(f"{open_server.base_url}/api/generate", json=body, timeout=60).status_code == 200
+    running = httpx.get(f"{open_server.base_url}/api/ps")
+    assert running.status_code == 200
+    [model] = running.json()["models"]
+    assert model["expires_at"].startswith("23")  # Ollama's "for ever": ~292 years out
+
+
+def test_the_token_cap_holds_for_a_client_that_asks_for_more(open_server: RunningServer) -> None:
+    body = {"model": "tiny", "messages": HI, "max_tokens": 500, "ignore_eos": True}
+    reply = httpx.post(f"{open_server.base_url}/v1/chat/completions", json=body, timeout=60).json()
+    assert reply["usage"]["completion_tokens"] == 8 and reply["choices"][0]["finish_reason"] == "length"
+
+
+# --- bodies that never end, routes that do not exist ------------------------------------------------------
+
+
+def raw_exchange(server: RunningServer, request: bytes, wait: float) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        time.sleep(wait)
+        chunks = []
+        try:
+            while data := sock.recv(65536):
+                chunks.append(data)
+        except TimeoutError:
+            pass
+        return b"".join(chunks)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat"])
+def test_a_body_that_never_finishes_times_out(open_server: RunningServer, path: str) -> None:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    )
+    answer = raw_exchange(open_server, (head + '{"model": "ti').encode(), wait=1.5)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert httpx.get(f"{open_server.base_url}/health").status_code == 200
+
+
+def test_a_client_that_leaves_mid_body_is_not_an_error(open_server: RunningServer) -> None:
+    before = open_server.output().count("Traceback")
+    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{"
+    with socket.create_connection(("127.0.0.1", open_server.port)) as sock:
+        sock.sendall(head.encode())
+    time.sleep(0.5)
+    assert open_server.output().count("Traceback") == before
+    metrics = httpx.get(f"{open_server.base_url}/metrics").text
+    assert 'route="/v1/chat/completions",status="500"' not in metrics
+
+
+def test_unknown_routes_leave_the_connection_usable(open_server: RunningServer) -> None:
+    with httpx.Client(base_url=open_server.base_url) as client:
+        for _ in range(40):
+            missing = client.post("/api/nope", json={"model": "tiny", "padding": "x" * 5000})
+            assert_shape(missing, 404)
+            assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/api/create"), ("POST", "/api/push"), ("POST", "/api/blobs/sha256:00")]
+)
+def test_ollama_routes_not_built_yet_say_so(open_server: RunningServer, method: str, path: str) -> None:
+    response = httpx.request(method, f"{open_server.base_url}{path}", json={"model": "x"})
+    assert_shape(response, 501)
+    assert "not supported by heylook yet" in response.json()["error"]
+
+
+# --- models.yaml -------------------------------------------------------------------------------------------
+
+
+def test_an_emptied_models_yaml_keeps_the_last_good_registry(open_server: RunningServer) -> None:
+    before = open_server.models.read_text()
+    try:
+        open_server.models.write_text("")
+        time.sleep(2.5)
+        assert "tiny" in [m["name"] for m in httpx.get(f"{open_server.base_url}/api/tags").json()["models"]]
+        assert "empty" in open_server.output()
+    finally:
+        open_server.models.write_text(before)

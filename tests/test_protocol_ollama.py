@@ -165,7 +165,7 @@ def test_unknown_and_llama_cpp_options_are_ignored_and_named() -> None:
         ({"num_predict": -3}, "at least -2"),
         ({"top_p": 2}, "'options.top_p' must be between"),
         ({"stop": 7}, "'options.stop' must be a string or an array"),
-        ({"repeat_penalty": 0}, "greater than 0"),
+        ({"repeat_penalty": 0}, "between 0.01 and 100.0"),
         ({"num_ctx": 0}, "'options.num_ctx' must be at least 1"),
         ({"seed": True}, "integer"),
     ],

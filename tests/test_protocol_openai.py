@@ -147,7 +147,7 @@ def test_chat_request_translates(body, prompt, options, mode) -> None:
             "messages[0].content",
             "image_url",
         ),
-        ({"model": "m", "messages": [USER], "temperature": -0.1}, "temperature", "at least 0"),
+        ({"model": "m", "messages": [USER], "temperature": -0.1}, "temperature", "between 0.0 and 100.0"),
         ({"model": "m", "messages": [USER], "temperature": "hot"}, "temperature", "number"),
         ({"model": "m", "messages": [USER], "temperature": True}, "temperature", "number"),
         ({"model": "m", "messages": [USER], "top_p": 1.5}, "top_p", "between 0.0 and 1.0"),
@@ -173,7 +173,11 @@ def test_chat_request_translates(body, prompt, options, mode) -> None:
             "presence_penalty",
             "between -2.0 and 2.0",
         ),
-        ({"model": "m", "messages": [USER], "repetition_penalty": 0}, "repetition_penalty", "greater than 0"),
+        (
+            {"model": "m", "messages": [USER], "repetition_penalty": 0},
+            "repetition_penalty",
+            "between 0.01 and 100.0",
+        ),
         ({"model": "m", "messages": [USER], "min_p": 2}, "min_p", "between 0.0 and 1.0"),
         ({"model": "m", "messages": [USER], "top_k": "many"}, "top_k", "integer"),
         (

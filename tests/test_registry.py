@@ -240,7 +240,7 @@ def test_an_empty_file_has_no_aliases(tmp_path: Path) -> None:
             "models:\n  ok:\n    model: x/y\n  a:\n    model: x/y\n    options:\n      temperature: -1\n",
             7,
             "a",
-            "'temperature' must be at least 0",
+            "'temperature' must be between 0.0 and 100.0",
         ),
         ("models:\n  a:\n    model: x/y\n    options:\n      stop: 3\n", 5, "a", "'stop' must be a string"),
     ],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from heylook.errors import ModelNotFound
+from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.registry import RegistryError, load_registry
 from heylook.registry_edits import AliasExists, add_alias, add_aliases, copy_alias, delete_alias
 
@@ -66,7 +66,7 @@ def test_refusals_leave_the_file_alone(path: Path) -> None:
         copy_alias(path, "writer", "coder", replace=False)
     with pytest.raises(ModelNotFound):
         delete_alias(path, "nobody")
-    with pytest.raises(RegistryError, match="unknown key 'modle'"):
+    with pytest.raises(InvalidRequest, match="unknown key 'modle'"):  # the edit's fault: a 400
         add_alias(path, "bad", {"modle": "org/x"})
     assert path.read_text() == HAND_WRITTEN
     assert not list(path.parent.glob(".models.yaml.*")), "no temporary file left behind"

@@ -64,7 +64,7 @@ def gateway(
     folder = tmp_path_factory.mktemp("gateway")
     models = gateway_registry(server, upstream_session, tiny_model_dir, folder)
     env = {"HEYLOOK_HF_ROUTER": upstream_session.base_url, "HF_TOKEN": HF_TOKEN, "UPSTREAM_KEY": UPSTREAM_KEY}
-    running = RunningServer(models, folder / "gateway.log", env=env)
+    running = RunningServer(models, folder / "gateway.log", "--remote-models", env=env)
     yield running
     running.stop()
 
@@ -203,6 +203,17 @@ def test_a_stream_that_breaks_off_ends_with_an_error(gateway, fake_upstream) -> 
     assert len(lines) >= 3
 
 
+@pytest.mark.parametrize("path", ["/api/chat", "/v1/chat/completions"])
+def test_a_reply_that_breaks_off_unstreamed_says_why(gateway, fake_upstream, path: str) -> None:
+    """The failure itself, in the API's shape: not an "internal error: ExceptionGroup"."""
+    fake_upstream.drop_after = 3
+    body = {"model": "scripted", "messages": HI, "stream": False}
+    response = httpx.post(f"{gateway.base_url}{path}", json=body, timeout=30)
+    assert response.status_code == 500
+    message = response.json()["error"] if path.startswith("/api/") else response.json()["error"]["message"]
+    assert "broke off" in message and "ExceptionGroup" not in message
+
+
 def test_the_upstream_token_is_sent_and_never_shown(gateway, fake_upstream, sdk) -> None:
     fake_upstream.token = UPSTREAM_KEY
     assert sdk.chat.completions.create(model="secured", messages=HI).choices[0].message.content
@@ -225,6 +236,23 @@ def test_the_huggingface_provider_sends_the_model_and_token(gateway, fake_upstre
     assert request.body["model"] == "meta-llama/Llama-3.1-8B-Instruct:sambanova"
     assert request.headers["authorization"] == f"Bearer {HF_TOKEN}"
     assert HF_TOKEN not in gateway.output()
+
+
+def test_repo_ids_reach_the_paid_router_only_when_the_operator_says_so(
+    tmp_path: Path, server: RunningServer, fake_upstream: FakeUpstream, tiny_model_dir: Path
+) -> None:
+    """Without --remote-models, a token in the environment is not spent on whatever a client names."""
+    models = gateway_registry(server, fake_upstream, tiny_model_dir, tmp_path)
+    env = {"HEYLOOK_HF_ROUTER": fake_upstream.base_url, "HF_TOKEN": HF_TOKEN}
+    running = RunningServer(models, tmp_path / "log", env=env)
+    try:
+        body = {"model": "Qwen/Qwen2.5-72B-Instruct", "messages": HI}
+        assert httpx.post(f"{running.base_url}/v1/chat/completions", json=body, timeout=30).status_code == 404
+        listed = {m["id"] for m in httpx.get(f"{running.base_url}/v1/models").json()["data"]}
+        assert "Qwen/Qwen2.5-72B-Instruct" not in listed and "tiny" in listed
+        assert not [r for r in fake_upstream.requests if r.body.get("model") == "Qwen/Qwen2.5-72B-Instruct"]
+    finally:
+        running.stop()
 
 
 def test_a_repo_id_that_is_no_alias_goes_to_the_router(gateway, fake_upstream, sdk) -> None:
@@ -253,19 +281,22 @@ def test_without_a_token_requests_say_which_variables_and_listing_falls_back(
     tmp_path: Path, server: RunningServer, fake_upstream: FakeUpstream, tiny_model_dir: Path
 ) -> None:
     models = gateway_registry(server, fake_upstream, tiny_model_dir, tmp_path)
-    running = RunningServer(models, tmp_path / "log", env={"HEYLOOK_HF_ROUTER": "http://127.0.0.1:9/v1"})
+    env = {"HEYLOOK_HF_ROUTER": "http://127.0.0.1:9/v1"}
+    running = RunningServer(models, tmp_path / "log", "--remote-models", env=env)
     try:
         for path, body in (
             ("/v1/chat/completions", {"model": "llama8b", "messages": HI}),
             ("/api/generate", {"model": "llama8b", "prompt": "hi", "stream": False}),
+            # A repo id that is no alias says why it cannot go to the router, rather than "not found".
+            ("/v1/chat/completions", {"model": "Qwen/Qwen2.5-72B-Instruct", "messages": HI}),
         ):
             response = httpx.post(f"{running.base_url}{path}", json=body, timeout=30)
             assert response.status_code == 503
             text = response.text
             assert "HF_TOKEN" in text and "HF_API_KEY" in text and "hf auth login" in text
+        # Models that cannot be reached without a token are not offered.
         listed = httpx.get(f"{running.base_url}/v1/models").json()["data"]
-        curated = [m for m in listed if m.get("curated_fallback")]
-        assert curated and all(m["owned_by"] != "heylook" for m in curated)
+        assert all(m["owned_by"] != "Qwen" and not m.get("curated_fallback") for m in listed)
         providers = {p["provider"]: p for p in httpx.get(f"{running.base_url}/health").json()["providers"]}
         assert providers["huggingface"]["status"] == "missing token"
     finally:

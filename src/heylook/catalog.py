@@ -3,7 +3,9 @@ never fetching or converting anything (listing models must be instant and side-e
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 from heylook.estimate import read_json, safetensors_tensors
 from heylook.registry import Alias
@@ -16,7 +18,8 @@ GENERATION_CONFIG_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p",
 
 
 def model_facts(alias: Alias) -> ModelFacts:
-    """Blocking file reads; run it off the event loop."""
+    """Blocking file reads; run it off the event loop. What the files say is read once per
+    version of them (/api/tags lists every alias: hundreds of aliases of one model read it once)."""
     known = {
         "name": alias.name,
         "source": alias.source.describe(),
@@ -27,28 +30,36 @@ def model_facts(alias: Alias) -> ModelFacts:
     directory = find_local(alias.source)
     if directory is None:
         return ModelFacts(**known)
-    files = [p for p in directory.iterdir() if p.is_file()]
-    config = read_json(directory / "config.json")
+    stats = [(p.name, p.stat()) for p in directory.iterdir() if p.is_file()]
+    signature = tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
+    return ModelFacts(**known, **_directory_facts(str(directory), signature))
+
+
+@functools.lru_cache(maxsize=256)
+def _directory_facts(directory: str, signature: tuple[tuple[str, int, int], ...]) -> dict[str, Any]:
+    """What a model directory's files say, for one version of them (`signature`: each file's
+    name, size and modification time)."""
+    folder = Path(directory)
+    config = read_json(folder / "config.json")
     text_config = config.get("text_config", config)
-    tokenizer_config = read_json(directory / "tokenizer_config.json")
-    template_file = directory / "chat_template.jinja"
+    tokenizer_config = read_json(folder / "tokenizer_config.json")
+    template_file = folder / "chat_template.jinja"
     template = template_file.read_text() if template_file.is_file() else tokenizer_config.get("chat_template")
     if isinstance(template, list):  # several named templates (Hermes: default and tool_use)
         template = "\n".join(str(t.get("template", "")) for t in template if isinstance(t, dict))
-    vocab = _special_and_added_tokens(directory)
-    return ModelFacts(
-        **known,
-        on_disk=True,
-        size_bytes=sum(p.stat().st_size for p in files),
-        modified=max((p.stat().st_mtime for p in files), default=0.0),
-        family=str(config.get("model_type", "")),
-        parameter_count=_parameter_count(directory),
-        dtype=_DTYPE_LABELS.get(str(config.get("dtype") or config.get("torch_dtype")), ""),
-        context_length=text_config.get("max_position_embeddings"),
-        config=text_config,
-        chat_template=template if isinstance(template, str) else None,
-        infill=any(token in vocab for token in ("<fim_prefix>", "<|fim_prefix|>", "<｜fim▁begin｜>")),
-    )
+    vocab = _special_and_added_tokens(folder)
+    return {
+        "on_disk": True,
+        "size_bytes": sum(size for _, size, _ in signature),
+        "modified": max((mtime / 1e9 for _, _, mtime in signature), default=0.0),
+        "family": str(config.get("model_type", "")),
+        "parameter_count": _parameter_count(folder),
+        "dtype": _DTYPE_LABELS.get(str(config.get("dtype") or config.get("torch_dtype")), ""),
+        "context_length": text_config.get("max_position_embeddings"),
+        "config": text_config,
+        "chat_template": template if isinstance(template, str) else None,
+        "infill": any(token in vocab for token in ("<fim_prefix>", "<|fim_prefix|>", "<｜fim▁begin｜>")),
+    }
 
 
 def _special_and_added_tokens(directory: Path) -> set[str]:

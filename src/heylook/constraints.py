@@ -18,10 +18,15 @@ _ANY_OBJECT = json.dumps({"type": "object"})
 class JsonGrammars:
     """Compiles JSON grammars for one model's tokenizer; xgrammar caches each schema's grammar."""
 
-    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int]) -> None:
+    def __init__(
+        self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int], *, cache_bytes: int = -1
+    ) -> None:
         self._tokenizer = tokenizer
         self._vocab_size = vocab_size
         self._stop_token_ids = stop_token_ids
+        # xgrammar keeps every grammar it compiled unless told a size (a few dozen MB each): the
+        # least recently used go once the cache is over it. -1: no bound.
+        self._cache_bytes = cache_bytes
         self._compiler: Any = None
         self._lock = threading.Lock()
 
@@ -60,7 +65,7 @@ class JsonGrammars:
                 info = xgrammar.TokenizerInfo.from_huggingface(
                     self._tokenizer, vocab_size=self._vocab_size, stop_token_ids=self._stop_token_ids
                 )
-                self._compiler = xgrammar.GrammarCompiler(info)
+                self._compiler = xgrammar.GrammarCompiler(info, cache_limit_bytes=self._cache_bytes)
             return self._compiler
 
 

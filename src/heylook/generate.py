@@ -7,7 +7,7 @@ failure, bad prompt, bad schema) before the first byte of a response; afterwards
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -150,15 +150,55 @@ class TokenClock:
 async def start_generation(
     router: ModelRouter, request: GenerationRequest, settings: Settings | None = None
 ) -> LocalGeneration:
+    settings = settings or Settings()
     started = time.perf_counter_ns()
     lease = await router.acquire(request.model)
     try:
-        prompt_ids, params, plan = await _prepare(lease, request, settings or Settings())
-        stream = lease.model.engine.submit(prompt_ids, params)
+        prepared = await _prepare(lease, request, settings)
     except BaseException:
         router.release(lease, keep_alive_for(request, lease.alias))
         raise
-    return LocalGeneration(request, len(prompt_ids), stream, lease, router, started, plan)
+    params = prepared.params
+    if prepared.grammar is not None:
+        # A schema can take a while to compile: meanwhile this request holds no place at the model.
+        router.release(lease)
+        grammar = await compile_grammar(prepared.grammar, settings.grammar_timeout)
+        waited = lease.load_ns
+        lease = await router.acquire(request.model)
+        lease = replace(lease, load_ns=lease.load_ns + waited)
+        params = replace(params, grammar=grammar)
+    try:
+        stream = lease.model.engine.submit(prepared.prompt_ids, params)
+    except BaseException:
+        router.release(lease, keep_alive_for(request, lease.alias))
+        raise
+    return LocalGeneration(request, len(prepared.prompt_ids), stream, lease, router, started, prepared.plan)
+
+
+@dataclass(frozen=True)
+class GrammarJob:
+    """A grammar to compile for one request, and the field to blame if it cannot be."""
+
+    compile: Callable[[], Any]
+    param: str
+
+
+# Compiles run on threads of their own, a few at a time, so a slow one cannot starve the worker
+# threads every request needs (tokenizing, templates).
+_COMPILE_THREADS = anyio.CapacityLimiter(2)
+
+
+async def compile_grammar(job: GrammarJob, timeout: float) -> Any:
+    """The compiled grammar, or a 400 when it takes longer than `timeout` (the thread is left to
+    finish: xgrammar cannot be interrupted; the size limits on schemas keep that short)."""
+    try:
+        with anyio.fail_after(timeout):
+            return await anyio.to_thread.run_sync(
+                job.compile, abandon_on_cancel=True, limiter=_COMPILE_THREADS
+            )
+    except TimeoutError:
+        message = f"the output's grammar took longer than {timeout:g} s to compile: simplify the schema"
+        raise InvalidRequest(message, param=job.param) from None
 
 
 async def load_only(router: ModelRouter, request: LoadRequest) -> Literal["load", "unload"]:
@@ -183,9 +223,15 @@ def with_default_system(prompt: Prompt, system: str | None) -> Prompt:
     return replace(prompt, messages=(Message("system", system), *prompt.messages))
 
 
-async def _prepare(
-    lease: Lease, request: GenerationRequest, settings: Settings
-) -> tuple[list[int], SamplingParams, ReplyPlan | None]:
+@dataclass(frozen=True)
+class _Prepared:
+    prompt_ids: list[int]
+    params: SamplingParams  # without the grammar, compiled apart
+    plan: ReplyPlan | None
+    grammar: GrammarJob | None
+
+
+async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings) -> _Prepared:
     model = lease.model
     options = request.options.over(lease.alias.options).over(model.generation_defaults).over(HEYLOOK_DEFAULTS)
     prompt = with_default_system(request.prompt, lease.alias.system)
@@ -198,6 +244,7 @@ async def _prepare(
     else:
         _refuse_chat_features(request)
         encoded = await anyio.to_thread.run_sync(encode_prompt, model.tokenizer, prompt)
+    _check_context(request, model.vocab_size)
     prompt_ids = [*request.context, *encoded]
     context_length = min(model.context_length, options.context_length or model.context_length)
     room = context_length - len(prompt_ids)
@@ -206,17 +253,29 @@ async def _prepare(
             f"the prompt is {len(prompt_ids)} tokens; {request.model!r} has a context of {context_length}"
         )
         raise InvalidRequest(message + " tokens", param=_prompt_param(request.prompt))
-    # An unbounded request (no max_tokens, Ollama's num_predict -1) stops at the server's limit.
-    max_new_tokens = min(options.max_tokens or settings.max_tokens_limit or room, room)
-    grammar = None
-    if model.grammars is not None:
-        if plan is not None and plan.structure is not None:
-            grammar = await anyio.to_thread.run_sync(
-                model.grammars.compile_structure, plan.structure, request.tools
-            )
-        elif options.response_format is not None:
-            grammar = await anyio.to_thread.run_sync(model.grammars.compile, options.response_format)
-    return prompt_ids, _settle(options, max_new_tokens, grammar), plan
+    # The server's limit holds for every request: those that set none (Ollama's num_predict -1) and
+    # those that ask for more.
+    max_new_tokens = min(options.max_tokens or room, settings.max_tokens_limit or room, room)
+    grammar, grammars = None, model.grammars
+    if grammars is not None and plan is not None and plan.structure is not None:
+        structure, tools = plan.structure, request.tools
+        grammar = GrammarJob(lambda: grammars.compile_structure(structure, tools), "tools")
+    elif grammars is not None and options.response_format is not None:
+        response_format = options.response_format
+        grammar = GrammarJob(lambda: grammars.compile(response_format), "response_format")
+    return _Prepared(prompt_ids, _settle(options, max_new_tokens, None), plan, grammar)
+
+
+def _check_context(request: GenerationRequest, vocab_size: int) -> None:
+    """Ollama's `context` goes to the model as token ids: each must be one of its tokens."""
+    if not vocab_size:
+        return
+    wrong = next((i for i in request.context if not 0 <= i < vocab_size), None)
+    if wrong is not None:
+        raise InvalidRequest(
+            f"'context' holds {wrong}, which is no token id of {request.model!r} (0 to {vocab_size - 1})",
+            param="context",
+        )
 
 
 def _refuse_chat_features(request: GenerationRequest) -> None:

@@ -17,6 +17,7 @@ from heylook.chat.syntax import TemplateTraits, shown_special_tokens, template_t
 from heylook.constraints import JsonGrammars
 from heylook.engine import Engine
 from heylook.errors import ModelLoadFailed
+from heylook.settings import DEFAULT_GRAMMAR_CACHE_BYTES
 from heylook.sources import ModelSource, resolve
 from heylook.types import LoadOptions, SamplingOptions
 
@@ -41,6 +42,7 @@ class LoadedModel:
     grammars: JsonGrammars | None = None
     # The tool-call syntax and reasoning markers of its chat template (read from the tokenizer's).
     traits: TemplateTraits | None = None
+    vocab_size: int = 0  # token ids the model takes: 0 to vocab_size - 1 (0: not known)
 
     def __post_init__(self) -> None:
         if self.traits is None:
@@ -94,7 +96,13 @@ def from_pretrained_options(load: LoadOptions, device: torch.device) -> dict[str
     return {**options, "quantization_config": config, "device_map": {"": device.index or 0}}
 
 
-def load_model(source: ModelSource, load: LoadOptions | None = None, *, name: str) -> LoadedModel:
+def load_model(
+    source: ModelSource,
+    load: LoadOptions | None = None,
+    *,
+    name: str,
+    grammar_cache_bytes: int = DEFAULT_GRAMMAR_CACHE_BYTES,
+) -> LoadedModel:
     """Blocking: resolve, convert if needed, load, start the engine. Run it off the event loop."""
     load = load or LoadOptions()
     started = time.perf_counter_ns()
@@ -133,8 +141,9 @@ def load_model(source: ModelSource, load: LoadOptions | None = None, *, name: st
         generation_defaults=generation_defaults(model.generation_config),
         load_ns=time.perf_counter_ns() - started,
         size_bytes=module_bytes(model),
-        grammars=JsonGrammars(tokenizer, vocab_size, sorted(eos_token_ids)),
+        grammars=JsonGrammars(tokenizer, vocab_size, sorted(eos_token_ids), cache_bytes=grammar_cache_bytes),
         traits=traits,
+        vocab_size=vocab_size,
     )
     log.info(
         "loaded %s from %s on %s in %.1f s (%s)",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -16,10 +15,10 @@ import yaml
 
 from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.paths import config_dir
-from heylook.protocols.fields import read_int, read_sampling
+from heylook.protocols.fields import read_int, read_sampling, schema_text
 from heylook.protocols.ollama import parse_keep_alive
 from heylook.providers import KINDS
-from heylook.sources import ModelSource, source_kind
+from heylook.sources import ModelSource, pypi_problem, source_kind
 from heylook.types import JsonFormat, LoadOptions, SamplingOptions
 
 log = logging.getLogger(__name__)
@@ -105,6 +104,42 @@ class Registry:
 
 
 LATEST = ":latest"
+MAX_ALIAS_NAME = 128
+# Aliases models.yaml may hold: edits and listings stay quick, and no client can grow it without end.
+MAX_ALIASES = 1000
+
+
+def check_alias_name(name: object, param: str = "name") -> str:
+    """A name an alias can have: text a client can send and a person can read, that is written to
+    models.yaml and read back unchanged; else a 400 naming `param`."""
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"'{param}' must be a non-empty string", param=param)
+    if len(name) > MAX_ALIAS_NAME:
+        raise InvalidRequest(f"'{param}' may be at most {MAX_ALIAS_NAME} characters", param=param)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"'{param}' holds a lone surrogate, which is not text", param=param) from None
+    if not name.isprintable() or name != name.strip():
+        raise InvalidRequest(
+            f"'{param}' must be printable, without control characters or whitespace at its ends: {name!r}",
+            param=param,
+        )
+    if _yaml_round_trip(name) != name:
+        raise InvalidRequest(f"'{param}' {name!r} would not read back the same from models.yaml", param=param)
+    return name
+
+
+def _yaml_round_trip(name: str) -> Any:
+    """The name as models.yaml's reader gets it back from a key written by its editor."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    buffer = io.StringIO()
+    YAML().dump({name: 1}, buffer)
+    loaded = yaml.safe_load(buffer.getvalue())
+    return next(iter(loaded)) if isinstance(loaded, dict) and len(loaded) == 1 else None
 
 
 def untagged(name: str) -> str:
@@ -168,8 +203,14 @@ def parse_registry(text: str, path: Path, *, modified: int = 0) -> Registry:
     models = data.get("models") or {}
     if not isinstance(models, dict):
         raise RegistryError(path, "'models' must map alias names to models", line=lines.get(("models",)))
+    if len(models) > MAX_ALIASES:
+        raise RegistryError(path, f"'models' holds {len(models)} aliases; at most {MAX_ALIASES}")
     aliases = {}
     for name, entry in models.items():
+        try:
+            check_alias_name(str(name))
+        except InvalidRequest as error:
+            raise RegistryError(path, error.message, line=lines.get(("models", str(name)))) from None
         aliases[str(name)] = _parse_alias(str(name), entry, path, lines)
     for alias in aliases.values():
         for other in alias.fallback:
@@ -207,6 +248,10 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
     if provider not in PROVIDERS:
         raise fail(f"provider {provider!r} is not supported (known: {', '.join(PROVIDERS)})", "provider")
     remote = _parse_remote(entry, provider, fail)
+    if provider == "local" and source_kind(model) == "pypi":
+        problem = pypi_problem(model, entry.get("gguf_file"))
+        if problem:
+            raise fail(problem, "model")
     if provider == "local" and source_kind(model) == "local" and not model.startswith(("/", "~")):
         # Relative paths are relative to the registry file, not to wherever heylook runs.
         model = str((path.parent / model).resolve())
@@ -300,7 +345,7 @@ def _parse_format(value: Any) -> JsonFormat | None:
     if value == "json":
         return JsonFormat()
     if isinstance(value, dict):
-        return JsonFormat(json.dumps(value))
+        return JsonFormat(schema_text(value, "format"))
     raise InvalidRequest("'format' must be json or a JSON schema mapping", param="format")
 
 

@@ -15,8 +15,15 @@ from filelock import FileLock
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from heylook.errors import HeylookError, ModelNotFound
-from heylook.registry import Registry, load_registry, parse_registry
+from heylook.errors import HeylookError, InvalidRequest, ModelNotFound
+from heylook.registry import (
+    MAX_ALIASES,
+    Registry,
+    RegistryError,
+    check_alias_name,
+    load_registry,
+    parse_registry,
+)
 
 Edit = Callable[[CommentedMap], None]
 
@@ -38,6 +45,8 @@ def add_aliases(
     """Add several aliases in one locked edit; with `replace` False, those whose names are taken are
     left alone (one alone: AliasExists). Returns the registry and the names written."""
     written: list[str] = []
+    for name in entries:
+        check_alias_name(name)
 
     def edit(models: CommentedMap) -> None:
         taken = [name for name in entries if name in models]
@@ -54,6 +63,7 @@ def add_aliases(
 def copy_alias(path: Path, source: str, destination: str, *, replace: bool = True) -> Registry:
     """Copy an alias under a new name, replacing any alias of that name (as Ollama's copy does)
     unless `replace` is False."""
+    check_alias_name(destination, "destination")
 
     def edit(models: CommentedMap) -> None:
         if source not in models:
@@ -103,10 +113,16 @@ def _edit(path: Path, edit: Edit) -> Registry:
             document = CommentedMap()
         if document.get("models") is None:
             document["models"] = CommentedMap()
+        before = len(document["models"])
         edit(document["models"])
+        if len(document["models"]) > max(before, MAX_ALIASES):
+            raise InvalidRequest(f"models.yaml holds at most {MAX_ALIASES} aliases: delete some first")
         buffer = io.StringIO()
         yaml.dump(document, buffer)
-        parse_registry(buffer.getvalue(), path)  # never write what heylook could not read back
+        try:
+            parse_registry(buffer.getvalue(), path)  # never write what heylook could not read back
+        except RegistryError as error:
+            raise InvalidRequest(f"that edit would leave models.yaml unusable: {error}") from None
         _write_atomically(path, buffer.getvalue())
         return load_registry(path)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from heylook.registry import RegistryError, load_registry
+from heylook.registry import Registry, RegistryError, load_registry
 from heylook.router import ModelRouter
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,18 @@ def file_signature(path: Path) -> Signature:
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
+def _load_changed(path: Path) -> Registry:
+    """The registry as the file now says. An emptied file is a broken edit (an editor truncating
+    it, a failed write), not a wish to serve nothing: to remove every alias, say `models: {}`."""
+    try:
+        empty = not path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        empty = False  # load_registry says what is wrong
+    if empty:
+        raise RegistryError(path, "the file is empty (to serve no aliases, write `models: {}`)")
+    return load_registry(path)
+
+
 async def follow_registry(router: ModelRouter, interval: float = 1.0) -> None:
     path = router.registry.path
     seen = file_signature(path)
@@ -37,7 +49,7 @@ async def follow_registry(router: ModelRouter, interval: float = 1.0) -> None:
             continue
         seen = current
         try:
-            registry = await anyio.to_thread.run_sync(load_registry, path)
+            registry = await anyio.to_thread.run_sync(_load_changed, path)
         except RegistryError as error:
             log.error(
                 "models.yaml changed but cannot be used; still serving the last good version: %s", error

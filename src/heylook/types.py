@@ -11,6 +11,8 @@ ROLES = ("system", "user", "assistant", "tool")
 # Ollama's `think`: on, off, or how hard; None leaves it to the model (on for models that think).
 Think = bool | Literal["low", "medium", "high"] | None
 THINK_LEVELS = ("low", "medium", "high")
+# Temperatures below this decode greedily (0 does, by definition).
+GREEDY_BELOW = 1e-4
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # Dividing scores by a temperature this small overflows them; its answer is greedy anyway.
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass(frozen=True)

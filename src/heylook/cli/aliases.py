@@ -124,10 +124,34 @@ def create(
         "timeout": timeout,
         "fallback": fallback,
     }
+    _refuse_what_cannot_load(entry, provider)
     path = registry_path(models)
     write_registry(lambda: add_alias(path, alias, _without_none(entry), replace=force))
     console.print(f"created alias [bold]{alias}[/bold] for {model} in {path}")
     return 0
+
+
+def _refuse_what_cannot_load(entry: dict, provider: str) -> None:
+    """An alias whose model could never load here is refused before anything is written; one only
+    not downloaded yet is fine (`heylook pull` fetches it). The registry itself refuses the rest."""
+    if provider != "local":
+        return
+    model = entry["model"]
+    if source_kind(model) == "local" and not Path(model).exists():
+        raise CommandFailed(f"{model} does not exist", EXIT_USAGE)
+    quantization = entry["load"].get("quantization")
+    if quantization and (entry["load"].get("device") == "cpu" or not _has_cuda()):
+        raise CommandFailed(
+            f"{quantization} loading runs on bitsandbytes, which needs a CUDA GPU, and this machine has "
+            "none: leave it out (--dtype bfloat16 halves a float32 model's memory instead)",
+            EXIT_USAGE,
+        )
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @app.command

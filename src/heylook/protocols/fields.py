@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,16 +11,64 @@ from heylook.errors import InvalidRequest
 from heylook.types import SamplingOptions
 
 MAX_STOP_SEQUENCES = 16
+MAX_STOP_LENGTH = 1000
+# Deep enough for any real request (JSON schemas of tools included), far from Python's stack limit.
+MAX_JSON_DEPTH = 64
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A request body: a JSON object, nested at most MAX_JSON_DEPTH deep, with no NaN or Infinity
+    (not JSON, though Python reads them) and no lone surrogate in any string (it cannot be encoded,
+    so it would fail wherever the text goes next)."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidRequest(f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidRequest(f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {json_type(body)}")
+    _check_tree(body)
     return body
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidRequest(f"request body is not valid JSON: {name} is not a JSON number")
+
+
+def _check_tree(body: dict[str, Any]) -> None:
+    """Depth and strings, walked without recursion (a deep body must not exhaust the stack)."""
+    pending: list[tuple[Any, str, int]] = [(body, "", 1)]
+    while pending:
+        value, where, depth = pending.pop()
+        if isinstance(value, str):
+            _check_text(value, where or "body")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidRequest(
+                f"request body is nested deeper than {MAX_JSON_DEPTH} levels", param=where or None
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                # The path names the field in errors: a key that is no text is shown escaped.
+                shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
+                path = f"{where}.{shown}" if where else shown
+                _check_text(key, path)
+                pending.append((item, path, depth + 1))
+        else:
+            pending.extend((item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value))
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            f"'{where}' holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text",
+            param=where,
+        ) from None
 
 
 def json_type(value: object) -> str:
@@ -91,6 +140,8 @@ def read_number(
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _wrong_type(param, "a number", value)
+    if not math.isfinite(value):
+        raise InvalidRequest(f"'{param}' must be a finite number, not {value}", param=param)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         bounds = (
             f"between {minimum} and {maximum}"
@@ -116,7 +167,40 @@ def read_stop(body: Mapping[str, Any], key: str, *, param: str | None = None) ->
         raise InvalidRequest(f"'{param}' may hold at most {MAX_STOP_SEQUENCES} sequences", param=param)
     if any(s == "" for s in items):
         raise InvalidRequest(f"'{param}' must not contain an empty string", param=param)
+    if any(len(s) > MAX_STOP_LENGTH for s in items):
+        raise InvalidRequest(f"'{param}' sequences may be at most {MAX_STOP_LENGTH} characters", param=param)
     return tuple(items)
+
+
+# Bounds that keep the sampler's arithmetic finite: a penalty of 1e-320 divides scores into
+# infinity, and a typical_p of 0 keeps no token at all.
+MAX_TEMPERATURE = 100.0
+REPETITION_PENALTY_RANGE = (0.01, 100.0)
+
+
+def read_repetition_penalty(body: Mapping[str, Any], key: str, *, param: str | None = None) -> float | None:
+    low, high = REPETITION_PENALTY_RANGE
+    return read_number(body, key, param=param, minimum=low, maximum=high)
+
+
+def read_typical_p(body: Mapping[str, Any], key: str, *, param: str | None = None) -> float | None:
+    value = read_number(body, key, param=param, minimum=0.0, maximum=1.0)
+    if value == 0.0:
+        raise InvalidRequest(f"'{param or key}' must be above 0 (1 turns it off)", param=param or key)
+    return value
+
+
+# A JSON schema, as text, may be this long: grammars compile in time proportional to their schema,
+# and a 200,000-value enum or a megabyte-long const took over 90 s. Real schemas are a few KiB.
+MAX_SCHEMA_BYTES = 64 * 1024
+
+
+def schema_text(schema: dict[str, Any], param: str) -> str:
+    """A JSON schema as the JSON text grammars compile, within MAX_SCHEMA_BYTES."""
+    text = json.dumps(schema, ensure_ascii=False)
+    if len(text.encode()) > MAX_SCHEMA_BYTES:
+        raise InvalidRequest(f"'{param}' is larger than {MAX_SCHEMA_BYTES // 1024} KiB of JSON", param=param)
+    return text
 
 
 def read_object(body: Mapping[str, Any], key: str, *, param: str | None = None) -> dict[str, Any] | None:
@@ -127,19 +211,14 @@ def read_sampling(body: Mapping[str, Any]) -> SamplingOptions:
     """The sampling controls both APIs and models.yaml spell the same way (OpenAI's names, and the
     extras vLLM and others accept): temperature, top_p, top_k, min_p, typical_p, the penalties,
     seed, stop, ignore_eos."""
-    repetition_penalty = read_number(body, "repetition_penalty", minimum=0.0)
-    if repetition_penalty == 0.0:
-        raise InvalidRequest(
-            "'repetition_penalty' must be greater than 0 (1 turns it off)", param="repetition_penalty"
-        )
     top_k = read_int(body, "top_k", minimum=-1)
     return SamplingOptions(
-        temperature=read_number(body, "temperature", minimum=0.0),
+        temperature=read_number(body, "temperature", minimum=0.0, maximum=MAX_TEMPERATURE),
         top_p=read_number(body, "top_p", minimum=0.0, maximum=1.0),
         top_k=max(top_k, 0) if top_k is not None else None,  # -1 and 0 both turn it off
         min_p=read_number(body, "min_p", minimum=0.0, maximum=1.0),
-        typical_p=read_number(body, "typical_p", minimum=0.0, maximum=1.0),
-        repetition_penalty=repetition_penalty,
+        typical_p=read_typical_p(body, "typical_p"),
+        repetition_penalty=read_repetition_penalty(body, "repetition_penalty"),
         presence_penalty=read_number(body, "presence_penalty", minimum=-2.0, maximum=2.0),
         frequency_penalty=read_number(body, "frequency_penalty", minimum=-2.0, maximum=2.0),
         seed=read_int(body, "seed"),

@@ -14,12 +14,16 @@ from typing import Any, Literal
 from heylook.chat.syntax import template_traits
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.fields import (
+    MAX_TEMPERATURE,
     json_type,
     read_bool,
     read_int,
     read_number,
+    read_repetition_penalty,
     read_stop,
     read_str,
+    read_typical_p,
+    schema_text,
 )
 from heylook.protocols.tools import (
     check_tool_turns,
@@ -227,21 +231,20 @@ def parse_options(options: Any) -> tuple[SamplingOptions, tuple[str, ...]]:
     top_k = integer("top_k")
     parsed = SamplingOptions(
         max_tokens=num_predict if num_predict and num_predict > 0 else None,
-        temperature=number("temperature", minimum=0.0),
+        temperature=number("temperature", minimum=0.0, maximum=MAX_TEMPERATURE),
         top_k=max(top_k, 0) if top_k is not None else None,  # llama.cpp: top_k <= 0 turns it off
         top_p=number("top_p", minimum=0.0, maximum=1.0),
         min_p=number("min_p", minimum=0.0, maximum=1.0),
-        typical_p=number("typical_p", minimum=0.0, maximum=1.0),
-        repetition_penalty=number("repeat_penalty", minimum=0.0),
+        typical_p=read_typical_p(options, "typical_p", param="options.typical_p"),
+        repetition_penalty=read_repetition_penalty(options, "repeat_penalty", param="options.repeat_penalty"),
         penalty_last_n=integer("repeat_last_n", minimum=-1),
-        presence_penalty=number("presence_penalty"),
-        frequency_penalty=number("frequency_penalty"),
+        # llama.cpp takes any penalty; these keep the arithmetic finite and cover every real use.
+        presence_penalty=number("presence_penalty", minimum=-100.0, maximum=100.0),
+        frequency_penalty=number("frequency_penalty", minimum=-100.0, maximum=100.0),
         seed=seed if seed is None or seed >= 0 else None,  # Ollama: a negative seed is a random one
         stop=read_stop(options, "stop", param="options.stop"),
         context_length=integer("num_ctx", minimum=1),
     )
-    if parsed.repetition_penalty == 0.0:
-        raise InvalidRequest("'options.repeat_penalty' must be greater than 0 (1 turns it off)")
     return parsed, ignored
 
 
@@ -252,10 +255,11 @@ def _with_format(options: SamplingOptions, value: Any) -> SamplingOptions:
     if value == "json":
         return SamplingOptions(response_format=JsonFormat()).over(options)
     if isinstance(value, dict):
-        return SamplingOptions(response_format=JsonFormat(json.dumps(value))).over(options)
+        return SamplingOptions(response_format=JsonFormat(schema_text(value, "format"))).over(options)
     raise InvalidRequest(f"'format' must be \"json\" or a JSON schema object, not {json.dumps(value)}")
 
 
+MAX_KEEP_ALIVE = 10 * 365 * 24 * 3600.0  # ten years, in seconds
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -275,7 +279,8 @@ def parse_keep_alive(value: Any) -> float | None:
         raise InvalidRequest("'keep_alive' must be a duration like \"5m\" or a number of seconds")
     if not math.isfinite(seconds):
         raise InvalidRequest("'keep_alive' must be finite")
-    return -1.0 if seconds < 0 else seconds
+    # Longer than anyone waits is for ever (and keeps expiry times within what a date can hold).
+    return -1.0 if seconds < 0 or seconds > MAX_KEEP_ALIVE else seconds
 
 
 def _parse_duration(text: str) -> float:

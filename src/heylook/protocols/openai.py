@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from heylook.errors import HeylookError, InvalidRequest
-from heylook.protocols.fields import read_bool, read_int, read_object, read_sampling, read_str
+from heylook.protocols.fields import read_bool, read_int, read_object, read_sampling, read_str, schema_text
 from heylook.protocols.tools import (
     check_tool_turns,
     read_reasoning_effort,
@@ -186,7 +185,7 @@ def _read_response_format(body: dict[str, Any]) -> JsonFormat | None:
             raise InvalidRequest(
                 "'response_format.json_schema.schema' is required", param="response_format.json_schema.schema"
             )
-        return JsonFormat(json.dumps(schema))
+        return JsonFormat(schema_text(schema, "response_format.json_schema.schema"))
     raise InvalidRequest(
         f"response_format type must be text, json_object or json_schema, not {kind!r}",
         param="response_format",

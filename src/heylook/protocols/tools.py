@@ -9,13 +9,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from heylook.errors import InvalidRequest
-from heylook.protocols.fields import json_type, read_object, read_str
+from heylook.protocols.fields import json_type, read_object, read_str, schema_text
 from heylook.types import THINK_LEVELS, Message, Think, Tool, ToolCall, ToolChoice
 
 # OpenAI's rule for function names (letters, digits, _ and -, up to 64), and dots, which MCP
 # clients use for namespaced tools.
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_TOOLS = 128  # as OpenAI allows
+# All tools' schemas and descriptions together (Open WebUI's 36 built-in tools: 25 KiB).
+MAX_TOOLS_BYTES = 512 * 1024
 _EMPTY_OBJECT = json.dumps({"type": "object", "properties": {}})
 _CHOICES = ("none", "auto", "required")
 # OpenAI's reasoning efforts as Ollama's think levels (Ollama maps them the same way).
@@ -39,6 +41,8 @@ def read_tools(body: Mapping[str, Any]) -> tuple[Tool, ...]:
     if len(raw) > MAX_TOOLS:
         raise InvalidRequest(f"'tools' may hold at most {MAX_TOOLS} tools", param="tools")
     tools = [_read_tool(item, f"tools[{index}]") for index, item in enumerate(raw)]
+    if sum(len(tool.parameters) + len(tool.description) for tool in tools) > MAX_TOOLS_BYTES:
+        raise InvalidRequest(f"'tools' are larger than {MAX_TOOLS_BYTES // 1024} KiB in all", param="tools")
     seen: set[str] = set()
     for index, tool in enumerate(tools):
         if tool.name in seen:
@@ -79,7 +83,7 @@ def _read_tool(item: Any, param: str) -> Tool:
         raise InvalidRequest(
             f"'{where}' must describe an object (type \"object\"), not {json.dumps(kind)}", param=where
         )
-    return Tool(name, description, json.dumps(parameters, ensure_ascii=False))
+    return Tool(name, description, schema_text(parameters, where))
 
 
 def read_tool_choice(body: Mapping[str, Any], tools: tuple[Tool, ...]) -> ToolChoice:

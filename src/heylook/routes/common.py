@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -17,7 +19,11 @@ from heylook.router import ModelRouter
 from heylook.settings import Settings
 from heylook.types import FinalChunk, Reply
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def router_of(request: Request) -> ModelRouter:
@@ -36,27 +42,48 @@ async def json_body(request: Request) -> dict[str, Any]:
     return parse_json_object(await request.body())
 
 
+async def unless_client_leaves(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
+    """`work()`, cancelled if the client disconnects first (then None). An error inside comes out
+    as itself, not wrapped in the task group's ExceptionGroup."""
+    outcome: list[T] = []
+    try:
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                while (await request.receive())["type"] != "http.disconnect":
+                    pass
+                log.info("client left: %s %s cancelled", request.method, request.url.path)
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            outcome.append(await work())
+            group.cancel_scope.cancel()
+    except BaseExceptionGroup as group_error:
+        raise _first_leaf(group_error) from None
+    return outcome[0] if outcome else None
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 async def collect_reply(generation: Generation, request: Request) -> tuple[Reply, FinalChunk] | None:
     """The whole reply, or None if the client disconnected first (generation is then cancelled)."""
-    reply = ReplyBuilder()
-    final: FinalChunk | None = None
-    async with anyio.create_task_group() as group:
 
-        async def cancel_on_disconnect() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            log.info("client disconnected; cancelling %s", generation.request.model)
-            generation.close()
-            group.cancel_scope.cancel()
-
-        group.start_soon(cancel_on_disconnect)
+    async def collect() -> tuple[Reply, FinalChunk]:
+        reply = ReplyBuilder()
+        final: FinalChunk | None = None
         async with aclosing(generation.chunks()) as chunks:
             async for chunk in chunks:
                 if isinstance(chunk, FinalChunk):
                     final = chunk
                 else:
                     reply.add(chunk)
-        group.cancel_scope.cancel()
-    if final is None:
-        return None
-    return reply.build(), final
+        assert final is not None, "a generation ends with its final chunk"
+        return reply.build(), final
+
+    try:
+        return await unless_client_leaves(request, collect)
+    finally:
+        generation.close()

@@ -20,7 +20,7 @@ from heylook.middleware.ollama import TRANSLATED_KEY
 from heylook.protocols.ollama import Translated
 from heylook.protocols.writer import Writer
 from heylook.providers.base import Generation
-from heylook.routes.common import backends_of, collect_reply
+from heylook.routes.common import backends_of, collect_reply, unless_client_leaves
 from heylook.types import FinalChunk, GenerationRequest, LoadRequest
 
 # Nothing reaches the client, which has gone; 499 is what the access log shows, as in nginx.
@@ -29,17 +29,18 @@ CLIENT_GONE = 499
 
 async def respond(request: Request, internal: GenerationRequest, writer: Writer) -> Response:
     backends = backends_of(request)
-    generation = await backends.start(internal)
+    # Starting can take a while (a model to load, a schema to compile): a client that leaves in the
+    # meantime stops it.
+    generation = await unless_client_leaves(request, lambda: backends.start(internal))
+    if generation is None:
+        return Response(status_code=CLIENT_GONE)
     asked = backends.registry.find(writer.model)
     if generation.served_by != (asked.name if asked else writer.model):
         # A fallback answered: replies say which. (smollm2:latest answered by smollm2 keeps its name.)
         writer = dataclasses.replace(writer, model=generation.served_by)  # type: ignore[type-var]
     if writer.stream:
         return StreamedGeneration(generation, writer)  # type: ignore[return-value]
-    try:
-        result = await collect_reply(generation, request)
-    finally:
-        generation.close()
+    result = await collect_reply(generation, request)
     if result is None:
         return Response(status_code=CLIENT_GONE)
     reply, final = result

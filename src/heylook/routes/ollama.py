@@ -18,12 +18,13 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from heylook.catalog import model_facts
-from heylook.errors import HeylookError
+from heylook.errors import HeylookError, NotImplementedYet, ServerBusy
 from heylook.protocols import ollama
 from heylook.protocols.fields import read_bool
 from heylook.pull import PullProgress, PullTarget, alias_entry, parse_pull_name, pull_model
-from heylook.registry import Registry, untagged
+from heylook.registry import Registry, check_alias_name, untagged
 from heylook.registry_edits import add_alias, copy_alias, delete_alias
+from heylook.router import ModelRouter
 from heylook.routes.common import json_body, router_of
 
 log = logging.getLogger(__name__)
@@ -86,16 +87,39 @@ async def delete(request: Request) -> Response:
     return Response(status_code=200)
 
 
+class RegistryEdits:
+    """Edits of models.yaml from the API, one at a time on a thread of their own, so that however
+    many arrive, requests that generate never wait behind them for a worker thread; past
+    `max_waiting` waiting, more are refused (503) rather than queued without end."""
+
+    def __init__(self, max_waiting: int = 16) -> None:
+        self.max_waiting = max_waiting
+        self._thread = anyio.CapacityLimiter(1)
+        self._waiting = 0
+
+    async def apply(self, router: ModelRouter, edit: Callable[..., Registry], *args: Any) -> None:
+        """Change models.yaml on disk and serve from what was written."""
+        if self._waiting >= self.max_waiting:
+            raise ServerBusy(f"{self._waiting} edits of models.yaml are waiting already", retry_after=2)
+        self._waiting += 1
+        try:
+            router.registry = await anyio.to_thread.run_sync(
+                edit, router.registry.path, *args, limiter=self._thread
+            )
+        finally:
+            self._waiting -= 1
+
+
 async def _edit_registry(request: Request, edit: Callable[..., Registry], *args: Any) -> None:
-    """Change models.yaml on disk and serve from what was written."""
-    router = router_of(request)
-    router.registry = await anyio.to_thread.run_sync(edit, router.registry.path, *args)
+    await request.app.state.registry_edits.apply(router_of(request), edit, *args)
 
 
 async def pull(request: Request) -> Response:
     """Download from the Hub with progress, then add an alias named as the model was asked for."""
     body = await json_body(request)
-    download = PullDownload(request, parse_pull_name(ollama.read_model_field(body)))
+    target = parse_pull_name(ollama.read_model_field(body))
+    check_alias_name(target.name, "model")  # before downloading anything
+    download = PullDownload(request, target)
     if read_bool(body, "stream") is False:
         await download.run_to_end()
         return JSONResponse(download.last_line())
@@ -162,10 +186,17 @@ class PullDownload:
 
 
 async def not_implemented_embed(request: Request) -> Response:
-    return JSONResponse(
-        {"error": "embeddings are not supported by heylook yet: this server generates text only"},
-        status_code=501,
-    )
+    raise NotImplementedYet("embeddings are not supported by heylook yet: this server generates text only")
+
+
+async def not_implemented(request: Request) -> Response:
+    """Ollama routes heylook does not serve yet: a 501 saying so, not a bare 404."""
+    await request.body()  # read, so the connection stays usable
+    what = {
+        "/api/create": "creating models from a Modelfile (make an alias in models.yaml, or `heylook create`)",
+        "/api/push": "pushing models to a registry",
+    }.get(request.url.path, "uploading blobs")
+    raise NotImplementedYet(f"{what} is not supported by heylook yet")
 
 
 routes = [
@@ -179,4 +210,7 @@ routes = [
     Route("/api/pull", pull, methods=["POST"]),
     Route("/api/embed", not_implemented_embed, methods=["POST"]),
     Route("/api/embeddings", not_implemented_embed, methods=["POST"]),
+    Route("/api/create", not_implemented, methods=["POST"]),
+    Route("/api/push", not_implemented, methods=["POST"]),
+    Route("/api/blobs/{digest}", not_implemented, methods=["HEAD", "POST"]),
 ]

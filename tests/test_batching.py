@@ -187,7 +187,7 @@ async def test_models_with_sliding_window_layers_take_turns_instead(tiny_tokeniz
 def prompt_cache(model, ids: list[int]) -> DynamicCache:
     cache = new_cache(model.config)
     with torch.inference_mode():
-        model(input_ids=torch.tensor([ids]), past_key_values=cache)
+        model(input_ids=torch.tensor([ids]), cache=cache)
     return cache
 
 

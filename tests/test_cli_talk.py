@@ -30,6 +30,8 @@ def test_run_in_process(models: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith("\n") and done.stdout.strip()
+    # No library's warnings on the user's terminal (transformers' deprecations, say).
+    assert "Warning" not in done.stderr and "deprecated" not in done.stderr, done.stderr
 
 
 def test_run_reads_the_prompt_from_stdin(models: Path) -> None:

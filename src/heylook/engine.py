@@ -135,6 +135,9 @@ class Engine:
         # Only the last position's logits are needed; skipping the rest saves a (prompt x vocab) matmul.
         accepted = inspect.signature(model.forward).parameters
         self._last_logits_only = "logits_to_keep" in accepted
+        # transformers 5 names the KV cache `cache` (past_key_values is deprecated, gone in 5.40);
+        # models of older releases, and remote code, still take past_key_values.
+        self._cache_argument = "cache" if "cache" in accepted else "past_key_values"
         self.batching = {"attention_mask", "position_ids"} <= accepted.keys() and can_batch(
             DynamicCache(config=model.config)
         )
@@ -251,7 +254,8 @@ class Engine:
 
     def _forward(self, input_ids: torch.Tensor, cache: DynamicCache, **inputs: torch.Tensor) -> torch.Tensor:
         kwargs = {"logits_to_keep": 1} if self._last_logits_only else {}
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, **kwargs, **inputs)
+        kwargs[self._cache_argument] = cache
+        out = self.model(input_ids=input_ids, use_cache=True, **kwargs, **inputs)
         self.forward_passes += 1
         return out.logits[:, -1, :]
 

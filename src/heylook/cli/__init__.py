@@ -14,7 +14,9 @@ from heylook.cli.common import CommandFailed, app, error_console
 def main() -> None:
     # Importing the command modules registers their commands on `app`.
     from heylook.cli import aliases, hub, serve, status, talk  # noqa: F401
+    from heylook.cli.common import quiet_libraries
 
+    quiet_libraries()
     try:
         code = app(sys.argv[1:], result_action="return_value")
     except CommandFailed as failure:

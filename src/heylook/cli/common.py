@@ -86,6 +86,19 @@ def configure_logging(level: str) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    quiet_libraries(level.upper() == "DEBUG")
+
+
+def quiet_libraries(debug: bool = False) -> None:
+    """Libraries' warnings (torch's and transformers' deprecations, say) are for heylook's
+    developers, not its users: they go to the log, seen only at --log-level debug."""
+    level = logging.DEBUG if debug else logging.ERROR
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(level)
+    # transformers sets its own level when first imported, from this variable; later, from ours.
+    os.environ["TRANSFORMERS_VERBOSITY"] = "debug" if debug else "error"
+    for name in ("transformers", "huggingface_hub", "torch"):
+        logging.getLogger(name).setLevel(level)
 
 
 def human_bytes(count: int) -> str:

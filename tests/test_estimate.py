@@ -56,9 +56,7 @@ def test_kv_cache_estimate_matches_a_real_cache(tiny_model_dir: Path, tiny_model
     predicted = estimate_alias(alias_for(tiny_model_dir, f"    context_length: {tokens}\n"))
     cache = new_cache(tiny_model.config)
     with torch.no_grad():
-        tiny_model(
-            input_ids=torch.zeros((1, tokens), dtype=torch.long), cache=cache, use_cache=True
-        )
+        tiny_model(input_ids=torch.zeros((1, tokens), dtype=torch.long), cache=cache, use_cache=True)
     # What the engine's cache holds: the growing layers' buffers, spare room included.
     rooms = [t for layer in cache.layers for t in (layer._key_room, layer._value_room)]
     measured = sum(t.numel() * t.element_size() for t in rooms)

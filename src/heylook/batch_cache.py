@@ -12,6 +12,8 @@ cache on every step to append one column, which costs more the longer the contex
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -29,6 +31,9 @@ class GrowingLayer(DynamicLayer):
     or leave) hands over new tensors, which the next update copies into fresh buffers.
     """
 
+    _key_room: torch.Tensor | None = None
+    _value_room: torch.Tensor | None = None
+
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         self._key_room = self._value_room = None
@@ -40,22 +45,30 @@ class GrowingLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         held = self.get_seq_length()
         length = held + key_states.shape[-2]
-        room = self._key_room
-        if room is None or not _is_view_of(self.keys, room) or length > room.shape[-2]:
-            self._reallocate(key_states, value_states, held, length + GROWTH_COLUMNS)
-        self._key_room[:, :, held:length].copy_(key_states)
-        self._value_room[:, :, held:length].copy_(value_states)
-        self.keys = self._key_room[:, :, :length]
-        self.values = self._value_room[:, :, :length]
+        key_room, value_room = self._key_room, self._value_room
+        if (
+            key_room is None
+            or value_room is None
+            or not _is_view_of(_tensor(self.keys), key_room)
+            or length > key_room.shape[-2]
+        ):
+            key_room, value_room = self._reallocate(key_states, value_states, held, length + GROWTH_COLUMNS)
+        key_room[:, :, held:length].copy_(key_states)
+        value_room[:, :, held:length].copy_(value_states)
+        self.keys = key_room[:, :, :length]
+        self.values = value_room[:, :, :length]
         return self.keys, self.values
 
-    def _reallocate(self, key_states: torch.Tensor, value_states: torch.Tensor, held: int, columns: int):
+    def _reallocate(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, held: int, columns: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         key_room = key_states.new_empty((*key_states.shape[:2], columns, key_states.shape[3]))
         value_room = value_states.new_empty((*value_states.shape[:2], columns, value_states.shape[3]))
         if held:
-            key_room[:, :, :held].copy_(self.keys)
-            value_room[:, :, :held].copy_(self.values)
+            key_room[:, :, :held].copy_(_tensor(self.keys))
+            value_room[:, :, :held].copy_(_tensor(self.values))
         self._key_room, self._value_room = key_room, value_room
+        return key_room, value_room
 
 
 def _is_view_of(tensor: torch.Tensor, buffer: torch.Tensor) -> bool:
@@ -109,7 +122,7 @@ class BatchCache:
             self.positions = [length]
             return
         width = max(self.length, length)
-        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+        for mine, theirs in zip(_layers(self.cache), _layers(cache), strict=True):
             mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)])
             mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)])
         row = torch.ones((1, length), dtype=torch.long, device=self.mask.device)
@@ -127,7 +140,7 @@ class BatchCache:
         mask = self.mask.index_select(0, index)
         used = mask.any(dim=0).nonzero()
         start = int(used[0]) if used.numel() else mask.shape[1]
-        for layer in self.cache.layers:
+        for layer in _layers(self.cache):
             layer.keys = layer.keys.index_select(0, index)[:, :, start:]
             layer.values = layer.values.index_select(0, index)[:, :, start:]
         self.mask = mask[:, start:]
@@ -157,4 +170,14 @@ def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _device(cache: DynamicCache) -> torch.device:
-    return cache.layers[0].keys.device
+    return _layers(cache)[0].keys.device
+
+
+def _layers(cache: DynamicCache) -> list[Any]:
+    """The cache's layers, each with `keys` and `values` (the only kind batching takes: can_batch)."""
+    return list(cache.layers)
+
+
+def _tensor(value: torch.Tensor | None) -> torch.Tensor:
+    assert value is not None, "an initialised layer holds its keys and values"
+    return value

@@ -20,7 +20,7 @@ GENERATION_CONFIG_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p",
 def model_facts(alias: Alias) -> ModelFacts:
     """Blocking file reads; run it off the event loop. What the files say is read once per
     version of them (/api/tags lists every alias: hundreds of aliases of one model read it once)."""
-    known = {
+    known: dict[str, Any] = {
         "name": alias.name,
         "source": alias.source.describe(),
         "description": alias.description,

@@ -56,7 +56,7 @@ def _convert(gguf: Path, out: Path) -> None:
     except Exception as error:
         raise ModelLoadFailed(f"transformers could not read {gguf.name}: {error}") from error
     # Dequantized, the model holds plain tensors; only the quantizer marker stops save_pretrained.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # a plain attribute, typed narrowly
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)

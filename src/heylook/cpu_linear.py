@@ -103,10 +103,9 @@ def pack_linears(model: torch.nn.Module) -> int:
     replaced = 0
     for parent in list(model.modules()):
         for group in STACKED_GROUPS:
-            linears = [getattr(parent, name, None) for name in group]
-            if all(type(linear) is torch.nn.Linear for linear in linears) and (
-                len({linear.in_features for linear in linears}) == 1
-            ):
+            found = [getattr(parent, name, None) for name in group]
+            linears = [linear for linear in found if type(linear) is torch.nn.Linear]
+            if len(linears) == len(group) and len({linear.in_features for linear in linears}) == 1:
                 product = StackedProduct(linears)
                 for index, (name, linear) in enumerate(zip(group, linears, strict=True)):
                     setattr(parent, name, StackedPart(product, index, linear))

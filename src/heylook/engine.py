@@ -12,8 +12,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -61,7 +62,7 @@ class GenerationStream:
         except RuntimeError:  # the loop has closed: nobody is listening any more
             self._cancelled.set()
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
         """Text chunks, then one FinalChunk. Leaving early (or being cancelled) cancels the sequence."""
         try:
             while True:
@@ -138,8 +139,9 @@ class Engine:
         # transformers 5 names the KV cache `cache` (past_key_values is deprecated, gone in 5.40);
         # models of older releases, and remote code, still take past_key_values.
         self._cache_argument = "cache" if "cache" in accepted else "past_key_values"
+        config: Any = model.config
         self.batching = {"attention_mask", "position_ids"} <= accepted.keys() and can_batch(
-            DynamicCache(config=model.config)
+            DynamicCache(config=config)
         )
         self._batch = BatchCache(model.config)
         self._batch_rows: list[_Sequence] = []  # the sequence in each row of self._batch
@@ -253,7 +255,7 @@ class Engine:
                 self._finish_bookkeeping()
 
     def _forward(self, input_ids: torch.Tensor, cache: DynamicCache, **inputs: torch.Tensor) -> torch.Tensor:
-        kwargs = {"logits_to_keep": 1} if self._last_logits_only else {}
+        kwargs: dict[str, object] = {"logits_to_keep": 1} if self._last_logits_only else {}
         kwargs[self._cache_argument] = cache
         out = self.model(input_ids=input_ids, use_cache=True, **kwargs, **inputs)
         self.forward_passes += 1

@@ -7,7 +7,7 @@ failure, bad prompt, bad schema) before the first byte of a response; afterwards
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -79,7 +79,7 @@ class LocalGeneration:
     def served_by(self) -> str:
         return self.lease.alias.name
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
         """The engine's chunks; the final one carries load and total time. Ending, or closing this
         iterator, closes the generation."""
         clock = TokenClock(self.router.metrics, self.request.model, self.started_ns)

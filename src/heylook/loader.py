@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,8 @@ class LoadedModel:
     size_bytes: int = 0  # weights and buffers, where they live (engine.device)
     grammars: JsonGrammars | None = None
     # The tool-call syntax and reasoning markers of its chat template (read from the tokenizer's).
-    traits: TemplateTraits | None = None
+    traits: TemplateTraits = field(default_factory=TemplateTraits)
     vocab_size: int = 0  # token ids the model takes: 0 to vocab_size - 1 (0: not known)
-
-    def __post_init__(self) -> None:
-        if self.traits is None:
-            self.traits = template_traits(template_text(self.tokenizer))
 
     def close(self) -> None:
         self.engine.close()
@@ -120,7 +116,7 @@ def load_model(
         # Before the move: a GPU gets the half-precision weights, not the float32 ones.
         fast_path = apply_fast_path(model, load, device)
         if "device_map" not in options:
-            model.to(device)
+            model.to(device)  # type: ignore[arg-type]  # transformers' stub takes the model, not the device
     except Exception as error:
         raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
     eos_token_ids = _eos_token_ids(model, tokenizer)

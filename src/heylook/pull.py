@@ -499,7 +499,7 @@ class _FileProgress:
         with self._changed:
             self._completed = 0
 
-    def run(self, download: Callable[[], str]) -> str:
+    def run(self, download: Callable[[], Path]) -> Path:
         """Download on a helper thread while this one sends progress; the download's error is raised
         here. If sending fails, the download is told to stop and the sender's error propagates."""
         outcome: dict[str, Any] = {}

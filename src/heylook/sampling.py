@@ -69,7 +69,7 @@ class TokenSampler:
         if self._generator is None:
             token = int(scores.argmax(dim=-1))
         else:
-            scores = self._warpers(self._no_history, scores)
+            scores = self._warpers(self._no_history, scores)  # type: ignore[arg-type]  # a LongTensor
             probs = torch.softmax(scores, dim=-1)
             token = int(torch.multinomial(probs, num_samples=1, generator=self._generator))
         if self._matcher is not None and not self._matcher.accept_token(token):
@@ -79,6 +79,7 @@ class TokenSampler:
     def _mask_by_grammar(self, scores: torch.Tensor) -> None:
         import xgrammar
 
+        assert self._matcher is not None
         if self._bitmask is None:
             self._bitmask = xgrammar.allocate_token_bitmask(1, scores.shape[-1])
         self._matcher.fill_next_token_bitmask(self._bitmask)

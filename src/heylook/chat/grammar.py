@@ -120,7 +120,7 @@ def _call(syntax: ToolSyntax, tool: Tool) -> Any:
         head = f'{{"name": {json.dumps(tool.name)}, "{syntax.args_key}": '
         arguments = JSONSchemaFormat(json_schema=schema, max_whitespace_cnt=_MAX_WHITESPACE)
         return TagFormat(begin=syntax.call_begin + head, content=arguments, end="}" + syntax.call_end)
-    style = "qwen_xml" if syntax.args_style == "qwen_xml" else "json"
+    style = syntax.args_style
     arguments = JSONSchemaFormat(json_schema=schema, style=style, max_whitespace_cnt=_MAX_WHITESPACE)
     begin = syntax.call_begin + tool.name + syntax.name_sep
     return TagFormat(begin=begin, content=arguments, end=syntax.call_end)

@@ -125,8 +125,8 @@ class TemplateTraits:
     def markers(self) -> tuple[str, ...]:
         """Every marker text a reply of this family may hold."""
         syntax = self.tools
-        texts = (syntax.trigger, syntax.call_begin, syntax.call_end, syntax.section_begin, syntax.section_end)
-        texts += (syntax.name_sep, syntax.lead)
+        texts: tuple[str, ...] = (syntax.trigger, syntax.call_begin, syntax.call_end, syntax.section_begin)
+        texts += (syntax.section_end, syntax.name_sep, syntax.lead)
         if self.think is not None:
             texts += (self.think.open, self.think.close)
         return tuple(t for t in texts if t.strip())

@@ -11,6 +11,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -73,7 +74,7 @@ def pull(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as bars:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(progress: PullProgress) -> None:
             if progress.digest is None or progress.total is None:

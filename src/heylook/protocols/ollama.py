@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from heylook.chat.syntax import template_traits
 from heylook.errors import HeylookError, InvalidRequest
@@ -32,6 +32,7 @@ from heylook.protocols.tools import (
     read_tool_choice,
     read_tools,
 )
+from heylook.protocols.writer import Media
 from heylook.types import (
     ChatPrompt,
     FinalChunk,
@@ -308,7 +309,7 @@ class OllamaWriter:
     stream: bool = True
     clock: Clock = utc_now
     with_context: bool = True  # /api/generate returns `context`, except in raw mode
-    media = "ndjson"
+    media: ClassVar[Media] = "ndjson"
 
     def opening(self) -> list[dict[str, Any]]:
         return []

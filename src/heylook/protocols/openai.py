@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.fields import read_bool, read_int, read_object, read_sampling, read_str, schema_text
@@ -14,6 +14,7 @@ from heylook.protocols.tools import (
     read_tool_choice,
     read_tools,
 )
+from heylook.protocols.writer import Media
 from heylook.types import (
     ChatPrompt,
     FinalChunk,
@@ -272,7 +273,7 @@ class _Writer:
     stream: bool = False
     include_usage: bool = False
     object_name = ""
-    media = "sse"
+    media: ClassVar[Media] = "sse"
 
     def closing(self, final: FinalChunk) -> list[dict[str, Any]]:
         """The finish chunk, then with include_usage a chunk with no choices and the usage."""

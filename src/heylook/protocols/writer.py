@@ -11,9 +11,18 @@ Media = Literal["sse", "ndjson"]
 
 
 class Writer(Protocol):
-    model: str  # the name replies carry: the alias that served
-    stream: bool
-    media: Media  # how a streamed reply travels: OpenAI's SSE or Ollama's NDJSON
+    @property
+    def model(self) -> str:
+        """The name replies carry: the alias that served."""
+        ...
+
+    @property
+    def stream(self) -> bool: ...
+
+    @property
+    def media(self) -> Media:
+        """How a streamed reply travels: OpenAI's SSE or Ollama's NDJSON."""
+        ...
 
     def opening(self) -> list[dict[str, Any]]:
         """Objects a stream starts with, before any text."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -22,7 +22,7 @@ class Generation(Protocol):
         """The alias that is answering (a fallback's, when the one asked for could not)."""
         ...
 
-    def chunks(self) -> AsyncIterator[Chunk]:
+    def chunks(self) -> AsyncGenerator[Chunk, None]:
         """Text chunks, then one FinalChunk. Closing the iterator stops the generation."""
         ...
 

@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -219,7 +219,7 @@ class RemoteGeneration:
     metrics: Metrics | None = None
     _closed: bool = False
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
         """Closing this iterator closes the upstream response: the upstream stops generating."""
         clock = TokenClock(self.metrics, self.served_by, self.started_ns)
         usage: Any = None
@@ -247,8 +247,8 @@ class RemoteGeneration:
             await self.stream.close()
         if finish is None:  # the connection ended without the upstream saying the reply was done
             raise GenerationFailed("the upstream stream broke off before the reply was finished")
-        for done in calls.finished(pieces):
-            yield done
+        for whole in calls.finished(pieces):
+            yield whole
         done = time.perf_counter_ns()
         first_ns = first_ns or done
         final = FinalChunk(

@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from heylook.errors import HeylookError
 from heylook.middleware.responses import send_json
 from heylook.protocols import ollama
+from heylook.protocols.errors import ollama_error_body
 from heylook.protocols.fields import parse_json_object
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,18 @@ class OllamaTranslator:
                 return
             translated = translate(parse_json_object(body))
         except HeylookError as error:
-            await send_json(send, error.status, ollama.error_body(error), error.headers)
+            await send_json(send, error.status, ollama_error_body(error), error.headers)
             return
         if translated.ignored_options:
             log.debug("ignoring options heylook does not use: %s", ", ".join(translated.ignored_options))
+        # The body is read: what the app receives from here on says whether the client is still there.
         state = {**scope.get("state", {}), TRANSLATED_KEY: translated}
-        await self.app({**scope, "state": state}, _replay(body, receive), send)
+        await self.app({**scope, "state": state}, receive, send)
+
+
+def translated_request(scope: Scope) -> ollama.Translated | None:
+    """What this middleware made of an Ollama request, for the core generation route."""
+    return scope.get("state", {}).get(TRANSLATED_KEY)
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -57,17 +64,3 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The body once more for the app, then the real channel (which reports a disconnect)."""
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed

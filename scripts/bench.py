@@ -302,8 +302,8 @@ def run_compare(args: argparse.Namespace) -> None:
     import tempfile
 
     import peers
-    from heylook.demo import demo_source, prepare_demo
-    from heylook.sources import local_gguf
+    from heylook.models.demo import demo_source, prepare_demo
+    from heylook.models.sources import local_gguf
 
     model_dir = prepare_demo()
     peer_list = [peers.heylook()]
@@ -448,7 +448,7 @@ def main() -> None:
     stops: list[Callable[[], None]] = []
     if args.raw_demo or args.raw:
         if args.raw_demo:
-            from heylook.demo import prepare_demo
+            from heylook.models.demo import prepare_demo
 
             args.raw = prepare_demo()
         targets.append(raw_generate_target(args.raw))

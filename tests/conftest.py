@@ -29,7 +29,7 @@ BODY_CAP = 64 * 1024
 
 def demo_entry() -> dict[str, str | None]:
     """The demo alias as models.yaml writes it."""
-    from heylook.demo import demo_source
+    from heylook.models.demo import demo_source
 
     source = demo_source()
     return {"model": source.model, "gguf_file": source.gguf_file}
@@ -62,7 +62,7 @@ def tiny_model(tiny_model_dir: Path):
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
     """The demo model, fetched and converted through heylook's own code (cached after the first run)."""
-    from heylook.demo import prepare_demo
+    from heylook.models.demo import prepare_demo
 
     return prepare_demo()
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from heylook.estimate import MemoryEstimate
-from heylook.loader import LoadedModel
-from heylook.sources import ModelSource
+from heylook.models.estimate import MemoryEstimate
+from heylook.models.loader import LoadedModel
+from heylook.registry.model_source import ModelSource
 from heylook.types import SamplingOptions, SamplingParams
 
 

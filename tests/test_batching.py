@@ -12,10 +12,10 @@ import torch
 from transformers import DynamicCache, MistralConfig
 from transformers.cache_utils import DynamicLayer
 
-from heylook import cpu_linear
-from heylook.batch_cache import GROWTH_COLUMNS, BatchCache, GrowingLayer, can_batch, new_cache
-from heylook.constraints import JsonGrammars
-from heylook.engine import Engine
+from heylook.engine import cpu_linear
+from heylook.engine.batch_cache import GROWTH_COLUMNS, BatchCache, GrowingLayer, can_batch, new_cache
+from heylook.engine.constraints import JsonGrammars
+from heylook.engine.runner import Engine
 from heylook.types import FinalChunk, JsonFormat, SamplingParams
 from tests.test_engine import run as collect
 

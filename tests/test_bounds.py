@@ -14,18 +14,18 @@ from types import SimpleNamespace
 import anyio
 import pytest
 
-from heylook.constraints import JsonGrammars
+from heylook.engine.constraints import JsonGrammars
 from heylook.errors import InvalidRequest, ServerBusy
 from heylook.generate import GrammarJob, compile_grammar, start_generation
 from heylook.protocols.fields import MAX_SCHEMA_BYTES, parse_json_object
 from heylook.protocols.tools import read_tools
-from heylook.registry import parse_registry
-from heylook.registry_edits import add_alias
+from heylook.registry.aliases import parse_registry
+from heylook.registry.edits import add_alias
+from heylook.registry.model_source import source_kind
 from heylook.router import Limits, ModelRouter
 from heylook.routes.common import unless_client_leaves
 from heylook.routes.ollama import RegistryEdits
 from heylook.settings import Settings
-from heylook.sources import source_kind
 from heylook.types import ChatPrompt, GenerationRequest, JsonFormat, Message, SamplingOptions
 from tests.fakes import fake_loaded_model
 
@@ -189,9 +189,9 @@ async def test_registry_edits_wait_on_their_own_thread_and_their_queue_is_bounde
 def test_models_yaml_holds_a_bounded_number_of_aliases(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import heylook.registry_edits
+    import heylook.registry.edits
 
-    monkeypatch.setattr(heylook.registry_edits, "MAX_ALIASES", 3)
+    monkeypatch.setattr(heylook.registry.edits, "MAX_ALIASES", 3)
     path = tmp_path / "models.yaml"
     path.write_text("models:\n")
     for n in range(3):
@@ -206,16 +206,16 @@ def test_model_facts_read_the_files_once_per_version(
 ) -> None:
     import shutil
 
-    import heylook.catalog
-    from heylook.catalog import model_facts
+    import heylook.models.catalog
+    from heylook.models.catalog import model_facts
 
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
     registry = parse_registry(
         "models:\n" + "".join(f"  a{n}:\n    model: {folder}\n" for n in range(50)), tmp_path / "models.yaml"
     )
     reads = []
-    real = heylook.catalog.read_json
-    monkeypatch.setattr(heylook.catalog, "read_json", lambda path: reads.append(path) or real(path))
+    real = heylook.models.catalog.read_json
+    monkeypatch.setattr(heylook.models.catalog, "read_json", lambda path: reads.append(path) or real(path))
     facts = [model_facts(alias) for alias in registry.aliases.values()]
     assert len({f.digest for f in facts}) == 1 and facts[0].family == "llama"
     assert len(reads) == 3, "config, tokenizer config and tokenizer, once for all 50 aliases"

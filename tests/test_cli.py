@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from heylook.registry import load_registry
+from heylook.registry.aliases import load_registry
 from tests.server import RunningServer, free_port, stop_process
 
 HEADER = "# my models: keep this comment\nmodels:\n  # the small one\n"

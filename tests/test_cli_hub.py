@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from heylook.registry import load_registry
+from heylook.registry.aliases import load_registry
 from tests.fake_hub import FakeHub
 from tests.hub_cache import lay_out_hub_cache
 from tests.test_cli import HEADER, heylook
@@ -179,7 +179,7 @@ def test_pull_takes_the_models_recommended_sampling(
 
 
 def test_a_model_that_does_not_sample_recommends_nothing(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from heylook.catalog import recommended_options
+    from heylook.models.catalog import recommended_options
 
     assert recommended_options(tiny_model_dir) == {}  # do_sample left at transformers' false
     assert recommended_options(tmp_path) == {}  # no generation_config.json at all

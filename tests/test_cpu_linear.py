@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heylook import cpu_linear
-from heylook.cpu_linear import Float16WeightLinear, StackedPart
+from heylook.engine import cpu_linear
+from heylook.engine.cpu_linear import Float16WeightLinear, StackedPart
 
 pytestmark = pytest.mark.skipif(not cpu_linear.available(), reason="this torch has no fbgemm")
 

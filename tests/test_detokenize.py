@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from heylook.detokenize import IncrementalDetokenizer
+from heylook.engine.detokenize import IncrementalDetokenizer
 
 TEXTS = [
     "The capital of France is Paris.",

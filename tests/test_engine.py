@@ -9,7 +9,7 @@ import anyio
 import pytest
 import torch
 
-from heylook.engine import Engine
+from heylook.engine.runner import Engine
 from heylook.errors import GenerationFailed
 from heylook.types import FinalChunk, SamplingParams, TextChunk
 

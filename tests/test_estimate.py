@@ -7,11 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from heylook.estimate import Tensor, estimate, estimate_alias, fit_verdict, gguf_tensors, safetensors_tensors
-from heylook.hardware import cpu_memory, detect_memory, gpu_memory
-from heylook.loader import load_model, module_bytes
-from heylook.registry import parse_registry
-from heylook.sources import ModelSource
+from heylook.models.estimate import (
+    Tensor,
+    estimate,
+    estimate_alias,
+    fit_verdict,
+    gguf_tensors,
+    safetensors_tensors,
+)
+from heylook.models.hardware import cpu_memory, detect_memory, gpu_memory
+from heylook.models.loader import load_model, module_bytes
+from heylook.registry.aliases import parse_registry
+from heylook.registry.model_source import ModelSource
 from heylook.types import LoadOptions
 
 GIB = 2**30
@@ -50,7 +57,7 @@ def test_on_a_gpu_a_float32_model_is_sized_as_the_16_bits_it_will_run_in(tiny_mo
 
 
 def test_kv_cache_estimate_matches_a_real_cache(tiny_model_dir: Path, tiny_model) -> None:
-    from heylook.batch_cache import new_cache
+    from heylook.engine.batch_cache import new_cache
 
     tokens = 300
     predicted = estimate_alias(alias_for(tiny_model_dir, f"    context_length: {tokens}\n"))
@@ -66,8 +73,8 @@ def test_kv_cache_estimate_matches_a_real_cache(tiny_model_dir: Path, tiny_model
 
 @pytest.mark.demo
 def test_the_demo_model_estimate_matches_its_load(demo_model_dir: Path) -> None:
-    from heylook.demo import demo_source
-    from heylook.sources import local_gguf
+    from heylook.models.demo import demo_source
+    from heylook.models.sources import local_gguf
 
     predicted = estimate_alias(alias_for(demo_model_dir))
     loaded = load_model(ModelSource(str(demo_model_dir)), name="demo")
@@ -102,7 +109,7 @@ def test_quantized_weights_count_at_their_packed_size() -> None:
 
 
 def device(name: str, free_gib: float):
-    from heylook.hardware import DeviceMemory
+    from heylook.models.hardware import DeviceMemory
 
     return DeviceMemory(name, name, int(free_gib * 2 * GIB), int(free_gib * GIB))
 

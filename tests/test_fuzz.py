@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from heylook.registry import load_registry, untagged
+from heylook.registry.aliases import load_registry, untagged
 from tests.server import RunningServer
 
 FUZZ = settings(

@@ -9,8 +9,8 @@ import pytest
 
 from heylook.errors import InvalidRequest
 from heylook.generate import encode_prompt, infill_text, start_generation
-from heylook.loader import generation_defaults
-from heylook.registry import parse_registry
+from heylook.models.loader import generation_defaults
+from heylook.registry.aliases import parse_registry
 from heylook.router import ModelRouter
 from heylook.settings import Settings
 from heylook.types import ChatPrompt, GenerationRequest, InfillPrompt, Message, SamplingOptions, TextPrompt

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heylook import cpu_linear, loader
+from heylook.engine import cpu_linear
 from heylook.errors import ModelLoadFailed
-from heylook.loader import apply_fast_path, from_pretrained_options, load_model, pick_device
-from heylook.sources import ModelSource
+from heylook.models import loader
+from heylook.models.loader import apply_fast_path, from_pretrained_options, load_model, pick_device
+from heylook.registry.model_source import ModelSource
 from heylook.types import LoadOptions
 
 CPU = torch.device("cpu")

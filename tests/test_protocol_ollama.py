@@ -10,6 +10,7 @@ import pytest
 
 from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.protocols import ollama
+from heylook.protocols.errors import ollama_error_body
 from heylook.types import (
     ChatPrompt,
     FinalChunk,
@@ -281,7 +282,7 @@ def test_lifecycle_replies(reason) -> None:
 
 
 def test_errors_are_a_bare_message() -> None:
-    assert ollama.error_body(ModelNotFound("x", ["y"])) == {"error": "model 'x' not found; known models: y"}
+    assert ollama_error_body(ModelNotFound("x", ["y"])) == {"error": "model 'x' not found; known models: y"}
 
 
 FACTS = ModelFacts(
@@ -331,7 +332,7 @@ def test_show_body() -> None:
     [
         ({"chat_template": None}, ["completion"]),  # no template: no chat, so no tools
         ({"chat_template": None, "remote": True}, ["completion", "tools"]),  # the upstream's to say
-        ({"chat_template": "{{ '<think>' }}{{ messages }}"}, ["completion", "tools", "thinking"]),
+        ({"chat_template": "{{ messages }}", "thinks": True}, ["completion", "tools", "thinking"]),
         ({"infill": True}, ["completion", "tools", "insert"]),
     ],
 )

@@ -88,3 +88,10 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert _retry_after({}) is None
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= (_retry_after({"retry-after": later}) or 0) <= 31
+
+
+def test_every_provider_models_yaml_names_has_a_class() -> None:
+    from heylook.providers import KINDS
+    from heylook.registry.aliases import PROVIDERS
+
+    assert set(KINDS) == set(PROVIDERS)

@@ -11,10 +11,11 @@ from pathlib import Path
 import huggingface_hub.constants as hf_constants
 import pytest
 
-from heylook import pull
 from heylook.errors import InvalidRequest
-from heylook.pull import PullFailed, PullProgress, PullTarget, parse_pull_name, pull_model
-from heylook.sources import ModelSource, resolve
+from heylook.models import pull
+from heylook.models.pull import PullFailed, PullProgress, PullTarget, parse_pull_name, pull_model
+from heylook.models.sources import resolve
+from heylook.registry.model_source import ModelSource
 from tests.fake_hub import FakeHub, git_blob_oid
 
 REPO = "org/tiny"

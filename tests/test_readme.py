@@ -82,7 +82,7 @@ def test_the_thinking_example(tool_server: RunningServer) -> None:
 
 
 def test_the_documented_alias_schema_is_valid() -> None:
-    from heylook.registry import ALIAS_KEYS, LOAD_KEYS, OPTION_KEYS, parse_registry
+    from heylook.registry.aliases import ALIAS_KEYS, LOAD_KEYS, OPTION_KEYS, parse_registry
 
     examples = [block for block in code_blocks("yaml") if block.startswith("models:")]
     registries = [parse_registry(example, ROOT / "models.yaml") for example in examples]

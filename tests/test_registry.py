@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 from heylook.errors import ModelNotFound
-from heylook.registry import RegistryError, load_registry, locate_registry, parse_registry, starter_text
+from heylook.registry.aliases import (
+    RegistryError,
+    load_registry,
+    locate_registry,
+    parse_registry,
+    starter_text,
+)
 from heylook.types import JsonFormat, LoadOptions, SamplingOptions
 
 ROOT = Path(__file__).resolve().parent.parent

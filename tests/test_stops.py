@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from heylook.stops import StopMatcher
+from heylook.engine.stops import StopMatcher
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import yaml
 
 from heylook.chat.syntax import template_traits
 from heylook.generate import start_generation
-from heylook.registry import parse_registry
+from heylook.registry.aliases import parse_registry
 from heylook.reply import ReplyBuilder
 from heylook.router import ModelRouter
 from heylook.types import (

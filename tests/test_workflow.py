@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import ollama
-from heylook.demo import demo_source
+from heylook.models.demo import demo_source
 from tests.server import RunningServer
 from tests.test_cli import heylook
 

@@ -25,8 +25,8 @@ from heylook.middleware.ollama import OllamaTranslator
 from heylook.middleware.request_metrics import Observe, RequestMetrics
 from heylook.protocols.errors import error_body_for_path
 from heylook.providers.backends import Backends
-from heylook.registry import RegistryError
-from heylook.registry_watch import follow_registry
+from heylook.registry.aliases import RegistryError
+from heylook.registry.watch import follow_registry
 from heylook.router import ModelRouter
 from heylook.routes import generation, ollama, openai, status
 from heylook.routes.generation import CLIENT_GONE
@@ -92,7 +92,7 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     metrics = router.metrics = router.metrics or Metrics()
-    metrics.watch(router)
+    metrics.watch(router.gauges)
     backends = Backends(router, settings)
     routes = [*openai.routes, *generation.routes, *ollama.routes, *status.routes]
 
@@ -105,7 +105,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
         app.state.registry_edits = ollama.RegistryEdits()
         async with anyio.create_task_group() as background:
             background.start_soon(router.expire_forever)
-            background.start_soon(follow_registry, router)
+            background.start_soon(follow_registry, router.registry.path, router.serve_registry)
             for name in settings.preload:
                 background.start_soon(_preload, router, name)
             try:

@@ -17,10 +17,10 @@ import anyio.to_thread
 from heylook.chat.plan import ReplyPlan, plan_chat
 from heylook.chat.render import render_chat
 from heylook.chat.syntax import template_text, template_traits
-from heylook.engine import GenerationStream
+from heylook.engine.runner import GenerationStream
 from heylook.errors import InvalidRequest
 from heylook.metrics import Metrics
-from heylook.registry import Alias
+from heylook.registry.aliases import Alias
 from heylook.router import Lease, ModelRouter
 from heylook.settings import Settings
 from heylook.types import (

@@ -1,17 +1,13 @@
 """Prometheus metrics: what the server has done (counters, histograms), and what it holds now (read
-from the router at each scrape, so a gauge is never stale)."""
+at each scrape from whoever holds it, so a gauge is never stale)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from heylook.router import ModelRouter
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -60,35 +56,17 @@ class Metrics:
             registry=registry,
         )
 
-    def watch(self, router: ModelRouter) -> None:
-        """Report the router's loaded models, their memory and queues at every scrape."""
-        self.registry.register(_RouterCollector(lambda: router))
+    def watch(self, collect: Callable[[], Iterator[Metric]]) -> None:
+        """Report what `collect` reads at every scrape (the router's loaded models, say)."""
+        self.registry.register(_Gauges(collect))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
-class _RouterCollector(Collector):
-    def __init__(self, router: Callable[[], ModelRouter]) -> None:
-        self._router = router
+class _Gauges(Collector):
+    def __init__(self, collect: Callable[[], Iterator[Metric]]) -> None:
+        self._collect = collect
 
     def collect(self) -> Iterator[Metric]:
-        router = self._router()
-        loaded = GaugeMetricFamily("heylook_loaded_models", "Models loaded now.")
-        memory = GaugeMetricFamily(
-            "heylook_model_memory_bytes", "Memory a loaded model's weights take.", labels=["model", "device"]
-        )
-        active = GaugeMetricFamily(
-            "heylook_active_requests", "Requests holding a model (generating or queued).", labels=["model"]
-        )
-        queued = GaugeMetricFamily(
-            "heylook_queue_depth", "Requests waiting for a model to be free.", labels=["model"]
-        )
-        residents = router.residents()
-        loaded.add_metric([], len(residents))
-        for resident in residents.values():
-            engine = resident.model.engine
-            memory.add_metric([resident.name, str(engine.device)], resident.model.size_bytes)
-            active.add_metric([resident.name], resident.leases)
-            queued.add_metric([resident.name], max(0, resident.leases - router.limits.parallel))
-        yield from (loaded, memory, active, queued)
+        return self._collect()

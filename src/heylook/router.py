@@ -15,21 +15,22 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from heylook.errors import HeylookError, InsufficientMemory, LoadTimedOut, ModelLoadFailed, ServerBusy
-from heylook.estimate import MemoryEstimate, estimate_alias
-from heylook.hardware import free_bytes
-from heylook.loader import LoadedModel, load_model, pick_device
 from heylook.metrics import Metrics
-from heylook.registry import Alias, Registry
-from heylook.sources import ModelSource
+from heylook.models.estimate import MemoryEstimate, estimate_alias
+from heylook.models.hardware import free_bytes
+from heylook.models.loader import LoadedModel, load_model, pick_device
+from heylook.registry.aliases import Alias, Registry
+from heylook.registry.model_source import ModelSource
 from heylook.types import LoadOptions
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,32 @@ class ModelRouter:
         self._loading: dict[ModelKey, anyio.Lock] = {}
         self._jobs: dict[ModelKey, _LoadJob] = {}
 
+    def serve_registry(self, registry: Registry) -> None:
+        """Serve from this version of models.yaml from now on."""
+        self.registry = registry
+
     def residents(self) -> dict[ModelKey, Resident]:
         return dict(self._residents)
+
+    def gauges(self) -> Iterator[Metric]:
+        """What is loaded now, for /metrics: models, their memory, requests holding and awaiting them."""
+        loaded = GaugeMetricFamily("heylook_loaded_models", "Models loaded now.")
+        memory = GaugeMetricFamily(
+            "heylook_model_memory_bytes", "Memory a loaded model's weights take.", labels=["model", "device"]
+        )
+        active = GaugeMetricFamily(
+            "heylook_active_requests", "Requests holding a model (generating or queued).", labels=["model"]
+        )
+        queued = GaugeMetricFamily(
+            "heylook_queue_depth", "Requests waiting for a model to be free.", labels=["model"]
+        )
+        residents = self.residents()
+        loaded.add_metric([], len(residents))
+        for resident in residents.values():
+            memory.add_metric([resident.name, str(resident.model.engine.device)], resident.model.size_bytes)
+            active.add_metric([resident.name], resident.leases)
+            queued.add_metric([resident.name], max(0, resident.leases - self.limits.parallel))
+        yield from (loaded, memory, active, queued)
 
     async def acquire(self, name: str) -> Lease:
         """The alias and its model, loaded if need be. Raises ModelNotFound, ServerBusy,

@@ -296,6 +296,7 @@ class ModelFacts:
     chat_template: str | None = None
     infill: bool = False
     remote: bool = False  # served by a remote provider, which knows the model's abilities
+    thinks: bool = False  # its chat template marks reasoning (chat.syntax.template_traits)
 
     @property
     def digest(self) -> str:

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import cyclopts
 from rich.table import Table
 
-from heylook.catalog import model_facts
 from heylook.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -24,11 +23,13 @@ from heylook.cli.common import (
     write_registry,
 )
 from heylook.errors import HeylookError
-from heylook.estimate import fit_verdict
-from heylook.hardware import detect_memory
-from heylook.registry import Alias, Registry
-from heylook.registry_edits import add_alias, copy_alias, delete_alias
-from heylook.sources import find_local, source_kind
+from heylook.models.catalog import model_facts
+from heylook.models.estimate import fit_verdict
+from heylook.models.hardware import detect_memory
+from heylook.models.sources import find_local
+from heylook.registry.aliases import Alias, Registry
+from heylook.registry.edits import add_alias, copy_alias, delete_alias
+from heylook.registry.model_source import source_kind
 
 Opt = cyclopts.Parameter
 

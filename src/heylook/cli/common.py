@@ -14,7 +14,7 @@ from rich.console import Console
 
 from heylook import __version__
 from heylook.errors import HeylookError
-from heylook.registry import Registry, RegistryError, load_registry, locate_registry
+from heylook.registry.aliases import Registry, RegistryError, load_registry, locate_registry
 
 T = TypeVar("T")
 

@@ -30,12 +30,12 @@ from heylook.cli.common import (
     registry_path,
     write_registry,
 )
-from heylook.discover import Found, in_hf_cache, under_folder
 from heylook.errors import HeylookError
-from heylook.profiles import PROFILES, apply_profile
-from heylook.pull import PullProgress, alias_entry, parse_pull_name, pull_model
-from heylook.registry import RegistryError, parse_registry
-from heylook.registry_edits import add_alias, add_aliases
+from heylook.models.discover import Found, in_hf_cache, under_folder
+from heylook.models.profiles import PROFILES, apply_profile
+from heylook.models.pull import PullProgress, alias_entry, parse_pull_name, pull_model
+from heylook.registry.aliases import RegistryError, parse_registry
+from heylook.registry.edits import add_alias, add_aliases
 
 Opt = cyclopts.Parameter
 Profile = Literal["fast", "balanced", "quality", "memory", "interactive"]

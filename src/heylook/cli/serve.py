@@ -90,9 +90,9 @@ def serve(
 
     from heylook.app import create_app
     from heylook.errors import InvalidRequest
-    from heylook.loader import load_model
+    from heylook.models.loader import load_model
     from heylook.protocols.ollama import parse_keep_alive
-    from heylook.registry import RegistryError, load_registry
+    from heylook.registry.aliases import RegistryError, load_registry
     from heylook.router import DEFAULT_KEEP_ALIVE, Limits, ModelRouter
     from heylook.server import run_server
     from heylook.settings import Settings

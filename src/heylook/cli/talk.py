@@ -27,7 +27,7 @@ from heylook.cli.common import (
     server_url,
 )
 from heylook.errors import HeylookError
-from heylook.registry import Registry
+from heylook.registry.aliases import Registry
 from heylook.types import ChatPrompt, GenerationRequest, JsonFormat, Message, SamplingOptions, TextChunk
 
 Opt = cyclopts.Parameter
@@ -438,7 +438,7 @@ def _token_counter(
     if tokenizer is None:
         from transformers import AutoTokenizer
 
-        from heylook.sources import find_local
+        from heylook.models.sources import find_local
 
         try:
             directory = find_local(open_registry(models).get(alias).source)

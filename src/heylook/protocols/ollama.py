@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
 
-from heylook.chat.syntax import template_traits
 from heylook.errors import HeylookError, InvalidRequest
+from heylook.protocols.errors import ollama_error_body
 from heylook.protocols.fields import (
     MAX_TEMPERATURE,
     json_type,
@@ -356,7 +356,7 @@ class OllamaWriter:
         return {**self._head(), **self._reply(_EMPTY), "done": True, "done_reason": reason}
 
     def error(self, error: HeylookError) -> dict[str, Any]:
-        return error_body(error)
+        return ollama_error_body(error)
 
     def _head(self) -> dict[str, Any]:
         return {"model": self.model, "created_at": rfc3339(self.clock())}
@@ -385,10 +385,6 @@ def tool_call_body(call: ToolCall, index: int) -> dict[str, Any] | None:
     if not isinstance(arguments, dict):
         return None
     return {"id": call.id, "function": {"index": index, "name": call.name, "arguments": arguments}}
-
-
-def error_body(error: HeylookError) -> dict[str, Any]:
-    return {"error": error.message}
 
 
 def read_model_field(body: dict[str, Any], key: str = "model") -> str:
@@ -535,7 +531,7 @@ def capabilities(facts: ModelFacts) -> list[str]:
     found = ["completion"]
     if facts.chat_template or facts.remote:
         found.append("tools")
-    if template_traits(facts.chat_template).thinks:
+    if facts.thinks:
         found.append("thinking")
     if facts.infill:
         found.append("insert")

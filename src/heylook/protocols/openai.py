@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from heylook.errors import HeylookError, InvalidRequest
+from heylook.protocols.errors import openai_error_body
 from heylook.protocols.fields import read_bool, read_int, read_object, read_sampling, read_str, schema_text
 from heylook.protocols.tools import (
     check_tool_turns,
@@ -283,7 +284,7 @@ class _Writer:
         return chunks
 
     def error(self, error: HeylookError) -> dict[str, Any]:
-        return error_body(error)
+        return openai_error_body(error)
 
     def _finish_fields(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -378,14 +379,3 @@ def remote_model_body(model: RemoteModel) -> dict[str, Any]:
 
 def model_list_body(models: list[dict[str, Any]]) -> dict[str, Any]:
     return {"object": "list", "data": models}
-
-
-def error_body(error: HeylookError) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": error.message,
-            "type": error.kind,
-            "param": error.param,
-            "code": error.code,
-        }
-    }

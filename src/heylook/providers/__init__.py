@@ -6,6 +6,7 @@ from __future__ import annotations
 
 # provider name -> "module:class", imported when first used, so models.yaml can be checked against
 # the names without importing any provider.
+# (The names are models.yaml's: heylook.registry.aliases.PROVIDERS lists the same.)
 KINDS = {
     "local": "heylook.providers.local:LocalProvider",
     "huggingface": "heylook.providers.huggingface:HuggingFaceProvider",

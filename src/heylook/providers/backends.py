@@ -21,10 +21,10 @@ from heylook.providers import KINDS
 from heylook.providers.base import Generation, Provider, ProviderHealth
 from heylook.providers.huggingface import NO_TOKEN, HuggingFaceProvider
 from heylook.providers.local import LocalProvider
-from heylook.registry import Alias, Registry
+from heylook.registry.aliases import Alias, Registry
+from heylook.registry.model_source import ModelSource
 from heylook.router import ModelRouter
 from heylook.settings import Settings
-from heylook.sources import ModelSource
 from heylook.types import GenerationRequest, LoadRequest, RemoteModel
 
 log = logging.getLogger(__name__)

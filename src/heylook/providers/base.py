@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from heylook.registry import Alias
+from heylook.registry.aliases import Alias
 from heylook.types import Chunk, GenerationRequest, LoadRequest, RemoteModel
 
 Health = Literal["ok", "unreachable", "missing token"]

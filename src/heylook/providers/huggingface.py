@@ -14,7 +14,7 @@ from heylook.errors import MissingToken
 from heylook.metrics import Metrics
 from heylook.providers.base import ProviderHealth
 from heylook.providers.remote import RemoteGeneration, RemoteProvider
-from heylook.registry import Alias
+from heylook.registry.aliases import Alias
 from heylook.types import GenerationRequest, RemoteModel
 
 log = logging.getLogger(__name__)

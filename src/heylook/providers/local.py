@@ -6,7 +6,7 @@ from typing import Literal
 
 from heylook.generate import LocalGeneration, load_only, start_generation
 from heylook.providers.base import ProviderHealth
-from heylook.registry import Alias
+from heylook.registry.aliases import Alias
 from heylook.router import ModelRouter
 from heylook.settings import Settings
 from heylook.types import GenerationRequest, LoadRequest, RemoteModel

@@ -23,7 +23,7 @@ from heylook.metrics import Metrics
 from heylook.protocols.openai import tool_call_body
 from heylook.protocols.tools import tool_body
 from heylook.providers.base import ProviderHealth
-from heylook.registry import Alias
+from heylook.registry.aliases import Alias
 from heylook.types import (
     ChatPrompt,
     Chunk,

@@ -17,13 +17,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from heylook.catalog import model_facts
 from heylook.errors import HeylookError, NotImplementedYet, ServerBusy
+from heylook.models.catalog import model_facts
+from heylook.models.pull import PullProgress, PullTarget, alias_entry, parse_pull_name, pull_model
 from heylook.protocols import ollama
+from heylook.protocols.errors import ollama_error_body
 from heylook.protocols.fields import read_bool
-from heylook.pull import PullProgress, PullTarget, alias_entry, parse_pull_name, pull_model
-from heylook.registry import Registry, check_alias_name, untagged
-from heylook.registry_edits import add_alias, copy_alias, delete_alias
+from heylook.registry.aliases import Registry, check_alias_name, untagged
+from heylook.registry.edits import add_alias, copy_alias, delete_alias
 from heylook.router import ModelRouter
 from heylook.routes.common import json_body, router_of
 
@@ -153,7 +154,7 @@ class PullDownload:
             raise self.failure
 
     def last_line(self) -> dict[str, Any]:
-        return ollama.error_body(self.failure) if self.failure else {"status": "success"}
+        return ollama_error_body(self.failure) if self.failure else {"status": "success"}
 
     async def _lines(self) -> AsyncIterator[str]:
         async with self._receive:

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from heylook.errors import ModelNotFound
 from heylook.protocols import openai
-from heylook.registry import Alias
+from heylook.registry.aliases import Alias
 from heylook.routes.common import backends_of, json_body, router_of
 from heylook.routes.generation import respond
 

@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from heylook import __version__
-from heylook.hardware import detect_memory
 from heylook.metrics import CONTENT_TYPE
+from heylook.models.hardware import detect_memory
 from heylook.routes.common import backends_of, router_of
 
 

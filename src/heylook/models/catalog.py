@@ -7,9 +7,10 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from heylook.estimate import read_json, safetensors_tensors
-from heylook.registry import Alias
-from heylook.sources import find_local
+from heylook.chat.syntax import template_traits
+from heylook.models.estimate import read_json, safetensors_tensors
+from heylook.models.sources import find_local
+from heylook.registry.aliases import Alias
 from heylook.types import ModelFacts
 
 _DTYPE_LABELS = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
@@ -58,6 +59,7 @@ def _directory_facts(directory: str, signature: tuple[tuple[str, int, int], ...]
         "context_length": text_config.get("max_position_embeddings"),
         "config": text_config,
         "chat_template": template if isinstance(template, str) else None,
+        "thinks": template_traits(template if isinstance(template, str) else None).thinks,
         "infill": any(token in vocab for token in ("<fim_prefix>", "<|fim_prefix|>", "<｜fim▁begin｜>")),
     }
 

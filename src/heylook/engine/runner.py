@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from heylook.batch_cache import BatchCache, can_batch, new_cache
-from heylook.detokenize import IncrementalDetokenizer
+from heylook.engine.batch_cache import BatchCache, can_batch, new_cache
+from heylook.engine.detokenize import IncrementalDetokenizer
+from heylook.engine.sampling import TokenSampler
+from heylook.engine.stops import StopMatcher
 from heylook.errors import GenerationFailed
-from heylook.sampling import TokenSampler
-from heylook.stops import StopMatcher
 from heylook.types import Chunk, FinalChunk, FinishReason, SamplingParams, TextChunk, Timings, Usage
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from heylook.errors import HeylookError, InvalidRequest, ModelNotFound
-from heylook.registry import (
+from heylook.registry.aliases import (
     MAX_ALIASES,
     Registry,
     RegistryError,

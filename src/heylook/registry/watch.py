@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
-from heylook.registry import Registry, RegistryError, load_registry
-from heylook.router import ModelRouter
+from heylook.registry.aliases import Registry, RegistryError, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def _load_changed(path: Path) -> Registry:
     return load_registry(path)
 
 
-async def follow_registry(router: ModelRouter, interval: float = 1.0) -> None:
-    path = router.registry.path
+async def follow_registry(path: Path, serve: Callable[[Registry], None], interval: float = 1.0) -> None:
+    """Hand every good new version of the file to `serve`; keep the last good one otherwise."""
     seen = file_signature(path)
     while True:
         await anyio.sleep(interval)
@@ -55,5 +55,5 @@ async def follow_registry(router: ModelRouter, interval: float = 1.0) -> None:
                 "models.yaml changed but cannot be used; still serving the last good version: %s", error
             )
             continue
-        router.registry = registry
+        serve(registry)
         log.info("reloaded %s: %s", path, ", ".join(registry.aliases) or "no aliases")

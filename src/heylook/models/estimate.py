@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from heylook.hardware import DeviceMemory
-from heylook.registry import Alias
-from heylook.sources import find_local, local_gguf
+from heylook.models.hardware import DeviceMemory
+from heylook.models.sources import find_local, local_gguf
+from heylook.registry.aliases import Alias
 from heylook.types import LoadOptions
 
 _DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0}
@@ -81,7 +81,7 @@ def estimate(
     context_length: int | None,
     device_type: str,
 ) -> MemoryEstimate:
-    from heylook.batch_cache import GROWTH_COLUMNS  # imports torch: only when a model is sized
+    from heylook.engine.batch_cache import GROWTH_COLUMNS  # imports torch: only when a model is sized
 
     text = config.get("text_config", config)
     context = context_length or int(text.get("max_position_embeddings") or 2048)
@@ -111,14 +111,14 @@ def estimate(
 
 
 def fast_path_applies(load: LoadOptions, device_type: str) -> bool:
-    """The CPU fast path (heylook.cpu_linear) will repack this model's linear layers."""
-    from heylook import cpu_linear  # imports torch: only when a model is sized
+    """The CPU fast path (heylook.engine.cpu_linear) will repack this model's linear layers."""
+    from heylook.engine import cpu_linear  # imports torch: only when a model is sized
 
     return load.fast_path and device_type == "cpu" and not load.quantization and cpu_linear.available()
 
 
 def gpu_half_precision_applies(load: LoadOptions, device_type: str, stored_bytes: float) -> bool:
-    """The GPU fast path (heylook.loader.apply_fast_path) will run this float32 model in 16 bits."""
+    """The GPU fast path (heylook.models.loader.apply_fast_path) will run this float32 model in 16 bits."""
     return (
         load.fast_path
         and device_type == "cuda"

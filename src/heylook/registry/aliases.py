@@ -17,8 +17,7 @@ from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.paths import config_dir
 from heylook.protocols.fields import read_int, read_sampling, schema_text
 from heylook.protocols.ollama import parse_keep_alive
-from heylook.providers import KINDS
-from heylook.sources import ModelSource, pypi_problem, source_kind
+from heylook.registry.model_source import ModelSource, pypi_problem, source_kind
 from heylook.types import JsonFormat, LoadOptions, SamplingOptions
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,8 @@ OPTION_KEYS = tuple(
     f.name for f in fields(SamplingOptions) if f.name not in ("context_length", "response_format")
 )
 LOAD_KEYS = tuple(f.name for f in fields(LoadOptions))
-PROVIDERS = tuple(KINDS)
+# Where an alias runs: here, or at one of the remote providers (heylook.providers.KINDS).
+PROVIDERS = ("local", "huggingface", "openai")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZATIONS = ("4bit", "8bit")
 

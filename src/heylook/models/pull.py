@@ -39,7 +39,7 @@ from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status, validate_repo_id
 
 from heylook.errors import HeylookError, InvalidRequest
-from heylook.sources import ModelSource
+from heylook.registry.model_source import ModelSource
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
     import httpx2 as _http
@@ -181,8 +181,8 @@ def pull_model(
 def alias_entry(source: ModelSource) -> dict[str, Any]:
     """The models.yaml entry for a pulled model: where it is, and the sampling its
     generation_config.json recommends."""
-    from heylook.catalog import recommended_options
-    from heylook.sources import find_local
+    from heylook.models.catalog import recommended_options
+    from heylook.models.sources import find_local
 
     entry: dict[str, Any] = {
         "model": source.model,

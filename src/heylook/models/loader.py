@@ -11,14 +11,15 @@ from typing import Any
 
 import torch
 
-from heylook import cpu_linear
-from heylook.catalog import GENERATION_CONFIG_KEYS
 from heylook.chat.syntax import TemplateTraits, shown_special_tokens, template_text, template_traits
-from heylook.constraints import JsonGrammars
-from heylook.engine import Engine
+from heylook.engine import cpu_linear
+from heylook.engine.constraints import JsonGrammars
+from heylook.engine.runner import Engine
 from heylook.errors import ModelLoadFailed
+from heylook.models.catalog import GENERATION_CONFIG_KEYS
+from heylook.models.sources import resolve
+from heylook.registry.model_source import ModelSource
 from heylook.settings import DEFAULT_GRAMMAR_CACHE_BYTES
-from heylook.sources import ModelSource, resolve
 from heylook.types import LoadOptions, SamplingOptions
 
 log = logging.getLogger(__name__)

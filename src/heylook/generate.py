@@ -20,6 +20,7 @@ from heylook.chat.syntax import template_text, template_traits
 from heylook.engine.runner import GenerationStream
 from heylook.errors import InvalidRequest
 from heylook.metrics import Metrics
+from heylook.options import defaults as settings_defaults
 from heylook.registry.aliases import Alias
 from heylook.router import Lease, ModelRouter
 from heylook.settings import Settings
@@ -36,21 +37,6 @@ from heylook.types import (
     SamplingParams,
     TextChunk,
     TextPrompt,
-)
-
-# The lowest layer, under request, alias and model generation_config: OpenAI's defaults, and
-# llama.cpp's 64-token window for whatever penalties a request turns on.
-HEYLOOK_DEFAULTS = SamplingOptions(
-    temperature=1.0,
-    top_p=1.0,
-    top_k=0,
-    min_p=0.0,
-    typical_p=1.0,
-    repetition_penalty=1.0,
-    presence_penalty=0.0,
-    frequency_penalty=0.0,
-    penalty_last_n=64,
-    ignore_eos=False,
 )
 
 # Fill-in-the-middle token spellings: StarCoder (and SmolLM), Qwen-Coder and CodeGemma, DeepSeek-Coder.
@@ -233,7 +219,11 @@ class _Prepared:
 
 async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings) -> _Prepared:
     model = lease.model
-    options = request.options.over(lease.alias.options).over(model.generation_defaults).over(HEYLOOK_DEFAULTS)
+    options = (
+        request.options.over(lease.alias.options)
+        .over(model.generation_defaults)
+        .over(SamplingOptions(**settings_defaults()))
+    )
     prompt = with_default_system(request.prompt, lease.alias.system)
     plan = None
     if isinstance(prompt, ChatPrompt) and _has_template(model.tokenizer):
@@ -291,7 +281,7 @@ def _refuse_chat_features(request: GenerationRequest) -> None:
 
 
 def _settle(options: SamplingOptions, max_new_tokens: int, grammar: Any) -> SamplingParams:
-    """SamplingParams from options that HEYLOOK_DEFAULTS has made complete."""
+    """SamplingParams from options that heylook's defaults (heylook.options) have made complete."""
     given = {
         name: getattr(options, name)
         for name in (

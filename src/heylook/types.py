@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from heylook.options import setting_names
 
 FinishReason = Literal["stop", "length", "tool_calls"]
 ROLES = ("system", "user", "assistant", "tool")
@@ -103,39 +105,48 @@ class LoadOptions:
     fast_path: bool = True
 
 
-@dataclass(frozen=True)
 class SamplingOptions:
-    """Generation controls as one layer states them; None means "this layer does not say".
+    """Generation controls as one layer states them: any of the settings in heylook.options (and
+    the JSON `response_format`), each read as an attribute; an unsaid one reads None.
 
     Layers stack: a request's options over an alias's defaults over the model's generation_config
     over heylook's defaults (see `over`).
     """
 
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    typical_p: float | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    # How many of the latest tokens the penalties look at; -1 is the whole context, 0 none.
-    penalty_last_n: int | None = None
-    seed: int | None = None
-    max_tokens: int | None = None
-    stop: tuple[str, ...] | None = None
-    ignore_eos: bool | None = None
-    # A limit on prompt plus completion, below the model's own context length.
-    context_length: int | None = None
-    response_format: JsonFormat | None = None
+    __slots__ = ("_values",)
+    _values: dict[str, Any]
+
+    def __init__(self, **values: Any) -> None:
+        known = {*setting_names(), "response_format"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"no generation setting is named {', '.join(unknown)}")
+        object.__setattr__(self, "_values", {k: v for k, v in values.items() if v is not None})
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "response_format" or name in setting_names():
+            return self._values.get(name)
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("SamplingOptions are read-only: make new ones (over, or the constructor)")
+
+    def stated(self) -> dict[str, Any]:
+        """The settings this layer states, by name."""
+        return dict(self._values)
 
     def over(self, base: SamplingOptions) -> SamplingOptions:
         """These options, with whatever they leave unsaid taken from `base`."""
-        merged = {
-            f.name: getattr(self, f.name) if getattr(self, f.name) is not None else getattr(base, f.name)
-            for f in fields(self)
-        }
-        return SamplingOptions(**merged)
+        return SamplingOptions(**{**base._values, **self._values})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SamplingOptions) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self._values.items())))
+
+    def __repr__(self) -> str:
+        return f"SamplingOptions({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
 
 @dataclass(frozen=True)

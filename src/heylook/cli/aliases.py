@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import cyclopts
 from rich.table import Table
@@ -22,6 +22,7 @@ from heylook.cli.common import (
     registry_path,
     write_registry,
 )
+from heylook.cli.flags import flag_class, flag_rows, stated
 from heylook.errors import HeylookError
 from heylook.models.catalog import model_facts
 from heylook.models.estimate import fit_verdict
@@ -32,6 +33,16 @@ from heylook.registry.edits import add_alias, copy_alias, delete_alias
 from heylook.registry.model_source import source_kind
 
 Opt = cyclopts.Parameter
+# Every setting with a flag (heylook.options): under `options`, or at the alias's top level.
+CREATE_ROWS = flag_rows()
+if TYPE_CHECKING:
+
+    class AliasSettings:
+        def __init__(self, **values: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    AliasSettings = flag_class("AliasSettings", "The alias's generation defaults.", CREATE_ROWS)
 
 
 @app.command
@@ -54,20 +65,7 @@ def create(
     ] = None,
     description: str | None = None,
     system: Annotated[str | None, Opt(help="The system prompt for conversations that bring none.")] = None,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    top_k: int | None = None,
-    min_p: float | None = None,
-    typical_p: float | None = None,
-    repetition_penalty: float | None = None,
-    presence_penalty: float | None = None,
-    frequency_penalty: float | None = None,
-    stop: Annotated[list[str] | None, Opt(help="A stop sequence; repeat for more.")] = None,
-    max_tokens: int | None = None,
-    seed: int | None = None,
-    context_length: Annotated[
-        int | None, Opt(help="A prompt-plus-reply limit below the model's own.")
-    ] = None,
+    settings: AliasSettings | None = None,
     json_mode: Annotated[bool, Opt(help="Replies are JSON objects, by constrained decoding.")] = False,
     json_schema: Annotated[Path | None, Opt(help="A JSON schema file every reply must follow.")] = None,
     keep_alive: Annotated[
@@ -93,11 +91,13 @@ def create(
         raise CommandFailed("choose one of --load-in-4bit and --load-in-8bit", EXIT_USAGE)
     if json_mode and json_schema:
         raise CommandFailed("choose one of --json-mode and --json-schema", EXIT_USAGE)
-    options = {
-        "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p, "typical_p": typical_p,
-        "repetition_penalty": repetition_penalty, "presence_penalty": presence_penalty,
-        "frequency_penalty": frequency_penalty, "stop": stop, "max_tokens": max_tokens, "seed": seed,
-    }  # fmt: skip
+    # A setting models.yaml holds under `options`; the others (context_length) sit at the top.
+    values = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in stated(settings or AliasSettings(), CREATE_ROWS).items()
+    }
+    options = {row.name: values.get(row.name) for row in CREATE_ROWS if row.in_yaml}
+    top_level = {row.name: values.get(row.name) for row in CREATE_ROWS if not row.in_yaml}
     load = {
         "dtype": dtype,
         "device": device,
@@ -116,7 +116,7 @@ def create(
         "description": description,
         "system": system,
         "options": _without_none(options),
-        "context_length": context_length,
+        **top_level,
         "format": json.loads(json_schema.read_text()) if json_schema else "json" if json_mode else None,
         "keep_alive": keep_alive,
         "load": _without_none(load),

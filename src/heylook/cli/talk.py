@@ -8,9 +8,9 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import cyclopts
 import httpx
@@ -26,6 +26,7 @@ from heylook.cli.common import (
     open_registry,
     server_url,
 )
+from heylook.cli.flags import find_flag, flag_class, flag_rows, parse_flag_value, stated
 from heylook.errors import HeylookError
 from heylook.registry.aliases import Registry
 from heylook.types import ChatPrompt, GenerationRequest, JsonFormat, Message, SamplingOptions, TextChunk
@@ -33,48 +34,42 @@ from heylook.types import ChatPrompt, GenerationRequest, JsonFormat, Message, Sa
 Opt = cyclopts.Parameter
 
 
-@cyclopts.Parameter(name="*")
-@dataclass
-class Settings:
-    """Generation flags; in a chat, /set changes them."""
+# What run and chat can set: the settings with a flag that the OpenAI API carries (a running
+# server is talked to through it), the system prompt and JSON mode.
+RUN_ROWS = flag_rows(api="openai")
+if TYPE_CHECKING:
 
-    max_new_tokens: Annotated[int | None, Opt(help="Most tokens in a reply.")] = None
-    system: Annotated[str | None, Opt(help="The system prompt (instead of the alias's).")] = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    seed: int | None = None
-    stop: Annotated[list[str] | None, Opt(help="A stop sequence; repeat for more.")] = None
-    json_mode: Annotated[bool, Opt(help="Replies are JSON objects (constrained decoding).")] = False
+    class Settings:
+        system: str | None
+        json_mode: bool
 
-    def sampling_options(self) -> SamplingOptions:
-        return SamplingOptions(
-            max_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            seed=self.seed,
-            stop=tuple(self.stop) if self.stop else None,
-            response_format=JsonFormat() if self.json_mode else None,
-        )
+        def __init__(self, **values: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
 
-    def openai_fields(self) -> dict[str, Any]:
-        named = {
-            "max_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
-            "top_k": self.top_k, "min_p": self.min_p, "repetition_penalty": self.repetition_penalty,
-            "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty,
-            "seed": self.seed, "stop": self.stop or None,
-            "response_format": {"type": "json_object"} if self.json_mode else None,
-        }  # fmt: skip
-        return {key: value for key, value in named.items() if value is not None}
+else:
+    Settings = flag_class(
+        "Settings",
+        "Generation flags; in a chat, /set changes them.",
+        RUN_ROWS,
+        extra=[
+            ("system", Annotated[str | None, Opt(help="The system prompt (instead of the alias's).")], None),
+            ("json_mode", Annotated[bool, Opt(help="Replies are JSON objects (by grammar).")], False),
+        ],
+    )
+
+
+def sampling_options(settings: Settings) -> SamplingOptions:
+    return SamplingOptions(
+        **stated(settings, RUN_ROWS), response_format=JsonFormat() if settings.json_mode else None
+    )
+
+
+def openai_fields(settings: Settings) -> dict[str, Any]:
+    values = stated(settings, RUN_ROWS)
+    named: dict[str, Any] = {str(row.openai): values[row.name] for row in RUN_ROWS if row.name in values}
+    if settings.json_mode:
+        named["response_format"] = {"type": "json_object"}
+    return named
 
 
 class Backend(Protocol):
@@ -94,7 +89,7 @@ class ServerBackend:
         self._client = httpx.Client(timeout=httpx.Timeout(10, read=None), headers=auth_headers())
 
     def stream(self, alias: str, messages: list[dict[str, str]], settings: Settings) -> Iterator[str]:
-        body = {"model": alias, "messages": messages, "stream": True, **settings.openai_fields()}
+        body = {"model": alias, "messages": messages, "stream": True, **openai_fields(settings)}
         with self._client.stream("POST", f"{self.url}/v1/chat/completions", json=body) as response:
             if response.status_code >= 400:
                 response.read()
@@ -142,7 +137,7 @@ class LocalBackend:
 
     def stream(self, alias: str, messages: list[dict[str, str]], settings: Settings) -> Iterator[str]:
         prompt = ChatPrompt(tuple(Message(m["role"], m["content"]) for m in messages))
-        request = GenerationRequest(alias, prompt, settings.sampling_options())
+        request = GenerationRequest(alias, prompt, sampling_options(settings))
         generation = self._portal.call(self.backends.start, request)
         chunks = generation.chunks()
         try:
@@ -219,9 +214,8 @@ def run(
 
 # --- chat -----------------------------------------------------------------------------------------
 
-HELP = """Commands:
-  /set KEY VALUE   change a setting: temperature, top_p, top_k, min_p, repetition_penalty,
-                   presence_penalty, frequency_penalty, max_new_tokens, seed, stop, json_mode
+HELP = f"""Commands:
+  /set KEY VALUE   change a setting: {", ".join(row.name for row in RUN_ROWS)}, json_mode
   /set             show the settings
   /system TEXT     set the system prompt (/system alone removes it)
   /clear           forget the conversation (the system prompt stays)
@@ -325,7 +319,7 @@ def chat(
                         f"[dim](dropped the {dropped} oldest turn(s) to stay within {ctx} tokens)[/dim]"
                     )
             try:
-                reply = say(backend, alias, conversation.messages(), replace(settings, system=None))
+                reply = say(backend, alias, conversation.messages(), replace(settings, system=None))  # type: ignore[type-var]
             except KeyboardInterrupt:
                 reply = ""
                 console.print("[dim](stopped)[/dim]")
@@ -393,39 +387,31 @@ def _command(line: str, conversation: Conversation, settings: Settings) -> bool:
 
 def _set(text: str, settings: Settings) -> None:
     if not text:
-        values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+        values = {"system": settings.system, "json_mode": settings.json_mode} | {
+            row.name: getattr(settings, row.name) for row in RUN_ROWS
+        }
         # `is` tests: 0.0 == False, and a temperature of 0 is a setting worth showing.
         shown = {name: value for name, value in values.items() if value is not None and value is not False}
         console.print(shown or "Every setting is the alias's default.")
         return
     key, _, value = text.partition(" ")
-    known = {f.name: f for f in fields(settings)} | {
-        "json": next(f for f in fields(settings) if f.name == "json_mode")
-    }
-    chosen = known.get(key)
-    if chosen is None or chosen.name == "system":
+    if key in ("json", "json_mode", "json-mode"):
+        if value.strip().lower() not in ("on", "off", "true", "false", "1", "0"):
+            console.print(f"{value!r} does not suit {key}: on or off.")
+            return
+        settings.json_mode = value.strip().lower() in ("on", "true", "1")
+        console.print(f"[dim]json_mode = {settings.json_mode}[/dim]")
+        return
+    row = find_flag(key, RUN_ROWS)
+    if row is None:
         console.print(f"Unknown setting {key!r}. /help lists them.")
         return
     try:
-        setattr(
-            settings, chosen.name, _parse_setting(chosen.name, value.strip(), getattr(settings, chosen.name))
-        )
+        setattr(settings, row.name, parse_flag_value(row, value.strip(), getattr(settings, row.name)))
     except ValueError:
         console.print(f"{value!r} does not suit {key}.")
         return
-    console.print(f"[dim]{chosen.name} = {getattr(settings, chosen.name)}[/dim]")
-
-
-def _parse_setting(name: str, value: str, current: Any) -> Any:
-    if name == "stop":
-        return [*(current or []), value] if value else None
-    if name == "json_mode":
-        if value.lower() not in ("on", "off", "true", "false", "1", "0"):
-            raise ValueError(value)
-        return value.lower() in ("on", "true", "1")
-    if value.lower() in ("", "default", "none"):
-        return None
-    return int(value) if name in ("top_k", "seed", "max_new_tokens") else float(value)
+    console.print(f"[dim]{row.name} = {getattr(settings, row.name)}[/dim]")
 
 
 def _token_counter(

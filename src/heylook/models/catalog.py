@@ -10,12 +10,11 @@ from typing import Any
 from heylook.chat.syntax import template_traits
 from heylook.models.estimate import read_json, safetensors_tensors
 from heylook.models.sources import find_local
+from heylook.options import generation_config_keys
 from heylook.registry.aliases import Alias
 from heylook.types import ModelFacts
 
 _DTYPE_LABELS = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
-# The sampling settings a generation_config.json may recommend, as alias options name them.
-GENERATION_CONFIG_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty")
 
 
 def model_facts(alias: Alias) -> ModelFacts:
@@ -82,6 +81,6 @@ def recommended_options(directory: Path) -> dict[str, float | int]:
         return {}
     return {
         key: config[key]
-        for key in GENERATION_CONFIG_KEYS
+        for key in generation_config_keys()
         if isinstance(config.get(key), int | float) and not isinstance(config.get(key), bool)
     }

@@ -16,8 +16,8 @@ from heylook.engine import cpu_linear
 from heylook.engine.constraints import JsonGrammars
 from heylook.engine.runner import Engine
 from heylook.errors import ModelLoadFailed
-from heylook.models.catalog import GENERATION_CONFIG_KEYS
 from heylook.models.sources import resolve
+from heylook.options import generation_config_keys
 from heylook.registry.model_source import ModelSource
 from heylook.settings import DEFAULT_GRAMMAR_CACHE_BYTES
 from heylook.types import LoadOptions, SamplingOptions
@@ -244,4 +244,4 @@ def generation_defaults(generation_config: Any) -> SamplingOptions:
     )
     if not stated.get("do_sample"):
         return SamplingOptions()
-    return SamplingOptions(**{key: stated[key] for key in GENERATION_CONFIG_KEYS if key in stated})
+    return SamplingOptions(**{key: stated[key] for key in generation_config_keys() if key in stated})

@@ -7,11 +7,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from heylook import options as settings_table
 from heylook.errors import InvalidRequest
+from heylook.options import MAX_STOP_LENGTH, MAX_STOP_SEQUENCES, Api, Setting
 from heylook.types import SamplingOptions
 
-MAX_STOP_SEQUENCES = 16
-MAX_STOP_LENGTH = 1000
 # Deep enough for any real request (JSON schemas of tools included), far from Python's stack limit.
 MAX_JSON_DEPTH = 64
 
@@ -172,24 +172,6 @@ def read_stop(body: Mapping[str, Any], key: str, *, param: str | None = None) ->
     return tuple(items)
 
 
-# Bounds that keep the sampler's arithmetic finite: a penalty of 1e-320 divides scores into
-# infinity, and a typical_p of 0 keeps no token at all.
-MAX_TEMPERATURE = 100.0
-REPETITION_PENALTY_RANGE = (0.01, 100.0)
-
-
-def read_repetition_penalty(body: Mapping[str, Any], key: str, *, param: str | None = None) -> float | None:
-    low, high = REPETITION_PENALTY_RANGE
-    return read_number(body, key, param=param, minimum=low, maximum=high)
-
-
-def read_typical_p(body: Mapping[str, Any], key: str, *, param: str | None = None) -> float | None:
-    value = read_number(body, key, param=param, minimum=0.0, maximum=1.0)
-    if value == 0.0:
-        raise InvalidRequest(f"'{param or key}' must be above 0 (1 turns it off)", param=param or key)
-    return value
-
-
 # A JSON schema, as text, may be this long: grammars compile in time proportional to their schema,
 # and a 200,000-value enum or a megabyte-long const took over 90 s. Real schemas are a few KiB.
 MAX_SCHEMA_BYTES = 64 * 1024
@@ -207,21 +189,39 @@ def read_object(body: Mapping[str, Any], key: str, *, param: str | None = None) 
     return _read_typed(body, key, param, dict, "an object")
 
 
-def read_sampling(body: Mapping[str, Any]) -> SamplingOptions:
-    """The sampling controls both APIs and models.yaml spell the same way (OpenAI's names, and the
-    extras vLLM and others accept): temperature, top_p, top_k, min_p, typical_p, the penalties,
-    seed, stop, ignore_eos."""
-    top_k = read_int(body, "top_k", minimum=-1)
-    return SamplingOptions(
-        temperature=read_number(body, "temperature", minimum=0.0, maximum=MAX_TEMPERATURE),
-        top_p=read_number(body, "top_p", minimum=0.0, maximum=1.0),
-        top_k=max(top_k, 0) if top_k is not None else None,  # -1 and 0 both turn it off
-        min_p=read_number(body, "min_p", minimum=0.0, maximum=1.0),
-        typical_p=read_typical_p(body, "typical_p"),
-        repetition_penalty=read_repetition_penalty(body, "repetition_penalty"),
-        presence_penalty=read_number(body, "presence_penalty", minimum=-2.0, maximum=2.0),
-        frequency_penalty=read_number(body, "frequency_penalty", minimum=-2.0, maximum=2.0),
-        seed=read_int(body, "seed"),
-        stop=read_stop(body, "stop"),
-        ignore_eos=read_bool(body, "ignore_eos"),
-    )
+def read_settings(body: Mapping[str, Any], api: Api, *, prefix: str = "") -> SamplingOptions:
+    """The generation settings a body states, read by the table in heylook.options under the
+    names `api` gives them (`prefix` names where the body sits, e.g. "options."): each checked
+    for its type and bounds, a wrong one a 400 naming the field."""
+    values: dict[str, Any] = {}
+    for row in settings_table.SETTINGS:  # read when called: a row added is a setting read
+        key = row.key(api)
+        if key is None:
+            continue
+        keys = (*row.openai_also, key) if api == "openai" else (key,)
+        found = next((k for k in keys if body.get(k) is not None), None)
+        if found is not None:
+            values[row.name] = _read_setting(body, found, row, api, prefix + found)
+    return SamplingOptions(**values)
+
+
+def _read_setting(body: Mapping[str, Any], key: str, row: Setting, api: Api, param: str) -> Any:
+    low, high = row.bounds(api)
+    if row.kind == "number":
+        value: Any = read_number(body, key, param=param, minimum=low, maximum=high)
+    elif row.kind == "integer":
+        value = read_int(body, key, param=param, minimum=None if low is None else int(low))
+        if high is not None and value > high:
+            raise InvalidRequest(f"'{param}' must be at most {high:g}, got {value}", param=param)
+    elif row.kind == "boolean":
+        value = read_bool(body, key, param=param)
+    else:
+        value = read_stop(body, key, param=param)
+    if row.above_minimum and value == low:
+        raise InvalidRequest(f"'{param}' must be above {low:g}", param=param)
+    if row.normalize is not None:
+        try:
+            value = row.normalize(value, api)
+        except ValueError as error:
+            raise InvalidRequest(f"'{param}' {error}", param=param) from None
+    return value

@@ -11,20 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
 
+from heylook import options as settings_table
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.errors import ollama_error_body
-from heylook.protocols.fields import (
-    MAX_TEMPERATURE,
-    json_type,
-    read_bool,
-    read_int,
-    read_number,
-    read_repetition_penalty,
-    read_stop,
-    read_str,
-    read_typical_p,
-    schema_text,
-)
+from heylook.protocols.fields import json_type, read_bool, read_settings, read_str, schema_text
 from heylook.protocols.tools import (
     check_tool_turns,
     read_think,
@@ -58,12 +48,9 @@ from heylook.types import (
 OLLAMA_API_VERSION = "0.12.0"
 
 _ROLES = ("system", "user", "assistant", "tool")
-# Options heylook maps; the rest of Ollama's (num_gpu, num_thread, mirostat, ...) steer llama.cpp
-# and are ignored, as Ollama ignores options it does not know.
-MAPPED_OPTIONS = (
-    "num_predict", "temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
-    "repeat_last_n", "presence_penalty", "frequency_penalty", "seed", "stop", "num_ctx",
-)  # fmt: skip
+# Options heylook maps are the settings table's (heylook.options); the rest of Ollama's
+# (num_gpu, num_thread, mirostat, ...) steer llama.cpp and are ignored, as Ollama ignores options
+# it does not know.
 
 Kind = Literal["chat", "generate"]
 _EMPTY = Reply()
@@ -217,35 +204,9 @@ def parse_options(options: Any) -> tuple[SamplingOptions, tuple[str, ...]]:
         return SamplingOptions(), ()
     if not isinstance(options, dict):
         raise InvalidRequest(f"'options' must be an object, not {json_type(options)}")
-    ignored = tuple(sorted(key for key in options if key not in MAPPED_OPTIONS))
-
-    def number(key: str, **bounds: float) -> float | None:
-        return read_number(options, key, param=f"options.{key}", **bounds)
-
-    def integer(key: str, minimum: int | None = None) -> int | None:
-        return read_int(options, key, param=f"options.{key}", minimum=minimum)
-
-    num_predict = integer("num_predict", minimum=-2)
-    if num_predict == 0:
-        raise InvalidRequest("'options.num_predict' must be positive, or -1 for no limit")
-    seed = integer("seed")
-    top_k = integer("top_k")
-    parsed = SamplingOptions(
-        max_tokens=num_predict if num_predict and num_predict > 0 else None,
-        temperature=number("temperature", minimum=0.0, maximum=MAX_TEMPERATURE),
-        top_k=max(top_k, 0) if top_k is not None else None,  # llama.cpp: top_k <= 0 turns it off
-        top_p=number("top_p", minimum=0.0, maximum=1.0),
-        min_p=number("min_p", minimum=0.0, maximum=1.0),
-        typical_p=read_typical_p(options, "typical_p", param="options.typical_p"),
-        repetition_penalty=read_repetition_penalty(options, "repeat_penalty", param="options.repeat_penalty"),
-        penalty_last_n=integer("repeat_last_n", minimum=-1),
-        # llama.cpp takes any penalty; these keep the arithmetic finite and cover every real use.
-        presence_penalty=number("presence_penalty", minimum=-100.0, maximum=100.0),
-        frequency_penalty=number("frequency_penalty", minimum=-100.0, maximum=100.0),
-        seed=seed if seed is None or seed >= 0 else None,  # Ollama: a negative seed is a random one
-        stop=read_stop(options, "stop", param="options.stop"),
-        context_length=integer("num_ctx", minimum=1),
-    )
+    taken = {row.ollama for row in settings_table.SETTINGS if row.ollama}
+    ignored = tuple(sorted(key for key in options if key not in taken))
+    parsed = read_settings(options, "ollama", prefix="options.")
     return parsed, ignored
 
 
@@ -406,20 +367,6 @@ def read_copy_request(body: dict[str, Any]) -> tuple[str, str]:
 # --- model listings -------------------------------------------------------------------------------
 
 # Internal option names as Ollama's Modelfile PARAMETERs call them.
-_PARAMETER_NAMES = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "typical_p": "typical_p",
-    "repetition_penalty": "repeat_penalty",
-    "penalty_last_n": "repeat_last_n",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "seed": "seed",
-    "max_tokens": "num_predict",
-    "context_length": "num_ctx",
-}
 # Ollama shows a model kept forever as expiring in about 292 years (Go's largest duration).
 _FOREVER = timedelta(days=292 * 365)
 
@@ -497,7 +444,10 @@ def ps_body(running: list[Running], clock: Clock = utc_now) -> dict[str, Any]:
 def parameters_text(options: SamplingOptions) -> str:
     """An alias's default options in Modelfile PARAMETER form: one "name value" per line."""
     lines = []
-    for internal, name in _PARAMETER_NAMES.items():
+    for row in settings_table.SETTINGS:  # internal names as Ollama's Modelfile PARAMETERs call them
+        if row.ollama is None or row.kind == "stops":
+            continue
+        internal, name = row.name, row.ollama
         value = getattr(options, internal)
         if value is not None:
             lines.append(f"{name} {value}")

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.errors import openai_error_body
-from heylook.protocols.fields import read_bool, read_int, read_object, read_sampling, read_str, schema_text
+from heylook.protocols.fields import read_bool, read_int, read_object, read_settings, read_str, schema_text
 from heylook.protocols.tools import (
     check_tool_turns,
     read_reasoning_effort,
@@ -56,15 +56,12 @@ def parse_chat_request(body: dict[str, Any]) -> tuple[GenerationRequest, StreamM
     model = read_str(body, "model", required=True)
     messages = _read_messages(body)
     _reject_unsupported(body)
-    max_tokens = read_int(body, "max_completion_tokens", minimum=1)
-    if max_tokens is None:
-        max_tokens = read_int(body, "max_tokens", minimum=1)
     tools = read_tools(body)
     parallel = read_bool(body, "parallel_tool_calls")
     request = GenerationRequest(
         model=model or "",
         prompt=ChatPrompt(messages),
-        options=_read_sampling(body, max_tokens),
+        options=_read_sampling(body),
         tools=tools,
         tool_choice=read_tool_choice(body, tools),
         parallel_tool_calls=parallel is not False,
@@ -99,7 +96,7 @@ def parse_completion_request(
     request = GenerationRequest(
         model=model or "",
         prompt=TextPrompt(prompt),
-        options=_read_sampling(body, read_int(body, "max_tokens", minimum=1)),
+        options=_read_sampling(body),
     )
     extras = CompletionExtras(echo=prompt if read_bool(body, "echo") else "")
     return request, _read_stream_mode(body), extras
@@ -166,9 +163,8 @@ def _read_content(content: object, param: str) -> str:
     return "".join(texts)
 
 
-def _read_sampling(body: dict[str, Any], max_tokens: int | None) -> SamplingOptions:
-    specific = SamplingOptions(max_tokens=max_tokens, response_format=_read_response_format(body))
-    return specific.over(read_sampling(body))
+def _read_sampling(body: dict[str, Any]) -> SamplingOptions:
+    return SamplingOptions(response_format=_read_response_format(body)).over(read_settings(body, "openai"))
 
 
 def _read_response_format(body: dict[str, Any]) -> JsonFormat | None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import anyio
 import openai
 
+from heylook import options as settings_table
 from heylook.errors import GenerationFailed, InvalidRequest, UpstreamError
 from heylook.generate import TokenClock, with_default_system
 from heylook.metrics import Metrics
@@ -270,20 +271,13 @@ class RemoteGeneration:
 
 
 def openai_fields(options: SamplingOptions) -> dict[str, Any]:
-    """Internal options as OpenAI request fields; extras other servers accept go as they are."""
+    """Internal options as OpenAI request fields, by the settings table (heylook.options): every
+    row with an OpenAI name that may go upstream; the extras vLLM and TGI accept go as they are."""
+    stated = options.stated()
     fields: dict[str, Any] = {
-        "temperature": options.temperature,
-        "top_p": options.top_p,
-        "max_tokens": options.max_tokens,
-        "seed": options.seed,
-        "stop": list(options.stop) if options.stop else None,
-        "presence_penalty": options.presence_penalty,
-        "frequency_penalty": options.frequency_penalty,
-        "top_k": options.top_k,
-        "min_p": options.min_p,
-        "typical_p": options.typical_p,
-        "repetition_penalty": options.repetition_penalty,
-        "ignore_eos": options.ignore_eos,
+        row.openai: list(value) if isinstance(value, tuple) else value
+        for row in settings_table.SETTINGS
+        if row.openai and row.forward and (value := stated.get(row.name)) is not None
     }
     if options.response_format is not None:
         schema = options.response_format.schema
@@ -295,17 +289,15 @@ def openai_fields(options: SamplingOptions) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
-_STANDARD = {
-    "model", "messages", "prompt", "temperature", "top_p", "max_tokens", "seed", "stop",
-    "presence_penalty", "frequency_penalty", "response_format", "tools", "tool_choice",
-    "parallel_tool_calls", "reasoning_effort",
-}  # fmt: skip
+# What the SDK's create() must be given by name; every other field goes in its extra_body, which
+# the SDK merges into the same JSON body (so a setting added to the table needs nothing here).
+_NAMED = ("model", "messages", "prompt")
 
 
 def _split_extras(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return (
-        {k: v for k, v in body.items() if k in _STANDARD},
-        {k: v for k, v in body.items() if k not in _STANDARD},
+        {k: v for k, v in body.items() if k in _NAMED},
+        {k: v for k, v in body.items() if k not in _NAMED},
     )
 
 

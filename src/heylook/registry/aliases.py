@@ -13,9 +13,10 @@ from typing import Any
 
 import yaml
 
+from heylook import options as settings_table
 from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.paths import config_dir
-from heylook.protocols.fields import read_int, read_sampling, schema_text
+from heylook.protocols.fields import read_int, read_settings, schema_text
 from heylook.protocols.ollama import parse_keep_alive
 from heylook.registry.model_source import ModelSource, pypi_problem, source_kind
 from heylook.types import JsonFormat, LoadOptions, SamplingOptions
@@ -31,15 +32,17 @@ ALIAS_KEYS = (
 # Keys that only make sense where the model runs here, and those only for a remote upstream.
 LOCAL_ONLY_KEYS = ("revision", "gguf_file", "load", "keep_alive")
 REMOTE_ONLY_KEYS = ("base_url", "token_env", "timeout")
-# Every generation default an alias can hold; context_length and format are top-level keys.
-OPTION_KEYS = tuple(
-    f.name for f in fields(SamplingOptions) if f.name not in ("context_length", "response_format")
-)
 LOAD_KEYS = tuple(f.name for f in fields(LoadOptions))
 # Where an alias runs: here, or at one of the remote providers (heylook.providers.KINDS).
 PROVIDERS = ("local", "huggingface", "openai")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZATIONS = ("4bit", "8bit")
+
+
+def option_keys() -> tuple[str, ...]:
+    """Every generation default an alias can hold under `options` (the settings table's rows
+    that models.yaml takes); context_length and format are top-level keys."""
+    return tuple(row.name for row in settings_table.SETTINGS if row.in_yaml)
 
 
 class RegistryError(Exception):
@@ -327,13 +330,9 @@ def _parse_options(options: Any, fail: Callable[..., RegistryError]) -> Sampling
         return SamplingOptions()
     if not isinstance(options, dict):
         raise fail("'options' must be a mapping", "options")
-    _check_keys(options, OPTION_KEYS, "option", fail, "options")
+    _check_keys(options, option_keys(), "option", fail, "options")
     try:
-        specific = SamplingOptions(
-            penalty_last_n=read_int(options, "penalty_last_n", minimum=-1),
-            max_tokens=read_int(options, "max_tokens", minimum=1),
-        )
-        return specific.over(read_sampling(options))
+        return read_settings(options, "models.yaml")
     except InvalidRequest as error:
         raise fail(error.message, "options", error.param or "") from None
 

@@ -1,4 +1,4 @@
-"""An optional API key: with one set, every route but the probes (/ and /health) needs it, as
+"""An optional API key: with one set, every route but the probes and the docs (OPEN_PATHS) needs it, as
 `Authorization: Bearer <key>` (OpenAI's SDK, Ollama's clients) or `x-api-key: <key>` (Anthropic's)."""
 
 from __future__ import annotations
@@ -10,7 +10,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from heylook.errors import Unauthorized
 from heylook.middleware.responses import send_error
 
-OPEN_PATHS = frozenset({"/", "/health"})
+# The probes, and the API's description: /openapi.json, the Swagger UI and ReDoc pages and their
+# assets (routes/docs.py). They are the same on every heylook and hold no secret; a browser loads a
+# page, its scripts and the spec without a key, so /docs could not even show its Authorize button
+# on a keyed server if they were closed. What the pages then call carries the key.
+OPEN_PATHS = frozenset(
+    {
+        "/",
+        "/health",
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/docs/assets/redoc.standalone.js",
+    }
+)
 
 
 def presented_key(headers: dict[bytes, bytes]) -> str:

@@ -202,7 +202,7 @@ def test_bad_chat_bodies_are_400(body, words) -> None:
     ("body", "words"),
     [
         ({"model": "m", "prompt": "x", "template": "{{ .Prompt }}"}, "template"),
-        ({"model": "m", "prompt": "x", "context": ["a"]}, "'context' must be an array of token ids"),
+        ({"model": "m", "prompt": "x", "context": ["a"]}, r"'context\[0\]' must be an integer, not string"),
         ({"model": "m", "prompt": 5}, "'prompt' must be a string"),
         ({"model": "m", "prompt": "x", "images": ["aGk="]}, "images"),
     ],

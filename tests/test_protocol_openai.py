@@ -187,8 +187,8 @@ def test_chat_request_translates(body, prompt, options, mode) -> None:
         ),
         (
             {"model": "m", "messages": [USER], "response_format": {"type": "xml"}},
-            "response_format",
-            "json_object",
+            "response_format.type",
+            '"text", "json_object" or "json_schema"',
         ),
         ({"model": "m", "messages": [USER], "logprobs": True}, "logprobs", "not supported"),
         (

@@ -29,7 +29,8 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     # Browser origins allowed to call (CORS); none unless the operator names them.
     cors_origins: tuple[str, ...] = ()
-    # When set, every route but / and /health needs it (Authorization: Bearer, or x-api-key).
+    # When set, every route but the probes (/, /health) and the docs (/openapi.json, /docs,
+    # /redoc) needs it (Authorization: Bearer, or x-api-key).
     api_key: str | None = None
     grammar_cache_bytes: int = DEFAULT_GRAMMAR_CACHE_BYTES
     # Seconds a JSON schema or tool set may take to compile into a grammar (a 400 after that).

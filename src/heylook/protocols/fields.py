@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from heylook import options as settings_table
 from heylook.errors import InvalidRequest
-from heylook.options import MAX_STOP_LENGTH, MAX_STOP_SEQUENCES, Api, Setting
+from heylook.options import Api
 from heylook.types import SamplingOptions
+from heylook.wire.fields import json_type
+from heylook.wire.settings import checked
 
 # Deep enough for any real request (JSON schemas of tools included), far from Python's stack limit.
 MAX_JSON_DEPTH = 64
@@ -71,42 +72,8 @@ def _check_text(text: str, where: str) -> None:
         ) from None
 
 
-def json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _wrong_type(param: str, expected: str, value: object) -> InvalidRequest:
     return InvalidRequest(f"'{param}' must be {expected}, not {json_type(value)}", param=param)
-
-
-def _read_typed(body: Mapping[str, Any], key: str, param: str | None, kind: type, expected: str) -> Any:
-    value = body.get(key)
-    if value is not None and not isinstance(value, kind):
-        raise _wrong_type(param or key, expected, value)
-    return value
-
-
-def read_str(
-    body: Mapping[str, Any], key: str, *, param: str | None = None, required: bool = False
-) -> str | None:
-    value = _read_typed(body, key, param, str, "a string")
-    if value is None and required:
-        raise InvalidRequest(f"'{param or key}' is required", param=param or key)
-    return value
-
-
-def read_bool(body: Mapping[str, Any], key: str, *, param: str | None = None) -> bool | None:
-    return _read_typed(body, key, param, bool, "a boolean")
 
 
 def read_int(
@@ -126,52 +93,6 @@ def read_int(
     return value
 
 
-def read_number(
-    body: Mapping[str, Any],
-    key: str,
-    *,
-    param: str | None = None,
-    minimum: float | None = None,
-    maximum: float | None = None,
-) -> float | None:
-    param = param or key
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _wrong_type(param, "a number", value)
-    if not math.isfinite(value):
-        raise InvalidRequest(f"'{param}' must be a finite number, not {value}", param=param)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = (
-            f"between {minimum} and {maximum}"
-            if minimum is not None and maximum is not None
-            else f"at least {minimum}"
-            if minimum is not None
-            else f"at most {maximum}"
-        )
-        raise InvalidRequest(f"'{param}' must be {bounds}, got {value}", param=param)
-    return float(value)
-
-
-def read_stop(body: Mapping[str, Any], key: str, *, param: str | None = None) -> tuple[str, ...] | None:
-    """A stop sequence or a list of them, as both APIs accept."""
-    param = param or key
-    value = body.get(key)
-    if value is None:
-        return None
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
-        raise _wrong_type(param, "a string or an array of strings", value)
-    if len(items) > MAX_STOP_SEQUENCES:
-        raise InvalidRequest(f"'{param}' may hold at most {MAX_STOP_SEQUENCES} sequences", param=param)
-    if any(s == "" for s in items):
-        raise InvalidRequest(f"'{param}' must not contain an empty string", param=param)
-    if any(len(s) > MAX_STOP_LENGTH for s in items):
-        raise InvalidRequest(f"'{param}' sequences may be at most {MAX_STOP_LENGTH} characters", param=param)
-    return tuple(items)
-
-
 # A JSON schema, as text, may be this long: grammars compile in time proportional to their schema,
 # and a 200,000-value enum or a megabyte-long const took over 90 s. Real schemas are a few KiB.
 MAX_SCHEMA_BYTES = 64 * 1024
@@ -185,10 +106,6 @@ def schema_text(schema: dict[str, Any], param: str) -> str:
     return text
 
 
-def read_object(body: Mapping[str, Any], key: str, *, param: str | None = None) -> dict[str, Any] | None:
-    return _read_typed(body, key, param, dict, "an object")
-
-
 def read_settings(body: Mapping[str, Any], api: Api, *, prefix: str = "") -> SamplingOptions:
     """The generation settings a body states, read by the table in heylook.options under the
     names `api` gives them (`prefix` names where the body sits, e.g. "options."): each checked
@@ -200,28 +117,10 @@ def read_settings(body: Mapping[str, Any], api: Api, *, prefix: str = "") -> Sam
             continue
         keys = (*row.openai_also, key) if api == "openai" else (key,)
         found = next((k for k in keys if body.get(k) is not None), None)
-        if found is not None:
-            values[row.name] = _read_setting(body, found, row, api, prefix + found)
-    return SamplingOptions(**values)
-
-
-def _read_setting(body: Mapping[str, Any], key: str, row: Setting, api: Api, param: str) -> Any:
-    low, high = row.bounds(api)
-    if row.kind == "number":
-        value: Any = read_number(body, key, param=param, minimum=low, maximum=high)
-    elif row.kind == "integer":
-        value = read_int(body, key, param=param, minimum=None if low is None else int(low))
-        if high is not None and value > high:
-            raise InvalidRequest(f"'{param}' must be at most {high:g}, got {value}", param=param)
-    elif row.kind == "boolean":
-        value = read_bool(body, key, param=param)
-    else:
-        value = read_stop(body, key, param=param)
-    if row.above_minimum and value == low:
-        raise InvalidRequest(f"'{param}' must be above {low:g}", param=param)
-    if row.normalize is not None:
+        if found is None:
+            continue
         try:
-            value = row.normalize(value, api)
+            values[row.name] = checked(row, api, body[found])
         except ValueError as error:
-            raise InvalidRequest(f"'{param}' {error}", param=param) from None
-    return value
+            raise InvalidRequest(f"'{prefix + found}' {error}", param=prefix + found) from None
+    return SamplingOptions(**values)

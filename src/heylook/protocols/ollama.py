@@ -14,13 +14,13 @@ from typing import Any, ClassVar, Literal
 from heylook import options as settings_table
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.errors import ollama_error_body
-from heylook.protocols.fields import json_type, read_bool, read_settings, read_str, schema_text
+from heylook.protocols.fields import schema_text
 from heylook.protocols.tools import (
     check_tool_turns,
-    read_think,
-    read_tool_calls,
-    read_tool_choice,
-    read_tools,
+    think_from,
+    tool_calls_from,
+    tool_choice_from,
+    tools_from,
 )
 from heylook.protocols.writer import Media
 from heylook.types import (
@@ -41,13 +41,15 @@ from heylook.types import (
     ToolCall,
     ToolCallDone,
 )
+from heylook.wire import ollama as wire
+from heylook.wire.settings import stated_settings
+from heylook.wire.validate import validate
 
 # What /api/version reports. Clients read it to decide which API features to use; this is the
 # Ollama release whose API heylook covers (structured outputs, keep_alive, /api/ps, tools,
 # thinking and its levels), not heylook's own version.
 OLLAMA_API_VERSION = "0.12.0"
 
-_ROLES = ("system", "user", "assistant", "tool")
 # Options heylook maps are the settings table's (heylook.options); the rest of Ollama's
 # (num_gpu, num_thread, mirostat, ...) steer llama.cpp and are ignored, as Ollama ignores options
 # it does not know.
@@ -76,49 +78,53 @@ class Translated:
 
 
 def parse_chat_request(body: dict[str, Any], clock: Clock = utc_now) -> Translated:
-    model = _read_model(body)
-    _reject_unsupported(body)
-    writer = OllamaWriter(model=model, kind="chat", stream=_read_stream(body), clock=clock)
-    keep_alive = parse_keep_alive(body.get("keep_alive"))
-    messages = _read_messages(body)
-    options, ignored = parse_options(body.get("options"))
-    options = _with_format(options, body.get("format"))
+    """An /api/chat body, validated whole against its wire type (heylook.wire.ollama)."""
+    typed: Any = validate(wire.chat_request(), body)
+    _reject_unsupported(typed)
+    writer = OllamaWriter(model=typed.model, kind="chat", stream=typed.stream is not False, clock=clock)
+    keep_alive = parse_keep_alive(typed.keep_alive)
+    messages = _messages(typed.messages or [])
+    options, ignored = _options(typed.options)
+    options = _with_format(options, typed.format)
     if not messages:  # Ollama: an empty conversation loads the model
-        return Translated(LoadRequest(model, keep_alive), writer)
+        return Translated(LoadRequest(typed.model, keep_alive), writer)
     request = GenerationRequest(
-        model, ChatPrompt(messages), options, keep_alive=keep_alive, **_read_tools_and_think(body)
+        typed.model, ChatPrompt(messages), options, keep_alive=keep_alive, **_tools_and_think(typed)
     )
     return Translated(request, writer, ignored)
 
 
-def _read_tools_and_think(body: dict[str, Any]) -> dict[str, Any]:
+def _tools_and_think(typed: Any) -> dict[str, Any]:
     """tools and think; Ollama has no tool_choice, but heylook reads OpenAI's where a client sends it."""
-    tools = read_tools(body)
+    tools = tools_from(typed.tools)
     return {
         "tools": tools,
-        "tool_choice": read_tool_choice(body, tools),
-        "think": read_think(body.get("think")),
+        "tool_choice": tool_choice_from(typed.tool_choice, tools),
+        "think": think_from(typed.think),
     }
 
 
 def parse_generate_request(body: dict[str, Any], clock: Clock = utc_now) -> Translated:
-    model = _read_model(body)
-    _reject_unsupported(body)
-    if body.get("template"):
+    """An /api/generate body, validated whole against its wire type (heylook.wire.ollama)."""
+    typed: Any = validate(wire.generate_request(), body)
+    _reject_unsupported(typed)
+    if typed.template:
         raise InvalidRequest("'template' is not supported: heylook uses the model's own chat template")
-    raw = bool(read_bool(body, "raw"))
+    raw = bool(typed.raw)
     writer = OllamaWriter(
-        model=model, kind="generate", stream=_read_stream(body), clock=clock, with_context=not raw
+        model=typed.model,
+        kind="generate",
+        stream=typed.stream is not False,
+        clock=clock,
+        with_context=not raw,
     )
-    keep_alive = parse_keep_alive(body.get("keep_alive"))
-    prompt = read_str(body, "prompt") or ""
-    suffix = read_str(body, "suffix")
-    system = read_str(body, "system")
-    options, ignored = parse_options(body.get("options"))
-    options = _with_format(options, body.get("format"))
-    context = _read_context(body)
+    keep_alive = parse_keep_alive(typed.keep_alive)
+    prompt, suffix, system = typed.prompt or "", typed.suffix, typed.system
+    options, ignored = _options(typed.options)
+    options = _with_format(options, typed.format)
+    context = tuple(typed.context or ())
     if not prompt and not suffix:  # Ollama: an empty prompt loads the model
-        return Translated(LoadRequest(model, keep_alive), writer)
+        return Translated(LoadRequest(typed.model, keep_alive), writer)
     if suffix:
         internal_prompt: ChatPrompt | TextPrompt | InfillPrompt = InfillPrompt(prompt, suffix)
     elif raw:
@@ -128,86 +134,55 @@ def parse_generate_request(body: dict[str, Any], clock: Clock = utc_now) -> Tran
         # Models without a chat template get the prompt as is, as Ollama's default template does.
         internal_prompt = ChatPrompt((*turns, Message("user", prompt)), untemplated=prompt)
     request = GenerationRequest(
-        model, internal_prompt, options, keep_alive=keep_alive, context=context, **_read_tools_and_think(body)
+        typed.model,
+        internal_prompt,
+        options,
+        keep_alive=keep_alive,
+        context=context,
+        **_tools_and_think(typed),
     )
     return Translated(request, writer, ignored)
 
 
-def _read_model(body: dict[str, Any]) -> str:
-    model = read_str(body, "model", required=True)
-    if not model:
-        raise InvalidRequest("'model' is required", param="model")
-    return model
-
-
-def _read_stream(body: dict[str, Any]) -> bool:
-    stream = read_bool(body, "stream")
-    return True if stream is None else stream  # Ollama streams unless told not to
-
-
-def _reject_unsupported(body: dict[str, Any]) -> None:
+def _reject_unsupported(typed: Any) -> None:
     """Refuse what heylook cannot honour yet, rather than silently ignoring it."""
-    if body.get("images"):
+    if typed.images:
         raise InvalidRequest("images are not supported by heylook yet")
 
 
-def _read_messages(body: dict[str, Any]) -> tuple[Message, ...]:
-    raw = body.get("messages")
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidRequest(f"'messages' must be an array, not {json_type(raw)}")
+def _messages(raw: list[wire.OllamaMessage]) -> tuple[Message, ...]:
     messages = []
     for index, item in enumerate(raw):
         where = f"messages[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"'{where}' must be an object")
-        role = read_str(item, "role", param=f"{where}.role", required=True)
-        if role not in _ROLES:
-            raise InvalidRequest(f"'{where}.role' must be one of {', '.join(_ROLES)}, not {role!r}")
-        if item.get("images"):
+        if item.images:
             raise InvalidRequest("images are not supported by heylook yet")
-        content = read_str(item, "content", param=f"{where}.content") or ""
-        calls = read_tool_calls(item.get("tool_calls"), f"{where}.tool_calls") if role == "assistant" else ()
-        is_tool = role == "tool"
+        is_tool = item.role == "tool"
+        calls = tool_calls_from(item.tool_calls, f"{where}.tool_calls") if item.role == "assistant" else ()
         messages.append(
             Message(
-                role=role or "user",
-                content=content,
+                role=item.role,
+                content=item.content or "",
                 tool_calls=calls,
-                tool_call_id=read_str(item, "tool_call_id", param=f"{where}.tool_call_id")
-                if is_tool
-                else None,
+                tool_call_id=item.tool_call_id if is_tool else None,
                 # Ollama names the function a result is for; older clients used "name".
-                tool_name=(read_str(item, "tool_name") or read_str(item, "name")) if is_tool else None,
-                thinking=read_str(item, "thinking", param=f"{where}.thinking") or "",
+                tool_name=(item.tool_name or item.name) if is_tool else None,
+                thinking=item.thinking or "",
             )
         )
     check_tool_turns(tuple(messages))
     return tuple(messages)
 
 
-def _read_context(body: dict[str, Any]) -> tuple[int, ...]:
-    context = body.get("context")
-    if context is None:
-        return ()
-    if not isinstance(context, list) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in context
-    ):
-        raise InvalidRequest("'context' must be an array of token ids from an earlier reply")
-    return tuple(context)
-
-
 def parse_options(options: Any) -> tuple[SamplingOptions, tuple[str, ...]]:
     """Ollama's `options` as SamplingOptions, and the names of those heylook ignores."""
-    if options is None:
+    typed: Any = validate(wire.chat_request(), {"model": "-", "options": options})
+    return _options(typed.options)
+
+
+def _options(typed: Any) -> tuple[SamplingOptions, tuple[str, ...]]:
+    if typed is None:
         return SamplingOptions(), ()
-    if not isinstance(options, dict):
-        raise InvalidRequest(f"'options' must be an object, not {json_type(options)}")
-    taken = {row.ollama for row in settings_table.SETTINGS if row.ollama}
-    ignored = tuple(sorted(key for key in options if key not in taken))
-    parsed = read_settings(options, "ollama", prefix="options.")
-    return parsed, ignored
+    return stated_settings(typed, "ollama"), tuple(sorted(typed.model_extra or ()))
 
 
 def _with_format(options: SamplingOptions, value: Any) -> SamplingOptions:
@@ -350,18 +325,23 @@ def tool_call_body(call: ToolCall, index: int) -> dict[str, Any] | None:
 
 def read_model_field(body: dict[str, Any], key: str = "model") -> str:
     """The model name of /api/show, /api/delete, /api/pull (which also accept the older "name")."""
-    value = read_str(body, key) or read_str(body, "name")
+    typed = validate(wire.ModelName, body)
+    value = typed.model or typed.name
     if not value:
         raise InvalidRequest(f"'{key}' is required", param=key)
     return value
 
 
 def read_copy_request(body: dict[str, Any]) -> tuple[str, str]:
-    source = read_str(body, "source", required=True) or ""
-    destination = read_str(body, "destination", required=True) or ""
-    if not source or not destination:
+    typed = validate(wire.CopyRequest, body)
+    if not typed.source or not typed.destination:
         raise InvalidRequest("'source' and 'destination' must not be empty")
-    return source, destination
+    return typed.source, typed.destination
+
+
+def read_pull_stream(body: dict[str, Any]) -> bool:
+    """/api/pull streams its progress unless told not to."""
+    return validate(wire.PullRequest, body).stream is not False
 
 
 # --- model listings -------------------------------------------------------------------------------

@@ -7,13 +7,13 @@ from typing import Any, ClassVar
 
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.errors import openai_error_body
-from heylook.protocols.fields import read_bool, read_int, read_object, read_settings, read_str, schema_text
+from heylook.protocols.fields import schema_text
 from heylook.protocols.tools import (
     check_tool_turns,
-    read_reasoning_effort,
-    read_tool_calls,
-    read_tool_choice,
-    read_tools,
+    effort_from,
+    tool_calls_from,
+    tool_choice_from,
+    tools_from,
 )
 from heylook.protocols.writer import Media
 from heylook.types import (
@@ -34,10 +34,12 @@ from heylook.types import (
     ToolCallChunk,
     Usage,
 )
+from heylook.wire import openai as wire
+from heylook.wire.settings import stated_settings
+from heylook.wire.validate import validate
 
 # OpenAI's "developer" role is its newer name for "system".
 _ROLE_ALIASES = {"developer": "system"}
-_ROLES = ("system", "user", "assistant", "tool", "developer")
 
 
 @dataclass(frozen=True)
@@ -52,161 +54,121 @@ class CompletionExtras:
 
 
 def parse_chat_request(body: dict[str, Any]) -> tuple[GenerationRequest, StreamMode]:
-    """A /v1/chat/completions body as an internal request."""
-    model = read_str(body, "model", required=True)
-    messages = _read_messages(body)
-    _reject_unsupported(body)
-    tools = read_tools(body)
-    parallel = read_bool(body, "parallel_tool_calls")
+    """A /v1/chat/completions body as an internal request: validated whole against its wire type
+    (heylook.wire.openai), then what no type can say (tool turns answer calls, a chosen tool is
+    among the tools)."""
+    typed: Any = validate(wire.chat_completion_request(), body)
+    messages = _messages(typed.messages)
+    _reject_unsupported(typed)
+    tools = tools_from(typed.tools)
     request = GenerationRequest(
-        model=model or "",
+        model=typed.model,
         prompt=ChatPrompt(messages),
-        options=_read_sampling(body),
+        options=_sampling(typed),
         tools=tools,
-        tool_choice=read_tool_choice(body, tools),
-        parallel_tool_calls=parallel is not False,
-        think=read_reasoning_effort(body),
+        tool_choice=tool_choice_from(typed.tool_choice, tools),
+        parallel_tool_calls=typed.parallel_tool_calls is not False,
+        think=effort_from(typed.reasoning_effort, typed.reasoning),
     )
-    return request, _read_stream_mode(body)
+    return request, _stream_mode(typed)
 
 
 def parse_completion_request(
     body: dict[str, Any],
 ) -> tuple[GenerationRequest, StreamMode, CompletionExtras]:
     """A /v1/completions body as an internal request: the prompt goes to the model untemplated."""
-    model = read_str(body, "model", required=True)
-    prompt = body.get("prompt")
+    typed: Any = validate(wire.completion_request(), body)
+    prompt = typed.prompt
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
-    if prompt is None:
-        raise InvalidRequest("'prompt' is required", param="prompt")
     if isinstance(prompt, list):
         raise InvalidRequest(
             "'prompt' must be a string; arrays of several prompts or of token ids are not supported",
             param="prompt",
         )
-    if not isinstance(prompt, str):
-        raise InvalidRequest("'prompt' must be a string", param="prompt")
-    _reject_unsupported(body)
-    if body.get("suffix") is not None:
+    _reject_unsupported(typed)
+    if typed.suffix is not None:
         raise InvalidRequest("'suffix' is not supported", param="suffix")
-    best_of = read_int(body, "best_of", minimum=1)
-    if best_of not in (None, 1):
+    if typed.best_of not in (None, 1):
         raise InvalidRequest("'best_of' greater than 1 is not supported", param="best_of")
-    request = GenerationRequest(
-        model=model or "",
-        prompt=TextPrompt(prompt),
-        options=_read_sampling(body),
-    )
-    extras = CompletionExtras(echo=prompt if read_bool(body, "echo") else "")
-    return request, _read_stream_mode(body), extras
+    request = GenerationRequest(model=typed.model, prompt=TextPrompt(prompt), options=_sampling(typed))
+    extras = CompletionExtras(echo=prompt if typed.echo else "")
+    return request, _stream_mode(typed), extras
 
 
-def _read_messages(body: dict[str, Any]) -> tuple[Message, ...]:
-    raw = body.get("messages")
-    if raw is None:
-        raise InvalidRequest("'messages' is required", param="messages")
-    if not isinstance(raw, list):
-        raise InvalidRequest("'messages' must be an array", param="messages")
-    if not raw:
-        raise InvalidRequest("'messages' must not be empty", param="messages")
+def _messages(raw: list[wire.ChatMessage]) -> tuple[Message, ...]:
     messages = []
     for index, item in enumerate(raw):
         param = f"messages[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"'{param}' must be an object", param=param)
-        role = read_str(item, "role", param=f"{param}.role", required=True)
-        if role not in _ROLES:
-            raise InvalidRequest(
-                f"'{param}.role' must be one of {', '.join(_ROLES)}, not {role!r}", param=f"{param}.role"
-            )
-        content = _read_content(item.get("content"), f"{param}.content")
-        calls = read_tool_calls(item.get("tool_calls"), f"{param}.tool_calls") if role == "assistant" else ()
-        call_id = read_str(item, "tool_call_id", param=f"{param}.tool_call_id")
-        if role == "tool" and not call_id:
+        role = item.role
+        if role == "tool" and not item.tool_call_id:
             raise InvalidRequest(
                 f"'{param}.tool_call_id' is required in a tool message", param=f"{param}.tool_call_id"
             )
-        # vLLM and DeepSeek send earlier reasoning back as reasoning_content; Ollama's layer as reasoning.
-        thinking = read_str(item, "reasoning_content", param=f"{param}.reasoning_content")
-        thinking = thinking or read_str(item, "reasoning", param=f"{param}.reasoning")
+        calls = tool_calls_from(item.tool_calls, f"{param}.tool_calls") if role == "assistant" else ()
         messages.append(
             Message(
                 role=_ROLE_ALIASES.get(role, role),
-                content=content,
+                content=_content(item.content, f"{param}.content"),
                 tool_calls=calls,
-                tool_call_id=call_id if role == "tool" else None,
-                tool_name=read_str(item, "name", param=f"{param}.name") if role == "tool" else None,
-                thinking=thinking or "",
+                tool_call_id=item.tool_call_id if role == "tool" else None,
+                tool_name=item.name if role == "tool" else None,
+                # Earlier reasoning: vLLM and DeepSeek send reasoning_content; Ollama's layer, reasoning.
+                thinking=item.reasoning_content or item.reasoning or "",
             )
         )
     check_tool_turns(tuple(messages))
     return tuple(messages)
 
 
-def _read_content(content: object, param: str) -> str:
+def _content(content: str | list[wire.ContentPart] | None, param: str) -> str:
     """Message content: a string, null, or an array of text parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise InvalidRequest(f"'{param}' must be a string or an array of content parts", param=param)
+    if content is None or isinstance(content, str):
+        return content or ""
     texts = []
     for index, part in enumerate(content):
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise InvalidRequest(f"'{param}[{index}]' must be a content part object with a type", param=param)
-        if part["type"] != "text":
-            raise InvalidRequest(f"content parts of type {part['type']!r} are not supported", param=param)
-        text = read_str(part, "text", param=f"{param}[{index}].text", required=True)
-        texts.append(text or "")
+        if part.type != "text":
+            raise InvalidRequest(f"content parts of type {part.type!r} are not supported", param=param)
+        if part.text is None:
+            raise InvalidRequest(f"'{param}[{index}].text' is required", param=f"{param}[{index}].text")
+        texts.append(part.text)
     return "".join(texts)
 
 
-def _read_sampling(body: dict[str, Any]) -> SamplingOptions:
-    return SamplingOptions(response_format=_read_response_format(body)).over(read_settings(body, "openai"))
-
-
-def _read_response_format(body: dict[str, Any]) -> JsonFormat | None:
-    response_format = read_object(body, "response_format")
-    if response_format is None:
-        return None
-    kind = response_format.get("type")
-    if kind in (None, "text"):
-        return None
-    if kind == "json_object":
-        return JsonFormat()
-    if kind == "json_schema":
-        spec = read_object(response_format, "json_schema", param="response_format.json_schema") or {}
-        schema = read_object(spec, "schema", param="response_format.json_schema.schema")
-        if schema is None:
-            raise InvalidRequest(
-                "'response_format.json_schema.schema' is required", param="response_format.json_schema.schema"
-            )
-        return JsonFormat(schema_text(schema, "response_format.json_schema.schema"))
-    raise InvalidRequest(
-        f"response_format type must be text, json_object or json_schema, not {kind!r}",
-        param="response_format",
+def _sampling(typed: Any) -> SamplingOptions:
+    return SamplingOptions(response_format=_response_format(typed.response_format)).over(
+        stated_settings(typed, "openai")
     )
 
 
-def _read_stream_mode(body: dict[str, Any]) -> StreamMode:
-    stream = bool(read_bool(body, "stream"))
-    options = read_object(body, "stream_options") or {}
-    include_usage = read_bool(options, "include_usage", param="stream_options.include_usage")
-    return StreamMode(stream=stream, include_usage=bool(include_usage))
+def _response_format(response_format: wire.ResponseFormat | None) -> JsonFormat | None:
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return JsonFormat()
+    spec = response_format.json_schema
+    if spec is None or spec.schema_ is None:
+        raise InvalidRequest(
+            "'response_format.json_schema.schema' is required", param="response_format.json_schema.schema"
+        )
+    return JsonFormat(schema_text(spec.schema_, "response_format.json_schema.schema"))
 
 
-def _reject_unsupported(body: dict[str, Any]) -> None:
+def _stream_mode(typed: Any) -> StreamMode:
+    options = typed.stream_options
+    include_usage = bool(options.include_usage) if options is not None else False
+    return StreamMode(stream=bool(typed.stream), include_usage=include_usage)
+
+
+def _reject_unsupported(typed: Any) -> None:
     """Refuse what heylook cannot honour yet, rather than silently ignoring it."""
-    n = read_int(body, "n", minimum=1)
-    if n not in (None, 1):
+    if typed.n not in (None, 1):
         raise InvalidRequest("'n' greater than 1 is not supported", param="n")
-    if body.get("logprobs") or body.get("top_logprobs"):
+    if typed.logprobs or getattr(typed, "top_logprobs", None):
         raise InvalidRequest("'logprobs' is not supported yet", param="logprobs")
-    if body.get("logit_bias"):
+    if typed.logit_bias:
         raise InvalidRequest("'logit_bias' is not supported yet", param="logit_bias")
-    if body.get("functions") or body.get("function_call"):
+    if getattr(typed, "functions", None) or getattr(typed, "function_call", None):
         raise InvalidRequest(
             "'functions' is OpenAI's deprecated form of 'tools': send 'tools'", param="functions"
         )

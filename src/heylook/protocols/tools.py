@@ -4,22 +4,29 @@ definitions), read into internal types; a wrong value raises InvalidRequest nami
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from heylook.errors import InvalidRequest
-from heylook.protocols.fields import json_type, read_object, read_str, schema_text
-from heylook.types import THINK_LEVELS, Message, Think, Tool, ToolCall, ToolChoice
+from heylook.protocols.fields import schema_text
+from heylook.types import Message, Think, Tool, ToolCall, ToolChoice
+from heylook.wire.fields import Body
+from heylook.wire.tools import (
+    EFFORTS,
+    FunctionDefinition,
+    NamedToolChoice,
+    Reasoning,
+    ToolCallIn,
+    ToolChoiceField,
+    ToolDefinition,
+    Tools,
+)
+from heylook.wire.tools import Think as ThinkField
+from heylook.wire.validate import validate
 
-# OpenAI's rule for function names (letters, digits, _ and -, up to 64), and dots, which MCP
-# clients use for namespaced tools.
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-MAX_TOOLS = 128  # as OpenAI allows
 # All tools' schemas and descriptions together (Open WebUI's 36 built-in tools: 25 KiB).
 MAX_TOOLS_BYTES = 512 * 1024
 _EMPTY_OBJECT = json.dumps({"type": "object", "properties": {}})
-_CHOICES = ("none", "auto", "required")
 # OpenAI's reasoning efforts as Ollama's think levels (Ollama maps them the same way).
 _EFFORTS: dict[str, Think] = {
     "none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high",
@@ -32,15 +39,20 @@ def tool_body(tool: Tool) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
+class _ToolsPart(Body):
+    tools: Tools | None = None
+    tool_choice: ToolChoiceField | None = None
+
+
 def read_tools(body: Mapping[str, Any]) -> tuple[Tool, ...]:
-    raw = body.get("tools")
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidRequest(f"'tools' must be an array, not {json_type(raw)}", param="tools")
-    if len(raw) > MAX_TOOLS:
-        raise InvalidRequest(f"'tools' may hold at most {MAX_TOOLS} tools", param="tools")
-    tools = [_read_tool(item, f"tools[{index}]") for index, item in enumerate(raw)]
+    """A body's `tools`, validated and read (the request routes validate the whole body at once
+    and call tools_from)."""
+    return tools_from(validate(_ToolsPart, dict(body)).tools)
+
+
+def tools_from(raw: list[ToolDefinition] | None) -> tuple[Tool, ...]:
+    """Validated tool definitions as internal tools: names unique, all of them within a size."""
+    tools = tuple(_tool(item.function, f"tools[{index}]") for index, item in enumerate(raw or ()))
     if sum(len(tool.parameters) + len(tool.description) for tool in tools) > MAX_TOOLS_BYTES:
         raise InvalidRequest(f"'tools' are larger than {MAX_TOOLS_BYTES // 1024} KiB in all", param="tools")
     seen: set[str] = set()
@@ -49,61 +61,28 @@ def read_tools(body: Mapping[str, Any]) -> tuple[Tool, ...]:
             param = f"tools[{index}].function.name"
             raise InvalidRequest(f"two tools are named {tool.name!r}", param=param)
         seen.add(tool.name)
-    return tuple(tools)
+    return tools
 
 
-def _read_tool(item: Any, param: str) -> Tool:
-    if not isinstance(item, dict):
-        raise InvalidRequest(f"'{param}' must be an object", param=param)
-    kind = item.get("type", "function")
-    if kind != "function":
-        raise InvalidRequest(
-            f"'{param}.type' must be \"function\", not {json.dumps(kind)}", param=f"{param}.type"
-        )
-    function = read_object(item, "function", param=f"{param}.function")
-    if function is None:
-        raise InvalidRequest(f"'{param}.function' is required", param=f"{param}.function")
-    name = read_str(function, "name", param=f"{param}.function.name", required=True) or ""
-    if not _NAME.fullmatch(name):
-        raise InvalidRequest(
-            f"'{param}.function.name' must be 1 to 64 letters, digits, '_', '-' or '.', not {name!r}",
-            param=f"{param}.function.name",
-        )
-    description = read_str(function, "description", param=f"{param}.function.description") or ""
-    parameters = function.get("parameters")
-    where = f"{param}.function.parameters"
-    if parameters is None:
-        return Tool(name, description, _EMPTY_OBJECT)
-    if not isinstance(parameters, dict):
-        raise InvalidRequest(
-            f"'{where}' must be a JSON schema object, not {json_type(parameters)}", param=where
-        )
-    kind = parameters.get("type", "object")
-    if kind != "object" and not (isinstance(kind, list) and "object" in kind):
-        raise InvalidRequest(
-            f"'{where}' must describe an object (type \"object\"), not {json.dumps(kind)}", param=where
-        )
-    return Tool(name, description, schema_text(parameters, where))
+def _tool(function: FunctionDefinition, param: str) -> Tool:
+    description = function.description or ""
+    if function.parameters is None:
+        return Tool(function.name, description, _EMPTY_OBJECT)
+    return Tool(function.name, description, schema_text(function.parameters, f"{param}.function.parameters"))
 
 
 def read_tool_choice(body: Mapping[str, Any], tools: tuple[Tool, ...]) -> ToolChoice:
-    value = body.get("tool_choice")
+    return tool_choice_from(validate(_ToolsPart, {"tool_choice": body.get("tool_choice")}).tool_choice, tools)
+
+
+def tool_choice_from(value: str | NamedToolChoice | None, tools: tuple[Tool, ...]) -> ToolChoice:
+    """A validated tool_choice, checked against the tools it may name."""
     if value is None:
         return ToolChoice()
     if isinstance(value, str):
-        if value not in _CHOICES:
-            raise InvalidRequest(
-                f"'tool_choice' must be none, auto, required or a function, not {value!r}",
-                param="tool_choice",
-            )
         choice = ToolChoice(mode=value)  # type: ignore[arg-type]
-    elif isinstance(value, dict):
-        function = value.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if value.get("type") != "function" or not isinstance(name, str):
-            raise InvalidRequest(
-                '\'tool_choice\' must be {"type": "function", "function": {"name": ...}}', param="tool_choice"
-            )
+    else:
+        name = value.function.name
         if name not in {t.name for t in tools}:
             known = ", ".join(t.name for t in tools) or "none"
             raise InvalidRequest(
@@ -111,10 +90,6 @@ def read_tool_choice(body: Mapping[str, Any], tools: tuple[Tool, ...]) -> ToolCh
                 param="tool_choice",
             )
         choice = ToolChoice(mode="function", name=name)
-    else:
-        raise InvalidRequest(
-            f"'tool_choice' must be a string or an object, not {json_type(value)}", param="tool_choice"
-        )
     if choice.mode in ("required", "function") and not tools:
         raise InvalidRequest(f"'tool_choice' {choice.mode} needs 'tools'", param="tool_choice")
     return choice
@@ -136,23 +111,16 @@ def read_call_arguments(value: Any, param: str) -> str:
     raise InvalidRequest(f"'{param}' must be a JSON object (or one as a JSON string)", param=param)
 
 
-def read_tool_calls(raw: Any, param: str) -> tuple[ToolCall, ...]:
-    """An assistant turn's calls: [{"id", "type", "function": {"name", "arguments"}}]."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise InvalidRequest(f"'{param}' must be an array", param=param)
-    calls = []
-    for index, item in enumerate(raw):
-        where = f"{param}[{index}]"
-        function = item.get("function") if isinstance(item, dict) else None
-        if not isinstance(function, dict):
-            raise InvalidRequest(f"'{where}.function' must be an object", param=f"{where}.function")
-        name = read_str(function, "name", param=f"{where}.function.name", required=True) or ""
-        arguments = read_call_arguments(function.get("arguments"), f"{where}.function.arguments")
-        call_id = read_str(item, "id", param=f"{where}.id") or ""
-        calls.append(ToolCall(name, arguments, call_id))
-    return tuple(calls)
+def tool_calls_from(raw: list[ToolCallIn] | None, param: str) -> tuple[ToolCall, ...]:
+    """An assistant turn's validated calls: [{"id", "type", "function": {"name", "arguments"}}]."""
+    return tuple(
+        ToolCall(
+            item.function.name,
+            read_call_arguments(item.function.arguments, f"{param}[{index}].function.arguments"),
+            item.id or "",
+        )
+        for index, item in enumerate(raw or ())
+    )
 
 
 def check_tool_turns(messages: tuple[Message, ...]) -> None:
@@ -179,30 +147,31 @@ def check_tool_turns(messages: tuple[Message, ...]) -> None:
             )
 
 
-def read_think(value: Any, param: str = "think") -> Think:
-    """Ollama's think: true, false, or how hard ("low", "medium", "high"; "max" is "high")."""
-    if value is None or isinstance(value, bool):
-        return value
-    if value == "max":
-        return "high"
-    if value in THINK_LEVELS:
-        return value
-    raise InvalidRequest(
-        f'\'{param}\' must be true, false, "low", "medium" or "high", not {json.dumps(value)}', param=param
-    )
+class _ThinkPart(Body):
+    think: ThinkField | None = None
+
+
+def read_think(value: Any) -> Think:
+    return think_from(validate(_ThinkPart, {"think": value}).think)
+
+
+def think_from(value: bool | str | None) -> Think:
+    """Ollama's validated think: true, false, or how hard ("max" is "high")."""
+    return "high" if value == "max" else value  # type: ignore[return-value]
+
+
+class _EffortPart(Body):
+    reasoning_effort: Literal[EFFORTS] | None = None  # type: ignore[valid-type]
+    reasoning: Reasoning | None = None
 
 
 def read_reasoning_effort(body: Mapping[str, Any]) -> Think:
-    """OpenAI's reasoning_effort (or reasoning.effort) as a think level; absent leaves it to the model."""
-    effort = body.get("reasoning_effort")
-    param = "reasoning_effort"
-    reasoning = body.get("reasoning")
-    if effort is None and isinstance(reasoning, dict):
-        effort, param = reasoning.get("effort"), "reasoning.effort"
-    if effort is None:
-        return None
-    if effort not in _EFFORTS:
-        raise InvalidRequest(
-            f"'{param}' must be one of {', '.join(_EFFORTS)}, not {json.dumps(effort)}", param=param
-        )
-    return _EFFORTS[effort]
+    part = validate(_EffortPart, dict(body))
+    return effort_from(part.reasoning_effort, part.reasoning)
+
+
+def effort_from(effort: str | None, reasoning: Reasoning | None) -> Think:
+    """OpenAI's validated reasoning_effort (or reasoning.effort) as a think level; absent leaves it
+    to the model."""
+    chosen = effort if effort is not None else reasoning.effort if reasoning is not None else None
+    return None if chosen is None else _EFFORTS[chosen]

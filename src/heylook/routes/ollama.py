@@ -22,7 +22,6 @@ from heylook.models.catalog import model_facts
 from heylook.models.pull import PullProgress, PullTarget, alias_entry, parse_pull_name, pull_model
 from heylook.protocols import ollama
 from heylook.protocols.errors import ollama_error_body
-from heylook.protocols.fields import read_bool
 from heylook.registry.aliases import Registry, check_alias_name, untagged
 from heylook.registry.edits import add_alias, copy_alias, delete_alias
 from heylook.router import ModelRouter
@@ -121,7 +120,7 @@ async def pull(request: Request) -> Response:
     target = parse_pull_name(ollama.read_model_field(body))
     check_alias_name(target.name, "model")  # before downloading anything
     download = PullDownload(request, target)
-    if read_bool(body, "stream") is False:
+    if not ollama.read_pull_stream(body):
         await download.run_to_end()
         return JSONResponse(download.last_line())
     return download  # type: ignore[return-value]

@@ -1,16 +1,261 @@
-"""The OpenAPI 3.1 document, made from the wire types."""
+"""The OpenAPI 3.1 document, made from the wire types: every route of both APIs with its request
+and response bodies, its streaming media types and its errors in the API's shape."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from heylook import __version__
+from heylook import options as settings_table
+from heylook.wire import ollama, openai
+
+Tag = Literal["OpenAI", "Ollama", "Server"]
+JSON, SSE, NDJSON, TEXT, HTML = (
+    "application/json",
+    "text/event-stream",
+    "application/x-ndjson",
+    "text/plain",
+    "text/html",
+)
+
+# What any route may answer besides its own: the guards' refusals, limits and failures.
+_COMMON_ERRORS = {
+    400: "The body, a field or a header is wrong; the message names it.",
+    401: "An API key is required (serve --api-key) and none or a wrong one was sent.",
+    403: "A browser page on another origin, or an unknown Host (DNS rebinding), was refused.",
+    408: "The body did not arrive in time.",
+    413: "The body is larger than the server takes.",
+    415: "A browser form post (not JSON) was refused.",
+    500: "Something failed in the server; the message says what.",
+}
+_MODEL_ERRORS = {
+    404: "No alias of that name in models.yaml.",
+    502: "A remote provider failed or could not be reached.",
+    503: "The server is busy (loading, or full): Retry-After says when to try again.",
+    504: "Loading the model took too long.",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    path: str
+    method: Literal["get", "post", "delete", "head"]
+    tag: Tag
+    summary: str
+    request: Callable[[], type[BaseModel]] | None = None  # made at call time (settings rows)
+    # The 200 reply: a JSON model, and the models of streamed events (SSE) or lines (NDJSON).
+    reply: type[BaseModel] | None = None
+    streamed: tuple[str, type[BaseModel]] | None = None
+    reply_media: str = JSON
+    reply_schema: dict[str, Any] | None = None  # a reply no model describes
+    errors: dict[int, str] = field(default_factory=dict)
+    parameters: tuple[dict[str, Any], ...] = ()
+
+
+def _fixed(model: type[BaseModel]) -> Callable[[], type[BaseModel]]:
+    return lambda: model
+
+
+_OBJECT = {"type": "object", "additionalProperties": True}
+_MODEL_PARAMETER = {
+    "name": "model",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "An alias from models.yaml.",
+}
+
+_DIGEST_PARAMETER = {"name": "digest", "in": "path", "required": True, "schema": {"type": "string"}}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "/v1/chat/completions", "post", "OpenAI", "Chat: a reply to messages, with tools and reasoning",
+        request=openai.chat_completion_request, reply=openai.ChatCompletion,
+        streamed=(SSE, openai.ChatCompletionChunk), errors=_MODEL_ERRORS,
+    ),
+    Operation(
+        "/v1/completions", "post", "OpenAI", "Completion: text after a raw prompt",
+        request=openai.completion_request, reply=openai.Completion, streamed=(SSE, openai.Completion),
+        errors=_MODEL_ERRORS,
+    ),
+    Operation("/v1/models", "get", "OpenAI", "The aliases", reply=openai.OpenAIModelList),
+    Operation(
+        "/v1/models/{model}", "get", "OpenAI", "One alias", reply=openai.Model,
+        errors={404: _MODEL_ERRORS[404]}, parameters=(_MODEL_PARAMETER,),
+    ),
+    Operation(
+        "/api/chat", "post", "Ollama", "Chat (NDJSON unless stream is false); no messages loads the model",
+        request=ollama.chat_request, reply=ollama.ChatResponse, streamed=(NDJSON, ollama.ChatResponse),
+        errors=_MODEL_ERRORS,
+    ),
+    Operation(
+        "/api/generate", "post", "Ollama", "Generate after a prompt (or fill in the middle); no prompt loads",
+        request=ollama.generate_request, reply=ollama.GenerateResponse,
+        streamed=(NDJSON, ollama.GenerateResponse), errors=_MODEL_ERRORS,
+    ),
+    Operation("/api/tags", "get", "Ollama", "The aliases, with their details", reply=ollama.OllamaModelList),
+    Operation(
+        "/api/show", "post", "Ollama", "One alias: details, parameters, template, capabilities",
+        request=_fixed(ollama.ModelName), reply=ollama.ShowResponse, errors={404: _MODEL_ERRORS[404]},
+    ),
+    Operation("/api/ps", "get", "Ollama", "The models loaded now", reply=ollama.RunningList),
+    Operation(
+        "/api/copy", "post", "Ollama", "Copy an alias in models.yaml", request=_fixed(ollama.CopyRequest),
+        reply_media="", errors={404: _MODEL_ERRORS[404], 503: _MODEL_ERRORS[503]},
+    ),
+    Operation(
+        "/api/delete", "delete", "Ollama", "Delete an alias from models.yaml",
+        request=_fixed(ollama.ModelName), reply_media="",
+        errors={404: _MODEL_ERRORS[404], 503: _MODEL_ERRORS[503]},
+    ),
+    Operation(
+        "/api/pull", "post", "Ollama", "Download a model from the Hub and make an alias for it",
+        request=_fixed(ollama.PullRequest), reply=ollama.PullProgress,
+        streamed=(NDJSON, ollama.PullProgress), errors={404: "No such model on the Hub.", **_MODEL_ERRORS},
+    ),
+    Operation("/api/version", "get", "Ollama", "The Ollama API version heylook covers", reply=ollama.Version),
+    Operation(
+        "/api/embed", "post", "Ollama", "Embeddings: not served yet", errors={501: "Not served yet."},
+    ),
+    Operation(
+        "/api/embeddings", "post", "Ollama", "Embeddings (older route): not served yet",
+        errors={501: "Not served yet."},
+    ),
+    Operation(
+        "/api/create", "post", "Ollama", "Create from a Modelfile: not served (use models.yaml)",
+        errors={501: "Not served."},
+    ),
+    Operation("/api/push", "post", "Ollama", "Push to a registry: not served", errors={501: "Not served."}),
+    Operation(
+        "/api/blobs/{digest}", "post", "Ollama", "Upload a blob: not served", errors={501: "Not served."},
+        parameters=(_DIGEST_PARAMETER,),
+    ),
+    Operation(
+        "/api/blobs/{digest}", "head", "Ollama", "Whether a blob exists: not served",
+        errors={501: "Not served."}, parameters=(_DIGEST_PARAMETER,),
+    ),
+    Operation("/", "get", "Server", "Ollama's probe: answers \"Ollama is running\"", reply_media=TEXT),
+    Operation(
+        "/health", "get", "Server", "The server and its loaded models and providers", reply_schema=_OBJECT
+    ),
+    Operation(
+        "/v1/capabilities", "get", "Server", "The machine's memory, heylook's limits, what is loaded",
+        reply_schema=_OBJECT,
+    ),
+    Operation("/metrics", "get", "Server", "Prometheus metrics", reply_media=TEXT),
+    Operation("/openapi.json", "get", "Server", "This document", reply_schema=_OBJECT),
+    Operation("/docs", "get", "Server", "Swagger UI", reply_media=HTML),
+    Operation("/redoc", "get", "Server", "ReDoc", reply_media=HTML),
+)  # fmt: skip
+
+_NOT_SERVED = {"/api/embed", "/api/embeddings", "/api/create", "/api/push", "/api/blobs/{digest}"}
 
 
 def openapi_document() -> dict[str, Any]:
-    """The whole API as OpenAPI 3.1 (paths are filled in from the wire types)."""
+    """The whole API as OpenAPI 3.1 (made once per settings table)."""
+    return _document(settings_table.SETTINGS)
+
+
+@functools.cache
+def _document(rows: Any) -> dict[str, Any]:
+    models: list[type[BaseModel]] = [openai.OpenAIError, ollama.OllamaError]
+    for operation in OPERATIONS:
+        if operation.request:
+            models.append(operation.request())
+        models += [m for m in (operation.reply, operation.streamed[1] if operation.streamed else None) if m]
+    unique = list(dict.fromkeys(models))
+    refs, definitions = models_json_schema(
+        [(model, "validation") for model in unique], ref_template="#/components/schemas/{model}"
+    )
+    ref = {model: refs[(model, "validation")] for model in unique}
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, {})[operation.method] = _operation(operation, ref)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "heylook", "version": __version__},
-        "paths": {},
+        "info": {
+            "title": "heylook",
+            "version": __version__,
+            "description": "The OpenAI API (/v1) and the Ollama API (/api) over local Hugging Face "
+            "models and remote providers. Errors come in each API's shape: OpenAI's "
+            '{"error": {"message", "type", "param", "code"}}, Ollama\'s {"error": "..."}.',
+        },
+        "tags": [
+            {"name": "OpenAI", "description": "OpenAI's API: the openai SDK, LangChain, agents."},
+            {"name": "Ollama", "description": "Ollama's API: the ollama client, Open WebUI."},
+            {"name": "Server", "description": "Probes, metrics and this documentation."},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "With serve --api-key: Authorization: Bearer <key> (or x-api-key).",
+                }
+            },
+        },
+        # Every route takes the key when the server has one; the probes and the docs never need it.
+        "security": [{"apiKey": []}, {}],
     }
+
+
+def _operation(operation: Operation, ref: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "tags": [operation.tag],
+        "summary": operation.summary,
+        "operationId": _operation_id(operation),
+        "responses": _responses(operation, ref),
+    }
+    if operation.parameters:
+        body["parameters"] = list(operation.parameters)
+    if operation.request:
+        body["requestBody"] = {
+            "required": True,
+            "content": {JSON: {"schema": ref[operation.request()]}},
+        }
+    elif operation.path in _NOT_SERVED:
+        body["requestBody"] = {"required": False, "content": {JSON: {"schema": _OBJECT}}}
+    return body
+
+
+def _operation_id(operation: Operation) -> str:
+    words = [part for part in operation.path.replace("{", "").replace("}", "").split("/") if part]
+    return "_".join([operation.method, *(w.replace(".", "_").replace("-", "_") for w in words)]) or "root"
+
+
+def _responses(operation: Operation, ref: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
+    ollama_shaped = operation.path.startswith("/api/")
+    error_schema = ref[ollama.OllamaError if ollama_shaped else openai.OpenAIError]
+    content: dict[str, Any] = {}
+    if operation.reply is not None:
+        content[JSON] = {"schema": ref[operation.reply]}
+    elif operation.reply_schema is not None:
+        content[JSON] = {"schema": operation.reply_schema}
+    elif operation.reply_media:
+        content[operation.reply_media] = {"schema": {"type": "string"}}
+    if operation.streamed is not None:
+        media, event = operation.streamed
+        described = (
+            "server-sent events, ending with data: [DONE]" if media == SSE else "one JSON object a line"
+        )
+        content[media] = {
+            "schema": {
+                "type": "string",
+                "description": f"With stream: {described}, each as {event.__name__}.",
+            },
+        }
+    ok: dict[str, Any] = {"description": "OK"}
+    if content:
+        ok["content"] = content
+    responses: dict[str, Any] = {} if operation.path in _NOT_SERVED else {"200": ok}
+    for status, description in sorted({**_COMMON_ERRORS, **operation.errors}.items()):
+        responses[str(status)] = {"description": description, "content": {JSON: {"schema": error_schema}}}
+    return responses

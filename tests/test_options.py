@@ -14,11 +14,11 @@ from heylook import options
 from heylook.cli.flags import find_flag, flag_class, flag_rows, parse_flag_value, stated
 from heylook.errors import InvalidRequest
 from heylook.options import SETTINGS, Setting
-from heylook.protocols.fields import read_settings
 from heylook.protocols.ollama import parameters_text, parse_options
 from heylook.providers.remote import openai_fields
 from heylook.registry.aliases import RegistryError, option_keys, parse_registry
 from heylook.types import SamplingOptions
+from heylook.wire.settings import read_settings
 
 XTC = Setting(
     "xtc_probability", "number", "Exclude top choices this often.", default=0.0, minimum=0.0, maximum=1.0,

@@ -6,12 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from heylook import options as settings_table
 from heylook.errors import InvalidRequest
-from heylook.options import Api
-from heylook.types import SamplingOptions
 from heylook.wire.fields import json_type
-from heylook.wire.settings import checked
 
 # Deep enough for any real request (JSON schemas of tools included), far from Python's stack limit.
 MAX_JSON_DEPTH = 64
@@ -104,23 +100,3 @@ def schema_text(schema: dict[str, Any], param: str) -> str:
     if len(text.encode()) > MAX_SCHEMA_BYTES:
         raise InvalidRequest(f"'{param}' is larger than {MAX_SCHEMA_BYTES // 1024} KiB of JSON", param=param)
     return text
-
-
-def read_settings(body: Mapping[str, Any], api: Api, *, prefix: str = "") -> SamplingOptions:
-    """The generation settings a body states, read by the table in heylook.options under the
-    names `api` gives them (`prefix` names where the body sits, e.g. "options."): each checked
-    for its type and bounds, a wrong one a 400 naming the field."""
-    values: dict[str, Any] = {}
-    for row in settings_table.SETTINGS:  # read when called: a row added is a setting read
-        key = row.key(api)
-        if key is None:
-            continue
-        keys = (*row.openai_also, key) if api == "openai" else (key,)
-        found = next((k for k in keys if body.get(k) is not None), None)
-        if found is None:
-            continue
-        try:
-            values[row.name] = checked(row, api, body[found])
-        except ValueError as error:
-            raise InvalidRequest(f"'{prefix + found}' {error}", param=prefix + found) from None
-    return SamplingOptions(**values)

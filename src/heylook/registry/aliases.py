@@ -16,10 +16,11 @@ import yaml
 from heylook import options as settings_table
 from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.paths import config_dir
-from heylook.protocols.fields import read_int, read_settings, schema_text
+from heylook.protocols.fields import read_int, schema_text
 from heylook.protocols.ollama import parse_keep_alive
 from heylook.registry.model_source import ModelSource, pypi_problem, source_kind
 from heylook.types import JsonFormat, LoadOptions, SamplingOptions
+from heylook.wire.settings import read_settings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, create_m
 from heylook import options as settings_table
 from heylook.options import MAX_STOP_LENGTH, MAX_STOP_SEQUENCES, Api, Setting
 from heylook.types import SamplingOptions
-from heylook.wire.fields import json_type
+from heylook.wire.fields import Body, json_type
+from heylook.wire.validate import validate
 
 
 def checked(row: Setting, api: Api, value: Any) -> Any:
@@ -111,6 +112,17 @@ def _with_settings(base: type[BaseModel], api: Api, rows: tuple[Setting, ...]) -
         base.__name__.removesuffix("Base"), __base__=base, __module__=base.__module__, **fields
     )
     return made
+
+
+class _Settings(Body):
+    """Only the settings: models.yaml's `options`, or a body read for them alone."""
+
+
+def read_settings(body: Any, api: Api, *, prefix: str = "") -> SamplingOptions:
+    """The settings a body (or an alias's options) states under the names `api` gives them, each
+    checked for its type and bounds: a wrong one is InvalidRequest naming the field (`prefix` says
+    where the body sits, e.g. "options.")."""
+    return stated_settings(validate(with_settings(_Settings, api), body, prefix=prefix), api)
 
 
 def stated_settings(body: BaseModel, api: Api) -> SamplingOptions:

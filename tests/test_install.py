@@ -5,6 +5,7 @@ must run its commands and serve."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import yaml
 from tests.server import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
+BUILD_LEFTOVERS = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".whl")
 
 
 def run(*command: str | Path, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -34,7 +36,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The bin directory of a fresh virtual environment holding heylook's wheel and nothing else
     but its declared dependencies (torch first, the CPU build the set-up script installs)."""
     root = tmp_path_factory.mktemp("install")
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", root / "dist", ROOT)
+    # Built from a copy: setuptools reuses a checkout's build/ directory, whose stale modules
+    # would stand in for the ones CI builds from a clean clone.
+    source = root / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", root / "dist", source)
     [wheel] = (root / "dist").glob("heylook-*.whl")
     run(sys.executable, "-m", "venv", root / "venv")
     pip = [root / "venv" / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
@@ -45,8 +51,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def test_the_wheel_ships_every_package(installed: Path) -> None:
     listed = run(installed / "python", "-m", "pip", "show", "--files", "heylook").stdout
-    for package in ("chat", "cli", "protocols", "providers", "routes", "middleware"):
-        assert f"heylook/{package}/__init__.py" in listed
+    packages = [init.parent.name for init in (ROOT / "src" / "heylook").glob("*/__init__.py")]
+    assert len(packages) > 5
+    for package in [*packages, "middleware"]:
+        assert f"heylook/{package}/__init__.py" in listed, f"the wheel lacks heylook.{package}"
 
 
 def test_the_installed_commands_run_and_serve(installed: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -72,6 +80,10 @@ def test_the_installed_commands_run_and_serve(installed: Path, tmp_path: Path, t
         reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
         assert reply.status_code == 200, reply.text
         assert reply.json()["usage"]["completion_tokens"] == 3
+        # The API's description and its pages come from the installed dependencies too.
+        assert httpx.get(f"{url}/openapi.json", timeout=30).json()["openapi"].startswith("3.1")
+        docs = httpx.get(f"{url}/docs", timeout=30)
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
     finally:
         stop_process(server, 15)
         log.close()

@@ -1,19 +1,23 @@
 """Safe to leave running: what a web page on another origin, a DNS-rebinding attacker, a client
-without the key, and plain bad input can do to a real `heylook serve` (nothing), each refused in
-its API's shape while the server keeps serving."""
+without the key, and plain bad input can do to heylook (nothing), each refused in its API's shape
+while the server keeps serving. What the middleware and the routes decide runs in-process
+(tests.inprocess); what needs a real connection, real generation or the CLI runs against a real
+`heylook serve`."""
 
 from __future__ import annotations
 
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from heylook.settings import Settings
+from tests.inprocess import InProcessServer, serve_in_process
 from tests.server import RunningServer
 
 KEY = "sk-test-0123456789"
@@ -46,6 +50,27 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
     running.stop()
 
 
+def tiny_models(folder: Path, tiny_model_dir: Path) -> Path:
+    path = folder / "models.yaml"
+    path.write_text("# kept\n" + yaml.safe_dump({"models": {"tiny": {"model": str(tiny_model_dir)}}}))
+    return path
+
+
+@pytest.fixture
+async def open_app(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[InProcessServer]:
+    """The open server's settings, in-process."""
+    async with serve_in_process(tiny_models(tmp_path, tiny_model_dir), Settings(body_timeout=1)) as app:
+        yield app
+
+
+@pytest.fixture
+async def keyed_app(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[InProcessServer]:
+    """The keyed server's settings, in-process."""
+    settings = Settings(api_key=KEY, cors_origins=("http://good.example",), allowed_hosts=("heylook.test",))
+    async with serve_in_process(tiny_models(tmp_path, tiny_model_dir), settings) as app:
+        yield app
+
+
 def assert_shape(response: httpx.Response, status: int) -> None:
     """The status, and the error in the shape of the API the path belongs to."""
     assert response.status_code == status, response.text
@@ -59,22 +84,25 @@ def assert_shape(response: httpx.Response, status: int) -> None:
 # --- DNS rebinding: the Host ---------------------------------------------------------------------
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("path", ["/api/tags", "/v1/models"])
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:11434", "localhost.evil.example"])
-def test_an_unknown_host_is_refused(open_server: RunningServer, path: str, host: str) -> None:
-    assert_shape(httpx.get(f"{open_server.base_url}{path}", headers={"Host": host}), 403)
+async def test_an_unknown_host_is_refused(open_app: InProcessServer, path: str, host: str) -> None:
+    assert_shape(await open_app.client.get(path, headers={"Host": host}), 403)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]:80", "heylook.localhost", "10.0.0.7"])
-def test_local_names_and_addresses_are_served(open_server: RunningServer, host: str) -> None:
-    assert httpx.get(f"{open_server.base_url}/api/tags", headers={"Host": host}).status_code == 200
+async def test_local_names_and_addresses_are_served(open_app: InProcessServer, host: str) -> None:
+    assert (await open_app.client.get("/api/tags", headers={"Host": host})).status_code == 200
 
 
-def test_allowed_hosts_add_names(keyed_server: RunningServer) -> None:
+@pytest.mark.anyio
+async def test_allowed_hosts_add_names(keyed_app: InProcessServer) -> None:
     headers = {"Host": "heylook.test", "Authorization": f"Bearer {KEY}"}
-    assert httpx.get(f"{keyed_server.base_url}/api/tags", headers=headers).status_code == 200
+    assert (await keyed_app.client.get("/api/tags", headers=headers)).status_code == 200
     headers["Host"] = "other.test"
-    assert httpx.get(f"{keyed_server.base_url}/api/tags", headers=headers).status_code == 403
+    assert (await keyed_app.client.get("/api/tags", headers=headers)).status_code == 403
 
 
 # --- a page on another origin ----------------------------------------------------------------------
@@ -83,6 +111,7 @@ def test_allowed_hosts_add_names(keyed_server: RunningServer) -> None:
 SIMPLE = {"Origin": "http://evil.example", "Content-Type": "text/plain;charset=UTF-8"}
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
@@ -93,52 +122,52 @@ SIMPLE = {"Origin": "http://evil.example", "Content-Type": "text/plain;charset=U
         ("POST", "/v1/chat/completions", {"model": "tiny", "messages": HI}),
     ],
 )
-def test_cross_origin_simple_requests_do_nothing(open_server: RunningServer, method, path, body) -> None:
-    before = open_server.models.read_text()
-    response = httpx.request(
-        method, f"{open_server.base_url}{path}", content=json.dumps(body), headers=SIMPLE
-    )
+async def test_cross_origin_simple_requests_do_nothing(open_app: InProcessServer, method, path, body) -> None:
+    before = open_app.models.read_text()
+    response = await open_app.client.request(method, path, content=json.dumps(body), headers=SIMPLE)
     assert_shape(response, 403)
     # Without the Origin (a page that hides it cannot), text/plain is still no JSON route's body.
     plain = {"Content-Type": "text/plain"}
-    assert_shape(
-        httpx.request(method, f"{open_server.base_url}{path}", content=json.dumps(body), headers=plain), 415
-    )
-    assert open_server.models.read_text() == before
+    assert_shape(await open_app.client.request(method, path, content=json.dumps(body), headers=plain), 415)
+    assert open_app.models.read_text() == before
+    assert not open_app.provider.started
 
 
-def test_a_browser_form_post_is_refused_but_curl_is_not(open_server: RunningServer) -> None:
+@pytest.mark.anyio
+async def test_a_browser_form_post_is_refused_but_curl_is_not(open_app: InProcessServer) -> None:
     body = json.dumps({"model": "tiny"})
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     # curl -d sends a form content type: it works, as it does against Ollama.
-    assert httpx.post(f"{open_server.base_url}/api/show", content=body, headers=form).status_code == 200
+    assert (await open_app.client.post("/api/show", content=body, headers=form)).status_code == 200
     from_a_page = {**form, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
-    assert_shape(httpx.post(f"{open_server.base_url}/api/show", content=body, headers=from_a_page), 415)
+    assert_shape(await open_app.client.post("/api/show", content=body, headers=from_a_page), 415)
 
 
-def test_cors_answers_allowed_origins_only(keyed_server: RunningServer) -> None:
+@pytest.mark.anyio
+async def test_cors_answers_allowed_origins_only(keyed_app: InProcessServer) -> None:
     preflight = {
         "Origin": "http://good.example",
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "authorization, content-type",
     }
-    allowed = httpx.options(f"{keyed_server.base_url}/v1/chat/completions", headers=preflight)
+    allowed = await keyed_app.client.options("/v1/chat/completions", headers=preflight)
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "http://good.example"
     assert "POST" in allowed.headers["access-control-allow-methods"]
-    evil = httpx.options(
-        f"{keyed_server.base_url}/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"}
+    evil = await keyed_app.client.options(
+        "/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"}
     )
     assert evil.status_code == 403 and "access-control-allow-origin" not in evil.headers
     headers = {"Origin": "http://good.example", "Authorization": f"Bearer {KEY}"}
-    listed = httpx.get(f"{keyed_server.base_url}/v1/models", headers=headers)
+    listed = await keyed_app.client.get("/v1/models", headers=headers)
     assert (
         listed.status_code == 200 and listed.headers["access-control-allow-origin"] == "http://good.example"
     )
 
 
-def test_no_origin_is_allowed_without_cors_origins(open_server: RunningServer) -> None:
-    response = httpx.get(f"{open_server.base_url}/api/tags", headers={"Origin": "http://localhost:3000"})
+@pytest.mark.anyio
+async def test_no_origin_is_allowed_without_cors_origins(open_app: InProcessServer) -> None:
+    response = await open_app.client.get("/api/tags", headers={"Origin": "http://localhost:3000"})
     assert_shape(response, 403)
     assert "access-control-allow-origin" not in response.headers
 
@@ -146,26 +175,30 @@ def test_no_origin_is_allowed_without_cors_origins(open_server: RunningServer) -
 # --- the API key -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("path", ["/api/tags", "/v1/models", "/api/version", "/metrics"])
-def test_without_the_key_every_route_is_refused(keyed_server: RunningServer, path: str) -> None:
+async def test_without_the_key_every_route_is_refused(keyed_app: InProcessServer, path: str) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"x-api-key": KEY[:-1]}, {"Authorization": KEY}):
-        response = httpx.get(f"{keyed_server.base_url}{path}", headers=headers)
+        response = await keyed_app.client.get(path, headers=headers)
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"
         if path != "/metrics":
             assert_shape(response, 401)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {KEY}"}, {"x-api-key": KEY}])
-def test_the_key_is_taken_as_bearer_or_x_api_key(keyed_server: RunningServer, headers: dict) -> None:
+async def test_the_key_is_taken_as_bearer_or_x_api_key(keyed_app: InProcessServer, headers: dict) -> None:
     body = {"model": "tiny", "messages": HI, "max_tokens": 2}
-    reply = httpx.post(f"{keyed_server.base_url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    reply = await keyed_app.client.post("/v1/chat/completions", json=body, headers=headers)
     assert reply.status_code == 200
+    assert reply.json()["choices"][0]["message"]["content"] == "Hello from "
 
 
-def test_probes_stay_open(keyed_server: RunningServer) -> None:
-    assert httpx.get(f"{keyed_server.base_url}/").status_code == 200
-    assert httpx.get(f"{keyed_server.base_url}/health").status_code == 200
+@pytest.mark.anyio
+async def test_probes_stay_open(keyed_app: InProcessServer) -> None:
+    assert (await keyed_app.client.get("/")).status_code == 200
+    assert (await keyed_app.client.get("/health")).status_code == 200
 
 
 def test_the_clients_and_the_cli_send_the_key(keyed_server: RunningServer) -> None:
@@ -188,12 +221,7 @@ def test_the_clients_and_the_cli_send_the_key(keyed_server: RunningServer) -> No
 # --- bad input: a 400 naming the field, never a 500 ---------------------------------------------------------
 
 
-def post_raw(server: RunningServer, path: str, raw: str) -> httpx.Response:
-    return httpx.post(
-        f"{server.base_url}{path}", content=raw, headers={"Content-Type": "application/json"}, timeout=60
-    )
-
-
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("path", "raw", "param"),
     [
@@ -210,17 +238,19 @@ def post_raw(server: RunningServer, path: str, raw: str) -> httpx.Response:
         ("/api/chat", '{"a": ' * 100 + "1" + "}" * 100, None),
     ],
 )  # fmt: skip
-def test_malformed_text_and_structure_are_400s(open_server: RunningServer, path, raw, param) -> None:
-    before = open_server.models.read_text()
-    response = post_raw(open_server, path, raw)
+async def test_malformed_text_and_structure_are_400s(open_app: InProcessServer, path, raw, param) -> None:
+    before = open_app.models.read_text()
+    response = await open_app.client.post(path, content=raw, headers={"Content-Type": "application/json"})
     assert_shape(response, 400)
     if param and not path.startswith("/api/"):
         assert response.json()["error"]["param"] == param
-    assert open_server.models.read_text() == before
+    assert open_app.models.read_text() == before
+    assert not open_app.provider.started
     for route in ("/health", "/api/tags", "/v1/models"):
-        assert httpx.get(f"{open_server.base_url}{route}").status_code == 200
+        assert (await open_app.client.get(route)).status_code == 200
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("path", "fields"),
     [
@@ -230,14 +260,21 @@ def test_malformed_text_and_structure_are_400s(open_server: RunningServer, path,
         ("/api/chat", {"options": {"repeat_penalty": 1e-320}}),
         ("/api/chat", {"options": {"frequency_penalty": -1e308}}),
         ("/api/chat", {"options": {"typical_p": 0}}),
-        ("/api/generate", {"context": [99999999]}),
         ("/api/generate", {"context": [-1]}),
     ],
 )
-def test_numbers_out_of_range_are_400s(open_server: RunningServer, path: str, fields: dict) -> None:
+async def test_numbers_out_of_range_are_400s(open_app: InProcessServer, path: str, fields: dict) -> None:
     body = {"model": "tiny", "stream": False, **fields}
     body |= {"prompt": "hi"} if path == "/api/generate" else {"messages": HI}
-    assert_shape(httpx.post(f"{open_server.base_url}{path}", json=body, timeout=60), 400)
+    assert_shape(await open_app.client.post(path, json=body), 400)
+    assert not open_app.provider.started
+
+
+def test_a_context_of_no_token_is_a_400(open_server: RunningServer) -> None:
+    body = {"model": "tiny", "stream": False, "prompt": "hi", "context": [99999999]}
+    response = httpx.post(f"{open_server.base_url}/api/generate", json=body, timeout=60)
+    assert_shape(response, 400)
+    assert "no token id" in response.json()["error"]
 
 
 def test_a_tiny_temperature_is_greedy(open_server: RunningServer) -> None:
@@ -316,11 +353,12 @@ def test_unknown_routes_leave_the_connection_usable(open_server: RunningServer) 
             assert client.get("/health").status_code == 200
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("method", "path"), [("POST", "/api/create"), ("POST", "/api/push"), ("POST", "/api/blobs/sha256:00")]
 )
-def test_ollama_routes_not_built_yet_say_so(open_server: RunningServer, method: str, path: str) -> None:
-    response = httpx.request(method, f"{open_server.base_url}{path}", json={"model": "x"})
+async def test_ollama_routes_not_built_yet_say_so(open_app: InProcessServer, method: str, path: str) -> None:
+    response = await open_app.client.request(method, path, json={"model": "x"})
     assert_shape(response, 501)
     assert "not supported by heylook yet" in response.json()["error"]
 

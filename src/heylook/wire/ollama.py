@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
@@ -68,7 +68,10 @@ class GenerateRequestBase(_Generation):
     system: str | None = None
     template: str | None = Field(default=None, description="Not supported: the model's own template is used.")
     raw: bool | None = None
-    context: list[Integer] | None = Field(default=None, description="An earlier reply's context.")
+    # Token ids: which ones the model has is checked when it is known (generate._check_context).
+    context: list[Annotated[Integer, Field(ge=0)]] | None = Field(
+        default=None, description="An earlier reply's context."
+    )
 
 
 def options_model() -> type[BaseModel]:

@@ -31,8 +31,10 @@ from heylook.types import (
     GenerationRequest,
     InfillPrompt,
     LoadRequest,
+    Logprobs,
     Message,
     Prompt,
+    ReplyChunk,
     SamplingOptions,
     SamplingParams,
     TextChunk,
@@ -70,12 +72,13 @@ class LocalGeneration:
         iterator, closes the generation."""
         clock = TokenClock(self.router.metrics, self.request.model, self.started_ns)
         parser = self.plan.parser() if self.plan is not None and self.plan.reads_parts else None
+        logprobs = _LogprobsCarrier()
         try:
             async with aclosing(self.stream.chunks()) as chunks:
                 async for chunk in chunks:
                     if isinstance(chunk, FinalChunk):
                         if parser is not None:
-                            for part in parser.finish():
+                            for part in logprobs.onto(parser.finish(), last=True):
                                 yield part
                             if parser.calls and chunk.finish_reason == "stop":
                                 chunk = replace(chunk, finish_reason="tool_calls")
@@ -90,7 +93,8 @@ class LocalGeneration:
                     if parser is None:
                         yield chunk
                     else:
-                        for part in parser.feed(chunk.text, chunk.tokens):
+                        logprobs.carry(chunk.logprobs)
+                        for part in logprobs.onto(parser.feed(chunk.text, chunk.tokens)):
                             yield part
         finally:
             self.close()
@@ -102,6 +106,32 @@ class LocalGeneration:
         self._closed = True
         self.stream.cancel()
         self.router.release(self.lease, keep_alive_for(self.request, self.lease.alias))
+
+
+class _LogprobsCarrier:
+    """Carries the engine's logprobs across the reply parser: the tokens of text the parser holds
+    back go out with the next part it gives, whichever part (answer, reasoning, a tool call) that
+    is, so every token is reported once, in order."""
+
+    def __init__(self) -> None:
+        self._waiting: Logprobs = ()
+
+    def carry(self, logprobs: Logprobs) -> None:
+        self._waiting += logprobs
+
+    def onto(self, parts: list[ReplyChunk], *, last: bool = False) -> list[ReplyChunk]:
+        """`parts`, the first one with the tokens waiting; `last`: the reply is over, so tokens
+        still waiting go out in an empty text chunk if no part is left to carry them."""
+        if not self._waiting:
+            return parts
+        if parts:
+            parts = [replace(parts[0], logprobs=self._waiting + parts[0].logprobs), *parts[1:]]
+        elif last:
+            parts = [TextChunk("", logprobs=self._waiting)]
+        else:
+            return parts
+        self._waiting = ()
+        return parts
 
 
 class TokenClock:
@@ -253,7 +283,8 @@ async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings)
     elif grammars is not None and options.response_format is not None:
         response_format = options.response_format
         grammar = GrammarJob(lambda: grammars.compile(response_format), "response_format")
-    return _Prepared(prompt_ids, _settle(options, max_new_tokens, None), plan, grammar)
+    params = replace(_settle(options, max_new_tokens, None), logprobs=request.logprobs)
+    return _Prepared(prompt_ids, params, plan, grammar)
 
 
 def _check_context(request: GenerationRequest, vocab_size: int) -> None:

@@ -165,6 +165,9 @@ class GenerationRequest:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool = True
     think: Think = None
+    # Log probabilities of the reply's tokens: None asks for none; n, each token's own and its n
+    # most likely alternatives (0 to MAX_TOP_LOGPROBS).
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,8 @@ class SamplingParams:
     ignore_eos: bool = False
     # A compiled grammar (xgrammar's CompiledGrammar) the output must follow, or None.
     grammar: Any = None
+    # Report each token's log probability and this many most likely alternatives; None: none.
+    logprobs: int | None = None
 
     @property
     def penalized(self) -> bool:
@@ -227,6 +232,34 @@ class Timings:
     total_ns: int = 0
 
 
+# The most alternatives a token's logprobs may list: OpenAI's and Ollama's top_logprobs bound.
+MAX_TOP_LOGPROBS = 20
+# What a log probability too small for a float (or -inf) is reported as, as OpenAI reports it.
+LOGPROB_FLOOR = -9999.0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token and its log probability under the model's own distribution at that step (the raw
+    logits' log_softmax: before temperature, penalties, top-k/p and grammar masks)."""
+
+    token: str  # the token's own text (its bytes read as UTF-8, U+FFFD for a piece of a character)
+    logprob: float
+    raw: bytes = b""  # the token's bytes: a piece of a multi-byte character stays a piece
+
+
+@dataclass(frozen=True)
+class Logprob(TokenLogprob):
+    """A generated token's log probability, with the most likely tokens at its step (best first)."""
+
+    top: tuple[TokenLogprob, ...] = ()
+    # Where the token's text starts in the text the model wrote (characters): OpenAI's text_offset.
+    offset: int = 0
+
+
+Logprobs = tuple[Logprob, ...]
+
+
 @dataclass(frozen=True)
 class TextChunk:
     """New text of the completion, stop sequences already removed."""
@@ -235,6 +268,10 @@ class TextChunk:
     # How many tokens the model had generated when this text came out (0 where nobody counts):
     # stamped by the producer, since the reader may be several tokens behind it.
     tokens: int = 0
+    # With logprobs asked for: the tokens that came out with this chunk, in order. A token goes
+    # out with the chunk that shows (the start of) its text; tokens that end up in reasoning or a
+    # tool call go out with those chunks, and tokens of text cut by a stop sequence not at all.
+    logprobs: Logprobs = ()
 
 
 @dataclass(frozen=True)
@@ -243,6 +280,7 @@ class ThinkingChunk:
 
     text: str
     tokens: int = 0
+    logprobs: Logprobs = ()
 
 
 @dataclass(frozen=True)
@@ -255,6 +293,7 @@ class ToolCallChunk:
     id: str = ""
     name: str = ""
     tokens: int = 0
+    logprobs: Logprobs = ()
 
 
 @dataclass(frozen=True)
@@ -264,6 +303,7 @@ class ToolCallDone:
     index: int
     call: ToolCall
     tokens: int = 0
+    logprobs: Logprobs = ()
 
 
 @dataclass(frozen=True)
@@ -273,6 +313,8 @@ class FinalChunk:
     timings: Timings
     # The prompt's token ids and the generated ones: Ollama's `context`.
     context: tuple[int, ...] = ()
+    # The request asked for logprobs: a whole reply carries them, even when no token has any.
+    logprobs: bool = False
 
 
 ReplyChunk = TextChunk | ThinkingChunk | ToolCallChunk | ToolCallDone
@@ -286,6 +328,7 @@ class Reply:
     content: str = ""
     thinking: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: Logprobs = ()  # every chunk's, in order
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from transformers import DynamicCache
 
 from heylook.engine.batch_cache import BatchCache, can_batch, new_cache
 from heylook.engine.detokenize import IncrementalDetokenizer
+from heylook.engine.logprobs import LogprobTrail, TokenPieces, token_logprob
 from heylook.engine.sampling import TokenSampler
 from heylook.engine.stops import StopMatcher
 from heylook.errors import GenerationFailed
@@ -90,6 +91,7 @@ class _Sequence:
     detokenizer: IncrementalDetokenizer
     stops: StopMatcher = field(init=False)
     history: list[int] = field(init=False)  # prompt and output: the penalties' window, Ollama's context
+    trail: LogprobTrail = field(default_factory=LogprobTrail)  # logprobs waiting for their text
     cache: DynamicCache | None = None  # its own, until it joins the batch
     sampler: TokenSampler | None = None
     logits: torch.Tensor | None = None  # the scores for the next token
@@ -129,6 +131,7 @@ class Engine:
         self.tokenizer = tokenizer
         # Special tokens left out of the text; None: all of them (see IncrementalDetokenizer).
         self.hidden_token_ids = hidden_token_ids
+        self._pieces = TokenPieces(tokenizer)  # tokens' own text and bytes, for logprobs
         self.name = name
         self.parallel = parallel
         self.eos_token_ids = frozenset(eos_token_ids)
@@ -307,6 +310,9 @@ class Engine:
         """Choose the sequence's next token from its logits, stream it, and see whether it is done."""
         assert seq.sampler is not None and seq.logits is not None
         params, stream = seq.params, seq.stream
+        # The model's own distribution, before the sampler's penalties, warpers and grammar mask
+        # (which may change the logits in place): this row's scores only, batched or not.
+        logprobs = None if params.logprobs is None else torch.log_softmax(seq.logits.float(), dim=-1)[0]
         token = seq.sampler.pick(seq.logits, seq.history)
         seq.logits = None
         seq.history.append(token)
@@ -318,9 +324,13 @@ class Engine:
         if (token in self.eos_token_ids and not params.ignore_eos) or seq.sampler.grammar_finished:
             finish = "stop"
         else:
-            shown = seq.stops.feed(seq.detokenizer.push(token))
+            text = seq.detokenizer.push(token)
+            if logprobs is not None:
+                entry = token_logprob(self._pieces, logprobs, token, params.logprobs or 0)
+                seq.trail.produced(entry, text)
+            shown = seq.stops.feed(text)
             if shown:
-                stream._deliver(TextChunk(shown, seq.generated))
+                stream._deliver(TextChunk(shown, seq.generated, seq.trail.shown(shown)))
             if seq.stops.stopped:
                 finish = "stop"
             elif seq.generated >= params.max_new_tokens:
@@ -335,8 +345,10 @@ class Engine:
         if not seq.stops.stopped:
             tail = seq.stops.feed(seq.detokenizer.flush())
             tail += "" if seq.stops.stopped else seq.stops.flush()
-            if tail:
-                stream._deliver(TextChunk(tail, seq.generated))
+            # Tokens whose text never showed (an end token kept with ignore_eos) go out last.
+            logprobs = seq.trail.shown(tail) + (() if seq.stops.stopped else seq.trail.rest())
+            if tail or logprobs:
+                stream._deliver(TextChunk(tail, seq.generated, logprobs))
         done = time.perf_counter_ns()
         stream._deliver(
             FinalChunk(
@@ -346,5 +358,6 @@ class Engine:
                     prompt_eval_ns=seq.prompt_done_ns - seq.started_ns, eval_ns=done - seq.prompt_done_ns
                 ),
                 context=tuple(seq.history),
+                logprobs=seq.params.logprobs is not None,
             )
         )

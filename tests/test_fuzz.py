@@ -79,7 +79,8 @@ FIELDS: dict[str, st.SearchStrategy] = {
     "raw": st.booleans(),
     "suffix": text,
     "n": numbers,
-    "logprobs": values,
+    "logprobs": st.booleans() | st.integers(-2, 25) | values,
+    "top_logprobs": st.integers(-2, 25) | values,
     "parallel_tool_calls": values,
 }
 ROUTES = [

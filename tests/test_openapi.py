@@ -4,6 +4,7 @@ server driven from it by schemathesis answers no 5xx and nothing the document do
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -32,11 +33,13 @@ from heylook.protocols import openai as openai_protocol
 from heylook.protocols.errors import ollama_error_body, openai_error_body
 from heylook.types import (
     FinalChunk,
+    Logprob,
     ModelFacts,
     Reply,
     TextChunk,
     ThinkingChunk,
     Timings,
+    TokenLogprob,
     ToolCall,
     ToolCallChunk,
     ToolCallDone,
@@ -49,7 +52,11 @@ from tests.server import RunningServer
 
 FINAL = FinalChunk("stop", Usage(3, 2), Timings(load_ns=1, prompt_eval_ns=2, eval_ns=3, total_ns=6))
 CALL = ToolCall("get_weather", '{"city": "Paris"}', "call_1")
+HI = Logprob("Hi", -0.1, b"Hi", (TokenLogprob("Hi", -0.1, b"Hi"), TokenLogprob("\ufffd", -3.0, b"\xc3")))
 REPLY = Reply(content="Hi", thinking="Hmm", tool_calls=(CALL,))
+# With logprobs asked for: every token's, and the final chunk saying they were.
+SCORED = dataclasses.replace(REPLY, logprobs=(HI, Logprob("!", -9999.0, b"!")))
+ASKED = dataclasses.replace(FINAL, logprobs=True)
 MOMENT = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
@@ -109,14 +116,18 @@ def _ollama_writer(kind: ollama_protocol.Kind) -> ollama_protocol.OllamaWriter:
 def _streamed_chat() -> list[dict[str, Any]]:
     writer = _chat_writer(True)
     chunks = [TextChunk("Hi"), ThinkingChunk("Hmm"), ToolCallChunk(0, '{"ci', "call_1", "get_weather"),
-              ToolCallChunk(0, 'ty": 1}')]  # fmt: skip
-    return [*writer.opening(), *(b for c in chunks for b in writer.delta(c)), *writer.closing(FINAL)]
+              ToolCallChunk(0, 'ty": 1}'), TextChunk("Hi", logprobs=(HI,)),
+              ThinkingChunk("Hmm", logprobs=(HI,)), ToolCallChunk(0, "}", logprobs=(HI,)),
+              ToolCallDone(0, CALL, logprobs=(HI,))]  # fmt: skip
+    return [*writer.opening(), *(b for c in chunks for b in writer.delta(c)), *writer.closing(ASKED)]
 
 
 def _ollama_lines(kind: ollama_protocol.Kind) -> list[dict[str, Any]]:
     writer = _ollama_writer(kind)
-    chunks = [TextChunk("Hi"), ThinkingChunk("Hmm"), ToolCallDone(0, CALL)]
-    return [*(b for c in chunks for b in writer.delta(c)), *writer.closing(FINAL), writer.whole(REPLY, FINAL)]
+    chunks = [TextChunk("Hi"), ThinkingChunk("Hmm"), ToolCallDone(0, CALL), TextChunk("Hi", logprobs=(HI,)),
+              ToolCallChunk(0, "}", logprobs=(HI,)), ToolCallDone(0, CALL, logprobs=(HI,))]  # fmt: skip
+    return [*(b for c in chunks for b in writer.delta(c)), *writer.closing(FINAL), writer.whole(REPLY, FINAL),
+            writer.whole(SCORED, ASKED)]  # fmt: skip
 
 
 FACTS = ModelFacts(name="tiny", source="org/tiny", family="llama", parameter_count=1000, size_bytes=10)
@@ -125,13 +136,18 @@ FACTS = ModelFacts(name="tiny", source="org/tiny", family="llama", parameter_cou
 @pytest.mark.parametrize(
     ("model", "bodies"),
     [
-        (openai_wire.ChatCompletion, lambda: [_chat_writer(False).whole(REPLY, FINAL)]),
+        (
+            openai_wire.ChatCompletion,
+            lambda: [_chat_writer(False).whole(REPLY, FINAL), _chat_writer(False).whole(SCORED, ASKED)],
+        ),
         (openai_wire.ChatCompletionChunk, _streamed_chat),
         (
             openai_wire.Completion,
             lambda: [
                 _completion_writer(False).whole(REPLY, FINAL),
+                _completion_writer(False).whole(SCORED, ASKED),
                 *_completion_writer(True).delta(TextChunk("x")),
+                *_completion_writer(True).delta(TextChunk("Hi", logprobs=(HI,))),
                 *_completion_writer(True).closing(FINAL),
             ],
         ),

@@ -18,13 +18,19 @@ from heylook.types import (
     InfillPrompt,
     JsonFormat,
     LoadRequest,
+    Logprob,
     Message,
     ModelFacts,
     Reply,
     SamplingOptions,
     TextChunk,
     TextPrompt,
+    ThinkingChunk,
     Timings,
+    TokenLogprob,
+    ToolCall,
+    ToolCallChunk,
+    ToolCallDone,
     Usage,
 )
 
@@ -191,6 +197,23 @@ def test_wrongly_typed_options_are_400(options, words) -> None:
         ({"model": "m", "messages": HI, "options": [1]}, "'options' must be an object"),
         ({"model": "m", "messages": HI, "keep_alive": "soon"}, "not a duration"),
         ({"model": "m", "messages": HI, "stream": "yes"}, "'stream' must be a boolean"),
+        ({"model": "m", "messages": HI, "logprobs": "yes"}, "'logprobs' must be a boolean"),
+        (
+            {"model": "m", "messages": HI, "logprobs": True, "top_logprobs": 21},
+            "'top_logprobs' must be at most 20",
+        ),
+        (
+            {"model": "m", "messages": HI, "logprobs": True, "top_logprobs": -1},
+            "'top_logprobs' must be at least 0",
+        ),
+        (
+            {"model": "m", "messages": HI, "logprobs": True, "top_logprobs": "3"},
+            "'top_logprobs' must be an integer",
+        ),
+        (
+            {"model": "m", "messages": HI, "logprobs": True, "top_logprobs": 1.5},
+            "'top_logprobs' must be an integer",
+        ),
     ],
 )
 def test_bad_chat_bodies_are_400(body, words) -> None:
@@ -205,11 +228,35 @@ def test_bad_chat_bodies_are_400(body, words) -> None:
         ({"model": "m", "prompt": "x", "context": ["a"]}, r"'context\[0\]' must be an integer, not string"),
         ({"model": "m", "prompt": 5}, "'prompt' must be a string"),
         ({"model": "m", "prompt": "x", "images": ["aGk="]}, "images"),
+        (
+            {"model": "m", "prompt": "x", "logprobs": True, "top_logprobs": 21},
+            "'top_logprobs' must be at most 20",
+        ),
+        ({"model": "m", "prompt": "x", "logprobs": 1}, "'logprobs' must be a boolean"),
     ],
 )
 def test_bad_generate_bodies_are_400(body, words) -> None:
     with pytest.raises(InvalidRequest, match=words):
         ollama.parse_generate_request(body)
+
+
+@pytest.mark.parametrize(
+    ("extra", "logprobs"),
+    [
+        ({}, None),
+        ({"logprobs": False}, None),
+        ({"logprobs": True}, 0),
+        ({"logprobs": True, "top_logprobs": 0}, 0),
+        ({"logprobs": True, "top_logprobs": 20}, 20),
+        # As in Ollama, top_logprobs asks for nothing without logprobs.
+        ({"top_logprobs": 3}, None),
+    ],
+)
+def test_logprobs_translate(extra, logprobs) -> None:
+    chat = ollama.parse_chat_request({"model": "m", "messages": HI, **extra}).request
+    generate = ollama.parse_generate_request({"model": "m", "prompt": "x", "raw": True, **extra}).request
+    assert isinstance(chat, GenerationRequest) and isinstance(generate, GenerationRequest)
+    assert chat.logprobs == generate.logprobs == logprobs
 
 
 @pytest.mark.parametrize(
@@ -271,6 +318,59 @@ def test_generate_writer_returns_context_unless_raw() -> None:
     ]
     raw = ollama.OllamaWriter(model="m", kind="generate", clock=CLOCK, with_context=False)
     assert "context" not in raw.whole(Reply("x"), FINAL)
+
+
+# "Hi" and "é" (two bytes), with their alternatives; a token asked with top_logprobs 0 has none.
+HI_LOGPROB = Logprob(
+    "Hi", -0.5, b"Hi", (TokenLogprob("Hi", -0.5, b"Hi"), TokenLogprob("é", -2.0, b"\xc3\xa9"))
+)
+BARE = Logprob("!", -1.0, b"!")
+HI_LINE = {
+    "token": "Hi",
+    "logprob": -0.5,
+    "bytes": [72, 105],
+    "top_logprobs": [
+        {"token": "Hi", "logprob": -0.5, "bytes": [72, 105]},
+        {"token": "é", "logprob": -2.0, "bytes": [195, 169]},
+    ],
+}
+BARE_LINE = {"token": "!", "logprob": -1.0, "bytes": [33]}
+
+
+@pytest.mark.parametrize(
+    ("kind", "chunk", "fields"),
+    [
+        ("chat", TextChunk("Hi", logprobs=(HI_LOGPROB,)),
+         {"message": {"role": "assistant", "content": "Hi"}}),
+        ("generate", TextChunk("Hi", logprobs=(HI_LOGPROB, BARE)), {"response": "Hi"}),
+        ("chat", ThinkingChunk("Hmm", logprobs=(HI_LOGPROB,)),
+         {"message": {"role": "assistant", "content": "", "thinking": "Hmm"}}),
+        # A piece of a call writes nothing in Ollama's shape, but its tokens still go out.
+        ("chat", ToolCallChunk(0, "{", logprobs=(BARE,)), {"message": {"role": "assistant", "content": ""}}),
+        ("generate", ToolCallChunk(0, "{", logprobs=(BARE,)), {"response": ""}),
+        ("chat", ToolCallDone(0, ToolCall("f", "{}", "call_1"), logprobs=(BARE,)), {"message": {
+            "role": "assistant", "content": "",
+            "tool_calls": [{"id": "call_1", "function": {"index": 0, "name": "f", "arguments": {}}}],
+        }}),
+    ],
+)  # fmt: skip
+def test_streamed_lines_carry_their_tokens_logprobs(kind, chunk, fields) -> None:
+    writer = ollama.OllamaWriter(model="m", kind=kind, clock=CLOCK)
+    [line] = writer.delta(chunk)
+    expected = [HI_LINE if entry is HI_LOGPROB else BARE_LINE for entry in chunk.logprobs]
+    assert line == {"model": "m", "created_at": NOW, **fields, "done": False, "logprobs": expected}
+    assert "logprobs" not in writer.closing(replace(FINAL, logprobs=True))[0]
+    assert writer.delta(ToolCallChunk(0, "{")) == []
+
+
+def test_whole_replies_carry_every_tokens_logprobs() -> None:
+    for kind in ("chat", "generate"):
+        writer = ollama.OllamaWriter(model="m", kind=kind, clock=CLOCK)
+        whole = writer.whole(Reply("Hi!", logprobs=(HI_LOGPROB, BARE)), replace(FINAL, logprobs=True))
+        assert whole["logprobs"] == [HI_LINE, BARE_LINE]
+        # None asked, or none to report: left out, as Ollama leaves it.
+        assert "logprobs" not in writer.whole(Reply("Hi!"), FINAL)
+        assert "logprobs" not in writer.delta(TextChunk("Hi"))[0]
 
 
 @pytest.mark.parametrize("reason", ["load", "unload"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from heylook.errors import InvalidRequest
@@ -11,12 +13,18 @@ from heylook.types import (
     ChatPrompt,
     FinalChunk,
     JsonFormat,
+    Logprob,
     Message,
     Reply,
     SamplingOptions,
     TextChunk,
     TextPrompt,
+    ThinkingChunk,
     Timings,
+    TokenLogprob,
+    ToolCall,
+    ToolCallChunk,
+    ToolCallDone,
     Usage,
 )
 
@@ -190,7 +198,34 @@ def test_chat_request_translates(body, prompt, options, mode) -> None:
             "response_format.type",
             '"text", "json_object" or "json_schema"',
         ),
-        ({"model": "m", "messages": [USER], "logprobs": True}, "logprobs", "not supported"),
+        ({"model": "m", "messages": [USER], "logprobs": "yes"}, "logprobs", "boolean"),
+        ({"model": "m", "messages": [USER], "logprobs": 1}, "logprobs", "boolean"),
+        (
+            {"model": "m", "messages": [USER], "logprobs": True, "top_logprobs": 21},
+            "top_logprobs",
+            "at most 20",
+        ),
+        (
+            {"model": "m", "messages": [USER], "logprobs": True, "top_logprobs": -1},
+            "top_logprobs",
+            "at least 0",
+        ),
+        (
+            {"model": "m", "messages": [USER], "logprobs": True, "top_logprobs": "5"},
+            "top_logprobs",
+            "integer",
+        ),
+        (
+            {"model": "m", "messages": [USER], "logprobs": True, "top_logprobs": 2.5},
+            "top_logprobs",
+            "integer",
+        ),
+        ({"model": "m", "messages": [USER], "top_logprobs": 2}, "top_logprobs", "'logprobs' set to true"),
+        (
+            {"model": "m", "messages": [USER], "logprobs": False, "top_logprobs": 0},
+            "top_logprobs",
+            "'logprobs' set to true",
+        ),
         (
             {"model": "m", "messages": [USER], "tools": [{"type": "function"}]},
             "tools[0].function",
@@ -229,12 +264,40 @@ def test_completion_request_translates(body, text, echo) -> None:
         ({"model": "m", "prompt": 5}, "prompt"),
         ({"model": "m", "prompt": "x", "suffix": "y"}, "suffix"),
         ({"model": "m", "prompt": "x", "best_of": 3}, "best_of"),
+        ({"model": "m", "prompt": "x", "logprobs": 6}, "logprobs"),
+        ({"model": "m", "prompt": "x", "logprobs": -1}, "logprobs"),
+        ({"model": "m", "prompt": "x", "logprobs": True}, "logprobs"),
+        ({"model": "m", "prompt": "x", "logprobs": "2"}, "logprobs"),
+        ({"model": "m", "prompt": "x", "logprobs": 2, "echo": True}, "logprobs"),
     ],
 )
 def test_completion_request_rejects(body, param) -> None:
     with pytest.raises(InvalidRequest) as caught:
         openai.parse_completion_request(body)
     assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("extra", "logprobs"),
+    [
+        ({}, None),
+        ({"logprobs": False}, None),
+        ({"logprobs": None, "top_logprobs": None}, None),
+        ({"logprobs": True}, 0),
+        ({"logprobs": True, "top_logprobs": 0}, 0),
+        ({"logprobs": True, "top_logprobs": 5}, 5),
+        ({"logprobs": True, "top_logprobs": 20.0}, 20),
+    ],
+)
+def test_chat_logprobs_translate(extra, logprobs) -> None:
+    request, _ = openai.parse_chat_request({"model": "m", "messages": [USER], **extra})
+    assert request.logprobs == logprobs
+
+
+@pytest.mark.parametrize(("extra", "logprobs"), [({}, None), ({"logprobs": 0}, 0), ({"logprobs": 5}, 5)])
+def test_completion_logprobs_translate(extra, logprobs) -> None:
+    request, _, _ = openai.parse_completion_request({"model": "m", "prompt": "x", **extra})
+    assert request.logprobs == logprobs
 
 
 @pytest.mark.parametrize(
@@ -286,6 +349,104 @@ def test_writers_leave_usage_out_unless_asked() -> None:
     echoing = openai.CompletionWriter(id="c", created=1, model="m", echo="Once")
     assert echoing.opening() == writer.delta(TextChunk("Once"))
     assert echoing.whole(Reply(" upon"), FINAL)["choices"][0]["text"] == "Once upon"
+
+
+# Two tokens, "Pa" and "ris", with their two most likely alternatives; "é" is two bytes.
+PA = Logprob("Pa", -0.5, b"Pa", (TokenLogprob("Pa", -0.5, b"Pa"), TokenLogprob("é", -1.5, b"\xc3\xa9")), 0)
+RIS = Logprob("ris", -0.25, b"ris", (TokenLogprob("ris", -0.25, b"ris"),), 2)
+PA_BODY = {
+    "token": "Pa",
+    "logprob": -0.5,
+    "bytes": [80, 97],
+    "top_logprobs": [
+        {"token": "Pa", "logprob": -0.5, "bytes": [80, 97]},
+        {"token": "é", "logprob": -1.5, "bytes": [195, 169]},
+    ],
+}
+RIS_BODY = {
+    "token": "ris",
+    "logprob": -0.25,
+    "bytes": [114, 105, 115],
+    "top_logprobs": [{"token": "ris", "logprob": -0.25, "bytes": [114, 105, 115]}],
+}
+ASKED = dataclasses.replace(FINAL, logprobs=True)
+
+
+@pytest.mark.parametrize(
+    ("chunk", "delta", "logprobs"),
+    [
+        (TextChunk("Pa", logprobs=(PA,)), {"content": "Pa"}, {"content": [PA_BODY], "refusal": None}),
+        (TextChunk("Pa"), {"content": "Pa"}, None),
+        (ThinkingChunk("Hmm", logprobs=(PA, RIS)), {"reasoning_content": "Hmm"},
+         {"content": [PA_BODY, RIS_BODY], "refusal": None}),
+        (ToolCallChunk(0, "{", logprobs=(RIS,)),
+         {"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]},
+         {"content": [RIS_BODY], "refusal": None}),
+        # A whole call streams nothing, but its tokens' logprobs still go out, with an empty delta.
+        (ToolCallDone(0, ToolCall("f"), logprobs=(RIS,)), {}, {"content": [RIS_BODY], "refusal": None}),
+        (TextChunk("", logprobs=(RIS,)), {"content": ""}, {"content": [RIS_BODY], "refusal": None}),
+    ],
+)  # fmt: skip
+def test_chat_writer_streams_each_chunks_logprobs(chunk, delta, logprobs) -> None:
+    writer = openai.ChatWriter(id="c1", created=5, model="m", stream=True)
+    [body] = writer.delta(chunk)
+    assert body["choices"] == [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": None}]
+    assert writer.delta(ToolCallDone(0, ToolCall("f"))) == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "final", "logprobs"),
+    [
+        (Reply("Paris", logprobs=(PA, RIS)), ASKED, {"content": [PA_BODY, RIS_BODY], "refusal": None}),
+        # Asked for, but no token to report (the reply was only the end token): an empty list.
+        (Reply(""), ASKED, {"content": [], "refusal": None}),
+        (Reply("Paris"), FINAL, None),
+    ],
+)
+def test_chat_completion_carries_the_replys_logprobs(reply, final, logprobs) -> None:
+    writer = openai.ChatWriter(id="c1", created=5, model="m")
+    assert writer.whole(reply, final)["choices"][0]["logprobs"] == logprobs
+
+
+COMPLETION_LOGPROBS = {
+    "tokens": ["Pa", "ris"],
+    "token_logprobs": [-0.5, -0.25],
+    "top_logprobs": [{"Pa": -0.5, "é": -1.5}, {"ris": -0.25}],
+    "text_offset": [0, 2],
+}
+
+
+@pytest.mark.parametrize(
+    ("logprobs", "offset", "expected"),
+    [
+        ((PA, RIS), 0, COMPLETION_LOGPROBS),
+        ((PA, RIS), 4, {**COMPLETION_LOGPROBS, "text_offset": [4, 6]}),
+        # logprobs 0: no alternatives, but the chosen token is always in its map.
+        ((Logprob("Pa", -0.5, b"Pa"),), 0,
+         {"tokens": ["Pa"], "token_logprobs": [-0.5], "top_logprobs": [{"Pa": -0.5}], "text_offset": [0]}),
+        # The chosen token outside the top ones is listed too, in order of likelihood.
+        ((Logprob("x", -3.0, b"x", (TokenLogprob("Pa", -0.5),), 0),), 0,
+         {"tokens": ["x"], "token_logprobs": [-3.0], "top_logprobs": [{"Pa": -0.5, "x": -3.0}],
+          "text_offset": [0]}),
+        ((), 0, {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}),
+    ],
+)  # fmt: skip
+def test_completion_logprobs_body(logprobs, offset, expected) -> None:
+    assert openai.completion_logprobs_body(logprobs, offset) == expected
+
+
+def test_completion_writer_carries_logprobs_streamed_and_whole() -> None:
+    writer = openai.CompletionWriter(id="c", created=1, model="m", stream=True)
+    [first] = writer.delta(TextChunk("Pa", logprobs=(PA,)))
+    [second] = writer.delta(TextChunk("ris", logprobs=(RIS,)))
+    assert first["choices"][0]["logprobs"]["tokens"] == ["Pa"]
+    assert second["choices"][0]["logprobs"]["text_offset"] == [2]  # where "ris" starts in the text
+    assert writer.delta(TextChunk("x"))[0]["choices"][0]["logprobs"] is None
+    [finish] = writer.closing(ASKED)
+    assert finish["choices"][0]["logprobs"] is None
+    whole = writer.whole(Reply("Paris", logprobs=(PA, RIS)), ASKED)
+    assert whole["choices"][0]["logprobs"] == COMPLETION_LOGPROBS
+    assert writer.whole(Reply("Paris"), FINAL)["choices"][0]["logprobs"] is None
 
 
 def test_chat_completion_body() -> None:

@@ -30,6 +30,7 @@ from heylook.types import (
     InfillPrompt,
     JsonFormat,
     LoadRequest,
+    Logprobs,
     Message,
     ModelFacts,
     Reply,
@@ -38,7 +39,9 @@ from heylook.types import (
     TextChunk,
     TextPrompt,
     ThinkingChunk,
+    TokenLogprob,
     ToolCall,
+    ToolCallChunk,
     ToolCallDone,
 )
 from heylook.wire import ollama as wire
@@ -95,12 +98,14 @@ def parse_chat_request(body: dict[str, Any], clock: Clock = utc_now) -> Translat
 
 
 def _tools_and_think(typed: Any) -> dict[str, Any]:
-    """tools and think; Ollama has no tool_choice, but heylook reads OpenAI's where a client sends it."""
+    """tools, think and logprobs; Ollama has no tool_choice, but heylook reads OpenAI's where a
+    client sends it. top_logprobs without logprobs true asks for nothing, as in Ollama."""
     tools = tools_from(typed.tools)
     return {
         "tools": tools,
         "tool_choice": tool_choice_from(typed.tool_choice, tools),
         "think": think_from(typed.think),
+        "logprobs": (typed.top_logprobs or 0) if typed.logprobs else None,
     }
 
 
@@ -251,15 +256,20 @@ class OllamaWriter:
         return []
 
     def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:
+        first_index = 0
         if isinstance(chunk, TextChunk):
-            return [{**self._head(), **self._reply(Reply(content=chunk.text)), "done": False}]
-        if isinstance(chunk, ThinkingChunk):
-            return [{**self._head(), **self._reply(Reply(thinking=chunk.text)), "done": False}]
-        if isinstance(chunk, ToolCallDone):
+            reply = Reply(content=chunk.text)
+        elif isinstance(chunk, ThinkingChunk):
+            reply = Reply(thinking=chunk.text)
+        elif isinstance(chunk, ToolCallDone):
             # Ollama streams a call once it is whole, its arguments as an object.
-            reply = Reply(tool_calls=(chunk.call,))
-            return [{**self._head(), **self._reply(reply, first_index=chunk.index), "done": False}]
-        return []
+            reply, first_index = Reply(tool_calls=(chunk.call,)), chunk.index
+        elif isinstance(chunk, ToolCallChunk) and chunk.logprobs:
+            reply = _EMPTY  # a piece of a call: only its tokens' logprobs go out now
+        else:
+            return []
+        line = {**self._head(), **self._reply(reply, first_index=first_index), "done": False}
+        return [{**line, **logprobs_field(chunk.logprobs)}]
 
     def closing(self, final: FinalChunk) -> list[dict[str, Any]]:
         return [self.final(final)]
@@ -285,7 +295,7 @@ class OllamaWriter:
         }
         if self.kind == "generate" and self.with_context:
             body["context"] = list(chunk.context)
-        return body
+        return {**body, **logprobs_field(reply.logprobs)}
 
     def lifecycle(self, reason: Literal["load", "unload"]) -> dict[str, Any]:
         """The reply to an empty prompt: the model was loaded, or unloaded."""
@@ -309,6 +319,24 @@ class OllamaWriter:
         if self.kind == "chat":
             return {"message": {"role": "assistant", **fields}}
         return fields
+
+
+def logprobs_field(logprobs: Logprobs) -> dict[str, Any]:
+    """`logprobs` as Ollama writes it (left out when there are none): each token with its bytes,
+    and its `top_logprobs` when some were asked for."""
+    if not logprobs:
+        return {}
+    entries = []
+    for entry in logprobs:
+        body = _token_logprob(entry)
+        if entry.top:
+            body["top_logprobs"] = [_token_logprob(alternative) for alternative in entry.top]
+        entries.append(body)
+    return {"logprobs": entries}
+
+
+def _token_logprob(entry: TokenLogprob) -> dict[str, Any]:
+    return {"token": entry.token, "logprob": entry.logprob, "bytes": list(entry.raw)}
 
 
 def tool_call_body(call: ToolCall, index: int) -> dict[str, Any] | None:

@@ -22,6 +22,8 @@ from heylook.types import (
     FinishReason,
     GenerationRequest,
     JsonFormat,
+    Logprob,
+    Logprobs,
     Message,
     RemoteModel,
     Reply,
@@ -30,6 +32,7 @@ from heylook.types import (
     TextChunk,
     TextPrompt,
     ThinkingChunk,
+    TokenLogprob,
     ToolCall,
     ToolCallChunk,
     Usage,
@@ -69,6 +72,7 @@ def parse_chat_request(body: dict[str, Any]) -> tuple[GenerationRequest, StreamM
         tool_choice=tool_choice_from(typed.tool_choice, tools),
         parallel_tool_calls=typed.parallel_tool_calls is not False,
         think=effort_from(typed.reasoning_effort, typed.reasoning),
+        logprobs=_chat_logprobs(typed),
     )
     return request, _stream_mode(typed)
 
@@ -91,7 +95,15 @@ def parse_completion_request(
         raise InvalidRequest("'suffix' is not supported", param="suffix")
     if typed.best_of not in (None, 1):
         raise InvalidRequest("'best_of' greater than 1 is not supported", param="best_of")
-    request = GenerationRequest(model=typed.model, prompt=TextPrompt(prompt), options=_sampling(typed))
+    if typed.logprobs is not None and typed.echo:
+        raise InvalidRequest(
+            "'logprobs' with 'echo' is not supported: heylook scores the tokens it generates, "
+            "not the prompt's",
+            param="logprobs",
+        )
+    request = GenerationRequest(
+        model=typed.model, prompt=TextPrompt(prompt), options=_sampling(typed), logprobs=typed.logprobs
+    )
     extras = CompletionExtras(echo=prompt if typed.echo else "")
     return request, _stream_mode(typed), extras
 
@@ -135,6 +147,14 @@ def _content(content: str | list[wire.ContentPart] | None, param: str) -> str:
     return "".join(texts)
 
 
+def _chat_logprobs(typed: Any) -> int | None:
+    """logprobs and top_logprobs as how many alternatives each token reports (None: no logprobs).
+    As OpenAI answers, top_logprobs is only for a request that sets logprobs true."""
+    if typed.top_logprobs is not None and typed.logprobs is not True:
+        raise InvalidRequest("'top_logprobs' needs 'logprobs' set to true", param="top_logprobs")
+    return (typed.top_logprobs or 0) if typed.logprobs else None
+
+
 def _sampling(typed: Any) -> SamplingOptions:
     return SamplingOptions(response_format=_response_format(typed.response_format)).over(
         stated_settings(typed, "openai")
@@ -164,8 +184,6 @@ def _reject_unsupported(typed: Any) -> None:
     """Refuse what heylook cannot honour yet, rather than silently ignoring it."""
     if typed.n not in (None, 1):
         raise InvalidRequest("'n' greater than 1 is not supported", param="n")
-    if typed.logprobs or getattr(typed, "top_logprobs", None):
-        raise InvalidRequest("'logprobs' is not supported yet", param="logprobs")
     if typed.logit_bias:
         raise InvalidRequest("'logit_bias' is not supported yet", param="logit_bias")
     if getattr(typed, "functions", None) or getattr(typed, "function_call", None):
@@ -200,12 +218,43 @@ def _envelope(
 
 
 def _choice(fields: dict[str, Any], finish_reason: FinishReason | None) -> dict[str, Any]:
-    return {"index": 0, **fields, "logprobs": None, "finish_reason": finish_reason}
+    """A choice: its fields, and logprobs (null unless the fields carry some)."""
+    return {"index": 0, **fields, "logprobs": fields.get("logprobs"), "finish_reason": finish_reason}
+
+
+def _token_body(entry: TokenLogprob) -> dict[str, Any]:
+    body: dict[str, Any] = {"token": entry.token, "logprob": entry.logprob, "bytes": list(entry.raw)}
+    if isinstance(entry, Logprob):
+        body["top_logprobs"] = [_token_body(alternative) for alternative in entry.top]
+    return body
+
+
+def chat_logprobs_body(logprobs: Logprobs) -> dict[str, Any]:
+    """A chat choice's logprobs: every token of the reply (reasoning and tool calls included)."""
+    return {"content": [_token_body(entry) for entry in logprobs], "refusal": None}
+
+
+def completion_logprobs_body(logprobs: Logprobs, offset: int = 0) -> dict[str, Any]:
+    """A text completion's logprobs, in the legacy shape: the tokens, their logprobs, for each a map
+    of the most likely tokens to their logprobs (the chosen one always among them, as OpenAI
+    does), and where each token starts in the choice's text (after `offset` characters)."""
+    top = []
+    for entry in logprobs:
+        likely = {alternative.token: alternative.logprob for alternative in reversed(entry.top)}
+        likely.setdefault(entry.token, entry.logprob)
+        top.append(dict(sorted(likely.items(), key=lambda item: -item[1])))
+    return {
+        "tokens": [entry.token for entry in logprobs],
+        "token_logprobs": [entry.logprob for entry in logprobs],
+        "top_logprobs": top,
+        "text_offset": [offset + entry.offset for entry in logprobs],
+    }
 
 
 def chat_completion_body(
-    *, id: str, created: int, model: str, reply: Reply, finish_reason: FinishReason, usage: Usage
-) -> dict[str, Any]:
+    *, id: str, created: int, model: str, reply: Reply, finish_reason: FinishReason, usage: Usage,
+    logprobs: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     message: dict[str, Any] = {
         "role": "assistant",
         # OpenAI's content is null when the reply is only calls.
@@ -216,7 +265,8 @@ def chat_completion_body(
         message["reasoning_content"] = reply.thinking
     if reply.tool_calls:
         message["tool_calls"] = [tool_call_body(call) for call in reply.tool_calls]
-    choices = [_choice({"message": message}, finish_reason)]
+    scores = chat_logprobs_body(reply.logprobs) if logprobs else None
+    choices = [_choice({"message": message, "logprobs": scores}, finish_reason)]
     return {**_envelope("chat.completion", id, created, model, choices), "usage": usage_body(usage)}
 
 
@@ -268,23 +318,28 @@ class ChatWriter(_Writer):
         return [self._chunk([{"delta": {"role": "assistant", "content": ""}}])]
 
     def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:
+        delta: dict[str, Any] = {}
         if isinstance(chunk, TextChunk):
-            return [self._chunk([{"delta": {"content": chunk.text}}])]
-        if isinstance(chunk, ThinkingChunk):
-            return [self._chunk([{"delta": {"reasoning_content": chunk.text}}])]
-        if isinstance(chunk, ToolCallChunk):
+            delta = {"content": chunk.text}
+        elif isinstance(chunk, ThinkingChunk):
+            delta = {"reasoning_content": chunk.text}
+        elif isinstance(chunk, ToolCallChunk):
             # A call's first delta has its index, id and name; the ones after, its arguments.
             part: dict[str, Any] = {"index": chunk.index, "function": {"arguments": chunk.arguments}}
             if chunk.name:
                 part = {"index": chunk.index, "id": chunk.id, "type": "function"}
                 part["function"] = {"name": chunk.name, "arguments": chunk.arguments}
-            return [self._chunk([{"delta": {"tool_calls": [part]}}])]
-        return []  # a whole call: its pieces went out already
+            delta = {"tool_calls": [part]}
+        elif not chunk.logprobs:
+            return []  # a whole call: its pieces went out already
+        # Every token is reported, in order, with the delta its text went into.
+        scores = chat_logprobs_body(chunk.logprobs) if chunk.logprobs else None
+        return [self._chunk([{"delta": delta, "logprobs": scores}])]
 
     def whole(self, reply: Reply, final: FinalChunk) -> dict[str, Any]:
         return chat_completion_body(
             id=self.id, created=self.created, model=self.model, reply=reply,
-            finish_reason=final.finish_reason, usage=final.usage,
+            finish_reason=final.finish_reason, usage=final.usage, logprobs=final.logprobs,
         )  # fmt: skip
 
     def _finish_fields(self) -> dict[str, Any]:
@@ -302,15 +357,19 @@ class CompletionWriter(_Writer):
         return [self._text(self.echo)] if self.echo else []
 
     def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:
-        return [self._text(chunk.text)] if isinstance(chunk, TextChunk) else []
+        if not isinstance(chunk, TextChunk):
+            return []
+        scores = completion_logprobs_body(chunk.logprobs, len(self.echo)) if chunk.logprobs else None
+        return [self._text(chunk.text, scores)]
 
-    def _text(self, text: str) -> dict[str, Any]:
-        return self._chunk([{"text": text}])
+    def _text(self, text: str, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._chunk([{"text": text, "logprobs": logprobs}])
 
     def whole(self, reply: Reply, final: FinalChunk) -> dict[str, Any]:
+        scores = completion_logprobs_body(reply.logprobs, len(self.echo)) if final.logprobs else None
         return completion_body(
             id=self.id, created=self.created, model=self.model, text=self.echo + reply.content,
-            finish_reason=final.finish_reason, usage=final.usage,
+            finish_reason=final.finish_reason, usage=final.usage, logprobs=scores,
         )  # fmt: skip
 
     def _finish_fields(self) -> dict[str, Any]:
@@ -318,9 +377,10 @@ class CompletionWriter(_Writer):
 
 
 def completion_body(
-    *, id: str, created: int, model: str, text: str, finish_reason: FinishReason, usage: Usage
-) -> dict[str, Any]:
-    choices = [_choice({"text": text}, finish_reason)]
+    *, id: str, created: int, model: str, text: str, finish_reason: FinishReason, usage: Usage,
+    logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    choices = [_choice({"text": text, "logprobs": logprobs}, finish_reason)]
     return {**_envelope("text_completion", id, created, model, choices), "usage": usage_body(usage)}
 
 

@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import anyio
@@ -26,6 +26,7 @@ from heylook.protocols.tools import tool_body
 from heylook.providers.base import ProviderHealth
 from heylook.registry.aliases import Alias
 from heylook.types import (
+    LOGPROB_FLOOR,
     ChatPrompt,
     Chunk,
     FinalChunk,
@@ -33,6 +34,8 @@ from heylook.types import (
     GenerationRequest,
     InfillPrompt,
     LoadRequest,
+    Logprob,
+    Logprobs,
     Message,
     RemoteModel,
     ReplyChunk,
@@ -40,6 +43,7 @@ from heylook.types import (
     TextChunk,
     ThinkingChunk,
     Timings,
+    TokenLogprob,
     ToolCall,
     ToolCallChunk,
     ToolCallDone,
@@ -100,6 +104,7 @@ class RemoteProvider:
                 raise InvalidRequest("tools need messages, not a raw prompt", param="tools")
             body["prompt"] = prompt.text
             kind = "completion"
+        body.update(logprobs_fields(request, kind))
         stream = await self._open(client, kind, body, alias)
         return RemoteGeneration(request, alias.name, kind, stream, started, self.metrics)
 
@@ -236,6 +241,7 @@ class RemoteGeneration:
                     parts = _delta_parts(choice.delta, pieces + 1, calls) if self.kind == "chat" else []
                     if self.kind != "chat" and choice.text:
                         parts = [TextChunk(choice.text, pieces + 1)]
+                    parts = _with_logprobs(parts, upstream_logprobs(choice, self.kind), pieces + 1)
                     if parts:
                         pieces += 1
                         first_ns = first_ns or time.perf_counter_ns()
@@ -261,6 +267,7 @@ class RemoteGeneration:
                 eval_ns=done - first_ns,
                 total_ns=done - self.started_ns,
             ),
+            logprobs=self.request.logprobs is not None,
         )
         clock.finished(final)
         yield final
@@ -299,6 +306,78 @@ def _split_extras(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
         {k: v for k, v in body.items() if k in _NAMED},
         {k: v for k, v in body.items() if k not in _NAMED},
     )
+
+
+def logprobs_fields(request: GenerationRequest, kind: Literal["chat", "completion"]) -> dict[str, Any]:
+    """Logprobs, asked of the upstream as its API spells them: chat's logprobs and top_logprobs,
+    completions' logprobs (how many alternatives)."""
+    if request.logprobs is None:
+        return {}
+    if kind == "chat":
+        return {"logprobs": True, "top_logprobs": request.logprobs}
+    return {"logprobs": request.logprobs}
+
+
+def upstream_logprobs(choice: Any, kind: Literal["chat", "completion"]) -> Logprobs:
+    """An upstream choice's logprobs as internal ones: chat's content entries, or the legacy
+    completions lists (tokens, token_logprobs, top_logprobs, text_offset)."""
+    given = getattr(choice, "logprobs", None)
+    if given is None:
+        return ()
+    if kind == "chat":
+        return tuple(map(_chat_entry, getattr(given, "content", None) or ()))
+    tokens = getattr(given, "tokens", None) or []
+    values = getattr(given, "token_logprobs", None) or []
+    tops = getattr(given, "top_logprobs", None) or []
+    offsets = getattr(given, "text_offset", None) or []
+    entries = []
+    for index, token in enumerate(tokens):
+        likely = tops[index] if index < len(tops) and isinstance(tops[index], dict) else {}
+        alternatives = sorted(likely.items(), key=lambda item: -_logprob(item[1]))
+        entries.append(
+            Logprob(
+                token,
+                _logprob(values[index] if index < len(values) else None),
+                token.encode(),
+                tuple(TokenLogprob(text, _logprob(value), text.encode()) for text, value in alternatives),
+                offset=offsets[index] if index < len(offsets) else 0,
+            )
+        )
+    return tuple(entries)
+
+
+def _chat_entry(entry: Any) -> Logprob:
+    own = _alternative(entry)
+    top = tuple(map(_alternative, getattr(entry, "top_logprobs", None) or ()))
+    return Logprob(own.token, own.logprob, own.raw, top)
+
+
+def _alternative(entry: Any) -> TokenLogprob:
+    """One of chat's token entries (token, logprob, bytes) as an internal one."""
+    return TokenLogprob(
+        entry.token, _logprob(entry.logprob), _raw(entry.token, getattr(entry, "bytes", None))
+    )
+
+
+def _logprob(value: Any) -> float:
+    number = float(value) if isinstance(value, int | float) else LOGPROB_FLOOR
+    return number if math.isfinite(number) else LOGPROB_FLOOR
+
+
+def _raw(token: str, given: Any) -> bytes:
+    if isinstance(given, list) and all(isinstance(b, int) and 0 <= b < 256 for b in given):
+        return bytes(given)
+    return token.encode()
+
+
+def _with_logprobs(parts: list[ReplyChunk], logprobs: Logprobs, tokens: int) -> list[ReplyChunk]:
+    """The upstream chunk's parts, the first carrying its logprobs (an empty text chunk does when
+    the chunk brought no text, a tool call's end say)."""
+    if not logprobs:
+        return parts
+    if not parts:
+        return [TextChunk("", tokens, logprobs)]
+    return [replace(parts[0], logprobs=logprobs), *parts[1:]]
 
 
 def _finish_reason(reason: str | None) -> FinishReason:

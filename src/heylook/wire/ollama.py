@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
+from heylook.types import MAX_TOP_LOGPROBS
 from heylook.wire.fields import CLOSED, Body, Integer, JsonObject, Number, example, one_of
 from heylook.wire.settings import with_settings
 from heylook.wire.tools import Think, ToolCallIn, ToolChoiceField, Tools
@@ -49,6 +50,15 @@ class _Generation(Body):
         default=None, description="OpenAI's, where a client sends it."
     )
     think: Think | None = None
+    logprobs: bool | None = Field(
+        default=None, description="Each token's log probability under the model, in `logprobs`."
+    )
+    top_logprobs: Integer | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="How many of the most likely tokens to list at each position, with logprobs true.",
+    )
     images: list[str] | None = Field(default=None, description="Not supported yet.")
 
 
@@ -140,10 +150,27 @@ class OllamaReplyMessage(Reply):
     tool_calls: list[OllamaToolCall] | None = None
 
 
+class OllamaTokenLogprob(Reply):
+    token: str
+    logprob: float = Field(description="Natural log of the probability; -9999.0 for one too small to tell.")
+    bytes: list[int] | None = Field(default=None, description="The token's UTF-8 bytes.")
+
+
+class OllamaLogprob(OllamaTokenLogprob):
+    top_logprobs: list[OllamaTokenLogprob] | None = Field(
+        default=None, description="The most likely tokens at this position, best first (with top_logprobs)."
+    )
+
+
 class _Line(Reply):
     model: str
     created_at: str
     done: bool
+    logprobs: list[OllamaLogprob] | None = Field(
+        default=None,
+        description="With logprobs true: the tokens of this line (of the whole reply, unstreamed), under "
+        "the model's own distribution, reasoning and tool calls included.",
+    )
     done_reason: str | None = None
     total_duration: int | None = None
     load_duration: int | None = None

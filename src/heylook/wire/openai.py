@@ -9,11 +9,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from heylook.types import MAX_TOP_LOGPROBS
 from heylook.wire.fields import CLOSED, Body, Integer, JsonObject, example, one_of
 from heylook.wire.settings import with_settings
 from heylook.wire.tools import EFFORTS, Reasoning, ToolCallIn, ToolChoiceField, Tools
 
 MESSAGE_ROLES = ("system", "user", "assistant", "tool", "developer")
+# /v1/completions' logprobs: at most 5, as OpenAI allows.
+MAX_COMPLETION_LOGPROBS = 5
 
 
 class ContentPart(Body):
@@ -55,7 +58,6 @@ class _Generation(Body):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     n: Integer | None = Field(default=None, ge=1, description="Only 1.")
-    logprobs: Any = Field(default=None, description="Not supported yet.")
     logit_bias: Any = Field(default=None, description="Not supported yet.")
     user: str | None = None
 
@@ -71,7 +73,15 @@ class ChatCompletionRequestBase(_Generation):
     parallel_tool_calls: bool | None = None
     reasoning_effort: Literal[EFFORTS] | None = None
     reasoning: Reasoning | None = None
-    top_logprobs: Any = Field(default=None, description="Not supported yet.")
+    logprobs: bool | None = Field(
+        default=None, description="Each token's log probability under the model, in choices[].logprobs."
+    )
+    top_logprobs: Integer | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="How many of the most likely tokens to list at each position; needs logprobs true.",
+    )
     functions: Any = Field(default=None, description="OpenAI's deprecated form of tools: send tools.")
     function_call: Any = None
 
@@ -84,6 +94,13 @@ class CompletionRequestBase(_Generation):
     )
     suffix: str | None = Field(default=None, description="Not supported.")
     echo: bool | None = None
+    logprobs: Integer | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_COMPLETION_LOGPROBS,
+        description="Each token's log probability, and this many of the most likely tokens at each "
+        "position (the chosen one is always listed too). Not with echo.",
+    )
     best_of: Integer | None = Field(default=None, ge=1, description="Only 1.")
 
 
@@ -131,10 +148,28 @@ class AssistantMessage(Reply):
 FinishReason = Literal["stop", "length", "tool_calls"]
 
 
+class TopLogprob(Reply):
+    token: str
+    logprob: float = Field(description="Natural log of the probability; -9999.0 for one too small to tell.")
+    bytes: list[int] | None = Field(description="The token's UTF-8 bytes (a piece of a character stays one).")
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(description="The most likely tokens at this position, best first.")
+
+
+class ChoiceLogprobs(Reply):
+    """Every token of the reply (reasoning and tool calls included), in order, under the model's
+    own distribution (before temperature, penalties, top-k/p and grammar masks)."""
+
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
 class ChatChoice(Reply):
     index: int
     message: AssistantMessage
-    logprobs: None
+    logprobs: ChoiceLogprobs | None = Field(description="With logprobs true.")
     finish_reason: FinishReason
 
 
@@ -173,7 +208,7 @@ class ChatDelta(Reply):
 class ChatChunkChoice(Reply):
     index: int
     delta: ChatDelta
-    logprobs: None
+    logprobs: ChoiceLogprobs | None = Field(description="With logprobs true: this chunk's tokens.")
     finish_reason: FinishReason | None
 
 
@@ -185,10 +220,23 @@ class ChatCompletionChunk(_Envelope):
     usage: Usage | None = Field(default=None, description="With stream_options.include_usage.")
 
 
+class CompletionLogprobs(Reply):
+    """The legacy shape: one entry per token in each list."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] = Field(
+        description="The most likely tokens at each position, with the chosen one, to their logprobs."
+    )
+    text_offset: list[int] = Field(description="Where each token's text starts in the choice's text.")
+
+
 class CompletionChoice(Reply):
     index: int
     text: str
-    logprobs: None
+    logprobs: CompletionLogprobs | None = Field(
+        description="With logprobs set: this choice's (or chunk's) tokens."
+    )
     finish_reason: FinishReason | None
 
 

@@ -10,6 +10,10 @@ Single-stream runs alternate between targets, round after round, because these m
     # any server speaking the OpenAI API:
     .venv/bin/python scripts/bench.py --target vllm http://127.0.0.1:8000/v1 my-model
 
+    # embeddings/s: heylook's /v1/embeddings on all-MiniLM-L6-v2 against sentence-transformers'
+    # in-process encode on the same weights, 32 texts per batch:
+    .venv/bin/python scripts/bench.py --embeddings --rounds 5
+
     # heylook against its peers, each started alone for 1, 4, 8 and 16 concurrent streams
     # (see ../shared/notes/peers.md to install them), with a plot:
     .venv/bin/python scripts/bench.py --compare --streams 1 4 8 16 --rounds 2 \
@@ -405,6 +409,66 @@ def report(targets: list[Target], *, tokens: int) -> str:
     return "\n".join(lines)
 
 
+def embedding_texts(count: int) -> list[str]:
+    """Sentences of 5 to 60 words, the same on every run."""
+    words = ["the", "sky", "is", "blue", "and", "grass", "grows", "green", "while", "markets", "rise"]
+    return [" ".join(words[(i + j) % len(words)] for j in range(5 + (i * 7) % 56)) for i in range(count)]
+
+
+def run_embeddings(rounds: int, count: int = 512, batch: int = 32) -> str:
+    """Embeddings per second: sentence-transformers' encode in this process, heylook's
+    /v1/embeddings (one request of `batch` texts at a time, then 8 such requests at once),
+    alternating round by round."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sentence_transformers import SentenceTransformer
+    from tests.server import RunningServer
+
+    from heylook.models.demo import EMBEDDING_ALIAS, prepare_demo
+
+    texts = embedding_texts(count)
+    batches = [texts[i : i + batch] for i in range(0, count, batch)]
+    reference = SentenceTransformer(str(prepare_demo(EMBEDDING_ALIAS)), device="cpu")
+    log = Path("/tmp/heylook-bench-embeddings.log")
+    server = RunningServer(ROOT / "models.yaml", log, "--log-level", "warning")
+    url = f"{server.base_url}/v1/embeddings"
+
+    def post(inputs: list[str]) -> None:
+        reply = httpx.post(url, json={"model": EMBEDDING_ALIAS, "input": inputs}, timeout=600)
+        reply.raise_for_status()
+
+    rates: dict[str, list[float]] = {
+        name: [] for name in ("sentence-transformers encode", "heylook", "heylook, 8 at once")
+    }
+    try:
+        post(batches[0])  # loads the model
+        reference.encode(batches[0], batch_size=batch)
+        for _ in range(rounds):
+            started = time.perf_counter()
+            reference.encode(texts, batch_size=batch)
+            rates["sentence-transformers encode"].append(count / (time.perf_counter() - started))
+            started = time.perf_counter()
+            for inputs in batches:
+                post(inputs)
+            rates["heylook"].append(count / (time.perf_counter() - started))
+            started = time.perf_counter()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(post, batches))
+            rates["heylook, 8 at once"].append(count / (time.perf_counter() - started))
+    finally:
+        server.stop()
+    peer = statistics.median(rates["sentence-transformers encode"])
+    lines = [
+        f"all-MiniLM-L6-v2, {count} texts of 5-60 words, {batch} per batch, median of {rounds} rounds:",
+        "| who | embeddings/s | vs sentence-transformers |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        lines.append(f"| {name} | {rate:.0f} | {rate / peer:.2f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -439,7 +503,13 @@ def main() -> None:
     )
     parser.add_argument("--llama-server", help="with --compare: llama.cpp's llama-server binary")
     parser.add_argument("--plot", type=Path, help="with --compare: write a PNG plot here")
+    parser.add_argument(
+        "--embeddings", action="store_true", help="embeddings/s against sentence-transformers' encode"
+    )
     args = parser.parse_args()
+    if args.embeddings:
+        print(run_embeddings(args.rounds))
+        return
     if args.compare:
         run_compare(args)
         return

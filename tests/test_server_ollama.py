@@ -290,7 +290,7 @@ def test_unknown_model_is_404(client: ollama.Client) -> None:
             400,
             "schema",
         ),
-        ("/api/embed", b'{"model": "tiny", "input": "x"}', 501, "embeddings"),
+        ("/api/embed", b'{"model": "tiny", "input": []}', 400, "input"),
         ("/api/nothing", b"{}", 404, "Not Found"),
     ],
 )

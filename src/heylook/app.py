@@ -28,7 +28,7 @@ from heylook.providers.backends import Backends
 from heylook.registry.aliases import RegistryError
 from heylook.registry.watch import follow_registry
 from heylook.router import ModelRouter
-from heylook.routes import docs, generation, ollama, openai, status
+from heylook.routes import docs, embeddings, generation, ollama, openai, status, tokens
 from heylook.routes.generation import CLIENT_GONE
 from heylook.settings import Settings
 
@@ -94,7 +94,15 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
     metrics = router.metrics = router.metrics or Metrics()
     metrics.watch(router.gauges)
     backends = Backends(router, settings)
-    routes = [*openai.routes, *generation.routes, *ollama.routes, *status.routes, *docs.routes]
+    routes = [
+        *openai.routes,
+        *embeddings.routes,
+        *tokens.routes,
+        *generation.routes,
+        *ollama.routes,
+        *status.routes,
+        *docs.routes,
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ failure, bad prompt, bad schema) before the first byte of a response; afterwards
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
@@ -249,6 +250,10 @@ class _Prepared:
 
 async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings) -> _Prepared:
     model = lease.model
+    if model.kind != "generate":
+        # Ollama's words: "all-minilm" does not support chat.
+        what = "chat" if isinstance(request.prompt, ChatPrompt) else "generate"
+        raise InvalidRequest(f"{json.dumps(lease.alias.name)} does not support {what}", param="model")
     options = (
         request.options.over(lease.alias.options)
         .over(model.generation_defaults)

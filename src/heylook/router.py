@@ -130,7 +130,7 @@ class ModelRouter:
         residents = self.residents()
         loaded.add_metric([], len(residents))
         for resident in residents.values():
-            memory.add_metric([resident.name, str(resident.model.engine.device)], resident.model.size_bytes)
+            memory.add_metric([resident.name, str(resident.model.runner.device)], resident.model.size_bytes)
             active.add_metric([resident.name], resident.leases)
             queued.add_metric([resident.name], max(0, resident.leases - self.limits.parallel))
         yield from (loaded, memory, active, queued)
@@ -170,7 +170,7 @@ class ModelRouter:
         resident.expires_at = math.inf if seconds < 0 else time.time() + seconds
         # Unloading joins the engine's thread: do it here only when that is instant (no sequence
         # still winding down after a cancel); otherwise the expiry loop does it a moment later.
-        if seconds == 0 and resident.model.engine.active == 0:
+        if seconds == 0 and resident.model.runner.active == 0:
             self._unload(lease.alias.model_key, "keep_alive")
 
     def unload(self, name: str) -> bool:
@@ -269,7 +269,7 @@ class ModelRouter:
             _free_memory_of_failed_load()
             error = error or LoadTimedOut(f"loading {job.alias.name!r} finished after its requests gave up")
         elif model is not None:
-            model.engine.parallel = self.limits.parallel
+            model.runner.parallel = self.limits.parallel
             job.resident = Resident(
                 model, job.alias.name, job.device, footprint=job.needed or model.size_bytes
             )
@@ -368,7 +368,7 @@ class ModelRouter:
 
 
 def _idle(resident: Resident) -> bool:
-    return resident.leases == 0 and resident.model.engine.active == 0
+    return resident.leases == 0 and resident.model.runner.active == 0
 
 
 def _free_memory_of_failed_load() -> None:

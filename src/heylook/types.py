@@ -351,6 +351,7 @@ class ModelFacts:
     infill: bool = False
     remote: bool = False  # served by a remote provider, which knows the model's abilities
     thinks: bool = False  # its chat template marks reasoning (chat.syntax.template_traits)
+    kind: str = "generate"  # or "embed" (an embedding model), "rerank" (a cross-encoder): models.kind
 
     @property
     def digest(self) -> str:
@@ -367,3 +368,49 @@ class RemoteModel:
     providers: list[dict[str, Any]] = field(default_factory=list)
     # True when the list is heylook's own (no token, or the provider out of reach), not the provider's.
     fallback_list: bool = False
+
+
+# --- embeddings -------------------------------------------------------------------------------------
+
+Pooling = Literal["mean", "cls", "max", "mean_sqrt_len", "lasttoken"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How an embedding model's token states become one vector."""
+
+    pooling: Pooling = "mean"
+    normalize: bool = True  # to unit length (cosine similarity is then a dot product)
+    max_length: int | None = None  # tokens an input is cut to; None: the model's context
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """Embeddings of texts (or of token ids, on the OpenAI API), from either API."""
+
+    model: str
+    inputs: tuple[str | tuple[int, ...], ...]
+    truncate: bool = True  # cut inputs longer than the model takes; False: refuse them
+    dimensions: int | None = None  # a Matryoshka model's shorter vectors
+    keep_alive: float | None = None
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_tokens: int
+    load_ns: int = 0
+    total_ns: int = 0
+
+
+# --- tokenization -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    """Text (TextPrompt) or a conversation (ChatPrompt, through the chat template) to token ids."""
+
+    model: str
+    prompt: TextPrompt | ChatPrompt
+    add_special_tokens: bool = True  # to text only: a template writes its own
+    with_pieces: bool = False

@@ -9,6 +9,7 @@ from typing import Any
 
 from heylook.chat.syntax import template_traits
 from heylook.models.estimate import read_json, safetensors_tensors
+from heylook.models.kind import model_kind
 from heylook.models.sources import find_local
 from heylook.options import generation_config_keys
 from heylook.registry.aliases import Alias
@@ -60,6 +61,7 @@ def _directory_facts(directory: str, signature: tuple[tuple[str, int, int], ...]
         "chat_template": template if isinstance(template, str) else None,
         "thinks": template_traits(template if isinstance(template, str) else None).thinks,
         "infill": any(token in vocab for token in ("<fim_prefix>", "<|fim_prefix|>", "<｜fim▁begin｜>")),
+        "kind": model_kind(config, {name for name, _, _ in signature}),
     }
 
 

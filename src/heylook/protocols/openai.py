@@ -61,7 +61,7 @@ def parse_chat_request(body: dict[str, Any]) -> tuple[GenerationRequest, StreamM
     (heylook.wire.openai), then what no type can say (tool turns answer calls, a chosen tool is
     among the tools)."""
     typed: Any = validate(wire.chat_completion_request(), body)
-    messages = _messages(typed.messages)
+    messages = chat_messages(typed.messages)
     _reject_unsupported(typed)
     tools = tools_from(typed.tools)
     request = GenerationRequest(
@@ -108,7 +108,7 @@ def parse_completion_request(
     return request, _stream_mode(typed), extras
 
 
-def _messages(raw: list[wire.ChatMessage]) -> tuple[Message, ...]:
+def chat_messages(raw: list[wire.ChatMessage]) -> tuple[Message, ...]:
     messages = []
     for index, item in enumerate(raw):
         param = f"messages[{index}]"

@@ -14,6 +14,7 @@ from heylook.errors import (
     MissingToken,
     ModelLoadFailed,
     ModelNotFound,
+    NotImplementedYet,
     ServerBusy,
     UpstreamError,
 )
@@ -25,7 +26,7 @@ from heylook.registry.aliases import Alias, Registry
 from heylook.registry.model_source import ModelSource
 from heylook.router import ModelRouter
 from heylook.settings import Settings
-from heylook.types import GenerationRequest, LoadRequest, RemoteModel
+from heylook.types import Embeddings, EmbedRequest, GenerationRequest, LoadRequest, RemoteModel
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,17 @@ class Backends:
                 log.warning("%s served %r in place of %r", alias.name, request.model, chain[0].name)
             return generation
         raise AssertionError("a chain always holds the alias asked for")
+
+    async def embed(self, request: EmbedRequest) -> Embeddings:
+        """Embeddings from the alias asked for (no fallback: another model's vectors are not
+        comparable with this one's)."""
+        alias = self.resolve(request.model)
+        if alias.remote:
+            raise NotImplementedYet(
+                f"{alias.name!r} is served by {alias.provider}; embeddings from remote aliases are "
+                "not served yet"
+            )
+        return await self.local.embed(alias, replace(request, model=alias.name))
 
     async def load(self, request: LoadRequest) -> Literal["load", "unload"]:
         alias = self.resolve(request.model)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
+from heylook.embed import embed_locally
 from heylook.generate import LocalGeneration, load_only, start_generation
 from heylook.providers.base import ProviderHealth
 from heylook.registry.aliases import Alias
 from heylook.router import ModelRouter
 from heylook.settings import Settings
-from heylook.types import GenerationRequest, LoadRequest, RemoteModel
+from heylook.types import Embeddings, EmbedRequest, GenerationRequest, LoadRequest, RemoteModel
 
 
 class LocalProvider:
@@ -21,6 +22,9 @@ class LocalProvider:
 
     async def start(self, alias: Alias, request: GenerationRequest) -> LocalGeneration:
         return await start_generation(self.router, request, self.settings)
+
+    async def embed(self, alias: Alias, request: EmbedRequest) -> Embeddings:
+        return await embed_locally(self.router, request)
 
     async def load(self, alias: Alias, request: LoadRequest) -> Literal["load", "unload"]:
         return await load_only(self.router, request)

@@ -27,11 +27,11 @@ log = logging.getLogger(__name__)
 REGISTRY_ENV = "HEYLOOK_MODELS"
 REGISTRY_NAME = "models.yaml"
 ALIAS_KEYS = (
-    "model", "revision", "gguf_file", "provider", "description", "system", "options",
+    "model", "revision", "gguf_file", "subfolder", "provider", "description", "system", "options",
     "context_length", "format", "keep_alive", "load", "base_url", "token_env", "timeout", "fallback",
 )  # fmt: skip
 # Keys that only make sense where the model runs here, and those only for a remote upstream.
-LOCAL_ONLY_KEYS = ("revision", "gguf_file", "load", "keep_alive")
+LOCAL_ONLY_KEYS = ("revision", "gguf_file", "subfolder", "load", "keep_alive")
 REMOTE_ONLY_KEYS = ("base_url", "token_env", "timeout")
 LOAD_KEYS = tuple(f.name for f in fields(LoadOptions))
 # Where an alias runs: here, or at one of the remote providers (heylook.providers.KINDS).
@@ -237,6 +237,7 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
         "model",
         "revision",
         "gguf_file",
+        "subfolder",
         "provider",
         "description",
         "system",
@@ -253,7 +254,7 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
         raise fail(f"provider {provider!r} is not supported (known: {', '.join(PROVIDERS)})", "provider")
     remote = _parse_remote(entry, provider, fail)
     if provider == "local" and source_kind(model) == "pypi":
-        problem = pypi_problem(model, entry.get("gguf_file"))
+        problem = pypi_problem(model, entry.get("gguf_file"), entry.get("subfolder"))
         if problem:
             raise fail(problem, "model")
     if provider == "local" and source_kind(model) == "local" and not model.startswith(("/", "~")):
@@ -273,7 +274,12 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
     options = SamplingOptions(context_length=context_length, response_format=response_format).over(options)
     return Alias(
         name=name,
-        source=ModelSource(model=model, revision=entry.get("revision"), gguf_file=entry.get("gguf_file")),
+        source=ModelSource(
+            model=model,
+            revision=entry.get("revision"),
+            gguf_file=entry.get("gguf_file"),
+            subfolder=entry.get("subfolder"),
+        ),
         provider=provider,
         description=entry.get("description") or "",
         system=entry.get("system"),

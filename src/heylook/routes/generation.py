@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from heylook.errors import HeylookError
 from heylook.middleware.ollama import translated_request
+from heylook.protocols.ollama import Translated
 from heylook.protocols.writer import Writer
 from heylook.providers.base import Generation
 from heylook.routes.common import backends_of, collect_reply, unless_client_leaves
@@ -49,7 +50,7 @@ async def respond(request: Request, internal: GenerationRequest, writer: Writer)
 async def translated_generation(request: Request) -> Response:
     """/api/chat and /api/generate, once the Ollama translator has made them internal requests."""
     translated = translated_request(request.scope)
-    if translated is None:
+    if not isinstance(translated, Translated):
         raise RuntimeError("the Ollama translator middleware is not installed")
     if isinstance(translated.request, LoadRequest):
         reason = await backends_of(request).load(translated.request)

@@ -66,7 +66,7 @@ async def ps(request: Request) -> Response:
             ollama.Running(
                 facts=facts,
                 size=resident.model.size_bytes,
-                on_gpu=resident.model.engine.device.type == "cuda",
+                on_gpu=resident.model.runner.device.type == "cuda",
                 expires_at=resident.expires_at,
                 context_length=resident.model.context_length,
             )
@@ -185,10 +185,6 @@ class PullDownload:
             self._send.send_nowait(line)
 
 
-async def not_implemented_embed(request: Request) -> Response:
-    raise NotImplementedYet("embeddings are not supported by heylook yet: this server generates text only")
-
-
 async def not_implemented(request: Request) -> Response:
     """Ollama routes heylook does not serve yet: a 501 saying so, not a bare 404."""
     await request.body()  # read, so the connection stays usable
@@ -208,8 +204,6 @@ routes = [
     Route("/api/copy", copy, methods=["POST"]),
     Route("/api/delete", delete, methods=["DELETE"]),
     Route("/api/pull", pull, methods=["POST"]),
-    Route("/api/embed", not_implemented_embed, methods=["POST"]),
-    Route("/api/embeddings", not_implemented_embed, methods=["POST"]),
     Route("/api/create", not_implemented, methods=["POST"]),
     Route("/api/push", not_implemented, methods=["POST"]),
     Route("/api/blobs/{digest}", not_implemented, methods=["HEAD", "POST"]),

@@ -21,7 +21,7 @@ async def health(request: Request) -> Response:
     registry = router.registry
     loaded = []
     for key, resident in router.residents().items():
-        engine = resident.model.engine
+        engine = resident.model.runner
         loaded.append(
             {
                 "model": key[0].describe(),

@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 
 from heylook import __version__
 from heylook import options as settings_table
-from heylook.wire import ollama, openai
+from heylook.wire import embeddings, ollama, openai, tokens
 
 Tag = Literal["OpenAI", "Ollama", "Server"]
 JSON, SSE, NDJSON, TEXT, HTML = (
@@ -34,6 +34,8 @@ _COMMON_ERRORS = {
     415: "A browser form post (not JSON) was refused.",
     500: "Something failed in the server; the message says what.",
 }
+_REMOTE_TOKENIZER = "The alias is served by a remote provider, whose tokenizer is not here."
+_REMOTE_EMBEDDINGS = "The alias is served by a remote provider: embeddings from those are not served yet."
 _MODEL_ERRORS = {
     404: "No alias of that name in models.yaml.",
     502: "A remote provider failed or could not be reached.",
@@ -84,6 +86,21 @@ OPERATIONS: tuple[Operation, ...] = (
         request=openai.completion_request, reply=openai.Completion, streamed=(SSE, openai.Completion),
         errors=_MODEL_ERRORS,
     ),
+    Operation(
+        "/v1/embeddings", "post", "OpenAI", "Embeddings of texts or token ids",
+        request=_fixed(embeddings.EmbeddingRequest), reply=embeddings.EmbeddingList,
+        errors={**_MODEL_ERRORS, 501: _REMOTE_EMBEDDINGS},
+    ),
+    Operation(
+        "/tokenize", "post", "Server", "Token ids of a text or a conversation (llama-server's, vLLM's shape)",
+        request=_fixed(tokens.TokenizeRequest), reply=tokens.TokenizeResponse,
+        errors={**_MODEL_ERRORS, 501: _REMOTE_TOKENIZER},
+    ),
+    Operation(
+        "/detokenize", "post", "Server", "The text of token ids",
+        request=_fixed(tokens.DetokenizeRequest), reply=tokens.DetokenizeResponse,
+        errors={**_MODEL_ERRORS, 501: _REMOTE_TOKENIZER},
+    ),
     Operation("/v1/models", "get", "OpenAI", "The aliases", reply=openai.OpenAIModelList),
     Operation(
         "/v1/models/{model}", "get", "OpenAI", "One alias", reply=openai.Model,
@@ -121,11 +138,14 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("/api/version", "get", "Ollama", "The Ollama API version heylook covers", reply=ollama.Version),
     Operation(
-        "/api/embed", "post", "Ollama", "Embeddings: not served yet", errors={501: "Not served yet."},
+        "/api/embed", "post", "Ollama", "Embeddings of one text or several",
+        request=_fixed(embeddings.EmbedRequest), reply=embeddings.EmbedResponse,
+        errors={**_MODEL_ERRORS, 501: _REMOTE_EMBEDDINGS},
     ),
     Operation(
-        "/api/embeddings", "post", "Ollama", "Embeddings (older route): not served yet",
-        errors={501: "Not served yet."},
+        "/api/embeddings", "post", "Ollama", "The embedding of one prompt (Ollama's older route)",
+        request=_fixed(embeddings.EmbeddingsRequest), reply=embeddings.EmbeddingsResponse,
+        errors={**_MODEL_ERRORS, 501: _REMOTE_EMBEDDINGS},
     ),
     Operation(
         "/api/create", "post", "Ollama", "Create from a Modelfile: not served (use models.yaml)",
@@ -154,7 +174,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("/redoc", "get", "Server", "ReDoc", reply_media=HTML),
 )  # fmt: skip
 
-_NOT_SERVED = {"/api/embed", "/api/embeddings", "/api/create", "/api/push", "/api/blobs/{digest}"}
+NOT_SERVED = {"/api/create", "/api/push", "/api/blobs/{digest}"}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -221,7 +241,7 @@ def _operation(operation: Operation, ref: dict[type[BaseModel], dict[str, Any]])
             "required": True,
             "content": {JSON: {"schema": ref[operation.request()]}},
         }
-    elif operation.path in _NOT_SERVED:
+    elif operation.path in NOT_SERVED:
         body["requestBody"] = {"required": False, "content": {JSON: {"schema": _OBJECT}}}
     return body
 
@@ -255,7 +275,7 @@ def _responses(operation: Operation, ref: dict[type[BaseModel], dict[str, Any]])
     ok: dict[str, Any] = {"description": "OK"}
     if content:
         ok["content"] = content
-    responses: dict[str, Any] = {} if operation.path in _NOT_SERVED else {"200": ok}
+    responses: dict[str, Any] = {} if operation.path in NOT_SERVED else {"200": ok}
     for status, description in sorted({**_COMMON_ERRORS, **operation.errors}.items()):
         responses[str(status)] = {"description": description, "content": {JSON: {"schema": error_schema}}}
     return responses

@@ -163,6 +163,9 @@ def build_family_model(directory: Path, name: str) -> Path:
 # What a scripted model writes where its script says nothing and a grammar forbids ending: close
 # the string, the object or the array, or a digit; so under a grammar it writes the shortest JSON.
 _LEANINGS = {'"': 0.5, "}": 0.4, "]": 0.35, "1": 0.3}
+# How far the scripted token's score stands above the rest: at 1, a leaning token was still drawn
+# about once in 400 steps at temperature 1 (a test read 'Paris"'); at 4 never in practice.
+_SHARPNESS = 4.0
 
 
 def build_scripted_model(directory: Path, name: str, script: dict[str, str]) -> Path:
@@ -194,12 +197,12 @@ def build_scripted_model(directory: Path, name: str, script: dict[str, str]) -> 
         embed[:, :vocab] = torch.eye(vocab)
         embed[:, vocab] = 1.0
         head = model.get_output_embeddings().weight
-        head[eos, :vocab] = 1.0  # by default, the turn ends
+        head[eos, :vocab] = _SHARPNESS  # by default, the turn ends
         for text, leaning in _LEANINGS.items():
-            head[_single_token(tokenizer, text), vocab] = leaning
+            head[_single_token(tokenizer, text), vocab] = leaning * _SHARPNESS
         for before, after in script.items():
             head[:, ids[before]] = 0.0
-            head[ids[after], ids[before]] = 1.0
+            head[ids[after], ids[before]] = _SHARPNESS
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

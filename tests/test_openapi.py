@@ -50,6 +50,7 @@ from heylook.wire import openai as openai_wire
 from heylook.wire import openapi
 from heylook.wire.openapi import OPERATIONS, openapi_document
 from tests.server import RunningServer
+from tests.test_rerank import build_cross_encoder
 
 FINAL = FinalChunk("stop", Usage(3, 2), Timings(load_ns=1, prompt_eval_ns=2, eval_ns=3, total_ns=6))
 CALL = ToolCall("get_weather", '{"city": "Paris"}', "call_1")
@@ -192,6 +193,7 @@ def documented_server(
         "models": {
             "smollm2": {"model": str(tiny_model_dir)},
             "all-minilm": {"model": str(embedding_model_dir)},
+            "reranker": {"model": str(build_cross_encoder(folder / "reranker"))},
         }
     }
     (folder / "models.yaml").write_text(yaml.safe_dump(registry))
@@ -235,8 +237,10 @@ def _served_alias(case: schemathesis.Case) -> schemathesis.Case:
         "/detokenize",
     )
     embeds = case.path in ("/v1/embeddings", "/api/embed", "/api/embeddings")
-    if (generates or embeds) and isinstance(case.body, dict) and isinstance(case.body.get("model"), str):
-        case.body = {**case.body, "model": "all-minilm" if embeds else "smollm2"}
+    ranks = case.path in ("/v1/rerank", "/rerank")
+    named = isinstance(case.body, dict) and isinstance(case.body.get("model"), str)
+    if (generates or embeds or ranks) and named:
+        case.body = {**case.body, "model": "all-minilm" if embeds else "reranker" if ranks else "smollm2"}
     return case
 
 

@@ -28,7 +28,7 @@ from heylook.providers.backends import Backends
 from heylook.registry.aliases import RegistryError
 from heylook.registry.watch import follow_registry
 from heylook.router import ModelRouter
-from heylook.routes import docs, embeddings, generation, ollama, openai, status, tokens
+from heylook.routes import docs, embeddings, generation, ollama, openai, rerank, status, tokens
 from heylook.routes.generation import CLIENT_GONE
 from heylook.settings import Settings
 
@@ -97,6 +97,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
     routes = [
         *openai.routes,
         *embeddings.routes,
+        *rerank.routes,
         *tokens.routes,
         *generation.routes,
         *ollama.routes,

@@ -20,6 +20,10 @@ async def embed_locally(router: ModelRouter, request: EmbedRequest) -> Embedding
     lease = await router.acquire(request.model)
     try:
         model = lease.model
+        if model.kind == "rerank":
+            raise InvalidRequest(
+                f"{request.model!r} is a reranking model: it gives no embeddings", param="model"
+            )
         encoder = model.encoder()
         if request.dimensions is not None and request.dimensions > encoder.dimensions:
             raise InvalidRequest(

@@ -252,7 +252,8 @@ async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings)
     model = lease.model
     if model.kind != "generate":
         # Ollama's words: "all-minilm" does not support chat.
-        what = "chat" if isinstance(request.prompt, ChatPrompt) else "generate"
+        chat = isinstance(request.prompt, ChatPrompt) and request.prompt.untemplated is None
+        what = "chat" if chat else "generate"
         raise InvalidRequest(f"{json.dumps(lease.alias.name)} does not support {what}", param="model")
     options = (
         request.options.over(lease.alias.options)

@@ -414,3 +414,23 @@ class TokenizeRequest:
     prompt: TextPrompt | ChatPrompt
     add_special_tokens: bool = True  # to text only: a template writes its own
     with_pieces: bool = False
+
+
+# --- reranking --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """Documents scored for their relevance to a query by a cross-encoder."""
+
+    model: str
+    query: str
+    documents: tuple[str, ...]
+    top_n: int | None = None  # the best this many; None: all
+    return_documents: bool = True
+
+
+@dataclass(frozen=True)
+class Ranking:
+    scores: list[float]  # by document, in the order given
+    prompt_tokens: int

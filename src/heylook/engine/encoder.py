@@ -108,18 +108,24 @@ class Encoder:
 
     @torch.inference_mode()
     def _forward(self, inputs: list[list[int]]) -> list[list[float]]:
-        width = max(len(ids) for ids in inputs)
-        ids = torch.full((len(inputs), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(inputs), width), dtype=torch.long)
-        for row, tokens in enumerate(inputs):
-            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            mask[row, : len(tokens)] = 1
+        ids, mask = padded(inputs, self.pad_token_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         pooled = pool(states.float(), mask, self.config.pooling)
         if self.config.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
         return pooled.cpu().tolist()
+
+
+def padded(inputs: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs as one right-padded batch of ids, and its attention mask."""
+    width = max(len(ids) for ids in inputs)
+    ids = torch.full((len(inputs), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(inputs), width), dtype=torch.long)
+    for row, tokens in enumerate(inputs):
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        mask[row, : len(tokens)] = 1
+    return ids, mask
 
 
 def pool(states: torch.Tensor, mask: torch.Tensor, mode: Pooling) -> torch.Tensor:
@@ -156,3 +162,33 @@ def _settle(
         future.set_exception(error)
     else:
         future.set_result(vectors)
+
+
+class Scorer(Encoder):
+    """A cross-encoder's side: each input is a (query, document) pair, tokenized together, and its
+    one value is the relevance score (the sigmoid of a single logit, or the probability of the
+    second of two labels), as sentence-transformers' CrossEncoder gives it."""
+
+    def __init__(
+        self, model: Any, *, name: str, pad_token_id: int = 0, sep_token_id: int | None = None
+    ) -> None:
+        super().__init__(model, EncoderConfig(normalize=False), name=name, pad_token_id=pad_token_id)
+        self.dimensions = 1
+        self.sep_token_id = sep_token_id
+        # BERT-like models tell the query from the document by token type; others have one type.
+        self._typed = int(getattr(model.config, "type_vocab_size", 1) or 1) > 1
+
+    @torch.inference_mode()
+    def _forward(self, inputs: list[list[int]]) -> list[list[float]]:
+        ids, mask = padded(inputs, self.pad_token_id)
+        arguments = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if self._typed:
+            types = torch.zeros_like(ids)
+            for row, tokens in enumerate(inputs):
+                if self.sep_token_id in tokens:  # the document: after the query's separator
+                    types[row, tokens.index(self.sep_token_id) + 1 : len(tokens)] = 1
+            arguments["token_type_ids"] = types.to(self.device)
+        logits = self.model(**arguments).logits.float()
+        one = logits.shape[-1] == 1
+        scores = torch.sigmoid(logits[:, 0]) if one else torch.softmax(logits, dim=-1)[:, 1]
+        return [[score] for score in scores.cpu().tolist()]

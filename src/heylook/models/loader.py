@@ -14,7 +14,7 @@ import torch
 from heylook.chat.syntax import TemplateTraits, shown_special_tokens, template_text, template_traits
 from heylook.engine import cpu_linear
 from heylook.engine.constraints import JsonGrammars
-from heylook.engine.encoder import Encoder
+from heylook.engine.encoder import Encoder, Scorer
 from heylook.engine.runner import Engine
 from heylook.errors import InvalidRequest, ModelLoadFailed
 from heylook.models.kind import GENERATIVE_ENCODER, ModelKind, encoder_config, folder_kind
@@ -22,7 +22,7 @@ from heylook.models.sources import resolve
 from heylook.options import generation_config_keys
 from heylook.registry.model_source import ModelSource
 from heylook.settings import DEFAULT_GRAMMAR_CACHE_BYTES
-from heylook.types import LoadOptions, SamplingOptions
+from heylook.types import EncoderConfig, LoadOptions, SamplingOptions
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,8 @@ def load_model(
     options = from_pretrained_options(load, device)
     directory = resolve(source)
     kind = folder_kind(directory)
-    if kind == "rerank":
-        raise ModelLoadFailed(f"{source.describe()} is a reranking model; reranking is not served yet")
-    if kind == "embed":
-        return load_encoder(source, directory, load, device, options, name=name, started=started)
+    if kind in ("embed", "rerank"):
+        return load_encoder(source, directory, load, device, options, name=name, started=started, kind=kind)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -197,22 +195,32 @@ def load_encoder(
     *,
     name: str,
     started: int,
+    kind: ModelKind = "embed",
 ) -> LoadedModel:
-    """An embedding model: its transformer without a head, pooled as its sentence-transformers
-    configuration says. It keeps its own precision (no fast path): vectors match the reference."""
-    from transformers import AutoModel, AutoTokenizer
+    """An embedding model (its transformer without a head, pooled as its sentence-transformers
+    configuration says) or a reranker (a cross-encoder: a sequence-classification head scoring a
+    query and a document together). Either keeps its own precision (no fast path): what it gives
+    matches the reference implementation."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-    config = encoder_config(directory)
+    config = encoder_config(directory) if kind == "embed" else EncoderConfig(normalize=False)
+    architecture = AutoModel if kind == "embed" else AutoModelForSequenceClassification
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=load.trust_remote_code)
-        model = AutoModel.from_pretrained(directory, **options).eval()
+        model = architecture.from_pretrained(directory, **options).eval()
         if "device_map" not in options:
             model.to(device)
     except Exception as error:
         raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
     limit = context_length(model.config, tokenizer)
     config = replace(config, max_length=min(config.max_length or limit, limit))
-    encoder = Encoder(model, config, name=name, pad_token_id=_pad_token_id(tokenizer))
+    encoder: Encoder
+    if kind == "rerank":
+        encoder = Scorer(
+            model, name=name, pad_token_id=_pad_token_id(tokenizer), sep_token_id=tokenizer.sep_token_id
+        )
+    else:
+        encoder = Encoder(model, config, name=name, pad_token_id=_pad_token_id(tokenizer))
     loaded = LoadedModel(
         source=source,
         directory=directory,
@@ -223,9 +231,10 @@ def load_encoder(
         load_ns=time.perf_counter_ns() - started,
         size_bytes=module_bytes(model),
         vocab_size=int(model.get_input_embeddings().weight.shape[0]),
-        kind="embed",
+        kind=kind,
     )
-    log.info("loaded %s (embeddings, %s pooling) on %s", name, config.pooling, encoder.device)
+    what = f"embeddings, {config.pooling} pooling" if kind == "embed" else "reranking"
+    log.info("loaded %s (%s) on %s", name, what, encoder.device)
     return loaded
 
 

@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 
 from heylook import __version__
 from heylook import options as settings_table
-from heylook.wire import embeddings, ollama, openai, tokens
+from heylook.wire import embeddings, ollama, openai, rerank, tokens
 
 Tag = Literal["OpenAI", "Ollama", "Server"]
 JSON, SSE, NDJSON, TEXT, HTML = (
@@ -34,6 +34,7 @@ _COMMON_ERRORS = {
     415: "A browser form post (not JSON) was refused.",
     500: "Something failed in the server; the message says what.",
 }
+_REMOTE_RERANKING = "The alias is served by a remote provider: reranking there is not served yet."
 _REMOTE_TOKENIZER = "The alias is served by a remote provider, whose tokenizer is not here."
 _REMOTE_EMBEDDINGS = "The alias is served by a remote provider: embeddings from those are not served yet."
 _MODEL_ERRORS = {
@@ -100,6 +101,16 @@ OPERATIONS: tuple[Operation, ...] = (
         "/detokenize", "post", "Server", "The text of token ids",
         request=_fixed(tokens.DetokenizeRequest), reply=tokens.DetokenizeResponse,
         errors={**_MODEL_ERRORS, 501: _REMOTE_TOKENIZER},
+    ),
+    Operation(
+        "/v1/rerank", "post", "Server", "Documents ranked by relevance to a query (a cross-encoder)",
+        request=_fixed(rerank.RerankRequest), reply=rerank.RerankResponse,
+        errors={**_MODEL_ERRORS, 501: _REMOTE_RERANKING},
+    ),
+    Operation(
+        "/rerank", "post", "Server", "The same as /v1/rerank, where llama-server and vLLM also serve it",
+        request=_fixed(rerank.RerankRequest), reply=rerank.RerankResponse,
+        errors={**_MODEL_ERRORS, 501: _REMOTE_RERANKING},
     ),
     Operation("/v1/models", "get", "OpenAI", "The aliases", reply=openai.OpenAIModelList),
     Operation(

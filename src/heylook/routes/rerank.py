@@ -1,0 +1,35 @@
+"""Reranking: POST /v1/rerank and /rerank (the same route under both names clients use)."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from heylook.errors import NotImplementedYet
+from heylook.protocols import rerank
+from heylook.rerank import rank_locally
+from heylook.routes.common import backends_of, json_body, router_of, unless_client_leaves
+from heylook.routes.generation import CLIENT_GONE
+
+
+async def rerank_documents(request: Request) -> Response:
+    internal = rerank.parse_rerank_request(await json_body(request))
+    alias = backends_of(request).resolve(internal.model)
+    if alias.remote:
+        raise NotImplementedYet(
+            f"{alias.name!r} is served by {alias.provider}; remote reranking is not served yet"
+        )
+    router = router_of(request)
+    ranking = await unless_client_leaves(request, lambda: rank_locally(router, internal))
+    if ranking is None:
+        return Response(status_code=CLIENT_GONE)
+    return JSONResponse(rerank.rerank_reply(f"rerank-{uuid.uuid4().hex}", internal, ranking))
+
+
+routes = [
+    Route("/v1/rerank", rerank_documents, methods=["POST"]),
+    Route("/rerank", rerank_documents, methods=["POST"]),
+]

@@ -175,7 +175,7 @@ def test_chat_request_translates(body, prompt, options, mode) -> None:
             "stream_options.include_usage",
             "boolean",
         ),
-        ({"model": "m", "messages": [USER], "n": 2}, "n", "not supported"),
+        ({"model": "m", "messages": [USER], "n": 9}, "n", "8"),
         (
             {"model": "m", "messages": [USER], "presence_penalty": 2.5},
             "presence_penalty",

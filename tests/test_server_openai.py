@@ -156,7 +156,7 @@ def test_unknown_model_is_404_naming_close_names(client: openai.OpenAI) -> None:
         ({"top_p": 2}, "top_p"),
         ({"messages": []}, "messages"),
         ({"stop": [""]}, "stop"),
-        ({"n": 3}, "n"),
+        ({"n": 9}, "n"),
     ],
 )
 def test_bad_values_are_400_naming_the_field(client: openai.OpenAI, fields: dict, param: str) -> None:

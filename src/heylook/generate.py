@@ -6,6 +6,7 @@ failure, bad prompt, bad schema) before the first byte of a response; afterwards
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -19,6 +20,7 @@ from heylook.chat.plan import ReplyPlan, plan_chat
 from heylook.chat.render import render_chat
 from heylook.chat.syntax import template_text, template_traits
 from heylook.engine.runner import GenerationStream
+from heylook.engine.sampling import choice_seed
 from heylook.errors import InvalidRequest
 from heylook.metrics import Metrics
 from heylook.options import defaults as settings_defaults
@@ -40,6 +42,7 @@ from heylook.types import (
     SamplingParams,
     TextChunk,
     TextPrompt,
+    Usage,
 )
 
 # Fill-in-the-middle token spellings: StarCoder (and SmolLM), Qwen-Coder and CodeGemma, DeepSeek-Coder.
@@ -52,11 +55,15 @@ _INFILL_TOKENS = (
 
 @dataclass
 class LocalGeneration:
-    """A request admitted to a local model's engine, holding a lease on the model until closed."""
+    """A request admitted to a local model's engine, holding a lease on the model until closed.
+
+    With `n` > 1 there is a stream for each choice: their chunks come out as they arrive, marked
+    with their choice, each choice read apart by its own reply parser; one FinalChunk ends them
+    all, with every choice's finish reason."""
 
     request: GenerationRequest
     prompt_tokens: int
-    stream: GenerationStream
+    streams: list[GenerationStream]
     lease: Lease
     router: ModelRouter
     started_ns: int
@@ -72,40 +79,94 @@ class LocalGeneration:
         """The engine's chunks; the final one carries load and total time. Ending, or closing this
         iterator, closes the generation."""
         clock = TokenClock(self.router.metrics, self.request.model, self.started_ns)
-        parser = self.plan.parser() if self.plan is not None and self.plan.reads_parts else None
-        logprobs = _LogprobsCarrier()
         try:
-            async with aclosing(self.stream.chunks()) as chunks:
-                async for chunk in chunks:
-                    if isinstance(chunk, FinalChunk):
-                        if parser is not None:
-                            for part in logprobs.onto(parser.finish(), last=True):
-                                yield part
-                            if parser.calls and chunk.finish_reason == "stop":
-                                chunk = replace(chunk, finish_reason="tool_calls")
-                        total = time.perf_counter_ns() - self.started_ns
-                        timings = replace(chunk.timings, load_ns=self.lease.load_ns, total_ns=total)
-                        chunk = replace(chunk, timings=timings)
-                        clock.finished(chunk)
+            if len(self.streams) == 1:
+                async with aclosing(self._choice(0, clock)) as chunks:
+                    async for chunk in chunks:
+                        yield self._timed(chunk, clock) if isinstance(chunk, FinalChunk) else chunk
+            else:
+                async with aclosing(self._merged(clock)) as chunks:
+                    async for chunk in chunks:
                         yield chunk
-                        continue
-                    assert isinstance(chunk, TextChunk)
-                    clock.arrived(chunk.tokens)
-                    if parser is None:
-                        yield chunk
-                    else:
-                        logprobs.carry(chunk.logprobs)
-                        for part in logprobs.onto(parser.feed(chunk.text, chunk.tokens)):
-                            yield part
         finally:
             self.close()
+
+    def _timed(self, final: FinalChunk, clock: TokenClock) -> FinalChunk:
+        total = time.perf_counter_ns() - self.started_ns
+        final = replace(final, timings=replace(final.timings, load_ns=self.lease.load_ns, total_ns=total))
+        clock.finished(final)
+        return final
+
+    async def _merged(self, clock: TokenClock) -> AsyncGenerator[Chunk, None]:
+        """Every choice's chunks as they come, then one FinalChunk for them all."""
+        arrived: asyncio.Queue[tuple[int, Chunk | BaseException]] = asyncio.Queue()
+
+        async def read(choice: int) -> None:
+            try:
+                async with aclosing(self._choice(choice, clock)) as chunks:
+                    async for chunk in chunks:
+                        arrived.put_nowait((choice, chunk))
+            except Exception as error:
+                arrived.put_nowait((choice, error))
+
+        readers = [asyncio.create_task(read(choice)) for choice in range(len(self.streams))]
+        finals: dict[int, FinalChunk] = {}
+        try:
+            while len(finals) < len(readers):
+                choice, item = await arrived.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, FinalChunk):
+                    finals[choice] = item
+                else:
+                    yield replace(item, choice=choice)
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+        ordered = [finals[choice] for choice in range(len(readers))]
+        first = ordered[0]
+        yield self._timed(
+            replace(
+                first,
+                usage=Usage(first.usage.prompt_tokens, sum(f.usage.completion_tokens for f in ordered)),
+                timings=replace(first.timings, eval_ns=max(f.timings.eval_ns for f in ordered)),
+                finishes=tuple(f.finish_reason for f in ordered),
+            ),
+            clock,
+        )
+
+    async def _choice(self, choice: int, clock: TokenClock) -> AsyncGenerator[Chunk, None]:
+        """One choice's chunks, read apart by its own parser; its FinalChunk last."""
+        parser = self.plan.parser() if self.plan is not None and self.plan.reads_parts else None
+        logprobs = _LogprobsCarrier()
+        async with aclosing(self.streams[choice].chunks()) as chunks:
+            async for chunk in chunks:
+                if isinstance(chunk, FinalChunk):
+                    if parser is not None:
+                        for part in logprobs.onto(parser.finish(), last=True):
+                            yield part
+                        if parser.calls and chunk.finish_reason == "stop":
+                            chunk = replace(chunk, finish_reason="tool_calls")
+                    yield chunk
+                    continue
+                assert isinstance(chunk, TextChunk)
+                if choice == 0:
+                    clock.arrived(chunk.tokens)
+                if parser is None:
+                    yield chunk
+                else:
+                    logprobs.carry(chunk.logprobs)
+                    for part in logprobs.onto(parser.feed(chunk.text, chunk.tokens)):
+                        yield part
 
     def close(self) -> None:
         """Stop generating if it still is, and give the model back. Safe to call again."""
         if self._closed:
             return
         self._closed = True
-        self.stream.cancel()
+        for stream in self.streams:
+            stream.cancel()
         self.router.release(self.lease, keep_alive_for(self.request, self.lease.alias))
 
 
@@ -185,11 +246,16 @@ async def start_generation(
         lease = replace(lease, load_ns=lease.load_ns + waited)
         params = replace(params, grammar=grammar)
     try:
-        stream = lease.model.engine.submit(prepared.prompt_ids, params)
+        engine = lease.model.engine
+        if request.n == 1:
+            streams = [engine.submit(prepared.prompt_ids, params)]
+        else:
+            choices = [replace(params, seed=choice_seed(params.seed, choice)) for choice in range(request.n)]
+            streams = engine.submit_group(prepared.prompt_ids, choices)
     except BaseException:
         router.release(lease, keep_alive_for(request, lease.alias))
         raise
-    return LocalGeneration(request, len(prepared.prompt_ids), stream, lease, router, started, prepared.plan)
+    return LocalGeneration(request, len(prepared.prompt_ids), streams, lease, router, started, prepared.plan)
 
 
 @dataclass(frozen=True)

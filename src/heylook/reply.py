@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from heylook.types import Logprob, Reply, ReplyChunk, TextChunk, ThinkingChunk, ToolCall, ToolCallChunk
 
 
 class ReplyBuilder:
     """Adds up chunks. Calls are joined from their pieces, so a non-streamed call carries exactly
     what the streamed pieces of the same reply join to; logprobs are every chunk's, in order,
-    whatever part of the reply the chunk is."""
+    whatever part of the reply the chunk is. Chunks of several choices (OpenAI's `n`) add up to a
+    reply for each, by the chunk's `choice`."""
 
     def __init__(self) -> None:
         self._content: list[str] = []
         self._thinking: list[str] = []
         self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
         self._logprobs: list[Logprob] = []
+        self._others: dict[int, ReplyBuilder] = {}  # the other choices', by index
 
     def add(self, chunk: ReplyChunk) -> None:
+        if chunk.choice:
+            self._others.setdefault(chunk.choice, ReplyBuilder()).add(replace(chunk, choice=0))
+            return
         self._logprobs.extend(chunk.logprobs)
         if isinstance(chunk, TextChunk):
             self._content.append(chunk.text)
@@ -30,4 +37,9 @@ class ReplyBuilder:
 
     def build(self) -> Reply:
         calls = tuple(ToolCall(name, arguments, id) for id, name, arguments in self._calls.values())
-        return Reply("".join(self._content), "".join(self._thinking), calls, tuple(self._logprobs))
+        reply = Reply("".join(self._content), "".join(self._thinking), calls, tuple(self._logprobs))
+        if not self._others:
+            return reply
+        count = max(self._others) + 1
+        others = [self._others[i].build() if i in self._others else Reply() for i in range(1, count)]
+        return replace(reply, choices=(reply, *others))

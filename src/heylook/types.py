@@ -168,6 +168,8 @@ class GenerationRequest:
     # Log probabilities of the reply's tokens: None asks for none; n, each token's own and its n
     # most likely alternatives (0 to MAX_TOP_LOGPROBS).
     logprobs: int | None = None
+    # How many replies (choices) to generate from the one prompt (OpenAI's `n`, 1 to MAX_CHOICES).
+    n: int = 1
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,8 @@ class Timings:
     total_ns: int = 0
 
 
+# The most replies one OpenAI request may ask for (`n`).
+MAX_CHOICES = 8
 # The most alternatives a token's logprobs may list: OpenAI's and Ollama's top_logprobs bound.
 MAX_TOP_LOGPROBS = 20
 # What a log probability too small for a float (or -inf) is reported as, as OpenAI reports it.
@@ -272,6 +276,7 @@ class TextChunk:
     # out with the chunk that shows (the start of) its text; tokens that end up in reasoning or a
     # tool call go out with those chunks, and tokens of text cut by a stop sequence not at all.
     logprobs: Logprobs = ()
+    choice: int = 0  # which of the request's `n` replies this is part of
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,7 @@ class ThinkingChunk:
     text: str
     tokens: int = 0
     logprobs: Logprobs = ()
+    choice: int = 0
 
 
 @dataclass(frozen=True)
@@ -294,6 +300,7 @@ class ToolCallChunk:
     name: str = ""
     tokens: int = 0
     logprobs: Logprobs = ()
+    choice: int = 0
 
 
 @dataclass(frozen=True)
@@ -304,6 +311,7 @@ class ToolCallDone:
     call: ToolCall
     tokens: int = 0
     logprobs: Logprobs = ()
+    choice: int = 0
 
 
 @dataclass(frozen=True)
@@ -315,6 +323,9 @@ class FinalChunk:
     context: tuple[int, ...] = ()
     # The request asked for logprobs: a whole reply carries them, even when no token has any.
     logprobs: bool = False
+    # With n > 1: every choice's finish reason, by index (finish_reason is choice 0's); usage
+    # counts the prompt once and every choice's tokens. Empty for one choice.
+    finishes: tuple[FinishReason, ...] = ()
 
 
 ReplyChunk = TextChunk | ThinkingChunk | ToolCallChunk | ToolCallDone
@@ -329,6 +340,8 @@ class Reply:
     thinking: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: Logprobs = ()  # every chunk's, in order
+    # With n > 1: every choice's reply, by index (this one's fields are choice 0's).
+    choices: tuple[Reply, ...] = ()
 
 
 @dataclass(frozen=True)

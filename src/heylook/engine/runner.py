@@ -7,6 +7,7 @@ together, one token each per forward pass (continuous batching: see Engine).
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import logging
 import queue
@@ -100,6 +101,8 @@ class _Sequence:
     generated: int = 0
     started_ns: int = 0
     prompt_done_ns: int = 0
+    # The other replies to the same prompt (OpenAI's `n`): they start from this one's evaluation.
+    siblings: list[_Sequence] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.stops = StopMatcher(self.params.stop)
@@ -115,6 +118,9 @@ class Engine:
     (stop, length, grammar, cancellation) leaves the batch before the next pass. Sequences beyond
     `parallel` wait in the queue. Models whose cache cannot be batched (sliding-window or
     linear-attention layers) step their sequences one at a time, taking turns.
+
+    Several replies to one prompt (`submit_group`) join together: the prompt is evaluated once,
+    and each sequence starts from a copy of its KV cache and its logits.
     """
 
     def __init__(
@@ -148,13 +154,14 @@ class Engine:
         )
         self._batch = BatchCache(model.config)
         self._batch_rows: list[_Sequence] = []  # the sequence in each row of self._batch
-        self._pending: queue.Queue[_Sequence | None] = queue.Queue()
+        self._pending: queue.Queue[list[_Sequence] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._active = 0
         self._running: list[_Sequence] = []
         self._closing = False
         self.tokens_generated = 0
         self.forward_passes = 0
+        self.prompt_tokens_evaluated = 0  # prompt tokens through the model: once for a group
         self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -165,12 +172,21 @@ class Engine:
 
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
         """Queue a sequence; call from the event loop that will read its stream."""
-        stream = GenerationStream(asyncio.get_running_loop())
+        return self.submit_group(prompt_ids, [params])[0]
+
+    def submit_group(self, prompt_ids: list[int], params: list[SamplingParams]) -> list[GenerationStream]:
+        """Queue one sequence for each of `params`, all continuing the same prompt, which is
+        evaluated once for them all; they join the running set together."""
+        loop = asyncio.get_running_loop()
+        group = []
+        for one in params:
+            detokenizer = IncrementalDetokenizer(self.tokenizer, self.hidden_token_ids)
+            group.append(_Sequence(prompt_ids, one, GenerationStream(loop), detokenizer))
+        group[0].siblings = group[1:]
         with self._lock:
-            self._active += 1
-        detokenizer = IncrementalDetokenizer(self.tokenizer, self.hidden_token_ids)
-        self._pending.put(_Sequence(prompt_ids, params, stream, detokenizer))
-        return stream
+            self._active += len(group)
+        self._pending.put(group)
+        return [sequence.stream for sequence in group]
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker: running and queued sequences are cancelled."""
@@ -228,10 +244,10 @@ class Engine:
         """Fill the running set from the queue, waiting when there is nothing to do; False to stop."""
         while len(self._running) < max(1, self.parallel):
             try:
-                sequence = self._pending.get(block=not self._running)
+                group = self._pending.get(block=not self._running)
             except queue.Empty:
                 break
-            if sequence is None:
+            if group is None:
                 for leftover in self._running:
                     leftover.stream.cancel()
                     self._finish_bookkeeping()
@@ -240,20 +256,22 @@ class Engine:
                 self._batch_rows.clear()
                 self._drain_cancelled()
                 return False
-            if self._closing or sequence.stream.cancelled:
-                sequence.stream.cancel()
-                self._finish_bookkeeping()
-                continue
-            self._running.append(sequence)
+            # A group joins whole, even past `parallel`: its sequences share the prompt's evaluation.
+            for sequence in group:
+                if self._closing or sequence.stream.cancelled:
+                    sequence.stream.cancel()
+                    self._finish_bookkeeping()
+                    continue
+                self._running.append(sequence)
         return True
 
     def _drain_cancelled(self) -> None:
         while True:
             try:
-                sequence = self._pending.get_nowait()
+                group = self._pending.get_nowait()
             except queue.Empty:
                 return
-            if sequence is not None:
+            for sequence in group or ():
                 sequence.stream.cancel()
                 self._finish_bookkeeping()
 
@@ -265,12 +283,22 @@ class Engine:
         return out.logits[:, -1, :]
 
     def _start(self, seq: _Sequence) -> None:
-        """Evaluate the prompt alone, into the sequence's own cache."""
+        """Evaluate the prompt alone, into the sequence's own cache; its siblings (replies to the
+        same prompt) start from copies of that cache and of the logits, without evaluating it again."""
         seq.sampler = TokenSampler(seq.params, self.device)
         seq.cache = new_cache(self.model.config)
         seq.started_ns = time.perf_counter_ns()
         seq.logits = self._forward(torch.tensor([seq.prompt_ids], device=self.device), seq.cache)
+        self.prompt_tokens_evaluated += len(seq.prompt_ids)
         seq.prompt_done_ns = time.perf_counter_ns()
+        for sibling in seq.siblings:
+            if sibling.sampler is not None or sibling.stream.cancelled:
+                continue
+            sibling.sampler = TokenSampler(sibling.params, self.device)
+            sibling.cache = copy.deepcopy(seq.cache)
+            sibling.logits = seq.logits.clone()
+            sibling.started_ns, sibling.prompt_done_ns = seq.started_ns, seq.prompt_done_ns
+        seq.siblings = []
 
     def _forward_alone(self, seq: _Sequence) -> None:
         assert seq.cache is not None and seq.next_input is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 import torch
@@ -17,6 +18,16 @@ from transformers import (
 from heylook.types import SamplingParams
 
 _SEED_MASK = (1 << 64) - 1
+
+
+def choice_seed(seed: int | None, choice: int) -> int | None:
+    """The seed of a request's `choice`th reply (OpenAI's `n`): the request's own for the first,
+    for the others one derived from (seed, choice), so the same request gives the same replies and
+    they differ from each other. No seed stays no seed: each reply draws its own."""
+    if seed is None or choice == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{choice}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 class TokenSampler:

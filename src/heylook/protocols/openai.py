@@ -32,6 +32,7 @@ from heylook.types import (
     TextChunk,
     TextPrompt,
     ThinkingChunk,
+    Timings,
     TokenLogprob,
     ToolCall,
     ToolCallChunk,
@@ -73,6 +74,7 @@ def parse_chat_request(body: dict[str, Any]) -> tuple[GenerationRequest, StreamM
         parallel_tool_calls=typed.parallel_tool_calls is not False,
         think=effort_from(typed.reasoning_effort, typed.reasoning),
         logprobs=_chat_logprobs(typed),
+        n=typed.n or 1,
     )
     return request, _stream_mode(typed)
 
@@ -101,8 +103,14 @@ def parse_completion_request(
             "not the prompt's",
             param="logprobs",
         )
+    if typed.echo and (typed.n or 1) > 1:
+        raise InvalidRequest("'echo' with 'n' greater than 1 is not supported", param="echo")
     request = GenerationRequest(
-        model=typed.model, prompt=TextPrompt(prompt), options=_sampling(typed), logprobs=typed.logprobs
+        model=typed.model,
+        prompt=TextPrompt(prompt),
+        options=_sampling(typed),
+        logprobs=typed.logprobs,
+        n=typed.n or 1,
     )
     extras = CompletionExtras(echo=prompt if typed.echo else "")
     return request, _stream_mode(typed), extras
@@ -182,8 +190,6 @@ def _stream_mode(typed: Any) -> StreamMode:
 
 def _reject_unsupported(typed: Any) -> None:
     """Refuse what heylook cannot honour yet, rather than silently ignoring it."""
-    if typed.n not in (None, 1):
-        raise InvalidRequest("'n' greater than 1 is not supported", param="n")
     if typed.logit_bias:
         raise InvalidRequest("'logit_bias' is not supported yet", param="logit_bias")
     if getattr(typed, "functions", None) or getattr(typed, "function_call", None):
@@ -217,9 +223,20 @@ def _envelope(
     }
 
 
-def _choice(fields: dict[str, Any], finish_reason: FinishReason | None) -> dict[str, Any]:
+def _choice(fields: dict[str, Any], finish_reason: FinishReason | None, index: int = 0) -> dict[str, Any]:
     """A choice: its fields, and logprobs (null unless the fields carry some)."""
-    return {"index": 0, **fields, "logprobs": fields.get("logprobs"), "finish_reason": finish_reason}
+    return {"index": index, **fields, "logprobs": fields.get("logprobs"), "finish_reason": finish_reason}
+
+
+def choice_replies(reply: Reply, final: FinalChunk) -> list[tuple[Reply, FinishReason]]:
+    """Every choice's reply and finish reason, by index: one, or the request's `n`."""
+    if not final.finishes:
+        return [(reply, final.finish_reason)]
+    replies = reply.choices or (reply,)
+    return [
+        (replies[index] if index < len(replies) else Reply(), finish)
+        for index, finish in enumerate(final.finishes)
+    ]
 
 
 def _token_body(entry: TokenLogprob) -> dict[str, Any]:
@@ -253,8 +270,18 @@ def completion_logprobs_body(logprobs: Logprobs, offset: int = 0) -> dict[str, A
 
 def chat_completion_body(
     *, id: str, created: int, model: str, reply: Reply, finish_reason: FinishReason, usage: Usage,
-    logprobs: bool = False,
+    logprobs: bool = False, finishes: tuple[FinishReason, ...] = (),
 ) -> dict[str, Any]:  # fmt: skip
+    """A chat.completion; with `finishes` (n > 1), a choice for each of `reply.choices`."""
+    final = FinalChunk(finish_reason, usage, Timings(), finishes=finishes)
+    choices = []
+    for index, (one, finish) in enumerate(choice_replies(reply, final)):
+        scores = chat_logprobs_body(one.logprobs) if logprobs else None
+        choices.append(_choice({"message": _message(one), "logprobs": scores}, finish, index))
+    return {**_envelope("chat.completion", id, created, model, choices), "usage": usage_body(usage)}
+
+
+def _message(reply: Reply) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         # OpenAI's content is null when the reply is only calls.
@@ -265,9 +292,7 @@ def chat_completion_body(
         message["reasoning_content"] = reply.thinking
     if reply.tool_calls:
         message["tool_calls"] = [tool_call_body(call) for call in reply.tool_calls]
-    scores = chat_logprobs_body(reply.logprobs) if logprobs else None
-    choices = [_choice({"message": message, "logprobs": scores}, finish_reason)]
-    return {**_envelope("chat.completion", id, created, model, choices), "usage": usage_body(usage)}
+    return message
 
 
 def tool_call_body(call: ToolCall) -> dict[str, Any]:
@@ -285,8 +310,9 @@ class _Writer:
     media: ClassVar[Media] = "sse"
 
     def closing(self, final: FinalChunk) -> list[dict[str, Any]]:
-        """The finish chunk, then with include_usage a chunk with no choices and the usage."""
-        chunks = [self._chunk([self._finish_fields()], final.finish_reason)]
+        """Each choice's finish chunk, then with include_usage a chunk with no choices and the usage."""
+        finishes = final.finishes or (final.finish_reason,)
+        chunks = [self._chunk([self._finish_fields()], finish, index=i) for i, finish in enumerate(finishes)]
         if self.include_usage:
             chunks.append(self._chunk([], usage=final.usage))
         return chunks
@@ -298,9 +324,13 @@ class _Writer:
         raise NotImplementedError
 
     def _chunk(
-        self, choices: list[dict[str, Any]], reason: FinishReason | None = None, usage: Usage | None = None
+        self,
+        choices: list[dict[str, Any]],
+        reason: FinishReason | None = None,
+        usage: Usage | None = None,
+        index: int = 0,
     ) -> dict[str, Any]:
-        choices = [_choice(c, reason) for c in choices]
+        choices = [_choice(c, reason, index) for c in choices]
         body = _envelope(self.object_name, self.id, self.created, self.model, choices)
         if self.include_usage:
             body["usage"] = usage_body(usage) if usage is not None else None
@@ -334,12 +364,13 @@ class ChatWriter(_Writer):
             return []  # a whole call: its pieces went out already
         # Every token is reported, in order, with the delta its text went into.
         scores = chat_logprobs_body(chunk.logprobs) if chunk.logprobs else None
-        return [self._chunk([{"delta": delta, "logprobs": scores}])]
+        return [self._chunk([{"delta": delta, "logprobs": scores}], index=chunk.choice)]
 
     def whole(self, reply: Reply, final: FinalChunk) -> dict[str, Any]:
         return chat_completion_body(
             id=self.id, created=self.created, model=self.model, reply=reply,
             finish_reason=final.finish_reason, usage=final.usage, logprobs=final.logprobs,
+            finishes=final.finishes,
         )  # fmt: skip
 
     def _finish_fields(self) -> dict[str, Any]:
@@ -360,17 +391,21 @@ class CompletionWriter(_Writer):
         if not isinstance(chunk, TextChunk):
             return []
         scores = completion_logprobs_body(chunk.logprobs, len(self.echo)) if chunk.logprobs else None
-        return [self._text(chunk.text, scores)]
+        return [self._text(chunk.text, scores, chunk.choice)]
 
-    def _text(self, text: str, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self._chunk([{"text": text, "logprobs": logprobs}])
+    def _text(self, text: str, logprobs: dict[str, Any] | None = None, index: int = 0) -> dict[str, Any]:
+        return self._chunk([{"text": text, "logprobs": logprobs}], index=index)
 
     def whole(self, reply: Reply, final: FinalChunk) -> dict[str, Any]:
-        scores = completion_logprobs_body(reply.logprobs, len(self.echo)) if final.logprobs else None
-        return completion_body(
-            id=self.id, created=self.created, model=self.model, text=self.echo + reply.content,
-            finish_reason=final.finish_reason, usage=final.usage, logprobs=scores,
-        )  # fmt: skip
+        choices = [
+            _choice({"text": self.echo + one.content, "logprobs": self._scores(one, final)}, finish, index)
+            for index, (one, finish) in enumerate(choice_replies(reply, final))
+        ]
+        body = _envelope("text_completion", self.id, self.created, self.model, choices)
+        return {**body, "usage": usage_body(final.usage)}
+
+    def _scores(self, reply: Reply, final: FinalChunk) -> dict[str, Any] | None:
+        return completion_logprobs_body(reply.logprobs, len(self.echo)) if final.logprobs else None
 
     def _finish_fields(self) -> dict[str, Any]:
         return {"text": ""}

@@ -92,6 +92,10 @@ class RemoteProvider:
             )
         if request.context:
             raise InvalidRequest("an earlier reply's context (token ids) cannot be sent to a remote model")
+        if request.n > 1:
+            raise InvalidRequest(
+                f"'n' greater than 1 is not supported for remote models ({alias.name!r} is one)", param="n"
+            )
         options = request.options.over(alias.options)
         body = {"model": alias.source.model, **openai_fields(options)}
         client = self._client(alias.timeout or DEFAULT_TIMEOUT)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from heylook.types import MAX_TOP_LOGPROBS
+from heylook.types import MAX_CHOICES, MAX_TOP_LOGPROBS
 from heylook.wire.fields import CLOSED, Body, Integer, JsonObject, example, one_of
 from heylook.wire.settings import with_settings
 from heylook.wire.tools import EFFORTS, Reasoning, ToolCallIn, ToolChoiceField, Tools
@@ -57,7 +57,12 @@ class _Generation(Body):
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    n: Integer | None = Field(default=None, ge=1, description="Only 1.")
+    n: Integer | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CHOICES,
+        description=f"How many replies (choices) to generate from the prompt: 1 to {MAX_CHOICES}.",
+    )
     logit_bias: Any = Field(default=None, description="Not supported yet.")
     user: str | None = None
 

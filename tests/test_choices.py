@@ -96,6 +96,16 @@ def chat_writer(**fields: Any) -> protocol.ChatWriter:
     return protocol.ChatWriter(id="chatcmpl-1", created=1, model="m", stream=True, **fields)
 
 
+def test_every_choice_opens_with_its_role() -> None:
+    opened = chat_writer(choices=3).opening()
+    assert [(c["choices"][0]["index"], c["choices"][0]["delta"]["role"]) for c in opened] == [
+        (0, "assistant"),
+        (1, "assistant"),
+        (2, "assistant"),
+    ]
+    assert len(chat_writer().opening()) == 1
+
+
 @pytest.mark.parametrize(
     ("chunk", "index", "delta"),
     [

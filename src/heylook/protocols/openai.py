@@ -306,6 +306,7 @@ class _Writer:
     model: str
     stream: bool = False
     include_usage: bool = False
+    choices: int = 1  # the request's n
     object_name = ""
     media: ClassVar[Media] = "sse"
 
@@ -345,7 +346,9 @@ class ChatWriter(_Writer):
     object_name = "chat.completion.chunk"
 
     def opening(self) -> list[dict[str, Any]]:
-        return [self._chunk([{"delta": {"role": "assistant", "content": ""}}])]
+        """Each choice's first delta, its role, as OpenAI opens every choice."""
+        role = {"delta": {"role": "assistant", "content": ""}}
+        return [self._chunk([role], index=index) for index in range(self.choices)]
 
     def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:
         delta: dict[str, Any] = {}

@@ -21,7 +21,7 @@ async def chat_completions(request: Request) -> Response:
     internal, mode = openai.parse_chat_request(await json_body(request))
     writer = openai.ChatWriter(
         id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=internal.model,
-        stream=mode.stream, include_usage=mode.include_usage,
+        stream=mode.stream, include_usage=mode.include_usage, choices=internal.n,
     )  # fmt: skip
     return await respond(request, internal, writer)
 
@@ -30,7 +30,7 @@ async def completions(request: Request) -> Response:
     internal, mode, extras = openai.parse_completion_request(await json_body(request))
     writer = openai.CompletionWriter(
         id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=internal.model,
-        stream=mode.stream, include_usage=mode.include_usage, echo=extras.echo,
+        stream=mode.stream, include_usage=mode.include_usage, echo=extras.echo, choices=internal.n,
     )  # fmt: skip
     return await respond(request, internal, writer)
 

@@ -55,10 +55,21 @@ def token_ids(
     """Each input's token ids: texts tokenized with the model's special tokens (as
     sentence-transformers does), token ids taken as they are. Longer than `limit`: cut to it, or,
     without `truncate`, refused."""
+    # Texts of ordinary length are tokenized in one call (the fast tokenizers batch in Rust); a
+    # very long one on its own, from its head (_text_ids).
+    window = limit * _CHARACTERS_PER_TOKEN
+    ordinary = [i for i, item in enumerate(inputs) if isinstance(item, str) and len(item) <= window]
+    texts = [inputs[i] for i in ordinary]
+    batched: dict[int, list[int]] = {}
+    if texts:
+        ids_of_texts = tokenizer(texts, truncation=truncate, max_length=limit)["input_ids"]
+        batched = dict(zip(ordinary, ids_of_texts, strict=True))
     encoded: list[list[int]] = []
     for index, item in enumerate(inputs):
         where = f"input[{index}]" if len(inputs) > 1 else "input"
-        if isinstance(item, str):
+        if index in batched:
+            ids = list(batched[index])
+        elif isinstance(item, str):
             ids = _text_ids(tokenizer, item, limit, truncate, where)
         else:
             ids = list(item)

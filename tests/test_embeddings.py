@@ -315,6 +315,24 @@ def test_langchain_embeds_on_both_apis(embedding_server: RunningServer) -> None:
         assert cosine(query, documents[0]) > cosine(query, documents[1])
 
 
+def test_litellm_embeds_on_both_apis(
+    embedding_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its price list is fetched from GitHub unless told to use the copy it ships.
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    url = embedding_server.base_url
+    native = litellm.embedding(model="ollama/all-minilm", input=[SKY, UNRELATED], api_base=url)
+    compatible = litellm.embedding(
+        model="openai/all-minilm", input=[PARAPHRASE], api_base=f"{url}/v1", api_key="x"
+    )
+    sky, unrelated = (item["embedding"] for item in native.data)
+    paraphrase = compatible.data[0]["embedding"]
+    assert len(sky) == len(paraphrase) == 384
+    assert cosine(paraphrase, sky) > cosine(paraphrase, unrelated)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "param"),
     [

@@ -102,13 +102,18 @@ class Backends:
     async def embed(self, request: EmbedRequest) -> Embeddings:
         """Embeddings from the alias asked for (no fallback: another model's vectors are not
         comparable with this one's)."""
-        alias = self.resolve(request.model)
+        alias = self.local_alias(request.model, "embeddings")
+        return await self.local.embed(alias, replace(request, model=alias.name))
+
+    def local_alias(self, name: str, what: str) -> Alias:
+        """The alias, which must run here: `what` (embeddings, reranking, its tokenizer) is not
+        served from remote aliases yet (a 501 saying so)."""
+        alias = self.resolve(name)
         if alias.remote:
             raise NotImplementedYet(
-                f"{alias.name!r} is served by {alias.provider}; embeddings from remote aliases are "
-                "not served yet"
+                f"{alias.name!r} is served by {alias.provider}; {what} from remote aliases is not served yet"
             )
-        return await self.local.embed(alias, replace(request, model=alias.name))
+        return alias
 
     async def load(self, request: LoadRequest) -> Literal["load", "unload"]:
         alias = self.resolve(request.model)

@@ -8,7 +8,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from heylook.errors import NotImplementedYet
 from heylook.protocols import rerank
 from heylook.rerank import rank_locally
 from heylook.routes.common import backends_of, json_body, router_of, unless_client_leaves
@@ -17,11 +16,7 @@ from heylook.routes.generation import CLIENT_GONE
 
 async def rerank_documents(request: Request) -> Response:
     internal = rerank.parse_rerank_request(await json_body(request))
-    alias = backends_of(request).resolve(internal.model)
-    if alias.remote:
-        raise NotImplementedYet(
-            f"{alias.name!r} is served by {alias.provider}; remote reranking is not served yet"
-        )
+    backends_of(request).local_alias(internal.model, "reranking")
     router = router_of(request)
     ranking = await unless_client_leaves(request, lambda: rank_locally(router, internal))
     if ranking is None:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from heylook.errors import InvalidRequest, NotImplementedYet
+from heylook.errors import InvalidRequest
 from heylook.generate import encode_prompt
 from heylook.models.loader import LoadedModel
 from heylook.protocols import tokens
@@ -31,9 +31,7 @@ async def detokenize(request: Request) -> Response:
 
 
 async def _with_model(request: Request, name: str, work: Any) -> Any:
-    alias = backends_of(request).resolve(name)
-    if alias.remote:
-        raise NotImplementedYet(f"{alias.name!r} is served by {alias.provider}; its tokenizer is not here")
+    alias = backends_of(request).local_alias(name, "tokenization")
     router = router_of(request)
     lease = await router.acquire(alias.name)
     try:

@@ -7,7 +7,9 @@ from typing import Any, Literal, Protocol
 from heylook.errors import HeylookError
 from heylook.types import FinalChunk, Reply, ReplyChunk
 
-Media = Literal["sse", "ndjson"]
+# "sse": OpenAI's chat events (data only, then [DONE]); "sse-typed": events named by their body's
+# "type" (the Responses API's and Anthropic's), with no [DONE]; "ndjson": Ollama's lines.
+Media = Literal["sse", "sse-typed", "ndjson"]
 
 
 class Writer(Protocol):
@@ -21,7 +23,7 @@ class Writer(Protocol):
 
     @property
     def media(self) -> Media:
-        """How a streamed reply travels: OpenAI's SSE or Ollama's NDJSON."""
+        """How a streamed reply travels: SSE (plain or with named events) or NDJSON."""
         ...
 
     def opening(self) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -80,10 +80,13 @@ class StreamedGeneration:
             lines = (_json_line(body) async for body in self._bodies())
             return StreamingResponse(lines, media_type="application/x-ndjson")
 
-        async def events() -> AsyncIterator[str]:
+        typed = self.writer.media == "sse-typed"
+
+        async def events() -> AsyncIterator[str | ServerSentEvent]:
             async for body in self._bodies():
-                yield _compact(body)
-            yield "[DONE]"
+                yield ServerSentEvent(_compact(body), event=body.get("type")) if typed else _compact(body)
+            if not typed:
+                yield "[DONE]"
 
         async def on_disconnect(_: object) -> None:
             # Also covers a client gone before the first event, when events() has not started.

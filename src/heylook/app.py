@@ -28,7 +28,18 @@ from heylook.providers.backends import Backends
 from heylook.registry.aliases import RegistryError
 from heylook.registry.watch import follow_registry
 from heylook.router import ModelRouter
-from heylook.routes import docs, embeddings, generation, ollama, openai, rerank, status, tokens
+from heylook.routes import (
+    anthropic,
+    docs,
+    embeddings,
+    generation,
+    ollama,
+    openai,
+    rerank,
+    responses,
+    status,
+    tokens,
+)
 from heylook.routes.generation import CLIENT_GONE
 from heylook.settings import Settings
 
@@ -96,6 +107,8 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
     backends = Backends(router, settings)
     routes = [
         *openai.routes,
+        *responses.routes,
+        *anthropic.routes,
         *embeddings.routes,
         *rerank.routes,
         *tokens.routes,

@@ -15,7 +15,7 @@ from heylook import __version__
 from heylook import options as settings_table
 from heylook.wire import embeddings, ollama, openai, rerank, tokens
 
-Tag = Literal["OpenAI", "Ollama", "Server"]
+Tag = Literal["OpenAI", "Ollama", "Anthropic", "Server"]
 JSON, SSE, NDJSON, TEXT, HTML = (
     "application/json",
     "text/event-stream",
@@ -76,6 +76,11 @@ _MODEL_PARAMETER = {
 
 _DIGEST_PARAMETER = {"name": "digest", "in": "path", "required": True, "schema": {"type": "string"}}
 
+# The Responses API (OpenAI's agents' API): filled in by its work.
+_RESPONSES_OPERATIONS: tuple[Operation, ...] = ()
+# Anthropic's Messages API: filled in by its work.
+_ANTHROPIC_OPERATIONS: tuple[Operation, ...] = ()
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "/v1/chat/completions", "post", "OpenAI", "Chat: a reply to messages, with tools and reasoning",
@@ -112,6 +117,8 @@ OPERATIONS: tuple[Operation, ...] = (
         request=_fixed(rerank.RerankRequest), reply=rerank.RerankResponse,
         errors={**_MODEL_ERRORS, 501: _REMOTE_RERANKING},
     ),
+    *_RESPONSES_OPERATIONS,
+    *_ANTHROPIC_OPERATIONS,
     Operation("/v1/models", "get", "OpenAI", "The aliases", reply=openai.OpenAIModelList),
     Operation(
         "/v1/models/{model}", "get", "OpenAI", "One alias", reply=openai.Model,
@@ -220,6 +227,7 @@ def _document(rows: Any) -> dict[str, Any]:
         "tags": [
             {"name": "OpenAI", "description": "OpenAI's API: the openai SDK, LangChain, agents."},
             {"name": "Ollama", "description": "Ollama's API: the ollama client, Open WebUI."},
+            {"name": "Anthropic", "description": "Anthropic's Messages API: the anthropic SDK, Claude Code."},
             {"name": "Server", "description": "Probes, metrics and this documentation."},
         ],
         "paths": paths,

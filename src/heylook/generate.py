@@ -42,6 +42,7 @@ from heylook.types import (
     SamplingParams,
     TextChunk,
     TextPrompt,
+    ThinkingBudget,
     Usage,
 )
 
@@ -356,7 +357,21 @@ async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings)
         response_format = options.response_format
         grammar = GrammarJob(lambda: grammars.compile(response_format), "response_format")
     params = replace(_settle(options, max_new_tokens, None), logprobs=request.logprobs)
+    params = replace(params, thinking=thinking_budget(model.tokenizer, request, plan))
     return _Prepared(prompt_ids, params, plan, grammar)
+
+
+def thinking_budget(
+    tokenizer: Any, request: GenerationRequest, plan: ReplyPlan | None
+) -> ThinkingBudget | None:
+    """The request's thinking budget for the engine, where the model marks its reasoning and
+    reasons in this reply (without markers there is nothing to cut: the budget does nothing)."""
+    if request.thinking_budget is None or plan is None or plan.think is None or not plan.keep_thinking:
+        return None
+    think = plan.think
+    # The close marker on a line of its own, as templates write it; the model writes what follows.
+    cut = tuple(tokenizer("\n" + think.close, add_special_tokens=False)["input_ids"])
+    return ThinkingBudget(request.thinking_budget, think.open, think.close, cut, inside=plan.in_thinking)
 
 
 def _check_context(request: GenerationRequest, vocab_size: int) -> None:

@@ -170,6 +170,8 @@ class GenerationRequest:
     logprobs: int | None = None
     # How many replies (choices) to generate from the one prompt (OpenAI's `n`, 1 to MAX_CHOICES).
     n: int = 1
+    # The most tokens the reasoning may take (Anthropic's thinking.budget_tokens); None: no limit.
+    thinking_budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,18 @@ class LoadRequest:
 
     model: str
     keep_alive: float | None = None
+
+
+@dataclass(frozen=True)
+class ThinkingBudget:
+    """How one sequence's reasoning is cut: after `tokens` tokens inside the reasoning markers
+    (`inside`: the prompt opened them), the engine writes `cut` (the close marker's token ids)."""
+
+    tokens: int
+    open: str
+    close: str
+    cut: tuple[int, ...]
+    inside: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +215,7 @@ class SamplingParams:
     grammar: Any = None
     # Report each token's log probability and this many most likely alternatives; None: none.
     logprobs: int | None = None
+    thinking: ThinkingBudget | None = None  # None: the reasoning runs as long as the model likes
 
     @property
     def penalized(self) -> bool:
@@ -326,6 +341,8 @@ class FinalChunk:
     # With n > 1: every choice's finish reason, by index (finish_reason is choice 0's); usage
     # counts the prompt once and every choice's tokens. Empty for one choice.
     finishes: tuple[FinishReason, ...] = ()
+    # The stop sequence that ended the reply, where the one who generated it knows (the engine).
+    stop_sequence: str | None = None
 
 
 ReplyChunk = TextChunk | ThinkingChunk | ToolCallChunk | ToolCallDone

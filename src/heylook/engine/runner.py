@@ -25,6 +25,7 @@ from heylook.engine.detokenize import IncrementalDetokenizer
 from heylook.engine.logprobs import LogprobTrail, TokenPieces, token_logprob
 from heylook.engine.sampling import TokenSampler
 from heylook.engine.stops import StopMatcher
+from heylook.engine.thinking import ThinkingCut
 from heylook.errors import GenerationFailed
 from heylook.types import Chunk, FinalChunk, FinishReason, SamplingParams, TextChunk, Timings, Usage
 
@@ -91,6 +92,7 @@ class _Sequence:
     stream: GenerationStream
     detokenizer: IncrementalDetokenizer
     stops: StopMatcher = field(init=False)
+    thinking: ThinkingCut | None = field(init=False)  # with a thinking budget
     history: list[int] = field(init=False)  # prompt and output: the penalties' window, Ollama's context
     trail: LogprobTrail = field(default_factory=LogprobTrail)  # logprobs waiting for their text
     cache: DynamicCache | None = None  # its own, until it joins the batch
@@ -106,6 +108,7 @@ class _Sequence:
 
     def __post_init__(self) -> None:
         self.stops = StopMatcher(self.params.stop)
+        self.thinking = ThinkingCut(self.params.thinking) if self.params.thinking is not None else None
         self.history = list(self.prompt_ids)
 
 
@@ -341,7 +344,10 @@ class Engine:
         # The model's own distribution, before the sampler's penalties, warpers and grammar mask
         # (which may change the logits in place): this row's scores only, batched or not.
         logprobs = None if params.logprobs is None else torch.log_softmax(seq.logits.float(), dim=-1)[0]
-        token = seq.sampler.pick(seq.logits, seq.history)
+        # A spent thinking budget writes the close marker instead: the grammar and the penalties'
+        # history take it like any token.
+        forced = seq.thinking.forced() if seq.thinking is not None else None
+        token = seq.sampler.pick(seq.logits, seq.history) if forced is None else seq.sampler.force(forced)
         seq.logits = None
         seq.history.append(token)
         seq.generated += 1
@@ -353,6 +359,8 @@ class Engine:
             finish = "stop"
         else:
             text = seq.detokenizer.push(token)
+            if seq.thinking is not None:
+                seq.thinking.wrote(text)
             if logprobs is not None:
                 entry = token_logprob(self._pieces, logprobs, token, params.logprobs or 0)
                 seq.trail.produced(entry, text)
@@ -387,5 +395,6 @@ class Engine:
                 ),
                 context=tuple(seq.history),
                 logprobs=seq.params.logprobs is not None,
+                stop_sequence=seq.stops.matched,
             )
         )

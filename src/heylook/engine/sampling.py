@@ -87,6 +87,12 @@ class TokenSampler:
             raise RuntimeError(f"the grammar refused token {token} it had allowed")
         return token
 
+    def force(self, token: int) -> int:
+        """`token`, whatever the scores say (a thinking budget's cut); the grammar must take it."""
+        if self._matcher is not None and not self._matcher.accept_token(token):
+            raise RuntimeError(f"the grammar refused token {token}, which closes the reasoning")
+        return token
+
     def _mask_by_grammar(self, scores: torch.Tensor) -> None:
         import xgrammar
 

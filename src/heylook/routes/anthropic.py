@@ -1,7 +1,42 @@
-"""Placeholder, filled in by the work on issue 16."""
+"""Anthropic's Messages API: POST /v1/messages (the anthropic SDK, Claude Code) and
+/v1/messages/count_tokens. Generation takes the core path every API shares."""
 
 from __future__ import annotations
 
+import uuid
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-routes: list[Route] = []
+from heylook.generate import encode_request
+from heylook.protocols import anthropic
+from heylook.routes.common import backends_of, json_body, router_of
+from heylook.routes.generation import respond
+
+
+async def messages(request: Request) -> Response:
+    internal, stream = anthropic.parse_messages_request(await json_body(request))
+    writer = anthropic.MessageWriter(id=f"msg_{uuid.uuid4().hex}", model=internal.model, stream=stream)
+    return await respond(request, internal, writer)
+
+
+async def count_tokens(request: Request) -> Response:
+    """The prompt's tokens as a reply to it would be prompted: the model's tokenizer and chat
+    template, with the system prompt (the alias's, if the request has none), tools and thinking."""
+    internal = anthropic.parse_count_request(await json_body(request))
+    alias = backends_of(request).local_alias(internal.model, "token counting")
+    router = router_of(request)
+    lease = await router.acquire(alias.name)
+    try:
+        ids, _ = await anyio.to_thread.run_sync(encode_request, lease.model, internal, alias.system)
+    finally:
+        router.release(lease, alias.keep_alive)
+    return JSONResponse(anthropic.count_body(len(ids)))
+
+
+routes = [
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+]

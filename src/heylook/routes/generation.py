@@ -39,6 +39,11 @@ async def respond(request: Request, internal: GenerationRequest, writer: Writer)
         # A fallback answered: replies say which. (smollm2:latest answered by smollm2 keeps its name.)
         writer = dataclasses.replace(writer, model=generation.served_by)  # type: ignore[type-var]
     if writer.stream:
+        # A stream that opens with the prompt's size (Anthropic's message_start) learns it here,
+        # from a generation that knows it before its first token (a local one).
+        prompt_tokens = getattr(generation, "prompt_tokens", None)
+        if isinstance(prompt_tokens, int) and hasattr(writer, "prompt_tokens"):
+            writer = dataclasses.replace(writer, prompt_tokens=prompt_tokens)  # type: ignore[type-var]
         return StreamedGeneration(generation, writer)  # type: ignore[return-value]
     result = await collect_reply(generation, request)
     if result is None:

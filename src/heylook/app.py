@@ -27,6 +27,7 @@ from heylook.protocols.errors import error_body_for_path
 from heylook.providers.backends import Backends
 from heylook.registry.aliases import RegistryError
 from heylook.registry.watch import follow_registry
+from heylook.responses_store import ResponseStore
 from heylook.router import ModelRouter
 from heylook.routes import (
     anthropic,
@@ -125,6 +126,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
         app.state.metrics = metrics
         app.state.backends = backends
         app.state.registry_edits = ollama.RegistryEdits()
+        app.state.responses = ResponseStore()  # the Responses API's stored responses
         async with anyio.create_task_group() as background:
             background.start_soon(router.expire_forever)
             background.start_soon(follow_registry, router.registry.path, router.serve_registry)

@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 from heylook import __version__
 from heylook import options as settings_table
 from heylook.wire import embeddings, ollama, openai, rerank, tokens
+from heylook.wire import responses as responses_api
 
 Tag = Literal["OpenAI", "Ollama", "Anthropic", "Server"]
 JSON, SSE, NDJSON, TEXT, HTML = (
@@ -77,7 +78,34 @@ _MODEL_PARAMETER = {
 _DIGEST_PARAMETER = {"name": "digest", "in": "path", "required": True, "schema": {"type": "string"}}
 
 # The Responses API (OpenAI's agents' API): filled in by its work.
-_RESPONSES_OPERATIONS: tuple[Operation, ...] = ()
+_RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_NO_RESPONSE = {404: "No response of that id is stored (never, not with store, deleted, or expired)."}
+_PAGE_PARAMETERS = (
+    _RESPONSE_ID,
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
+    {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "An item id."},
+)
+_RESPONSES_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "/v1/responses", "post", "OpenAI", "Responses: a reply to input items, with tools, reasoning, state",
+        request=responses_api.response_request, reply=responses_api.Response,
+        streamed=(SSE, responses_api.ResponseStreamEvent),
+        errors={**_MODEL_ERRORS, 404: "No alias of that name, or previous_response_id is not stored."},
+    ),
+    Operation(
+        "/v1/responses/{response_id}", "get", "OpenAI", "A stored response", reply=responses_api.Response,
+        errors=_NO_RESPONSE, parameters=(_RESPONSE_ID,),
+    ),
+    Operation(
+        "/v1/responses/{response_id}", "delete", "OpenAI", "Delete a stored response",
+        reply=responses_api.DeletedResponse, errors=_NO_RESPONSE, parameters=(_RESPONSE_ID,),
+    ),
+    Operation(
+        "/v1/responses/{response_id}/input_items", "get", "OpenAI", "A stored response's input items",
+        reply=responses_api.InputItemList, errors=_NO_RESPONSE, parameters=_PAGE_PARAMETERS,
+    ),
+)  # fmt: skip
 # Anthropic's Messages API: filled in by its work.
 _ANTHROPIC_OPERATIONS: tuple[Operation, ...] = ()
 

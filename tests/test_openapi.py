@@ -229,6 +229,7 @@ def _served_alias(case: schemathesis.Case) -> schemathesis.Case:
     are refused for what is wrong with them, not turned away as an unknown model (a 404)."""
     generates = case.path in (
         "/v1/chat/completions",
+        "/v1/responses",
         "/v1/completions",
         "/api/chat",
         "/api/generate",

@@ -14,6 +14,7 @@ from heylook.protocols.errors import error_body_for_path
 from heylook.types import (
     ChatPrompt,
     FinalChunk,
+    JsonFormat,
     Message,
     Reply,
     SamplingOptions,
@@ -164,6 +165,17 @@ def test_tool_choice(choice: dict[str, Any], expected: ToolChoice, parallel: boo
 def test_thinking(thinking: Any, think: Any, budget: int | None) -> None:
     request = parsed(thinking=thinking)
     assert (request.think, request.thinking_budget) == (think, budget)
+
+
+def test_output_config_sets_the_json_format_and_the_think_level() -> None:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    request = parsed(output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "max"})
+    assert request.options.response_format == JsonFormat(json.dumps(schema))
+    assert request.think == "high"
+    assert parsed(output_config={"effort": "low"}, thinking={"type": "disabled"}).think is False
+    with pytest.raises(InvalidRequest) as raised:
+        parsed(output_config={"format": {"type": "json_schema"}})
+    assert raised.value.param == "output_config.format.schema"
 
 
 def test_count_tokens_takes_the_body_without_max_tokens() -> None:

@@ -16,6 +16,7 @@ from heylook.types import (
     ChatPrompt,
     FinalChunk,
     GenerationRequest,
+    JsonFormat,
     Message,
     Reply,
     ReplyChunk,
@@ -36,6 +37,14 @@ _EMPTY_OBJECT = json.dumps({"type": "object", "properties": {}})
 _CHOICES: dict[str, Literal["auto", "none", "required", "function"]] = {
     "auto": "auto", "any": "required", "tool": "function", "none": "none",
 }  # fmt: skip
+# Anthropic's efforts as heylook's think levels (the most there is, "high", for the two above it).
+_EFFORTS: dict[str, Think] = {
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "high",
+    "max": "high",
+}
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 
 
@@ -50,9 +59,11 @@ def parse_messages_request(body: dict[str, Any]) -> tuple[GenerationRequest, boo
             param="thinking.budget_tokens",
         )
     stops = tuple(typed.stop_sequences or ()) or None
+    output = typed.output_config.format if typed.output_config is not None else None
+    json_format = JsonFormat(schema_text(output.schema_, "output_config.format.schema")) if output else None
     options = SamplingOptions(
         max_tokens=typed.max_tokens, temperature=typed.temperature, top_p=typed.top_p, top_k=typed.top_k,
-        stop=stops,
+        stop=stops, response_format=json_format,
     )  # fmt: skip
     return replace(request, options=options), bool(typed.stream)
 
@@ -67,6 +78,9 @@ def _request(typed: wire.CountTokensRequest) -> GenerationRequest:
     tools = _tools(typed.tools or [])
     choice = typed.tool_choice
     think, budget = _thinking(typed.thinking)
+    effort = typed.output_config.effort if typed.output_config is not None else None
+    if effort is not None and think is not False:
+        think = _EFFORTS[effort]
     return GenerationRequest(
         model=typed.model,
         prompt=ChatPrompt((*_system(typed.system), *_messages(typed.messages))),

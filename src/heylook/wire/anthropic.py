@@ -127,6 +127,18 @@ class ThinkingIn(Body):
     )
 
 
+class JsonOutputFormat(Body):
+    type: Literal["json_schema"]
+    schema_: JsonObject = Field(alias="schema", description="The JSON schema the reply's text follows.")
+
+
+class OutputConfig(Body):
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = Field(
+        default=None, description="How hard a model that reasons thinks (its think level)."
+    )
+    format: JsonOutputFormat | None = None
+
+
 System = one_of("a string or an array of text blocks", string=str, array=list[TextBlock])
 StopSequence = Annotated[str, Field(max_length=MAX_STOP_LENGTH)]
 
@@ -142,6 +154,7 @@ class CountTokensRequest(Body):
     tools: Annotated[list[ToolIn], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoiceIn | None = None
     thinking: ThinkingIn | None = None
+    output_config: OutputConfig | None = None
 
 
 class MessagesRequest(CountTokensRequest):

@@ -1,0 +1,372 @@
+"""Anthropic's Messages API end to end: a real `heylook serve` driven by the anthropic SDK (what
+Claude Code is built on): messages, streams, a tool round trip, thinking with a budget, token
+counts, and bad input answered in Anthropic's error shape.
+
+The models are scripted (tests/families.py), so replies are known: `thinker` (Qwen3's template)
+reasons "Hmm" and answers "Paris"; `ponder` reasons "one two three four five" first; `remote` is
+an OpenAI-compatible upstream (tests/fake_upstream.py); `dead-then-thinker` a dead upstream whose
+fallback is `thinker`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import pytest
+import yaml
+
+from tests.fake_upstream import FakeUpstream
+from tests.server import RunningServer
+
+ASK = [{"role": "user", "content": "What is the capital of France?"}]
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+PONDERING = ("one", "two", "three", "four", "five")
+KEY = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, upstream_session: FakeUpstream) -> Path:
+    from tests.families import build_scripted_model
+
+    root = tmp_path_factory.mktemp("anthropic")
+    thinker = {"\n": "<think>", "<think>": "Hmm", "Hmm": "</think>", "</think>": "Paris"}
+    chain = ["<think>", *PONDERING, "</think>", "Paris"]
+    ponder = {"\n": "<think>", **dict(itertools.pairwise(chain))}
+    dead = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x"}
+    registry = {
+        "models": {
+            "thinker": {"model": str(build_scripted_model(root / "thinker", "qwen3", thinker))},
+            "ponder": {"model": str(build_scripted_model(root / "ponder", "qwen3", ponder))},
+            "remote": {"provider": "openai", "base_url": upstream_session.base_url, "model": "scripted"},
+            "dead-then-thinker": {**dead, "fallback": "thinker"},
+        }
+    }
+    (root / "models.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
+    return root / "models.yaml"
+
+
+@pytest.fixture(scope="module")
+def server(models: Path) -> Iterator[RunningServer]:
+    running = RunningServer(models, models.parent / "server.log")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def claude(server: RunningServer) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.base_url, api_key="x", max_retries=0, timeout=300)
+
+
+def tokenized(server: RunningServer, messages: list[dict]) -> int:
+    reply = httpx.post(
+        f"{server.base_url}/tokenize", json={"model": "thinker", "messages": messages}, timeout=60
+    )
+    return reply.json()["count"]
+
+
+# --- messages -------------------------------------------------------------------------------------
+
+
+def test_a_message(claude: anthropic.Anthropic, server: RunningServer) -> None:
+    message = claude.messages.create(model="thinker", max_tokens=50, messages=ASK)
+    assert message.id.startswith("msg_") and message.type == "message" and message.role == "assistant"
+    assert message.model == "thinker"
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking == "Hmm" and message.content[0].signature == ""
+    assert message.content[1].text == "Paris"
+    assert message.stop_reason == "end_turn" and message.stop_sequence is None
+    assert message.usage.input_tokens == tokenized(server, ASK)
+    assert message.usage.output_tokens >= 4
+
+
+def test_a_streamed_message_adds_up_to_the_whole(claude: anthropic.Anthropic, server: RunningServer) -> None:
+    with claude.messages.stream(model="thinker", max_tokens=50, messages=ASK) as stream:
+        assert "".join(stream.text_stream) == "Paris"
+        final = stream.get_final_message()
+    whole = claude.messages.create(model="thinker", max_tokens=50, messages=ASK)
+    assert final.model_dump(exclude={"id"}) == whole.model_dump(exclude={"id"})
+    # message_start already carries the prompt's size.
+    with claude.messages.create(model="thinker", max_tokens=50, messages=ASK, stream=True) as events:
+        kinds = [event.type for event in events]  # the SDK passes pings over
+    assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
+    raw = httpx.post(
+        f"{server.base_url}/v1/messages",
+        json={"model": "thinker", "max_tokens": 50, "messages": ASK, "stream": True},
+        timeout=60,
+    )
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    names = [line.removeprefix("event: ") for line in raw.text.splitlines() if line.startswith("event: ")]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == ["message_delta", "message_stop"]
+    start = json.loads(next(line for line in raw.text.splitlines() if line.startswith("data: "))[6:])
+    assert start["message"]["usage"]["input_tokens"] == tokenized(server, ASK)
+    assert "[DONE]" not in raw.text
+
+
+def test_system_stop_sequences_and_max_tokens(claude: anthropic.Anthropic) -> None:
+    system = claude.messages.create(model="thinker", max_tokens=50, system="Be brief.", messages=ASK)
+    plain = claude.messages.create(model="thinker", max_tokens=50, messages=ASK)
+    assert system.usage.input_tokens > plain.usage.input_tokens
+    # The SDK no longer sends sampling settings itself; the API still takes them.
+    sampling = {"temperature": 0, "top_p": 0.9, "top_k": 5}
+    stopped = claude.messages.create(
+        model="thinker", max_tokens=50, messages=ASK, stop_sequences=["zz", "ar"], extra_body=sampling
+    )
+    assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == "ar"
+    assert stopped.content[-1].text == "P"
+    cut = claude.messages.create(model="thinker", max_tokens=2, messages=ASK)
+    assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 2
+
+
+def test_thinking_on_and_off(claude: anthropic.Anthropic) -> None:
+    off = claude.messages.create(model="thinker", max_tokens=50, messages=ASK, thinking={"type": "disabled"})
+    assert [block.type for block in off.content] == ["text"] and off.content[0].text == "Paris"
+    with claude.messages.stream(
+        model="thinker", max_tokens=50, messages=ASK, thinking={"type": "enabled", "budget_tokens": 20}
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].type == "thinking" and final.content[0].thinking == "Hmm"
+
+
+@pytest.mark.parametrize("budget", [1, 2, 4])
+def test_the_thinking_budget_cuts_the_reasoning(claude: anthropic.Anthropic, budget: int) -> None:
+    free = claude.messages.create(model="ponder", max_tokens=50, messages=ASK)
+    assert free.content[0].thinking == "".join(PONDERING)
+    thinking = {"type": "enabled", "budget_tokens": budget}
+    cut = claude.messages.create(model="ponder", max_tokens=50, messages=ASK, thinking=thinking)
+    assert cut.content[0].thinking == "".join(PONDERING[:budget])
+    assert cut.content[1].text == "Paris"
+    # The reasoning's last words are gone; the close marker comes on a line of its own ("\n").
+    assert cut.usage.output_tokens == free.usage.output_tokens - (len(PONDERING) - budget) + 1
+    with claude.messages.stream(model="ponder", max_tokens=50, messages=ASK, thinking=thinking) as stream:
+        streamed = stream.get_final_message().content
+    assert (streamed[0].thinking, streamed[1].text) == (cut.content[0].thinking, "Paris")
+
+
+def test_a_budget_with_tools_passes_the_grammar(claude: anthropic.Anthropic) -> None:
+    """A forced call: the grammar takes the cut reasoning, then makes the model call."""
+    message = claude.messages.create(
+        model="ponder", max_tokens=80, messages=ASK, tools=[WEATHER], tool_choice={"type": "any"},
+        thinking={"type": "enabled", "budget_tokens": 2},
+    )  # fmt: skip
+    assert message.content[0].thinking == "onetwo"
+    assert message.content[-1].type == "tool_use" and message.stop_reason == "tool_use"
+    assert isinstance(message.content[-1].input["city"], str)
+
+
+def test_json_output(claude: anthropic.Anthropic) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    message = claude.messages.create(
+        model="thinker", max_tokens=60, messages=ASK,
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )  # fmt: skip
+    assert message.content[0].thinking == "Hmm"
+    assert isinstance(json.loads(message.content[-1].text)["city"], str)
+
+
+def test_a_tool_round_trip(claude: anthropic.Anthropic) -> None:
+    first = claude.messages.create(
+        model="thinker", max_tokens=80, messages=ASK, tools=[WEATHER], tool_choice={"type": "any"}
+    )
+    assert first.stop_reason == "tool_use"
+    call = first.content[-1]
+    assert call.type == "tool_use" and call.id.startswith("toolu_") and call.name == "get_weather"
+    assert isinstance(call.input["city"], str)
+    with claude.messages.stream(
+        model="thinker", max_tokens=80, messages=ASK, tools=[WEATHER], tool_choice={"type": "any"}
+    ) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.content[-1].input == call.input and streamed.stop_reason == "tool_use"
+    history = [
+        *ASK,
+        {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]},
+    ]
+    answer = claude.messages.create(model="thinker", max_tokens=80, messages=history, tools=[WEATHER])
+    assert answer.stop_reason == "end_turn" and answer.content[-1].text == "Paris"
+
+
+def test_a_named_tool_and_no_tool(claude: anthropic.Anthropic) -> None:
+    named = claude.messages.create(
+        model="thinker", max_tokens=80, messages=ASK, tools=[WEATHER],
+        tool_choice={"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
+    )  # fmt: skip
+    assert [block.type for block in named.content].count("tool_use") == 1
+    none = claude.messages.create(
+        model="thinker", max_tokens=80, messages=ASK, tools=[WEATHER], tool_choice={"type": "none"}
+    )
+    assert none.content[-1].text == "Paris" and none.stop_reason == "end_turn"
+
+
+def test_remote_aliases_and_fallbacks(claude: anthropic.Anthropic, fake_upstream: FakeUpstream) -> None:
+    fake_upstream.reply_words = 4
+    remote = claude.messages.create(
+        model="remote", max_tokens=20, messages=ASK, extra_body={"temperature": 0.5}
+    )
+    assert remote.content[-1].text == "hello from scripted and" and remote.model == "remote"
+    sent = fake_upstream.requests[-1].body
+    assert sent["max_tokens"] == 20 and sent["temperature"] == 0.5
+    with claude.messages.stream(model="remote", max_tokens=20, messages=ASK) as stream:
+        assert "".join(stream.text_stream) == "hello from scripted and"
+    # An upstream that fails mid-stream: the stream ends with an error event, which the SDK raises.
+    fake_upstream.reply_words, fake_upstream.drop_after = 40, 3
+    with (
+        pytest.raises(anthropic.APIStatusError) as failed,
+        claude.messages.stream(model="remote", max_tokens=50, messages=ASK) as stream,
+    ):
+        for _ in stream:
+            pass
+    assert failed.value.body["type"] == "error"
+    fallback = claude.messages.create(model="dead-then-thinker", max_tokens=20, messages=ASK)
+    assert fallback.model == "thinker" and fallback.content[-1].text == "Paris"
+
+
+# --- count_tokens ---------------------------------------------------------------------------------
+
+
+def test_count_tokens_as_the_prompt_is_rendered(claude: anthropic.Anthropic, server: RunningServer) -> None:
+    conversation = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": [{"type": "text", "text": "How are you?"}]},
+    ]
+    counted = claude.messages.count_tokens(model="thinker", messages=conversation)
+    assert counted.input_tokens == tokenized(server, conversation)
+    system = claude.messages.count_tokens(model="thinker", messages=conversation, system="Be brief.")
+    expected = tokenized(server, [{"role": "system", "content": "Be brief."}, *conversation])
+    assert system.input_tokens == expected
+    with_tools = claude.messages.count_tokens(model="thinker", messages=conversation, tools=[WEATHER])
+    assert with_tools.input_tokens > counted.input_tokens + 20
+    # What the reply is prompted with: the same count a message reports.
+    message = claude.messages.create(model="thinker", max_tokens=20, messages=conversation, tools=[WEATHER])
+    assert message.usage.input_tokens == with_tools.input_tokens
+
+
+def test_count_tokens_for_a_remote_alias_is_not_served(claude: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        claude.messages.count_tokens(model="remote", messages=ASK)
+    assert raised.value.status_code == 501
+    assert raised.value.body["type"] == "error" and "token counting" in raised.value.body["error"]["message"]
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def post(server: RunningServer, body: dict, path: str = "/v1/messages", **headers: str) -> httpx.Response:
+    return httpx.post(f"{server.base_url}{path}", json=body, headers=headers, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"model": "thinker", "messages": ASK}, "'max_tokens' is required"),
+        (
+            {
+                "model": "thinker",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "audio"}]}],
+            },
+            "'messages[0].content[0]' must be a block of type",
+        ),
+        (
+            {
+                "model": "thinker",
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}}]}
+                ],
+            },
+            "an image block",
+        ),
+        (
+            {
+                "model": "thinker",
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x"}]}
+                ],
+            },
+            "'messages[0].content[0].tool_use_id' answers 'toolu_x', which no earlier tool_use block made",
+        ),
+        (
+            {
+                "model": "thinker",
+                "max_tokens": 5,
+                "messages": ASK,
+                "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+            },
+            "'tools[0]' is Anthropic's server tool",
+        ),
+        (
+            {
+                "model": "thinker",
+                "max_tokens": 5,
+                "messages": ASK,
+                "thinking": {"type": "enabled", "budget_tokens": 5},
+            },
+            "'thinking.budget_tokens' (5) must be less than 'max_tokens' (5)",
+        ),
+    ],
+)
+def test_bad_input_is_a_400_in_anthropics_shape(server: RunningServer, body: dict, words: str) -> None:
+    reply = post(server, body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["type"] == "error"
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+    assert words in reply.json()["error"]["message"]
+
+
+def test_errors_through_the_sdk(claude: anthropic.Anthropic, server: RunningServer) -> None:
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        claude.messages.create(model="no-such-model", max_tokens=5, messages=ASK)
+    assert missing.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.NotFoundError):
+        claude.messages.count_tokens(model="no-such-model", messages=ASK)
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        claude.messages.create(
+            model="thinker", max_tokens=5, messages=[{"role": "user", "content": [{"type": "x"}]}]
+        )
+    assert "messages[0].content[0]" in bad.value.body["error"]["message"]
+    # Not JSON, and a body past the server's limit: Anthropic's shape too.
+    broken = httpx.post(f"{server.base_url}/v1/messages", content=b"{", timeout=30)
+    assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
+    assert server.health()  # nothing crashed
+
+
+def test_the_api_key_as_x_api_key(models: Path) -> None:
+    running = RunningServer(
+        models, models.parent / "keyed.log", "--api-key", KEY, "--max-body-bytes", "100000"
+    )
+    try:
+        keyed = anthropic.Anthropic(base_url=running.base_url, api_key=KEY, max_retries=0, timeout=300)
+        message = keyed.messages.create(model="thinker", max_tokens=50, messages=ASK)
+        assert message.content[-1].text == "Paris"
+        assert keyed.messages.count_tokens(model="thinker", messages=ASK).input_tokens > 0
+        wrong = anthropic.Anthropic(base_url=running.base_url, api_key="wrong", max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError) as refused:
+            wrong.messages.create(model="thinker", max_tokens=50, messages=ASK)
+        assert refused.value.body["error"]["type"] == "authentication_error"
+        none = post(running, {"model": "thinker", "max_tokens": 5, "messages": ASK})
+        assert none.status_code == 401 and none.json()["type"] == "error"
+        large = post(
+            running,
+            {"model": "thinker", "max_tokens": 5, "messages": ASK, "pad": "x" * 200_000},
+            **{"x-api-key": KEY},
+        )
+        assert large.status_code == 413 and large.json()["error"]["type"] == "request_too_large"
+        # anthropic-version is taken, anthropic-beta ignored, neither required.
+        headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01", "anthropic-beta": "whatever-2025"}
+        assert (
+            post(running, {"model": "thinker", "max_tokens": 50, "messages": ASK}, **headers).status_code
+            == 200
+        )
+    finally:
+        running.stop()

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from tests.server import RunningServer
+from tests.test_readme import code_blocks, run_example
 
 WEATHER_SCHEMA = {
     "type": "object",
@@ -258,3 +259,12 @@ def test_the_agents_sdk_runs_a_tool(tool_server: RunningServer) -> None:
         assert len(asked) == 2 and streamed.final_output == f"21 degrees and sunny in {asked[1]}"
 
     asyncio.run(run())
+
+
+@pytest.mark.demo
+@pytest.mark.parametrize("marker", ["previous_response_id=", "from agents import"])
+def test_the_readme_examples(tool_server: RunningServer, marker: str) -> None:
+    """The README's Responses API examples, as written, on the demo model."""
+    [example] = [block for block in code_blocks("python") if marker in block]
+    lines = run_example(example, tool_server)
+    assert lines and all(line.strip() for line in lines)

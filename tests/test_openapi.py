@@ -28,9 +28,10 @@ from schemathesis.specs.openapi.checks import (
 from starlette.routing import Route
 
 from heylook.errors import InvalidRequest, ModelNotFound
+from heylook.protocols import anthropic as anthropic_protocol
 from heylook.protocols import ollama as ollama_protocol
 from heylook.protocols import openai as openai_protocol
-from heylook.protocols.errors import ollama_error_body, openai_error_body
+from heylook.protocols.errors import anthropic_error_body, ollama_error_body, openai_error_body
 from heylook.types import (
     FinalChunk,
     Logprob,
@@ -45,6 +46,7 @@ from heylook.types import (
     ToolCallDone,
     Usage,
 )
+from heylook.wire import anthropic as anthropic_wire
 from heylook.wire import ollama as ollama_wire
 from heylook.wire import openai as openai_wire
 from heylook.wire import openapi
@@ -132,6 +134,15 @@ def _ollama_lines(kind: ollama_protocol.Kind) -> list[dict[str, Any]]:
             writer.whole(SCORED, ASKED)]  # fmt: skip
 
 
+def _anthropic_events() -> list[dict[str, Any]]:
+    writer = anthropic_protocol.MessageWriter(id="msg_1", model="m", stream=True, prompt_tokens=3)
+    chunks = [ThinkingChunk("Hmm"), TextChunk("Hi"), ToolCallChunk(0, '{"ci', "call_1", "get_weather"),
+              ToolCallChunk(0, 'ty": 1}'), ToolCallDone(0, CALL)]  # fmt: skip
+    stopped = dataclasses.replace(FINAL, stop_sequence="END")
+    return [*writer.opening(), *(b for c in chunks for b in writer.delta(c)), *writer.closing(stopped),
+            writer.error(ModelNotFound("no", ["tiny"]))]  # fmt: skip
+
+
 FACTS = ModelFacts(name="tiny", source="org/tiny", family="llama", parameter_count=1000, size_bytes=10)
 
 
@@ -164,6 +175,13 @@ FACTS = ModelFacts(name="tiny", source="org/tiny", family="llama", parameter_cou
             lambda: [ollama_protocol.ps_body([ollama_protocol.Running(FACTS, 10, False, float("inf"), 64)])],
         ),
         (ollama_wire.OllamaError, lambda: [ollama_error_body(ModelNotFound("no", ["tiny"]))]),
+        (
+            anthropic_wire.Message,
+            lambda: [anthropic_protocol.MessageWriter(id="msg_1", model="m").whole(REPLY, FINAL)],
+        ),
+        (anthropic_wire.StreamEvent, _anthropic_events),
+        (anthropic_wire.AnthropicError, lambda: [anthropic_error_body(InvalidRequest("bad", param="model"))]),
+        (anthropic_wire.TokenCount, lambda: [anthropic_protocol.count_body(12)]),
     ],
 )  # fmt: skip
 def test_what_the_writers_write_is_what_the_document_says(model: type[BaseModel], bodies: Any) -> None:
@@ -230,6 +248,8 @@ def _served_alias(case: schemathesis.Case) -> schemathesis.Case:
     generates = case.path in (
         "/v1/chat/completions",
         "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
         "/v1/completions",
         "/api/chat",
         "/api/generate",
@@ -266,7 +286,9 @@ def test_a_live_server_answers_as_documented(
     drive()
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/api/chat", "/api/generate"])
+@pytest.mark.parametrize(
+    "path", ["/v1/chat/completions", "/v1/completions", "/v1/messages", "/api/chat", "/api/generate"]
+)
 def test_the_documented_examples_generate(documented_server: RunningServer, path: str) -> None:
     """The example bodies /docs offers reach a real model and answer as documented."""
     document = openapi_document()
@@ -279,6 +301,7 @@ def test_the_documented_examples_generate(documented_server: RunningServer, path
     reply = {
         "/v1/chat/completions": openai_wire.ChatCompletion,
         "/v1/completions": openai_wire.Completion,
+        "/v1/messages": anthropic_wire.Message,
         "/api/chat": ollama_wire.ChatResponse,
         "/api/generate": ollama_wire.GenerateResponse,
     }[path]

@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 
 from heylook import __version__
 from heylook import options as settings_table
-from heylook.wire import embeddings, ollama, openai, rerank, tokens
+from heylook.wire import anthropic, embeddings, ollama, openai, rerank, tokens
 from heylook.wire import responses as responses_api
 
 Tag = Literal["OpenAI", "Ollama", "Anthropic", "Server"]
@@ -107,7 +107,20 @@ _RESPONSES_OPERATIONS: tuple[Operation, ...] = (
     ),
 )  # fmt: skip
 # Anthropic's Messages API: filled in by its work.
-_ANTHROPIC_OPERATIONS: tuple[Operation, ...] = ()
+_REMOTE_COUNTING = "The alias is served by a remote provider, whose tokenizer and template are not here."
+_ANTHROPIC_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "/v1/messages", "post", "Anthropic", "Messages: a reply to a conversation, with tools and thinking",
+        request=_fixed(anthropic.MessagesRequest), reply=anthropic.Message,
+        streamed=(SSE, anthropic.StreamEvent), errors=_MODEL_ERRORS,
+    ),
+    Operation(
+        "/v1/messages/count_tokens", "post", "Anthropic",
+        "The prompt's tokens, as the model's template renders it (system and tools included)",
+        request=_fixed(anthropic.CountTokensRequest), reply=anthropic.TokenCount,
+        errors={**_MODEL_ERRORS, 501: _REMOTE_COUNTING},
+    ),
+)  # fmt: skip
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -230,7 +243,7 @@ def openapi_document() -> dict[str, Any]:
 
 @functools.cache
 def _document(rows: Any) -> dict[str, Any]:
-    models: list[type[BaseModel]] = [openai.OpenAIError, ollama.OllamaError]
+    models: list[type[BaseModel]] = [openai.OpenAIError, ollama.OllamaError, anthropic.AnthropicError]
     for operation in OPERATIONS:
         if operation.request:
             models.append(operation.request())
@@ -300,7 +313,9 @@ def _operation_id(operation: Operation) -> str:
 
 def _responses(operation: Operation, ref: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
     ollama_shaped = operation.path.startswith("/api/")
-    error_schema = ref[ollama.OllamaError if ollama_shaped else openai.OpenAIError]
+    anthropic_shaped = operation.path.startswith("/v1/messages")
+    error_model = anthropic.AnthropicError if anthropic_shaped else openai.OpenAIError
+    error_schema = ref[ollama.OllamaError if ollama_shaped else error_model]
     content: dict[str, Any] = {}
     if operation.reply is not None:
         content[JSON] = {"schema": ref[operation.reply]}
@@ -313,6 +328,8 @@ def _responses(operation: Operation, ref: dict[type[BaseModel], dict[str, Any]])
         described = (
             "server-sent events, ending with data: [DONE]" if media == SSE else "one JSON object a line"
         )
+        if anthropic_shaped:
+            described = "server-sent events, each named by its type"
         content[media] = {
             "schema": {
                 "type": "string",

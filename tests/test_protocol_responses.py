@@ -90,6 +90,19 @@ def parse(body: dict[str, Any]) -> responses.ParsedResponse:
                 Message("tool", "rainy", tool_call_id="call_2", tool_name="get_weather"),
             ),
         ),
+        (  # reasoning with no summary: its text, where it came whole; encrypted content is not read
+            {"input": [
+                {"type": "reasoning", "summary": [], "encrypted_content": "gAAA",
+                 "content": [{"type": "reasoning_text", "text": "Hmm"}]},
+                {"role": "assistant", "content": "Paris"},
+                {"type": "reasoning", "summary": [], "encrypted_content": "gAAA"},
+                CALL,
+            ]},
+            (
+                Message("assistant", "Paris", thinking="Hmm"),
+                Message("assistant", "", (ToolCall("get_weather", '{"city": "Paris"}', "call_1"),)),
+            ),
+        ),
         (  # two assistant messages are two turns
             {"input": [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]},
             (Message("assistant", "a"), Message("assistant", "b")),

@@ -126,7 +126,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
         app.state.metrics = metrics
         app.state.backends = backends
         app.state.registry_edits = ollama.RegistryEdits()
-        app.state.responses = ResponseStore()  # the Responses API's stored responses
+        app.state.responses = ResponseStore(settings.responses_stored, settings.responses_store_bytes)
         async with anyio.create_task_group() as background:
             background.start_soon(router.expire_forever)
             background.start_soon(follow_registry, router.registry.path, router.serve_registry)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from heylook.responses_store import DEFAULT_MAX_BYTES, DEFAULT_MAX_RESPONSES
+
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 # Seconds a client has to send a whole request body once its headers are in.
 DEFAULT_BODY_TIMEOUT = 60.0
@@ -35,3 +37,7 @@ class Settings:
     grammar_cache_bytes: int = DEFAULT_GRAMMAR_CACHE_BYTES
     # Seconds a JSON schema or tool set may take to compile into a grammar (a 400 after that).
     grammar_timeout: float = 15.0
+    # The Responses API's stored responses (for previous_response_id): how many, and how much
+    # conversation text; the least recently used go first.
+    responses_stored: int = DEFAULT_MAX_RESPONSES
+    responses_store_bytes: int = DEFAULT_MAX_BYTES

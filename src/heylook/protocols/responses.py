@@ -158,7 +158,10 @@ def input_messages(raw: str | list[wire.InputItem], earlier: tuple[Message, ...]
                 _flush(turn, messages)
                 turn = None
             turn = turn or _Turn()
-            turn.thinking = "\n".join(part.text for part in _required(item.summary, f"{param}.summary"))
+            texts = [part.text for part in _required(item.summary, f"{param}.summary")]
+            if not texts and isinstance(item.content, list):  # the reasoning itself, where it came whole
+                texts = [part.text or "" for part in item.content if part.type == "reasoning_text"]
+            turn.thinking = "\n".join(texts)
         elif kind == "function_call":
             turn = turn or _Turn()
             call_id = _required(item.call_id, f"{param}.call_id")

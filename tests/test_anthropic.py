@@ -22,6 +22,7 @@ import yaml
 
 from tests.fake_upstream import FakeUpstream
 from tests.server import RunningServer
+from tests.test_readme import python_examples, run_example
 
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
 WEATHER = {
@@ -45,6 +46,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, upstream_session: FakeUpstr
     registry = {
         "models": {
             "thinker": {"model": str(build_scripted_model(root / "thinker", "qwen3", thinker))},
+            "qwen3": {"model": str(root / "thinker")},  # the README's example's alias
             "ponder": {"model": str(build_scripted_model(root / "ponder", "qwen3", ponder))},
             "remote": {"provider": "openai", "base_url": upstream_session.base_url, "model": "scripted"},
             "dead-then-thinker": {**dead, "fallback": "thinker"},
@@ -370,3 +372,10 @@ def test_the_api_key_as_x_api_key(models: Path) -> None:
         )
     finally:
         running.stop()
+
+
+def test_the_readme_example(server: RunningServer) -> None:
+    [example] = python_examples("anthropic")
+    lines = run_example(example, server)
+    assert lines[:2] == ["thinking: Hmm", "text: Paris"]
+    assert int(lines[2]) == tokenized(server, [{"role": "user", "content": "Hi"}])

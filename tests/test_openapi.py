@@ -31,10 +31,12 @@ from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.protocols import anthropic as anthropic_protocol
 from heylook.protocols import ollama as ollama_protocol
 from heylook.protocols import openai as openai_protocol
+from heylook.protocols import responses as responses_protocol
 from heylook.protocols.errors import anthropic_error_body, ollama_error_body, openai_error_body
 from heylook.types import (
     FinalChunk,
     Logprob,
+    Message,
     ModelFacts,
     Reply,
     TextChunk,
@@ -50,6 +52,7 @@ from heylook.wire import anthropic as anthropic_wire
 from heylook.wire import ollama as ollama_wire
 from heylook.wire import openai as openai_wire
 from heylook.wire import openapi
+from heylook.wire import responses as responses_wire
 from heylook.wire.openapi import OPERATIONS, openapi_document
 from tests.server import RunningServer
 from tests.test_rerank import build_cross_encoder
@@ -143,6 +146,27 @@ def _anthropic_events() -> list[dict[str, Any]]:
             writer.error(ModelNotFound("no", ["tiny"]))]  # fmt: skip
 
 
+def _response_writer(stream: bool = False) -> responses_protocol.ResponsesWriter:
+    return responses_protocol.ResponsesWriter(id="resp_1", created_at=1, model="m", stream=stream)
+
+
+def _response_events() -> list[dict[str, Any]]:
+    writer = _response_writer(stream=True)
+    chunks = [ThinkingChunk("Hmm"), TextChunk("Hi"), ToolCallChunk(0, '{"ci', "call_1", "get_weather"),
+              ToolCallChunk(0, 'ty": 1}'), ToolCallDone(0, CALL)]  # fmt: skip
+    return [*writer.opening(), *(b for c in chunks for b in writer.delta(c)), *writer.closing(FINAL),
+            writer.error(ModelNotFound("no", ["tiny"]))]  # fmt: skip
+
+
+def _input_items() -> list[dict[str, Any]]:
+    given = (
+        Message("user", "hi"),
+        Message("assistant", "x", (CALL,), thinking="Hmm"),
+        Message("tool", "21", tool_call_id="call_1"),
+    )
+    return [responses_protocol.input_items_body(responses_protocol.input_items(given), 20, "desc", None)]
+
+
 FACTS = ModelFacts(name="tiny", source="org/tiny", family="llama", parameter_count=1000, size_bytes=10)
 
 
@@ -182,6 +206,10 @@ FACTS = ModelFacts(name="tiny", source="org/tiny", family="llama", parameter_cou
         (anthropic_wire.StreamEvent, _anthropic_events),
         (anthropic_wire.AnthropicError, lambda: [anthropic_error_body(InvalidRequest("bad", param="model"))]),
         (anthropic_wire.TokenCount, lambda: [anthropic_protocol.count_body(12)]),
+        (responses_wire.Response, lambda: [_response_writer().whole(REPLY, FINAL)]),
+        (responses_wire.ResponseStreamEvent, _response_events),
+        (responses_wire.DeletedResponse, lambda: [responses_protocol.deleted_body("resp_1")]),
+        (responses_wire.InputItemList, _input_items),
     ],
 )  # fmt: skip
 def test_what_the_writers_write_is_what_the_document_says(model: type[BaseModel], bodies: Any) -> None:
@@ -287,7 +315,15 @@ def test_a_live_server_answers_as_documented(
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/chat/completions", "/v1/completions", "/v1/messages", "/api/chat", "/api/generate"]
+    "path",
+    [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/messages",
+        "/v1/responses",
+        "/api/chat",
+        "/api/generate",
+    ],
 )
 def test_the_documented_examples_generate(documented_server: RunningServer, path: str) -> None:
     """The example bodies /docs offers reach a real model and answer as documented."""
@@ -302,6 +338,7 @@ def test_the_documented_examples_generate(documented_server: RunningServer, path
         "/v1/chat/completions": openai_wire.ChatCompletion,
         "/v1/completions": openai_wire.Completion,
         "/v1/messages": anthropic_wire.Message,
+        "/v1/responses": responses_wire.Response,
         "/api/chat": ollama_wire.ChatResponse,
         "/api/generate": ollama_wire.GenerateResponse,
     }[path]

@@ -330,6 +330,8 @@ def _responses(operation: Operation, ref: dict[type[BaseModel], dict[str, Any]])
         )
         if anthropic_shaped:
             described = "server-sent events, each named by its type"
+        if operation.path == "/v1/responses":  # OpenAI's typed events: no [DONE] either
+            described = "server-sent events, each named by its type"
         content[media] = {
             "schema": {
                 "type": "string",

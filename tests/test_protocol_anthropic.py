@@ -236,6 +236,7 @@ def test_count_tokens_takes_the_body_without_max_tokens() -> None:
             "required",
         ),
         ({"system": 5}, "system", "a string or an array of text blocks"),
+        ({"messages": [USER, {"role": "assistant", "content": "{"}]}, "messages[1]", "prefill"),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]", "server tool"),
         ({"tools": [{"name": "f"}]}, "tools[0].input_schema", "required"),
         ({"tools": [{"name": "bad name", "input_schema": {}}]}, "tools[0].name", "letters, digits"),

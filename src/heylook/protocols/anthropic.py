@@ -139,6 +139,13 @@ def _messages(raw: list[wire.MessageIn]) -> list[Message]:
             messages.append(Message("assistant", "".join(texts), tuple(made), thinking="".join(thinking)))
         elif texts or not results:
             messages.append(Message("user", "".join(texts)))
+    if raw[-1].role == "assistant":
+        # Anthropic continues a last assistant turn (prefill); a chat template starts a new one.
+        last = f"messages[{len(raw) - 1}]"
+        message = (
+            f"'{last}' is an assistant turn: continuing one (prefill) is not supported; end with a user turn"
+        )
+        raise InvalidRequest(message, param=last)
     return messages
 
 

@@ -155,11 +155,19 @@ def test_streamed_function_call(oai: openai.OpenAI) -> None:
 
 def test_previous_response_id_continues_the_conversation(oai: openai.OpenAI) -> None:
     first = oai.responses.create(model="thinker", input=ASK, instructions="Be brief. " * 20)
-    fresh = oai.responses.create(model="thinker", input="And in Rome?")
     second = oai.responses.create(model="thinker", input="And in Rome?", previous_response_id=first.id)
-    # The first turn (question, reasoning, answer) comes before; its instructions do not.
-    assert second.usage.input_tokens > fresh.usage.input_tokens
-    assert second.usage.input_tokens < first.usage.input_tokens + fresh.usage.input_tokens + 20
+    # The same prompt as the first turn (question, reasoning, answer) sent whole, without its
+    # instructions, which are not carried over.
+    whole = oai.responses.create(
+        model="thinker",
+        input=[
+            {"role": "user", "content": ASK},
+            *(item.model_dump(exclude_none=True) for item in first.output),
+            {"role": "user", "content": "And in Rome?"},
+        ],
+    )
+    fresh = oai.responses.create(model="thinker", input="And in Rome?")
+    assert second.usage.input_tokens == whole.usage.input_tokens > fresh.usage.input_tokens
     assert second.instructions is None and second.output_text == "Paris"
     items = oai.responses.input_items.list(second.id, order="asc")
     assert [(item.type, item.role) for item in items.data] == [("message", "user")]
@@ -268,3 +276,30 @@ def test_the_readme_examples(tool_server: RunningServer, marker: str) -> None:
     [example] = [block for block in code_blocks("python") if marker in block]
     lines = run_example(example, tool_server)
     assert lines and all(line.strip() for line in lines)
+
+
+def test_a_codex_shaped_request_streams_named_events(url: str) -> None:
+    """What Codex CLI sends (a developer message, text parts, function tools, no stored state):
+    every event travels named by its type, and the stream ends with response.completed."""
+    shell = {
+        "type": "function", "name": "shell", "description": "Runs a command", "strict": False,
+        "parameters": {"type": "object", "properties": {"command": {"type": "array"}},
+                       "required": ["command"], "additionalProperties": False},
+    }  # fmt: skip
+    body = {
+        "model": "thinker", "instructions": "You are a coding agent.", "tools": [shell],
+        "tool_choice": "auto", "parallel_tool_calls": False, "reasoning": None, "store": False,
+        "stream": True, "include": [], "prompt_cache_key": "session-1",
+        "input": [
+            {"role": "developer", "content": [{"type": "input_text", "text": "Be careful."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": ASK}]},
+        ],
+    }  # fmt: skip
+    with httpx.stream("POST", url, json=body, timeout=120) as reply:
+        assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in reply.iter_lines() if line]
+    names = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    bodies = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    assert names == [body["type"] for body in bodies] and names[-1] == "response.completed"
+    assert bodies[-1]["response"]["output"][-1]["content"][0]["text"] == "Paris"
+    assert "[DONE]" not in "".join(lines)

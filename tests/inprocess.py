@@ -37,6 +37,7 @@ class ScriptedGeneration:
     served_by: str
     words: list[str]
     closed: bool = False
+    prompt_tokens: int | None = None
 
     async def chunks(self) -> AsyncGenerator[Chunk, None]:
         cap = self.request.options.max_tokens or len(self.words)

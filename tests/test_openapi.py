@@ -138,11 +138,11 @@ def _ollama_lines(kind: ollama_protocol.Kind) -> list[dict[str, Any]]:
 
 
 def _anthropic_events() -> list[dict[str, Any]]:
-    writer = anthropic_protocol.MessageWriter(id="msg_1", model="m", stream=True, prompt_tokens=3)
+    writer = anthropic_protocol.MessageWriter(id="msg_1", model="m", stream=True)
     chunks = [ThinkingChunk("Hmm"), TextChunk("Hi"), ToolCallChunk(0, '{"ci', "call_1", "get_weather"),
               ToolCallChunk(0, 'ty": 1}'), ToolCallDone(0, CALL)]  # fmt: skip
     stopped = dataclasses.replace(FINAL, stop_sequence="END")
-    return [*writer.opening(), *(b for c in chunks for b in writer.delta(c)), *writer.closing(stopped),
+    return [*writer.opening(3), *(b for c in chunks for b in writer.delta(c)), *writer.closing(stopped),
             writer.error(ModelNotFound("no", ["tiny"]))]  # fmt: skip
 
 

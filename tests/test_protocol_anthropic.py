@@ -287,12 +287,12 @@ def final(reason: str = "stop", stop: str | None = None) -> FinalChunk:
 
 
 def writer(stream: bool = True) -> anthropic.MessageWriter:
-    return anthropic.MessageWriter(id="msg_1", model="m", stream=stream, prompt_tokens=12)
+    return anthropic.MessageWriter(id="msg_1", model="m", stream=stream)
 
 
 def stream(*chunks: Any, last: FinalChunk | None = None) -> list[dict[str, Any]]:
     one = writer()
-    events = one.opening()
+    events = one.opening(12)
     for chunk in chunks:
         events += one.delta(chunk)
     events += one.closing(last or final())

@@ -19,6 +19,8 @@ pytestmark = pytest.mark.anyio
 class FailingGeneration:
     """Says "Hel", "lo", then fails, as an engine whose device gave out would."""
 
+    prompt_tokens = 3
+
     def __init__(self) -> None:
         self.closed = False
 

@@ -297,14 +297,14 @@ class MessageWriter:
     id: str
     model: str
     stream: bool = False
-    prompt_tokens: int = 0  # for message_start, where the generation knows it at the start
     media: ClassVar[Media] = "sse-typed"
     _open: BlockKind | None = field(default=None, init=False)
     _index: int = field(default=-1, init=False)
 
-    def opening(self) -> list[dict[str, Any]]:
+    def opening(self, prompt_tokens: int | None = None) -> list[dict[str, Any]]:
         message = {**_envelope(self.id, self.model, [], None, None)}
-        message["usage"] = {"input_tokens": self.prompt_tokens, "output_tokens": 0}
+        # A remote upstream says the prompt's size only at the end: message_delta's usage then has it.
+        message["usage"] = {"input_tokens": prompt_tokens or 0, "output_tokens": 0}
         return [{"type": "message_start", "message": message}, {"type": "ping"}]
 
     def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:

@@ -252,7 +252,7 @@ class OllamaWriter:
     with_context: bool = True  # /api/generate returns `context`, except in raw mode
     media: ClassVar[Media] = "ndjson"
 
-    def opening(self) -> list[dict[str, Any]]:
+    def opening(self, prompt_tokens: int | None = None) -> list[dict[str, Any]]:
         return []
 
     def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:

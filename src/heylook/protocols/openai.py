@@ -345,7 +345,7 @@ class ChatWriter(_Writer):
 
     object_name = "chat.completion.chunk"
 
-    def opening(self) -> list[dict[str, Any]]:
+    def opening(self, prompt_tokens: int | None = None) -> list[dict[str, Any]]:
         """Each choice's first delta, its role, as OpenAI opens every choice."""
         role = {"delta": {"role": "assistant", "content": ""}}
         return [self._chunk([role], index=index) for index in range(self.choices)]
@@ -387,7 +387,7 @@ class CompletionWriter(_Writer):
     echo: str = ""
     object_name = "text_completion"
 
-    def opening(self) -> list[dict[str, Any]]:
+    def opening(self, prompt_tokens: int | None = None) -> list[dict[str, Any]]:
         return [self._text(self.echo)] if self.echo else []
 
     def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:

@@ -416,7 +416,7 @@ class ResponsesWriter:
 
     # --- streaming ---
 
-    def opening(self) -> list[dict[str, Any]]:
+    def opening(self, prompt_tokens: int | None = None) -> list[dict[str, Any]]:
         started = self._response("in_progress", usage=None)
         return [
             self._event("response.created", response=started),

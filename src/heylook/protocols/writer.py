@@ -26,8 +26,9 @@ class Writer(Protocol):
         """How a streamed reply travels: SSE (plain or with named events) or NDJSON."""
         ...
 
-    def opening(self) -> list[dict[str, Any]]:
-        """Objects a stream starts with, before any text."""
+    def opening(self, prompt_tokens: int | None = None) -> list[dict[str, Any]]:
+        """Objects a stream starts with, before any text; `prompt_tokens`, where the generation
+        knows it by then, for a stream that says it first (Anthropic's)."""
         ...
 
     def delta(self, chunk: ReplyChunk) -> list[dict[str, Any]]:

@@ -18,6 +18,13 @@ class Generation(Protocol):
     request: GenerationRequest
 
     @property
+    def prompt_tokens(self) -> int | None:
+        """The prompt's size in tokens, where it is known before the first token (a local
+        model's): a stream that opens with it (Anthropic's message_start) says it; None leaves it
+        to the final usage."""
+        ...
+
+    @property
     def served_by(self) -> str:
         """The alias that is answering (a fallback's, when the one asked for could not)."""
         ...

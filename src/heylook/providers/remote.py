@@ -227,6 +227,7 @@ class RemoteGeneration:
     stream: Any  # openai.AsyncStream
     started_ns: int
     metrics: Metrics | None = None
+    prompt_tokens: int | None = None  # the upstream says it with the usage, at the end
     _closed: bool = False
 
     async def chunks(self) -> AsyncGenerator[Chunk, None]:

@@ -39,11 +39,6 @@ async def respond(request: Request, internal: GenerationRequest, writer: Writer)
         # A fallback answered: replies say which. (smollm2:latest answered by smollm2 keeps its name.)
         writer = dataclasses.replace(writer, model=generation.served_by)  # type: ignore[type-var]
     if writer.stream:
-        # A stream that opens with the prompt's size (Anthropic's message_start) learns it here,
-        # from a generation that knows it before its first token (a local one).
-        prompt_tokens = getattr(generation, "prompt_tokens", None)
-        if isinstance(prompt_tokens, int) and hasattr(writer, "prompt_tokens"):
-            writer = dataclasses.replace(writer, prompt_tokens=prompt_tokens)  # type: ignore[type-var]
         return StreamedGeneration(generation, writer)  # type: ignore[return-value]
     result = await collect_reply(generation, request)
     if result is None:
@@ -101,7 +96,7 @@ class StreamedGeneration:
 
     async def _bodies(self) -> AsyncIterator[dict[str, Any]]:
         """The writer's objects; a failure mid-stream becomes a last error object."""
-        for body in self.writer.opening():
+        for body in self.writer.opening(self.generation.prompt_tokens):
             yield body
         try:
             async with aclosing(self.generation.chunks()) as chunks:

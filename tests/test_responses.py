@@ -54,6 +54,7 @@ def test_text_with_instructions(oai: openai.OpenAI) -> None:
     usage = response.usage
     assert usage is not None and usage.total_tokens == usage.input_tokens + usage.output_tokens
     assert usage.input_tokens_details.cached_tokens == 0
+    assert 0 < usage.output_tokens_details.reasoning_tokens < usage.output_tokens
 
 
 def test_reasoning_effort_none_turns_thinking_off(oai: openai.OpenAI) -> None:

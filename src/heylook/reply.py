@@ -16,6 +16,7 @@ class ReplyBuilder:
     def __init__(self) -> None:
         self._content: list[str] = []
         self._thinking: list[str] = []
+        self._thinking_tokens = 0
         self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
         self._logprobs: list[Logprob] = []
         self._others: dict[int, ReplyBuilder] = {}  # the other choices', by index
@@ -29,6 +30,7 @@ class ReplyBuilder:
             self._content.append(chunk.text)
         elif isinstance(chunk, ThinkingChunk):
             self._thinking.append(chunk.text)
+            self._thinking_tokens = chunk.tokens or self._thinking_tokens
         elif isinstance(chunk, ToolCallChunk):
             if chunk.name:
                 self._calls[chunk.index] = [chunk.id, chunk.name, chunk.arguments]
@@ -37,7 +39,13 @@ class ReplyBuilder:
 
     def build(self) -> Reply:
         calls = tuple(ToolCall(name, arguments, id) for id, name, arguments in self._calls.values())
-        reply = Reply("".join(self._content), "".join(self._thinking), calls, tuple(self._logprobs))
+        reply = Reply(
+            "".join(self._content),
+            "".join(self._thinking),
+            calls,
+            tuple(self._logprobs),
+            self._thinking_tokens,
+        )
         if not self._others:
             return reply
         count = max(self._others) + 1

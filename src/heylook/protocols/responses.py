@@ -475,13 +475,14 @@ class ResponsesWriter:
     # --- whole ---
 
     def whole(self, reply: Reply, final: FinalChunk) -> dict[str, Any]:
+        whole = reply
         calls = tuple(
             call if call.id else ToolCall(call.name, call.arguments, self.make_id("call"))
             for call in reply.tool_calls
         )
         reply = Reply(reply.content, reply.thinking, calls)
         status = "incomplete" if final.finish_reason == "length" else "completed"
-        body = self._finished(final, _output_items(reply, self.make_id, status), 0)
+        body = self._finished(final, _output_items(reply, self.make_id, status), whole.thinking_tokens)
         self._done(body, reply)
         return body
 

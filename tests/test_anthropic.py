@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ WEATHER = {
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
 PONDERING = ("one", "two", "three", "four", "five")
+CLOCK = {"\n": "tick", "tick": "tock", "tock": "tick"}
 KEY = "s3cret"
 
 
@@ -48,6 +50,8 @@ def models(tmp_path_factory: pytest.TempPathFactory, upstream_session: FakeUpstr
             "thinker": {"model": str(build_scripted_model(root / "thinker", "qwen3", thinker))},
             "qwen3": {"model": str(root / "thinker")},  # the README's example's alias
             "ponder": {"model": str(build_scripted_model(root / "ponder", "qwen3", ponder))},
+            # Says "tick tock" for ever (until max_tokens).
+            "clock": {"model": str(build_scripted_model(root / "clock", "qwen3", CLOCK))},
             "remote": {"provider": "openai", "base_url": upstream_session.base_url, "model": "scripted"},
             "dead-then-thinker": {**dead, "fallback": "thinker"},
         }
@@ -229,6 +233,33 @@ def test_remote_aliases_and_fallbacks(claude: anthropic.Anthropic, fake_upstream
     assert failed.value.body["type"] == "error"
     fallback = claude.messages.create(model="dead-then-thinker", max_tokens=20, messages=ASK)
     assert fallback.model == "thinker" and fallback.content[-1].text == "Paris"
+
+
+def test_a_client_leaving_mid_stream_stops_the_model(server: RunningServer) -> None:
+    def clock() -> dict:
+        loaded = [m for m in server.health()["loaded"] if "clock" in m["aliases"]]
+        return loaded[0] if loaded else {"active_requests": 0, "tokens_generated": 0}
+
+    body = {
+        "model": "clock",
+        "max_tokens": 30_000,
+        "messages": ASK,
+        "stream": True,
+        "thinking": {"type": "disabled"},
+    }
+    with httpx.stream("POST", f"{server.base_url}/v1/messages", json=body, timeout=120) as response:
+        lines = response.iter_lines()
+        deltas = 0
+        while deltas < 3:
+            deltas += "text_delta" in next(lines)
+        assert clock()["active_requests"] == 1
+    deadline = time.monotonic() + 5
+    while clock()["active_requests"]:
+        assert time.monotonic() < deadline, "still generating for a client that left"
+        time.sleep(0.05)
+    before = clock()["tokens_generated"]
+    time.sleep(0.5)
+    assert clock()["tokens_generated"] == before
 
 
 # --- count_tokens ---------------------------------------------------------------------------------

@@ -122,6 +122,21 @@ def test_completions_go_upstream_too(sdk) -> None:
     assert reply.choices[0].text.startswith("hello from scripted")
 
 
+def test_the_responses_api_goes_upstream_as_chat_completions(sdk, upstream_session: FakeUpstream) -> None:
+    """The agent APIs are translations onto the one internal request, which a remote alias sends
+    upstream as chat completions (the Messages API's side: tests/test_anthropic.py)."""
+    upstream_session.reply_words = 4
+    reply = sdk.responses.create(model="scripted", input="Hi", instructions="Be brief.", max_output_tokens=20)
+    assert reply.output_text == "hello from scripted and" and reply.model == "scripted"
+    sent = upstream_session.requests[-1].body
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief."} and sent["max_tokens"] == 20
+    events = list(sdk.responses.create(model="scripted", input="Hi", stream=True))
+    text = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert text == "hello from scripted and"
+    # The fake upstream stops at its word count with finish_reason "length": an incomplete response.
+    assert events[-1].type == f"response.{reply.status}" and events[-1].response.output_text == text
+
+
 def test_a_client_leaving_closes_the_upstream_stream(gateway: RunningServer, server: RunningServer) -> None:
     long = {"model": "remote-tiny", "messages": HI, "max_tokens": 30_000, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", f"{gateway.base_url}/v1/chat/completions", json=long, timeout=30) as response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import jsonschema
@@ -304,3 +305,25 @@ def test_a_codex_shaped_request_streams_named_events(url: str) -> None:
     assert names == [body["type"] for body in bodies] and names[-1] == "response.completed"
     assert bodies[-1]["response"]["output"][-1]["content"][0]["text"] == "Paris"
     assert "[DONE]" not in "".join(lines)
+
+
+def active(server: RunningServer, alias: str) -> dict:
+    loaded = [m for m in server.health()["loaded"] if alias in m["aliases"]]
+    return loaded[0] if loaded else {"active_requests": 0, "tokens_generated": 0}
+
+
+def test_a_client_leaving_mid_stream_stops_the_model(tool_server: RunningServer, url: str) -> None:
+    body = {"model": "smollm2", "input": ASK, "max_output_tokens": 30_000, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", url, json=body, timeout=120) as response:
+        events = response.iter_lines()
+        deltas = 0
+        while deltas < 3:
+            deltas += "response.output_text.delta" in next(events)
+        assert active(tool_server, "smollm2")["active_requests"] == 1
+    deadline = time.monotonic() + 5
+    while active(tool_server, "smollm2")["active_requests"]:
+        assert time.monotonic() < deadline, "still generating for a client that left"
+        time.sleep(0.05)
+    before = active(tool_server, "smollm2")["tokens_generated"]
+    time.sleep(0.5)
+    assert active(tool_server, "smollm2")["tokens_generated"] == before

@@ -12,7 +12,7 @@ Single-stream runs alternate between targets, round after round, because these m
 
     # embeddings/s: heylook's /v1/embeddings on all-MiniLM-L6-v2 against sentence-transformers'
     # in-process encode on the same weights, 32 texts per batch:
-    .venv/bin/python scripts/bench.py --embeddings --rounds 5
+    .venv/bin/python scripts/bench.py --embeddings --rounds 7
 
     # heylook against its peers, each started alone for 1, 4, 8 and 16 concurrent streams
     # (see ../shared/notes/peers.md to install them), with a plot:

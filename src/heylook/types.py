@@ -46,6 +46,19 @@ class ToolChoice:
 
 
 @dataclass(frozen=True)
+class ImageInput:
+    """An image a message carries, as the client sent it: its bytes (base64 and data: URLs already
+    decoded) or an http(s) URL still to fetch. Nothing is known to be an image yet: heylook.images
+    fetches, checks and resizes it before a model sees it."""
+
+    data: bytes = b""
+    url: str = ""  # set where `data` is empty
+    # Where in the request it came from, for errors that name it: "messages[0].content[1]",
+    # "messages[2].images[0]", "input[0].content[1]".
+    where: str = ""
+
+
+@dataclass(frozen=True)
 class Message:
     role: str
     content: str
@@ -55,6 +68,9 @@ class Message:
     tool_name: str | None = None
     # An assistant turn's reasoning, for templates that show it again.
     thinking: str = ""
+    # Images, in the order given; they go before the message's text when it is rendered (as Ollama
+    # places its `images`), text parts joined in their order.
+    images: tuple[ImageInput, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -41,3 +41,6 @@ class Settings:
     # conversation text; the least recently used go first.
     responses_stored: int = DEFAULT_MAX_RESPONSES
     responses_store_bytes: int = DEFAULT_MAX_BYTES
+    # Image URLs in requests may reach loopback, private and link-local addresses (a trusted
+    # network's own image servers); off, they reach public addresses only (heylook.images).
+    allow_private_image_urls: bool = False

@@ -76,6 +76,13 @@ def serve(
     grammar_cache_mb: Annotated[
         int, cyclopts.Parameter(help="Memory for compiled JSON and tool grammars, per model (MiB).")
     ] = DEFAULT_GRAMMAR_CACHE_BYTES // 2**20,
+    allow_private_image_urls: Annotated[
+        bool,
+        cyclopts.Parameter(
+            help="Let image URLs in requests reach loopback, private and link-local addresses "
+            "(off: public addresses only, so a request cannot reach into this machine's network)."
+        ),
+    ] = False,
     log_level: str = "info",
 ) -> int:
     """Start the server: the OpenAI API under /v1, the Ollama API under /api, on Ollama's port 11434
@@ -133,6 +140,7 @@ def serve(
         cors_origins=tuple(cors_origins or ()),
         api_key=api_key or os.environ.get(API_KEY_ENV) or None,
         grammar_cache_bytes=grammar_cache_mb * 2**20,
+        allow_private_image_urls=allow_private_image_urls,
     )
     loader = functools.partial(load_model, grammar_cache_bytes=settings.grammar_cache_bytes)
     router = ModelRouter(registry, loader, keep_alive=keep, limits=limits)

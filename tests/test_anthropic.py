@@ -317,7 +317,7 @@ def post(server: RunningServer, body: dict, path: str = "/v1/messages", **header
                     {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}}]}
                 ],
             },
-            "an image block",
+            "must be a data: URL or an http(s) URL",
         ),
         (
             {

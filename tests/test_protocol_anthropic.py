@@ -14,6 +14,7 @@ from heylook.protocols.errors import error_body_for_path
 from heylook.types import (
     ChatPrompt,
     FinalChunk,
+    ImageInput,
     JsonFormat,
     Message,
     Reply,
@@ -207,8 +208,53 @@ def test_count_tokens_takes_the_body_without_max_tokens() -> None:
         ),
         (
             {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64"}}]}]},
+            "messages[0].content[0].source.media_type",
+            "is required",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]},
+            "messages[0].content[0].source",
+            'a source of type "base64" or "url"',
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}}]}
+                ]
+            },
             "messages[0].content[0]",
-            "an image block",
+            "data: URL or an http(s) URL",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image",
+                                "source": {"type": "base64", "media_type": "image/png", "data": "@@"},
+                            }
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0]",
+            "not valid base64",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0]",
+            "image block cannot be in an assistant turn",
         ),
         (
             {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
@@ -442,3 +488,26 @@ def test_a_fallback_renames_the_writer_with_fresh_block_state() -> None:
     other = dataclasses.replace(first, model="other")
     assert other.model == "other"
     assert other.delta(TextChunk("y"))[0]["index"] == 0
+
+
+def test_image_blocks_become_the_user_turns_images() -> None:
+    png = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    content = [
+        {"type": "image", "source": png},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+        {"type": "text", "text": "Which is the cat?"},
+    ]
+    request, _ = anthropic.parse_messages_request(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+    )
+    assert isinstance(request.prompt, ChatPrompt)
+    assert request.prompt.messages == (
+        Message(
+            "user",
+            "Which is the cat?",
+            images=(
+                ImageInput(data=b"\x89PNG\r\n\x1a\n", where="messages[0].content[0]"),
+                ImageInput(url="https://example.com/cat.jpg", where="messages[0].content[1]"),
+            ),
+        ),
+    )

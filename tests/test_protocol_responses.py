@@ -16,6 +16,7 @@ from heylook.responses_store import ResponseStore, StoredResponse
 from heylook.types import (
     ChatPrompt,
     FinalChunk,
+    ImageInput,
     JsonFormat,
     Message,
     Reply,
@@ -248,10 +249,62 @@ def test_an_unknown_previous_response_is_openais_404() -> None:
     assert ResponseNotFound("resp_x").code == "not_found"
 
 
-def test_images_are_refused_by_name() -> None:
-    part = {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}
-    with pytest.raises(InvalidRequest, match=r"'input\[0\].content\[1\]' is an image \(input_image\)"):
-        parse({"input": [{"role": "user", "content": [{"type": "input_text", "text": "see"}, part]}]})
+PNG_START = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("part", "image"),
+    [
+        ({"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="},
+         ImageInput(data=PNG_START, where="input[0].content[1]")),
+        ({"type": "input_image", "image_url": "https://example.com/cat.png", "detail": "low"},
+         ImageInput(url="https://example.com/cat.png", where="input[0].content[1]")),
+    ],
+)  # fmt: skip
+def test_a_user_messages_images_become_image_inputs(part: dict[str, Any], image: ImageInput) -> None:
+    content = [{"type": "input_text", "text": "see"}, part, {"type": "input_text", "text": "?"}]
+    parsed = parse({"input": [{"role": "user", "content": content}]})
+    assert parsed.conversation == (Message("user", "see?", images=(image,)),)
+
+
+@pytest.mark.parametrize(
+    ("message", "param", "words"),
+    [
+        ({"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]},
+         "input[0].content[0].file_id", "no Files API"),
+        ({"role": "user", "content": [{"type": "input_image"}]}, "input[0].content[0].image_url", "required"),
+        ({"role": "user", "content": [{"type": "input_image", "image_url": "file:///etc/passwd"}]},
+         "input[0].content[0]", "data: URL or an http"),
+        ({"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,@@"}]},
+         "input[0].content[0]", "not valid base64"),
+        ({"role": "system", "content": [{"type": "input_image", "image_url": "https://example.com/a.png"}]},
+         "input[0].content[0]", "only user messages carry images"),
+    ],
+)  # fmt: skip
+def test_bad_images_name_the_part(message: dict[str, Any], param: str, words: str) -> None:
+    with pytest.raises(InvalidRequest, match=words) as caught:
+        parse({"input": [message]})
+    assert caught.value.param == param
+
+
+def test_input_items_list_a_messages_images() -> None:
+    message = Message(
+        "user", "see", images=(ImageInput(data=PNG_START), ImageInput(url="https://x.test/a.png"))
+    )
+    items = responses.input_items((message,), make_id=lambda prefix: f"{prefix}_1")
+    assert items[0]["content"] == [
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "auto"},
+        {"type": "input_image", "image_url": "https://x.test/a.png", "detail": "auto"},
+        {"type": "input_text", "text": "see"},
+    ]
+    InputItemList.model_validate({"object": "list", "data": items, "first_id": "msg_1", "last_id": "msg_1",
+                                  "has_more": False})  # fmt: skip
+
+
+def test_stored_images_count_towards_the_stores_bound() -> None:
+    image = ImageInput(data=bytes(1000))
+    stored = StoredResponse({}, (Message("user", "", images=(image,)),), [])
+    assert stored.size() >= 1000
 
 
 # --- the writer ------------------------------------------------------------------------------------

@@ -30,7 +30,11 @@ class StoredResponse:
 
     def size(self) -> int:
         text = sum(
-            len(m.content) + len(m.thinking) + sum(len(c.arguments) + len(c.name) for c in m.tool_calls)
+            len(m.content)
+            + len(m.thinking)
+            + sum(len(c.arguments) + len(c.name) for c in m.tool_calls)
+            # Images count as the bytes (or URL) kept for them.
+            + sum(len(i.data) + len(i.url) for i in m.images)
             for m in self.conversation
         )
         return text + len(json.dumps(self.body)) + len(json.dumps(self.input_items))

@@ -10,12 +10,14 @@ from typing import Any, ClassVar, Literal
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.errors import anthropic_error_body
 from heylook.protocols.fields import schema_text
+from heylook.protocols.images import image_from_base64, image_from_url
 from heylook.protocols.tools import MAX_TOOLS_BYTES
 from heylook.protocols.writer import Media
 from heylook.types import (
     ChatPrompt,
     FinalChunk,
     GenerationRequest,
+    ImageInput,
     JsonFormat,
     Message,
     Reply,
@@ -115,11 +117,14 @@ def _messages(raw: list[wire.MessageIn]) -> list[Message]:
         thinking: list[str] = []
         results: list[Message] = []
         made: list[ToolCall] = []
+        images: list[ImageInput] = []
         for number, block in enumerate(blocks):
             where = f"{param}[{number}]"
             _refuse_block(block, where, item.role)
             if isinstance(block, wire.TextBlock):
                 texts.append(block.text)
+            elif isinstance(block, wire.ImageBlock):
+                images.append(_image(block.source, where))
             elif isinstance(block, wire.ThinkingBlock):
                 thinking.append(block.thinking)
             elif isinstance(block, wire.ToolUseBlock):
@@ -137,8 +142,8 @@ def _messages(raw: list[wire.MessageIn]) -> list[Message]:
         messages.extend(results)
         if item.role == "assistant":
             messages.append(Message("assistant", "".join(texts), tuple(made), thinking="".join(thinking)))
-        elif texts or not results:
-            messages.append(Message("user", "".join(texts)))
+        elif texts or images or not results:
+            messages.append(Message("user", "".join(texts), images=tuple(images)))
     if raw[-1].role == "assistant":
         # Anthropic continues a last assistant turn (prefill); a chat template starts a new one.
         last = f"messages[{len(raw) - 1}]"
@@ -151,16 +156,24 @@ def _messages(raw: list[wire.MessageIn]) -> list[Message]:
 
 def _refuse_block(block: Any, where: str, role: str) -> None:
     kind = block.type
-    if kind in ("image", "document"):
+    if kind == "document":
         raise InvalidRequest(
-            f"'{where}' is {'an image' if kind == 'image' else 'a document'} block: heylook takes text, "
-            "tool and thinking blocks only (images are a later feature)",
+            f"'{where}' is a document block: heylook takes text, image, tool and thinking blocks only",
             param=where,
         )
-    allowed = ("tool_use", "thinking", "redacted_thinking") if role == "assistant" else ("tool_result",)
+    allowed = (
+        ("tool_use", "thinking", "redacted_thinking") if role == "assistant" else ("tool_result", "image")
+    )
     if kind != "text" and kind not in allowed:
         turn = "an assistant" if role == "assistant" else "a user"
         raise InvalidRequest(f"'{where}': a {kind} block cannot be in {turn} turn", param=where)
+
+
+def _image(source: wire.Base64Source | wire.UrlSource, where: str) -> ImageInput:
+    """An image block's source: its base64 bytes, or a URL (http(s), or a data: URL)."""
+    if isinstance(source, wire.Base64Source):
+        return image_from_base64(source.data, where)
+    return image_from_url(source.url, where)
 
 
 def _result_text(block: wire.ToolResultBlock) -> str:

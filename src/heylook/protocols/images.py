@@ -62,3 +62,27 @@ def image_from_url(url: str, where: str) -> ImageInput:
         return ImageInput(url=url.strip(), where=where)
     shown = url if len(url) <= 60 else url[:57] + "..."
     raise InvalidRequest(f"'{where}' must be a data: URL or an http(s) URL, not {shown!r}", param=where)
+
+
+# Leading bytes of the formats a client most often sends, for a data: URL's media type.
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"BM", "image/bmp"),
+)
+
+
+def media_type(data: bytes) -> str:
+    """An image's media type from its first bytes; application/octet-stream when not known."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((media for magic, media in _SIGNATURES if data.startswith(magic)), "application/octet-stream")
+
+
+def image_url(image: ImageInput) -> str:
+    """The image as a URL again: its http(s) URL, or its bytes as a base64 data: URL (to list it
+    back to a client, or to pass it to an upstream that takes image URLs)."""
+    if image.url:
+        return image.url
+    return f"data:{media_type(image.data)};base64,{base64.b64encode(image.data).decode('ascii')}"

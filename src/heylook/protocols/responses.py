@@ -12,12 +12,14 @@ from typing import Any, ClassVar
 
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.fields import schema_text
+from heylook.protocols.images import image_from_url, image_url
 from heylook.protocols.tools import MAX_TOOLS_BYTES, effort_from, read_call_arguments, tool_choice_from
 from heylook.protocols.writer import Media
 from heylook.types import (
     ChatPrompt,
     FinalChunk,
     GenerationRequest,
+    ImageInput,
     JsonFormat,
     Message,
     Reply,
@@ -146,7 +148,8 @@ def input_messages(raw: str | list[wire.InputItem], earlier: tuple[Message, ...]
             _flush(turn, messages)
             turn = None
             role = _ROLES[str(item.role)]
-            messages.append(Message(role, _text(item.content, f"{param}.content", _TEXT_PARTS[role])))
+            text, images = _content(item.content, f"{param}.content", _TEXT_PARTS[role], role == "user")
+            messages.append(Message(role, text, images=images))
         elif kind == "message":
             if turn is not None and (turn.content or turn.calls):
                 _flush(turn, messages)
@@ -200,22 +203,47 @@ def _required(value: Any, param: str) -> Any:
 
 def _text(content: str | list[wire.ContentPart] | None, param: str, kinds: tuple[str, ...]) -> str:
     """Content: a string, or text parts of the kinds given (images are refused, by name)."""
+    return _content(content, param, kinds, images_allowed=False)[0]
+
+
+def _content(
+    content: str | list[wire.ContentPart] | None, param: str, kinds: tuple[str, ...], images_allowed: bool
+) -> tuple[str, tuple[ImageInput, ...]]:
+    """Content: a string, or parts: text of the kinds given, and images (input_image) where a user
+    message carries them; the text parts joined, the images in their order."""
     content = _required(content, param)
     if isinstance(content, str):
-        return content
+        return content, ()
     texts = []
+    images = []
     for index, part in enumerate(content):
         where = f"{param}[{index}]"
         if part.type == "input_image":
-            raise InvalidRequest(
-                f"'{where}' is an image (input_image): images are not supported yet", param=where
-            )
+            if not images_allowed:
+                raise InvalidRequest(
+                    f"'{where}' is an image (input_image): only user messages carry images", param=where
+                )
+            images.append(_image(part, where))
+            continue
         if part.type not in kinds:
             raise InvalidRequest(
                 f"'{where}.type' must be {' or '.join(kinds)} here, not {part.type!r}", param=f"{where}.type"
             )
         texts.append(_required(part.text, f"{where}.text"))
-    return "".join(texts)
+    return "".join(texts), tuple(images)
+
+
+def _image(part: wire.ContentPart, where: str) -> ImageInput:
+    """An input_image part: its image_url, a data: URL or an http(s) URL. Uploaded files (file_id)
+    are not kept by heylook: there is no Files API to have uploaded them to."""
+    if part.file_id is not None:
+        raise InvalidRequest(
+            f"'{where}.file_id' names an uploaded file: heylook has no Files API; send the image as "
+            "image_url (a data: URL or an http(s) URL)",
+            param=f"{where}.file_id",
+        )
+    url = _required(part.image_url, f"{where}.image_url")
+    return image_from_url(url, where)
 
 
 def _tools(raw: list[wire.FunctionTool] | None) -> tuple[Tool, ...]:
@@ -325,7 +353,13 @@ def input_items(
                     "id": make_id("msg"),
                     "role": message.role,
                     "status": "completed",
-                    "content": [{"type": "input_text", "text": message.content}],
+                    "content": [
+                        *(
+                            {"type": "input_image", "image_url": image_url(i), "detail": "auto"}
+                            for i in message.images
+                        ),
+                        {"type": "input_text", "text": message.content},
+                    ],
                 }
             )
     return items

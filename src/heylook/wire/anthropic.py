@@ -41,9 +41,23 @@ class TextBlock(Body):
     text: str
 
 
+class Base64Source(Body):
+    type: Literal["base64"]
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+    data: str = Field(description="The image's bytes, base64.")
+
+
+class UrlSource(Body):
+    type: Literal["url"]
+    url: str = Field(description="An http(s) URL the server fetches (public addresses only, by default).")
+
+
+ImageSource = _typed_union('a source of type "base64" or "url"', base64=Base64Source, url=UrlSource)
+
+
 class ImageBlock(Body):
     type: Literal["image"]
-    source: JsonObject = Field(description="Not supported yet: an image is refused.")
+    source: ImageSource = Field(description="A user turn's image: base64 bytes or a URL.")
 
 
 class DocumentBlock(Body):

@@ -24,9 +24,17 @@ MAX_METADATA = 16
 
 class ContentPart(Body):
     type: str = Field(
-        description='"input_text", or "output_text" in an assistant message; images are refused (not yet).'
+        description='"input_text", "input_image" (in a user message), or "output_text" in an assistant '
+        "message."
     )
     text: str | None = None
+    image_url: str | None = Field(
+        default=None, description="An input_image's: a data: URL (base64) or an http(s) URL."
+    )
+    file_id: str | None = Field(default=None, description="Refused: heylook keeps no uploaded files.")
+    detail: Literal["auto", "low", "high"] | None = Field(
+        default=None, description="An input_image's; taken, and the model's processor decides."
+    )
 
 
 Content = one_of("a string or an array of content parts", string=str, array=list[ContentPart])
@@ -288,12 +296,18 @@ class InputText(Reply):
     text: str
 
 
+class InputImage(Reply):
+    type: Literal["input_image"]
+    image_url: str = Field(description="As sent: an http(s) URL, or the image's bytes as a data: URL.")
+    detail: Literal["auto", "low", "high"]
+
+
 class InputMessageItem(Reply):
     type: Literal["message"]
     id: str
     role: Literal["user", "system"]
     status: Literal["completed"]
-    content: list[InputText]
+    content: list[Annotated[InputImage | InputText, Field(discriminator="type")]]
 
 
 class FunctionCallOutputItem(Reply):

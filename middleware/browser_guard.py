@@ -13,6 +13,9 @@ from heylook.middleware.responses import send_error
 
 # Bodies a browser sends cross-site without asking first; none of them is JSON.
 _SIMPLE_TYPES = ("text/plain", "multipart/form-data", "application/x-www-form-urlencoded")
+# Routes whose body is a multipart form (image files): one a non-browser client, or a page of an
+# allowed origin, may post; a cross-site page may not.
+FORM_PATHS = ("/v1/chat/completions/multipart",)
 
 
 def origin_pattern(origins: tuple[str, ...]) -> re.Pattern[str] | None:
@@ -25,9 +28,12 @@ def origin_pattern(origins: tuple[str, ...]) -> re.Pattern[str] | None:
 
 
 class BrowserGuard:
-    def __init__(self, app: ASGIApp, *, origins: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, *, origins: tuple[str, ...] = (), form_paths: tuple[str, ...] = FORM_PATHS
+    ) -> None:
         self.app = app
         self.pattern = origin_pattern(origins)
+        self.form_paths = form_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,7 +46,16 @@ class BrowserGuard:
             await send_error(scope, send, Forbidden(message))
             return
         media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and media in _SIMPLE_TYPES:
+        if media == "multipart/form-data" and scope["path"] in self.form_paths:
+            # An Origin got here only as this server's own or an allowed one; without one, a browser
+            # still tells where the post comes from, and a page elsewhere is refused.
+            site = headers.get(b"sec-fetch-site", b"same-origin").decode("latin-1").lower()
+            if not origin and site not in ("same-origin", "none"):
+                await send_error(
+                    scope, send, Forbidden(f"a {site} form post is refused (see --cors-origins)")
+                )
+                return
+        elif scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and media in _SIMPLE_TYPES:
             # curl -d sends a form content type; a browser also says where the request comes from.
             from_browser = origin or b"sec-fetch-site" in headers or b"sec-fetch-mode" in headers
             if media != "application/x-www-form-urlencoded" or from_browser:

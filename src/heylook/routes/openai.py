@@ -1,4 +1,5 @@
-"""The OpenAI API: /v1/chat/completions, /v1/completions, /v1/models."""
+"""The OpenAI API: /v1/chat/completions (and its multipart form for image files), /v1/completions,
+/v1/models."""
 
 from __future__ import annotations
 
@@ -6,19 +7,61 @@ import time
 import uuid
 from typing import Any
 
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from heylook.errors import ModelNotFound
-from heylook.protocols import openai
+from heylook.errors import InvalidRequest, ModelNotFound, UnsupportedMediaType
+from heylook.images import MAX_IMAGES
+from heylook.protocols import multipart, openai
 from heylook.registry.aliases import Alias
-from heylook.routes.common import backends_of, json_body, router_of
+from heylook.routes.common import backends_of, json_body, router_of, settings_of
 from heylook.routes.generation import respond
 
 
 async def chat_completions(request: Request) -> Response:
     internal, mode = openai.parse_chat_request(await json_body(request))
+    writer = openai.ChatWriter(
+        id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=internal.model,
+        stream=mode.stream, include_usage=mode.include_usage, choices=internal.n,
+    )  # fmt: skip
+    return await respond(request, internal, writer)
+
+
+async def chat_completions_multipart(request: Request) -> Response:
+    """The chat route for raw image files: a `request` part (the chat body as JSON) and `image` or
+    `images` file parts, bounded by the body limit like any body."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
+        raise UnsupportedMediaType("send multipart/form-data: a request part (JSON) and image file parts")
+    fields = (multipart.REQUEST_FIELD, *multipart.IMAGE_FIELDS)
+    body: str | bytes | None = None
+    images: list[tuple[str, bytes]] = []
+    try:
+        limit = settings_of(request).max_body_bytes
+        async with request.form(max_files=MAX_IMAGES + 1, max_fields=8, max_part_size=limit) as form:
+            for name, value in form.multi_items():
+                if name not in fields:
+                    raise InvalidRequest(
+                        f"unknown form part {name!r}: the parts are request (the chat body as JSON) "
+                        "and image or images (files)",
+                        param=name,
+                    )
+                data = await value.read() if isinstance(value, UploadFile) else value
+                if name == multipart.REQUEST_FIELD:
+                    body = data
+                elif isinstance(data, bytes):
+                    images.append((name, data))
+                else:
+                    raise InvalidRequest(f"'{name}' must be a file part, not a text field", param=name)
+    except HTTPException as error:  # the form parser's own complaint (a malformed body, too many parts)
+        raise InvalidRequest(f"the multipart body is malformed: {error.detail}") from None
+    if body is None:
+        raise InvalidRequest("the 'request' part (the chat body as JSON) is required", param="request")
+    chat, names = multipart.chat_body(body, images)
+    internal, mode = openai.parse_chat_request(chat)
+    internal = multipart.named_after_parts(internal, names)
     writer = openai.ChatWriter(
         id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=internal.model,
         stream=mode.stream, include_usage=mode.include_usage, choices=internal.n,
@@ -62,6 +105,7 @@ def _alias_body(alias: Alias, created: int) -> dict[str, Any]:
 
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/chat/completions/multipart", chat_completions_multipart, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),

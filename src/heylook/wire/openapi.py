@@ -60,6 +60,9 @@ class Operation:
     reply_schema: dict[str, Any] | None = None  # a reply no model describes
     errors: dict[int, str] = field(default_factory=dict)
     parameters: tuple[dict[str, Any], ...] = ()
+    # A request body no model describes (a multipart form), with its media type.
+    request_schema: dict[str, Any] | None = None
+    request_media: str = JSON
 
 
 def _fixed(model: type[BaseModel]) -> Callable[[], type[BaseModel]]:
@@ -122,11 +125,39 @@ _ANTHROPIC_OPERATIONS: tuple[Operation, ...] = (
     ),
 )  # fmt: skip
 
+# /v1/chat/completions/multipart's form: the chat body as JSON text, and image files.
+_CHAT_FORM = {
+    "schema": {
+        "type": "object",
+        "required": ["request"],
+        "properties": {
+            "request": {
+                "type": "string",
+                "description": "The body /v1/chat/completions takes, as JSON text (a text or a file part).",
+            },
+            "images": {
+                "type": "array",
+                "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                "description": "Image files (PNG, JPEG, WebP, GIF...), appended in order to the last user "
+                "message; `image` is taken too.",
+            },
+        },
+    },
+    "encoding": {"request": {"contentType": "application/json, text/plain"}},
+}
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "/v1/chat/completions", "post", "OpenAI", "Chat: a reply to messages, with tools and reasoning",
         request=openai.chat_completion_request, reply=openai.ChatCompletion,
         streamed=(SSE, openai.ChatCompletionChunk), errors=_MODEL_ERRORS,
+    ),
+    Operation(
+        "/v1/chat/completions/multipart", "post", "OpenAI",
+        "Chat with image files: a request part (the chat body as JSON) and image file parts",
+        request_schema=_CHAT_FORM, request_media="multipart/form-data", reply=openai.ChatCompletion,
+        streamed=(SSE, openai.ChatCompletionChunk),
+        errors={**_MODEL_ERRORS, 415: "The body is not multipart/form-data."},
     ),
     Operation(
         "/v1/completions", "post", "OpenAI", "Completion: text after a raw prompt",
@@ -300,6 +331,11 @@ def _operation(operation: Operation, ref: dict[type[BaseModel], dict[str, Any]])
         body["requestBody"] = {
             "required": True,
             "content": {JSON: {"schema": ref[operation.request()]}},
+        }
+    elif operation.request_schema is not None:
+        body["requestBody"] = {
+            "required": True,
+            "content": {operation.request_media: operation.request_schema},
         }
     elif operation.path in NOT_SERVED:
         body["requestBody"] = {"required": False, "content": {JSON: {"schema": _OBJECT}}}

@@ -190,7 +190,11 @@ def test_wrongly_typed_options_are_400(options, words) -> None:
         ({"model": "", "messages": HI}, "'model' is required"),
         ({"model": "m", "messages": "hi"}, "'messages' must be an array"),
         ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "must be one of"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]}, "images"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x", "images": ["not base64!"]}]},
+            r"'messages\[0\]\.images\[0\]' is not valid base64",
+        ),
+        ({"model": "m", "messages": HI, "images": ["aGk="]}, "images on a message"),
         ({"model": "m", "messages": HI, "tools": [{"type": "function"}]}, "tools"),
         ({"model": "m", "messages": HI, "think": "very"}, "'think' must be true, false"),
         ({"model": "m", "messages": HI, "format": "yaml"}, "'format' must be"),
@@ -227,7 +231,9 @@ def test_bad_chat_bodies_are_400(body, words) -> None:
         ({"model": "m", "prompt": "x", "template": "{{ .Prompt }}"}, "template"),
         ({"model": "m", "prompt": "x", "context": ["a"]}, r"'context\[0\]' must be an integer, not string"),
         ({"model": "m", "prompt": 5}, "'prompt' must be a string"),
-        ({"model": "m", "prompt": "x", "images": ["aGk="]}, "images"),
+        ({"model": "m", "prompt": "x", "images": ["%%%"]}, r"'images\[0\]' is not valid base64"),
+        ({"model": "m", "prompt": "x", "raw": True, "images": ["aGk="]}, "images cannot go with raw"),
+        ({"model": "m", "prompt": "x", "suffix": "y", "images": ["aGk="]}, "images cannot go with a suffix"),
         (
             {"model": "m", "prompt": "x", "logprobs": True, "top_logprobs": 21},
             "'top_logprobs' must be at most 20",

@@ -22,8 +22,10 @@ from heylook.chat.syntax import template_text, template_traits
 from heylook.engine.runner import GenerationStream
 from heylook.engine.sampling import choice_seed
 from heylook.errors import InvalidRequest
+from heylook.images import load_images
 from heylook.metrics import Metrics
 from heylook.models.loader import LoadedModel
+from heylook.models.vision import VisionPrompt, encode_with_images
 from heylook.options import defaults as settings_defaults
 from heylook.registry.aliases import Alias
 from heylook.router import Lease, ModelRouter
@@ -33,6 +35,7 @@ from heylook.types import (
     Chunk,
     FinalChunk,
     GenerationRequest,
+    ImageInput,
     InfillPrompt,
     JsonFormat,
     LoadRequest,
@@ -251,10 +254,10 @@ async def start_generation(
     try:
         engine = lease.model.engine
         if request.n == 1:
-            streams = [engine.submit(prepared.prompt_ids, params)]
+            streams = [engine.submit(prepared.prompt_ids, params, prepared.inputs)]
         else:
             choices = [replace(params, seed=choice_seed(params.seed, choice)) for choice in range(request.n)]
-            streams = engine.submit_group(prepared.prompt_ids, choices)
+            streams = engine.submit_group(prepared.prompt_ids, choices, prepared.inputs)
     except BaseException:
         router.release(lease, keep_alive_for(request, lease.alias))
         raise
@@ -315,6 +318,7 @@ class _Prepared:
     params: SamplingParams  # without the grammar, compiled apart
     plan: ReplyPlan | None
     grammar: GrammarJob | None
+    inputs: dict[str, Any]  # a vision model's pixel inputs, for the prompt's forward pass
 
 
 async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings) -> _Prepared:
@@ -329,10 +333,27 @@ async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings)
         .over(model.generation_defaults)
         .over(SamplingOptions(**settings_defaults()))
     )
-    encoded, plan = await anyio.to_thread.run_sync(
-        encode_request, model, request, lease.alias.system, options.response_format
-    )
-    _check_context(request, model.vocab_size)
+    images = prompt_images(request.prompt)
+    inputs: dict[str, Any] = {}
+    if images:
+        if model.processor is None:
+            raise InvalidRequest(
+                f"{json.dumps(lease.alias.name)} is a text-only model and does not read images: "
+                "send them to a vision model's alias",
+                param=images[0].where or None,
+            )
+        pictures = await load_images(
+            images, allow_private=settings.allow_private_image_urls, processor=model.processor
+        )
+        vision, plan = await anyio.to_thread.run_sync(
+            encode_vision_request, model, request, lease.alias.system, options.response_format, pictures
+        )
+        encoded, inputs = vision.ids, vision.inputs
+    else:
+        encoded, plan = await anyio.to_thread.run_sync(
+            encode_request, model, request, lease.alias.system, options.response_format
+        )
+    _check_context(request, model.vocab_size, _image_token_id(model))
     prompt_ids = [*request.context, *encoded]
     context_length = min(model.context_length, options.context_length or model.context_length)
     room = context_length - len(prompt_ids)
@@ -353,7 +374,14 @@ async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings)
         grammar = GrammarJob(lambda: grammars.compile(response_format), "response_format")
     params = replace(_settle(options, max_new_tokens, None), logprobs=request.logprobs)
     params = replace(params, thinking=thinking_budget(model.tokenizer, request, plan))
-    return _Prepared(prompt_ids, params, plan, grammar)
+    return _Prepared(prompt_ids, params, plan, grammar, inputs)
+
+
+def prompt_images(prompt: Prompt) -> tuple[ImageInput, ...]:
+    """Every image of a conversation, in order: each message's, earlier turns' too."""
+    if not isinstance(prompt, ChatPrompt):
+        return ()
+    return tuple(image for message in prompt.messages for image in message.images)
 
 
 def thinking_budget(
@@ -385,8 +413,39 @@ def encode_request(
     return encode_prompt(model.tokenizer, prompt), None
 
 
-def _check_context(request: GenerationRequest, vocab_size: int) -> None:
-    """Ollama's `context` goes to the model as token ids: each must be one of its tokens."""
+def encode_vision_request(
+    model: LoadedModel,
+    request: GenerationRequest,
+    system: str | None,
+    response_format: JsonFormat | None,
+    images: list[Any],
+) -> tuple[VisionPrompt, ReplyPlan | None]:
+    """A chat with images (`images`: its messages' images, loaded, in order) as a vision model
+    takes it: rendered through the chat template with an image part before each message's text,
+    then through the processor, which expands each image into its tokens and gives its pixels."""
+    prompt = with_default_system(request.prompt, system)
+    if not isinstance(prompt, ChatPrompt) or not _has_template(model.tokenizer):
+        raise InvalidRequest(
+            f"{request.model!r} places images through its chat template, and has none", param="messages"
+        )
+    plan = plan_chat(model.tokenizer, model.traits, prompt, request, response_format)
+    return encode_with_images(model.processor, plan.text, images, "messages"), plan
+
+
+def _image_token_id(model: LoadedModel) -> int | None:
+    token = getattr(model.processor, "image_token_id", None)
+    return token if isinstance(token, int) else None
+
+
+def _check_context(request: GenerationRequest, vocab_size: int, image_token: int | None = None) -> None:
+    """Ollama's `context` goes to the model as token ids: each must be one of its tokens, and none
+    an image's (its pixels are not sent again)."""
+    if image_token is not None and image_token in request.context:
+        raise InvalidRequest(
+            f"'context' holds image tokens, which {request.model!r} cannot read without the image: "
+            "send the conversation as messages with its images instead",
+            param="context",
+        )
     if not vocab_size:
         return
     wrong = next((i for i in request.context if not 0 <= i < vocab_size), None)

@@ -401,6 +401,7 @@ class ModelFacts:
     remote: bool = False  # served by a remote provider, which knows the model's abilities
     thinks: bool = False  # its chat template marks reasoning (chat.syntax.template_traits)
     kind: str = "generate"  # or "embed" (an embedding model), "rerank" (a cross-encoder): models.kind
+    vision: bool = False  # a vision-language model: it reads images (models.kind.reads_images)
 
     @property
     def digest(self) -> str:

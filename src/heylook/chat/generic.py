@@ -105,5 +105,5 @@ def plain_turns(messages: tuple[Message, ...], tools: tuple[Tool, ...], choice: 
                 turns.append(Message("user", result))
             continue
         content = message.content + "".join(call_text(c) for c in message.tool_calls)
-        turns.append(Message(message.role, content))
+        turns.append(Message(message.role, content, images=message.images))
     return ([Message("system", system)] if system else []) + turns

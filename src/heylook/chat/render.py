@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from heylook.chat import generic
@@ -72,7 +72,12 @@ def _apply(tokenizer: Any, turns: list[dict[str, Any]], options: dict[str, Any])
         return tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False, **options)
     except Exception as error:  # jinja2 raises on conversations a template refuses
         refused = error
-    if turns and turns[0]["role"] == "system" and len(turns) > 1 and turns[1]["role"] == "user":
+    if (
+        len(turns) > 1
+        and (turns[0]["role"], turns[1]["role"]) == ("system", "user")
+        and isinstance(turns[0]["content"], str)
+        and isinstance(turns[1]["content"], str)
+    ):
         # Templates without a system role (Gemma's) get it at the head of the first user turn.
         merged = {**turns[1], "content": f"{turns[0]['content']}\n\n{turns[1]['content']}"}
         try:
@@ -92,12 +97,21 @@ def _try_apply(tokenizer: Any, turns: list[dict[str, Any]], options: dict[str, A
 
 
 def _plain(message: Message) -> dict[str, Any]:
-    return {"role": message.role, "content": message.content}
+    return {"role": message.role, "content": _content(message)}
+
+
+def _content(message: Message) -> str | list[dict[str, Any]]:
+    """The text, or for a message with images the content parts vision templates read: one image
+    part for each image, in order, then the text (where each image's tokens go is the processor's)."""
+    if not message.images:
+        return message.content
+    parts: list[dict[str, Any]] = [{"type": "image"} for _ in message.images]
+    return [*parts, {"type": "text", "text": message.content}] if message.content else parts
 
 
 def _turn(message: Message, traits: TemplateTraits) -> dict[str, Any]:
     syntax = traits.tools
-    turn: dict[str, Any] = {"role": message.role, "content": message.content}
+    turn: dict[str, Any] = {"role": message.role, "content": _content(message)}
     if message.tool_calls:
         turn["tool_calls"] = [
             {
@@ -143,7 +157,7 @@ def _with_call_ids(messages: tuple[Message, ...]) -> tuple[Message, ...]:
                 call if call.id else ToolCall(call.name, call.arguments, f"call_{number}_{index}")
                 for index, call in enumerate(message.tool_calls)
             )
-            message = Message(message.role, message.content, calls, thinking=message.thinking)
+            message = replace(message, tool_calls=calls)
             waiting = [(call.id, call.name) for call in calls]
         elif message.role == "tool":
             answered = message.tool_call_id
@@ -152,7 +166,7 @@ def _with_call_ids(messages: tuple[Message, ...]) -> tuple[Message, ...]:
                 answered = match[0]
             waiting = [w for w in waiting if w[0] != answered]
             name = message.tool_name or next((n for i, n in _calls_by_id(paired) if i == answered), None)
-            message = Message("tool", message.content, tool_call_id=answered, tool_name=name)
+            message = replace(message, tool_call_id=answered, tool_name=name)
         paired.append(message)
     return tuple(paired)
 

@@ -105,6 +105,9 @@ class _Sequence:
     prompt_done_ns: int = 0
     # The other replies to the same prompt (OpenAI's `n`): they start from this one's evaluation.
     siblings: list[_Sequence] = field(default_factory=list)
+    # Model inputs for the prompt's forward pass only (a vision model's pixel_values, ...): its
+    # images are in the KV cache after that, and decoding continues as for text.
+    prompt_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.stops = StopMatcher(self.params.stop)
@@ -124,6 +127,10 @@ class Engine:
 
     Several replies to one prompt (`submit_group`) join together: the prompt is evaluated once,
     and each sequence starts from a copy of its KV cache and its logits.
+
+    A prompt with images (a vision-language model's) comes with its pixel inputs, which go into
+    the prompt's own forward pass: the vision tower runs there, and the sequence then joins the
+    batch like any other.
     """
 
     def __init__(
@@ -145,6 +152,7 @@ class Engine:
         self.parallel = parallel
         self.eos_token_ids = frozenset(eos_token_ids)
         self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype  # what floating-point prompt inputs become
         # Only the last position's logits are needed; skipping the rest saves a (prompt x vocab) matmul.
         accepted = inspect.signature(model.forward).parameters
         self._last_logits_only = "logits_to_keep" in accepted
@@ -173,11 +181,22 @@ class Engine:
         """Sequences submitted and not yet finished."""
         return self._active
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
-        """Queue a sequence; call from the event loop that will read its stream."""
-        return self.submit_group(prompt_ids, [params])[0]
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        prompt_inputs: dict[str, torch.Tensor] | None = None,
+    ) -> GenerationStream:
+        """Queue a sequence; call from the event loop that will read its stream. `prompt_inputs`
+        are further model inputs for the prompt's forward pass (a vision model's pixel_values)."""
+        return self.submit_group(prompt_ids, [params], prompt_inputs)[0]
 
-    def submit_group(self, prompt_ids: list[int], params: list[SamplingParams]) -> list[GenerationStream]:
+    def submit_group(
+        self,
+        prompt_ids: list[int],
+        params: list[SamplingParams],
+        prompt_inputs: dict[str, torch.Tensor] | None = None,
+    ) -> list[GenerationStream]:
         """Queue one sequence for each of `params`, all continuing the same prompt, which is
         evaluated once for them all; they join the running set together."""
         loop = asyncio.get_running_loop()
@@ -186,6 +205,7 @@ class Engine:
             detokenizer = IncrementalDetokenizer(self.tokenizer, self.hidden_token_ids)
             group.append(_Sequence(prompt_ids, one, GenerationStream(loop), detokenizer))
         group[0].siblings = group[1:]
+        group[0].prompt_inputs = dict(prompt_inputs or {})
         with self._lock:
             self._active += len(group)
         self._pending.put(group)
@@ -291,7 +311,9 @@ class Engine:
         seq.sampler = TokenSampler(seq.params, self.device)
         seq.cache = new_cache(self.model.config)
         seq.started_ns = time.perf_counter_ns()
-        seq.logits = self._forward(torch.tensor([seq.prompt_ids], device=self.device), seq.cache)
+        extra = {name: self._placed(value) for name, value in seq.prompt_inputs.items()}
+        seq.prompt_inputs = {}  # the pixels' memory goes back once the prompt is evaluated
+        seq.logits = self._forward(torch.tensor([seq.prompt_ids], device=self.device), seq.cache, **extra)
         self.prompt_tokens_evaluated += len(seq.prompt_ids)
         seq.prompt_done_ns = time.perf_counter_ns()
         for sibling in seq.siblings:
@@ -302,6 +324,12 @@ class Engine:
             sibling.logits = seq.logits.clone()
             sibling.started_ns, sibling.prompt_done_ns = seq.started_ns, seq.prompt_done_ns
         seq.siblings = []
+
+    def _placed(self, value: torch.Tensor) -> torch.Tensor:
+        """A prompt input on the model's device; pixels in the model's float type."""
+        if value.is_floating_point():
+            return value.to(self.device, self.dtype)
+        return value.to(self.device)
 
     def _forward_alone(self, seq: _Sequence) -> None:
         assert seq.cache is not None and seq.next_input is not None

@@ -9,7 +9,7 @@ from typing import Any
 
 from heylook.chat.syntax import template_traits
 from heylook.models.estimate import read_json, safetensors_tensors
-from heylook.models.kind import model_kind
+from heylook.models.kind import model_kind, reads_images
 from heylook.models.sources import find_local
 from heylook.options import generation_config_keys
 from heylook.registry.aliases import Alias
@@ -46,6 +46,8 @@ def _directory_facts(directory: str, signature: tuple[tuple[str, int, int], ...]
     tokenizer_config = read_json(folder / "tokenizer_config.json")
     template_file = folder / "chat_template.jinja"
     template = template_file.read_text() if template_file.is_file() else tokenizer_config.get("chat_template")
+    # A vision model's template may be its processor's alone (chat_template.json).
+    template = template or read_json(folder / "chat_template.json").get("chat_template")
     if isinstance(template, list):  # several named templates (Hermes: default and tool_use)
         template = "\n".join(str(t.get("template", "")) for t in template if isinstance(t, dict))
     vocab = _special_and_added_tokens(folder)
@@ -62,6 +64,7 @@ def _directory_facts(directory: str, signature: tuple[tuple[str, int, int], ...]
         "thinks": template_traits(template if isinstance(template, str) else None).thinks,
         "infill": any(token in vocab for token in ("<fim_prefix>", "<|fim_prefix|>", "<｜fim▁begin｜>")),
         "kind": model_kind(config, {name for name, _, _ in signature}),
+        "vision": reads_images(config),
     }
 
 

@@ -1,6 +1,7 @@
 """What a model folder holds, read from its files alone (nothing loaded): a model that generates, an
-embedding model, or a reranker (a cross-encoder); and, for an embedding model, how it pools and
-normalises, exactly as its sentence-transformers configuration says."""
+embedding model, or a reranker (a cross-encoder); whether a model that generates reads images too;
+and, for an embedding model, how it pools and normalises, exactly as its sentence-transformers
+configuration says."""
 
 from __future__ import annotations
 
@@ -41,13 +42,33 @@ def model_kind(config: dict[str, Any], files: set[str]) -> ModelKind:
     return "generate"
 
 
+def reads_images(config: dict[str, Any]) -> bool:
+    """A vision-language model (transformers' image-text-to-text): its config.json has a vision
+    tower's config (LLaVA, Idefics3, Gemma 3, Qwen2-VL, ...), or names the token that stands for an
+    image in the prompt."""
+    if model_kind(config, set()) != "generate":
+        return False
+    return isinstance(config.get("vision_config"), dict) or any(
+        isinstance(config.get(key), int) for key in ("image_token_id", "image_token_index")
+    )
+
+
 def folder_kind(directory: Path) -> ModelKind:
+    config = _folder_config(directory)
+    files = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
+    return model_kind(config, files)
+
+
+def folder_reads_images(directory: Path) -> bool:
+    return folder_kind(directory) == "generate" and reads_images(_folder_config(directory))
+
+
+def _folder_config(directory: Path) -> dict[str, Any]:
     try:
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return "generate"
-    files = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
-    return model_kind(config if isinstance(config, dict) else {}, files)
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 # A model that generates, asked for embeddings: mean pooling, normalised, as Ollama returns them.

@@ -17,8 +17,15 @@ from heylook.engine.constraints import JsonGrammars
 from heylook.engine.encoder import Encoder, Scorer
 from heylook.engine.runner import Engine
 from heylook.errors import InvalidRequest, ModelLoadFailed
-from heylook.models.kind import GENERATIVE_ENCODER, ModelKind, encoder_config, folder_kind
+from heylook.models.kind import (
+    GENERATIVE_ENCODER,
+    ModelKind,
+    encoder_config,
+    folder_kind,
+    folder_reads_images,
+)
 from heylook.models.sources import resolve
+from heylook.models.vision import load_processor, refuse_3d_positions
 from heylook.options import generation_config_keys
 from heylook.registry.model_source import ModelSource
 from heylook.settings import DEFAULT_GRAMMAR_CACHE_BYTES
@@ -49,6 +56,9 @@ class LoadedModel:
     traits: TemplateTraits = field(default_factory=TemplateTraits)
     vocab_size: int = 0  # token ids the model takes: 0 to vocab_size - 1 (0: not known)
     kind: ModelKind = "generate"
+    # A vision-language model's processor (its images into pixel inputs and image tokens); None
+    # for a model that reads text only.
+    processor: Any = None
     _encoder: Encoder | None = None  # a generating model's, made on its first embedding request
 
     @property
@@ -139,11 +149,18 @@ def load_model(
     kind = folder_kind(directory)
     if kind in ("embed", "rerank"):
         return load_encoder(source, directory, load, device, options, name=name, started=started, kind=kind)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
+    processor = None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=load.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(directory, **options)
+        if folder_reads_images(directory):
+            # The text model's tokenizer is the processor's: one vocabulary, one chat template.
+            processor = load_processor(directory, load.trust_remote_code)
+            tokenizer = processor.tokenizer
+            model = AutoModelForImageTextToText.from_pretrained(directory, **options)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=load.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(directory, **options)
         model.eval()
         # Read before the fast path replaces the output layer.
         vocab_size = model.get_output_embeddings().weight.shape[0]
@@ -153,6 +170,8 @@ def load_model(
             model.to(device)  # type: ignore[arg-type]  # transformers' stub takes the model, not the device
     except Exception as error:
         raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
+    if processor is not None:
+        refuse_3d_positions(model, source.describe())
     eos_token_ids = _eos_token_ids(model, tokenizer)
     traits = template_traits(template_text(tokenizer))
     engine = Engine(
@@ -174,6 +193,7 @@ def load_model(
         grammars=JsonGrammars(tokenizer, vocab_size, sorted(eos_token_ids), cache_bytes=grammar_cache_bytes),
         traits=traits,
         vocab_size=vocab_size,
+        processor=processor,
     )
     log.info(
         "loaded %s from %s on %s in %.1f s (%s)",

@@ -15,6 +15,7 @@ from heylook import options as settings_table
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.errors import ollama_error_body
 from heylook.protocols.fields import schema_text
+from heylook.protocols.images import image_from_base64
 from heylook.protocols.tools import (
     check_tool_turns,
     think_from,
@@ -27,6 +28,7 @@ from heylook.types import (
     ChatPrompt,
     FinalChunk,
     GenerationRequest,
+    ImageInput,
     InfillPrompt,
     JsonFormat,
     LoadRequest,
@@ -83,7 +85,10 @@ class Translated:
 def parse_chat_request(body: dict[str, Any], clock: Clock = utc_now) -> Translated:
     """An /api/chat body, validated whole against its wire type (heylook.wire.ollama)."""
     typed: Any = validate(wire.chat_request(), body)
-    _reject_unsupported(typed)
+    if typed.images:
+        raise InvalidRequest(
+            "/api/chat takes images on a message ('messages[n].images'), not beside them", param="images"
+        )
     writer = OllamaWriter(model=typed.model, kind="chat", stream=typed.stream is not False, clock=clock)
     keep_alive = parse_keep_alive(typed.keep_alive)
     messages = _messages(typed.messages or [])
@@ -112,7 +117,6 @@ def _tools_and_think(typed: Any) -> dict[str, Any]:
 def parse_generate_request(body: dict[str, Any], clock: Clock = utc_now) -> Translated:
     """An /api/generate body, validated whole against its wire type (heylook.wire.ollama)."""
     typed: Any = validate(wire.generate_request(), body)
-    _reject_unsupported(typed)
     if typed.template:
         raise InvalidRequest("'template' is not supported: heylook uses the model's own chat template")
     raw = bool(typed.raw)
@@ -128,8 +132,15 @@ def parse_generate_request(body: dict[str, Any], clock: Clock = utc_now) -> Tran
     options, ignored = _options(typed.options)
     options = _with_format(options, typed.format)
     context = tuple(typed.context or ())
-    if not prompt and not suffix:  # Ollama: an empty prompt loads the model
+    images = images_from(typed.images, "images")
+    if not prompt and not suffix and not images:  # Ollama: an empty prompt loads the model
         return Translated(LoadRequest(typed.model, keep_alive), writer)
+    if images and (suffix or raw):
+        # The chat template places the images; a raw prompt or an infill has no place for them.
+        what = "a suffix" if suffix else "raw"
+        raise InvalidRequest(
+            f"images cannot go with {what}: they go through the chat template", param="images"
+        )
     if suffix:
         internal_prompt: ChatPrompt | TextPrompt | InfillPrompt = InfillPrompt(prompt, suffix)
     elif raw:
@@ -137,7 +148,7 @@ def parse_generate_request(body: dict[str, Any], clock: Clock = utc_now) -> Tran
     else:
         turns = (Message("system", system),) if system else ()
         # Models without a chat template get the prompt as is, as Ollama's default template does.
-        internal_prompt = ChatPrompt((*turns, Message("user", prompt)), untemplated=prompt)
+        internal_prompt = ChatPrompt((*turns, Message("user", prompt, images=images)), untemplated=prompt)
     request = GenerationRequest(
         typed.model,
         internal_prompt,
@@ -149,18 +160,15 @@ def parse_generate_request(body: dict[str, Any], clock: Clock = utc_now) -> Tran
     return Translated(request, writer, ignored)
 
 
-def _reject_unsupported(typed: Any) -> None:
-    """Refuse what heylook cannot honour yet, rather than silently ignoring it."""
-    if typed.images:
-        raise InvalidRequest("images are not supported by heylook yet")
+def images_from(raw: list[str] | None, where: str) -> tuple[ImageInput, ...]:
+    """Ollama's images: base64 text each (decoded here; whether it is an image, heylook.images checks)."""
+    return tuple(image_from_base64(text, f"{where}[{index}]") for index, text in enumerate(raw or ()))
 
 
 def _messages(raw: list[wire.OllamaMessage]) -> tuple[Message, ...]:
     messages = []
     for index, item in enumerate(raw):
         where = f"messages[{index}]"
-        if item.images:
-            raise InvalidRequest("images are not supported by heylook yet")
         is_tool = item.role == "tool"
         calls = tool_calls_from(item.tool_calls, f"{where}.tool_calls") if item.role == "assistant" else ()
         messages.append(
@@ -172,6 +180,7 @@ def _messages(raw: list[wire.OllamaMessage]) -> tuple[Message, ...]:
                 # Ollama names the function a result is for; older clients used "name".
                 tool_name=(item.tool_name or item.name) if is_tool else None,
                 thinking=item.thinking or "",
+                images=images_from(item.images, f"{where}.images"),
             )
         )
     check_tool_turns(tuple(messages))
@@ -486,7 +495,7 @@ def capabilities(facts: ModelFacts) -> list[str]:
     model (and nothing else); for a model that generates, completion; tools for every model with
     a chat template (heylook's generic format covers templates that know no tools) and every
     remote one; thinking where the template marks reasoning; insert where the tokenizer has
-    fill-in-the-middle tokens. (Vision is not served yet, so never listed.)"""
+    fill-in-the-middle tokens; vision for a vision-language model (images in)."""
     if facts.kind == "embed":
         return ["embedding"]
     found = ["completion"]
@@ -496,6 +505,8 @@ def capabilities(facts: ModelFacts) -> list[str]:
         found.append("thinking")
     if facts.infill:
         found.append("insert")
+    if facts.vision:
+        found.append("vision")
     return found
 
 

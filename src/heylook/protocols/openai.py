@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.protocols.errors import openai_error_body
 from heylook.protocols.fields import schema_text
+from heylook.protocols.images import image_from_url
 from heylook.protocols.tools import (
     check_tool_turns,
     effort_from,
@@ -21,6 +22,7 @@ from heylook.types import (
     FinalChunk,
     FinishReason,
     GenerationRequest,
+    ImageInput,
     JsonFormat,
     Logprob,
     Logprobs,
@@ -126,10 +128,12 @@ def chat_messages(raw: list[wire.ChatMessage]) -> tuple[Message, ...]:
                 f"'{param}.tool_call_id' is required in a tool message", param=f"{param}.tool_call_id"
             )
         calls = tool_calls_from(item.tool_calls, f"{param}.tool_calls") if role == "assistant" else ()
+        text, images = _content(item.content, f"{param}.content")
         messages.append(
             Message(
                 role=_ROLE_ALIASES.get(role, role),
-                content=_content(item.content, f"{param}.content"),
+                content=text,
+                images=images,
                 tool_calls=calls,
                 tool_call_id=item.tool_call_id if role == "tool" else None,
                 tool_name=item.name if role == "tool" else None,
@@ -141,18 +145,25 @@ def chat_messages(raw: list[wire.ChatMessage]) -> tuple[Message, ...]:
     return tuple(messages)
 
 
-def _content(content: str | list[wire.ContentPart] | None, param: str) -> str:
-    """Message content: a string, null, or an array of text parts."""
+def _content(content: str | list[wire.ContentPart] | None, param: str) -> tuple[str, tuple[ImageInput, ...]]:
+    """Message content: a string, null, or an array of text and image_url parts. The text parts
+    join in their order; the images keep theirs, and go before the text when rendered."""
     if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
+        return content or "", ()
+    texts, images = [], []
     for index, part in enumerate(content):
+        where = f"{param}[{index}]"
+        if part.type == "image_url":
+            if part.image_url is None:
+                raise InvalidRequest(f"'{where}.image_url' is required", param=f"{where}.image_url")
+            images.append(image_from_url(part.image_url.url, where))
+            continue
         if part.type != "text":
-            raise InvalidRequest(f"content parts of type {part.type!r} are not supported", param=param)
+            raise InvalidRequest(f"content parts of type {part.type!r} are not supported", param=where)
         if part.text is None:
-            raise InvalidRequest(f"'{param}[{index}].text' is required", param=f"{param}[{index}].text")
+            raise InvalidRequest(f"'{where}.text' is required", param=f"{where}.text")
         texts.append(part.text)
-    return "".join(texts)
+    return "".join(texts), tuple(images)
 
 
 def _chat_logprobs(typed: Any) -> int | None:

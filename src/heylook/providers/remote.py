@@ -21,6 +21,7 @@ from heylook import options as settings_table
 from heylook.errors import GenerationFailed, InvalidRequest, UpstreamError
 from heylook.generate import TokenClock, with_default_system
 from heylook.metrics import Metrics
+from heylook.protocols.images import image_url
 from heylook.protocols.openai import tool_call_body
 from heylook.protocols.tools import tool_body
 from heylook.providers.base import ProviderHealth
@@ -399,6 +400,12 @@ def openai_message(message: Message) -> dict[str, Any]:
         body["tool_call_id"] = message.tool_call_id or ""
         if message.tool_name:
             body["name"] = message.tool_name
+    if message.images:
+        # As OpenAI's content parts: the images first (as heylook renders them), then the text.
+        parts: list[dict[str, Any]] = [
+            {"type": "image_url", "image_url": {"url": image_url(image)}} for image in message.images
+        ]
+        body["content"] = [*parts, {"type": "text", "text": message.content}] if message.content else parts
     if message.thinking:
         body["reasoning_content"] = message.thinking
     return body

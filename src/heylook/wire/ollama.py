@@ -30,7 +30,9 @@ class OptionsBase(Body):
 class OllamaMessage(Body):
     role: Literal[MESSAGE_ROLES]
     content: str | None = None
-    images: list[str] | None = Field(default=None, description="Not supported yet.")
+    images: list[str] | None = Field(
+        default=None, description="Base64 images, read before the message's text (a vision model's alias)."
+    )
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
     tool_name: str | None = Field(default=None, description="The function a tool result is for.")
@@ -59,7 +61,9 @@ class _Generation(Body):
         le=MAX_TOP_LOGPROBS,
         description="How many of the most likely tokens to list at each position, with logprobs true.",
     )
-    images: list[str] | None = Field(default=None, description="Not supported yet.")
+    images: list[str] | None = Field(
+        default=None, description="Base64 images for /api/generate's prompt, read before its text."
+    )
 
 
 class ChatRequestBase(_Generation):

@@ -19,9 +19,21 @@ MESSAGE_ROLES = ("system", "user", "assistant", "tool", "developer")
 MAX_COMPLETION_LOGPROBS = 5
 
 
+class ImageUrl(Body):
+    url: str = Field(
+        description="A data: URL of the image's bytes (data:image/png;base64,...) or an http(s) URL to fetch."
+    )
+    detail: Literal["auto", "low", "high"] | None = Field(
+        default=None, description="Accepted; the model's processor decides the resolution."
+    )
+
+
 class ContentPart(Body):
-    type: str = Field(description='"text"; other part types are refused.')
+    type: str = Field(
+        description='"text" or "image_url" (a vision model\'s alias); other part types are refused.'
+    )
     text: str | None = None
+    image_url: ImageUrl | None = Field(default=None, description='With type "image_url".')
 
 
 Content = one_of("a string or an array of content parts", string=str, array=list[ContentPart])

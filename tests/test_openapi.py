@@ -263,7 +263,7 @@ LIVE = [
     for o in OPERATIONS
     if o.path not in ("/docs", "/redoc", "/metrics")
     for mode in schemathesis.GenerationMode
-    if mode == schemathesis.GenerationMode.POSITIVE or o.request
+    if mode == schemathesis.GenerationMode.POSITIVE or o.request or o.request_schema
 ]
 # What is documented as not served answers 501 by design; everything else, never a 5xx.
 NOT_SERVED = {(o.path, o.method) for o in OPERATIONS if o.path in openapi.NOT_SERVED}

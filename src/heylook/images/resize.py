@@ -43,8 +43,9 @@ def processor_scale(width: int, height: int, processor: Any) -> float | None:
             return None
     shortest, longest = _field(size, "shortest_edge"), _field(size, "longest_edge")
     height_to, width_to = _field(size, "height"), _field(size, "width")
-    if longest is not None and longest > _MAX_REAL_EDGE:  # a pixel count (Qwen2-VL)
-        return math.sqrt(longest / (width * height))
+    max_pixels = _field(size, "max_pixels") or (longest if longest and longest > _MAX_REAL_EDGE else None)
+    if max_pixels is not None:  # a pixel count (Qwen2-VL's family)
+        return math.sqrt(max_pixels / (width * height))
     if height_to and width_to:  # resized to exactly this: keep enough to cover both sides
         return max(height_to / height, width_to / width)
     scales = []

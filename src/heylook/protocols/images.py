@@ -13,7 +13,9 @@ from heylook.types import ImageInput
 # Base64 text larger than this decodes to more than any image is allowed to be (heylook.images'
 # byte cap); refusing the text first spares decoding it.
 MAX_BASE64_CHARS = 28 * 1024 * 1024
-_DATA_URL = re.compile(r"data:(?P<media>[^,;]*)(?P<params>(?:;[^,;]*)*),(?P<data>.*)", re.DOTALL)
+_DATA_URL = re.compile(
+    r"data:(?P<media>[^,;]*)(?P<params>(?:;[^,;]*)*),(?P<data>.*)", re.DOTALL | re.IGNORECASE
+)
 _WHITESPACE = re.compile(r"\s+")
 
 

@@ -1,0 +1,412 @@
+"""heylook.images: the address policy, data: URLs and base64, the size an image is shrunk to (as
+tables); load_images against a real HTTP server on 127.0.0.1 (redirects, huge, missing and slow
+bodies), and against bad bytes (not an image, truncated, decompression bombs), each a 400 naming
+the image."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import ipaddress
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from heylook.errors import InvalidRequest
+from heylook.images import MAX_IMAGES, fetch, load_images
+from heylook.images.addresses import refusal
+from heylook.images.decode import MAX_IMAGE_BYTES
+from heylook.images.resize import DEFAULT_MAX_SIDE, target_size
+from heylook.protocols.images import image_from_base64, image_from_data_url, image_from_url, image_url
+from heylook.types import ImageInput
+
+
+def encoded(image: Image.Image, kind: str = "PNG", **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, kind, **options)
+    return buffer.getvalue()
+
+
+RED = encoded(Image.new("RGB", (40, 30), (255, 0, 0)))
+
+
+# --- the address policy -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "why", "why_allowed"),
+    [
+        ("93.184.216.34", None, None),
+        ("2606:2800:220:1:248:1893:25c8:1946", None, None),
+        ("127.0.0.1", "a loopback address", None),
+        ("::1", "a loopback address", None),
+        ("10.1.2.3", "a private address", None),
+        ("172.16.0.1", "a private address", None),
+        ("192.168.1.1", "a private address", None),
+        ("fd00::1", "a private address", None),
+        ("169.254.169.254", "a link-local address", None),  # cloud metadata
+        ("fe80::1", "a link-local address", None),
+        ("100.64.0.1", "a reserved address", None),  # carrier-grade NAT
+        ("240.0.0.1", "a private address", None),  # reserved; Python counts it private
+        ("::ffff:127.0.0.1", "a loopback address", None),  # IPv4-mapped
+        ("2002:7f00:1::", "a loopback address", None),  # 6to4 around 127.0.0.1
+        ("0.0.0.0", "an unspecified address", "an unspecified address"),
+        ("::", "an unspecified address", "an unspecified address"),
+        ("224.0.0.1", "a multicast address", "a multicast address"),
+        ("ff02::1", "a multicast address", "a multicast address"),
+    ],
+)
+def test_which_addresses_are_refused(address: str, why: str | None, why_allowed: str | None) -> None:
+    assert refusal(ipaddress.ip_address(address)) == why
+    assert refusal(ipaddress.ip_address(address), allow_private=True) == why_allowed
+
+
+# --- data: URLs and base64 -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "data"),
+    [
+        ("data:image/png;base64,iVBORw0KGgo=", b"\x89PNG\r\n\x1a\n"),
+        ("DATA:image/png;BASE64,iVBORw0KGgo", b"\x89PNG\r\n\x1a\n"),  # no padding, any case
+        ("data:;base64,aGk=", b"hi"),
+        ("data:image/jpeg;charset=x;base64,aG k=\n", b"hi"),  # whitespace is ignored
+        ("data:application/octet-stream;base64,-_8=", b"\xfb\xff"),  # URL-safe alphabet
+    ],
+)
+def test_data_urls_decode(url: str, data: bytes) -> None:
+    assert image_from_data_url(url, "where") == ImageInput(data=data, where="where")
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("data:image/png,rawbytes", "without ;base64"),
+        ("data:text/html;base64,aGk=", "not an image"),
+        ("data:image/png;base64,@@@@", "not valid base64"),
+        ("data:image/png;base64,", "is empty"),
+        ("https://example.com/a.png", "not a data: URL"),
+    ],
+)
+def test_bad_data_urls_name_the_part(url: str, words: str) -> None:
+    with pytest.raises(InvalidRequest, match=words) as caught:
+        image_from_data_url(url, "messages[0].content[1]")
+    assert caught.value.param == "messages[0].content[1]"
+
+
+@pytest.mark.parametrize(
+    ("url", "image"),
+    [
+        ("https://example.com/a.png", ImageInput(url="https://example.com/a.png", where="w")),
+        (" HTTP://example.com/a.png ", ImageInput(url="HTTP://example.com/a.png", where="w")),
+        ("data:image/png;base64,aGk=", ImageInput(data=b"hi", where="w")),
+    ],
+)
+def test_image_urls(url: str, image: ImageInput) -> None:
+    assert image_from_url(url, "w") == image
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.png", "gopher://x", "a.png", ""])
+def test_other_schemes_are_refused(url: str) -> None:
+    with pytest.raises(InvalidRequest, match="data: URL or an http") as caught:
+        image_from_url(url, "w")
+    assert caught.value.param == "w"
+
+
+def test_base64_too_large_is_refused_before_decoding() -> None:
+    with pytest.raises(InvalidRequest, match="larger than"):
+        image_from_base64("A" * (30 * 2**20), "w")
+
+
+def test_an_image_becomes_a_url_again() -> None:
+    assert image_url(ImageInput(data=RED)).startswith("data:image/png;base64,iVBOR")
+    assert image_url(ImageInput(data=b"??")) == "data:application/octet-stream;base64,Pz8="
+    assert image_url(ImageInput(url="https://x.test/a.png")) == "https://x.test/a.png"
+
+
+# --- the size an image is shrunk to --------------------------------------------------------------------
+
+
+def _processors() -> dict[str, Any]:
+    from transformers import CLIPImageProcessorPil, Qwen2VLImageProcessorPil, SiglipImageProcessorPil
+
+    return {
+        "clip": CLIPImageProcessorPil(),  # shortest edge 224
+        "siglip": SiglipImageProcessorPil(),  # 224 x 224
+        "qwen2-vl": Qwen2VLImageProcessorPil(),  # at most 1003520 pixels
+        "idefics3": SimpleNamespace(size={"longest_edge": 1456}, do_image_splitting=True),
+        "llava-next": SimpleNamespace(
+            size={"shortest_edge": 336}, image_grid_pinpoints=[[336, 672], [672, 672]]
+        ),
+        "mllama": SimpleNamespace(size={"height": 560, "width": 560}, max_image_tiles=4),
+        "nothing": SimpleNamespace(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("size", "processor", "wanted"),
+    [
+        ((1000, 500), None, (1000, 500)),
+        ((6000, 4000), None, (DEFAULT_MAX_SIDE, 1365)),
+        ((4000, 6000), None, (1365, DEFAULT_MAX_SIDE)),
+        ((1000, 500), "clip", (448, 224)),
+        ((100, 50), "clip", (100, 50)),  # never enlarged
+        ((1000, 500), "siglip", (448, 224)),  # covers 224 x 224
+        ((4000, 3000), "qwen2-vl", (1157, 868)),
+        ((3000, 1500), "idefics3", (1456, 728)),
+        ((2000, 1000), "llava-next", (672, 336)),
+        ((6000, 4000), "mllama", (DEFAULT_MAX_SIDE, 1365)),  # tiles: the default cap
+        ((6000, 4000), "nothing", (DEFAULT_MAX_SIDE, 1365)),
+    ],
+)
+def test_target_sizes(size: tuple[int, int], processor: str | None, wanted: tuple[int, int]) -> None:
+    found = _processors()[processor] if processor else None
+    assert target_size(*size, found) == wanted
+    # A whole processor (a ProcessorMixin) is read through its image_processor.
+    assert target_size(*size, SimpleNamespace(image_processor=found) if found else None) == wanted
+
+
+# --- checking and decoding ------------------------------------------------------------------------------
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that only says how large it is: Pillow reads the size from it without decoding."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+def gif_of_two_frames() -> bytes:
+    frames = [Image.new("P", (8, 8), 1), Image.new("P", (8, 8), 2)]
+    for frame in frames:
+        frame.putpalette([0, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 759)
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+@pytest.mark.anyio
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, at 89 megapixels
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"this is no image", "is not an image"),
+        (RED[: len(RED) // 2], "damaged or truncated"),
+        (encoded(Image.new("RGB", (300, 300)), "JPEG")[:400], "damaged or truncated"),
+        (png_header(10000, 10000), "10000x10000: more than 50,000,000 pixels"),
+        (png_header(20000, 20000), "more than 50,000,000 pixels"),  # past Pillow's own bomb error
+        (b"", "is empty"),
+        (bytes(MAX_IMAGE_BYTES + 1), "larger than 20 MiB"),
+    ],
+)
+async def test_bad_images_are_a_400_naming_the_part(data: bytes, words: str) -> None:
+    images = [ImageInput(data=RED, where="messages[0].content[0]"), ImageInput(data=data, where="images[1]")]
+    with pytest.raises(InvalidRequest, match=words) as caught:
+        await load_images(images)
+    assert (caught.value.status, caught.value.param) == (400, "images[1]")
+    assert "'images[1]'" in caught.value.message
+
+
+@pytest.mark.anyio
+async def test_images_come_out_rgb_in_order() -> None:
+    transparent = encoded(Image.new("RGBA", (10, 10), (0, 0, 0, 0)))
+    grey = encoded(Image.new("L", (10, 10), 128))
+    images = await load_images([ImageInput(data=d) for d in (RED, transparent, grey, gif_of_two_frames())])
+    assert [i.mode for i in images] == ["RGB"] * 4
+    assert images[0].getpixel((0, 0)) == (255, 0, 0)
+    assert images[1].getpixel((0, 0)) == (255, 255, 255)  # transparency laid on white
+    assert images[2].getpixel((0, 0)) == (128, 128, 128)
+    assert images[3].getpixel((0, 0)) == (0, 255, 0)  # an animation's first frame (not the blue one)
+
+
+@pytest.mark.anyio
+async def test_a_large_photo_is_shrunk_to_the_processor_or_the_cap() -> None:
+    from transformers import SiglipImageProcessorPil
+
+    photo = encoded(Image.new("RGB", (6000, 4000), (0, 90, 200)), "JPEG", quality=80)
+    (capped,) = await load_images([ImageInput(data=photo)])
+    assert capped.size == (DEFAULT_MAX_SIDE, 1365)
+    (for_siglip,) = await load_images([ImageInput(data=photo)], processor=SiglipImageProcessorPil())
+    assert for_siglip.size == (336, 224)
+    assert for_siglip.getpixel((10, 10))[2] > 150
+
+
+@pytest.mark.anyio
+async def test_exif_orientation_is_applied() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side: turned 90 degrees to show
+    (image,) = await load_images([ImageInput(data=encoded(Image.new("RGB", (40, 20)), "JPEG", exif=exif))])
+    assert image.size == (20, 40)
+
+
+@pytest.mark.anyio
+async def test_too_many_images_are_refused() -> None:
+    with pytest.raises(InvalidRequest, match=f"{MAX_IMAGES} images at most") as caught:
+        await load_images([ImageInput(data=RED, where=f"images[{i}]") for i in range(MAX_IMAGES + 1)])
+    assert caught.value.param == f"images[{MAX_IMAGES}]"
+
+
+# --- fetching, from a real server on 127.0.0.1 ------------------------------------------------------------
+
+
+class ImageServer(http.server.BaseHTTPRequestHandler):
+    hosts: list[str] = []  # noqa: RUF012 - the Host headers seen, for the test to read
+
+    def do_GET(self) -> None:
+        self.hosts.append(self.headers.get("Host", ""))
+        path = self.path
+        if path == "/cat.png":
+            self._send(200, RED, "image/png")
+        elif path.startswith("/redirect/"):  # /redirect/N: N hops, then the image
+            hops = int(path.rsplit("/", 1)[1])
+            self._redirect(f"/redirect/{hops - 1}" if hops > 1 else "/cat.png")
+        elif path == "/to-file":
+            self._redirect("file:///etc/passwd")
+        elif path == "/to-nowhere":
+            self._redirect("http://0.0.0.0/cat.png")
+        elif path == "/huge-declared":
+            self.send_response(200)
+            self.send_header("Content-Length", str(MAX_IMAGE_BYTES + 1))
+            self.end_headers()
+        elif path == "/huge":  # no length: the body goes on until the client hangs up
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            piece = bytes(64 * 1024)
+            try:
+                for _ in range(MAX_IMAGE_BYTES // len(piece) + 64):
+                    self.wfile.write(piece)
+            except OSError:
+                pass
+        elif path == "/slow":  # a byte a few times a second: never a read timeout, never done
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(40):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
+        elif path == "/text":
+            self._send(200, b"<html>no image here</html>", "text/html")
+        else:
+            self._send(404, b"not found", "text/plain")
+
+    def _send(self, status: int, body: bytes, media: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", media)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ImageServer)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])  # localhost: a name resolving to loopback
+async def test_loopback_is_refused_by_default(origin: str, host: str) -> None:
+    url = f"http://{origin.replace('127.0.0.1', host)}/cat.png"
+    before = len(ImageServer.hosts)
+    with pytest.raises(InvalidRequest, match="a loopback address: refused") as caught:
+        await load_images([ImageInput(url=url, where="messages[0].content[0]")])
+    assert caught.value.param == "messages[0].content[0]"
+    assert "--allow-private-image-urls" in caught.value.message
+    assert len(ImageServer.hosts) == before  # refused before connecting
+
+
+@pytest.mark.anyio
+async def test_private_addresses_are_fetched_when_allowed(origin: str) -> None:
+    port = origin.rsplit(":", 1)[1]
+    urls = [f"http://{origin}/cat.png", f"http://localhost:{port}/redirect/3"]
+    images = await load_images([ImageInput(url=u) for u in urls], allow_private=True)
+    assert [i.size for i in images] == [(40, 30), (40, 30)]
+    # The connection went to the checked address, with the name kept in Host.
+    assert f"localhost:{port}" in ImageServer.hosts
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/missing.png", "answered HTTP 404"),
+        ("/redirect/4", "redirects more than 3 times"),
+        ("/to-file", "is not an http(s) URL"),
+        ("/to-nowhere", "0.0.0.0, an unspecified address: refused"),  # every hop is checked
+        ("/huge-declared", "larger than 20 MiB"),
+        ("/huge", "larger than 20 MiB"),
+        ("/text", "is not an image"),
+    ],
+)
+async def test_fetch_failures_are_a_400_naming_the_part(origin: str, path: str, words: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await load_images(
+            [ImageInput(url=f"http://{origin}{path}", where="input[0].content[2]")], allow_private=True
+        )
+    assert words in caught.value.message
+    assert (caught.value.status, caught.value.param) == (400, "input[0].content[2]")
+
+
+@pytest.mark.anyio
+async def test_a_trickling_server_is_cut_off(origin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch, "TOTAL_TIMEOUT", 1.0)
+    started = time.monotonic()
+    with pytest.raises(InvalidRequest, match="took longer than 1 s"):
+        await load_images([ImageInput(url=f"http://{origin}/slow", where="w")], allow_private=True)
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_host_is_a_400() -> None:
+    with pytest.raises(InvalidRequest, match=r"does not resolve|could not be fetched") as caught:
+        await load_images([ImageInput(url="http://no-such-host.invalid/a.png", where="w")])
+    assert caught.value.param == "w"
+
+
+@pytest.mark.anyio
+async def test_the_first_failure_in_order_is_reported(origin: str) -> None:
+    images = [
+        ImageInput(url=f"http://{origin}/cat.png", where="a"),
+        ImageInput(url=f"http://{origin}/slow", where="b"),
+        ImageInput(data=b"not an image", where="c"),
+        ImageInput(url=f"http://{origin}/missing", where="d"),
+    ]
+    started = time.monotonic()
+    with pytest.raises(InvalidRequest) as caught:
+        await load_images(images, allow_private=True)
+    # c fails at once and cancels the slow fetch; d fails too, after c in the request's order.
+    assert caught.value.param in ("c", "d") and time.monotonic() - started < 3

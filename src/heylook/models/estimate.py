@@ -1,6 +1,7 @@
 """How much memory a model will take, worked out before loading it: its weights (from the safetensors
-headers or the GGUF's tensor table, in the bytes the load options give them), the KV cache for its
-context, and overhead."""
+headers or the GGUF's tensor table, in the bytes the load options give them: a vision model's
+vision tower too), the KV cache for its context (image tokens take their place there like any
+token), and overhead (activations: a vision tower's for a request's images too)."""
 
 from __future__ import annotations
 
@@ -106,8 +107,30 @@ def estimate(
     # Prefilling a full context holds the hidden states and one MLP's intermediates at once.
     width = int(text.get("hidden_size") or 0) + int(text.get("intermediate_size") or 0)
     activations = context * width * compute_bytes * 2
+    activations += vision_activations(config, context, compute_bytes)
     overhead = _FIXED_OVERHEAD["cuda" if device_type == "cuda" else "cpu"] + activations
     return MemoryEstimate(int(weights), int(kv_cache), int(overhead), context)
+
+
+def vision_activations(config: dict[str, Any], context: int, compute_bytes: float) -> float:
+    """What a vision-language model's vision tower holds while it reads a request's images (its
+    weights are among the tensors already): each image's patches' hidden states, MLP intermediates
+    and attention scores, for as many images as the context has room for (each takes at least its
+    patches' worth of image tokens there), all at once, as the tower reads them."""
+    from heylook.images import MAX_IMAGES  # a request carries no more
+
+    vision = config.get("vision_config")
+    if not isinstance(vision, dict):
+        return 0.0
+    side = int(vision.get("image_size") or 0) // max(1, int(vision.get("patch_size") or 1))
+    patches = side * side
+    if patches < 1:
+        return 0.0
+    images = max(1, min(MAX_IMAGES, context // patches))
+    width = int(vision.get("hidden_size") or 0) + int(vision.get("intermediate_size") or 0)
+    heads = int(vision.get("num_attention_heads") or 1)
+    per_image = patches * width * 2 + heads * patches * patches
+    return images * per_image * compute_bytes
 
 
 def fast_path_applies(load: LoadOptions, device_type: str) -> bool:

@@ -1,0 +1,314 @@
+"""Vision-language models, end to end: a tiny random LLaVA (tests/vision.py) served by a real
+`heylook serve`, asked with images by the openai and ollama clients; the engine running an image's
+prompt and then decoding it in one batch with text; what is refused, and how."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import anyio
+import httpx
+import openai
+import pytest
+import torch
+import yaml
+
+import ollama
+from heylook.engine.runner import Engine
+from heylook.errors import ModelLoadFailed
+from heylook.models.estimate import estimate_alias, safetensors_tensors
+from heylook.models.loader import LoadedModel, load_model
+from heylook.models.vision import refuse_3d_positions
+from heylook.registry.aliases import Alias
+from heylook.registry.model_source import ModelSource
+from heylook.types import (
+    ChatPrompt,
+    GenerationRequest,
+    ImageInput,
+    Message,
+    SamplingOptions,
+    SamplingParams,
+    TextChunk,
+)
+from tests.server import RunningServer
+from tests.vision import IMAGE_SIZE, PATCH_SIZE, build_tiny_vlm, png
+
+IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
+RED, BLUE = png((255, 0, 0)), png((0, 0, 255), size=(30, 50))
+
+
+def data_url(image: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(image).decode()
+
+
+def image_part(image: bytes) -> dict:
+    return {"type": "image_url", "image_url": {"url": data_url(image)}}
+
+
+@pytest.fixture(scope="module")
+def vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm"))
+
+
+@pytest.fixture(scope="module")
+def vision_server(
+    tmp_path_factory: pytest.TempPathFactory, vlm_dir: Path, tiny_model_dir: Path
+) -> Iterator[RunningServer]:
+    folder = tmp_path_factory.mktemp("vision-server")
+    registry = {"models": {"vlm": {"model": str(vlm_dir)}, "tiny": {"model": str(tiny_model_dir)}}}
+    (folder / "models.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
+    running = RunningServer(folder / "models.yaml", folder / "server.log", "--parallel", "4")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def vclient(vision_server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{vision_server.base_url}/v1", api_key="-", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def oclient(vision_server: RunningServer) -> ollama.Client:
+    return ollama.Client(host=vision_server.base_url, timeout=120)
+
+
+def ask(client: openai.OpenAI, messages: list[dict], *, stream: bool = False, **more) -> tuple[str, int]:
+    """The reply's text (greedy, a few tokens) and the prompt's token count."""
+    common = {"model": "vlm", "messages": messages, "max_tokens": 6, "temperature": 0, **more}
+    if not stream:
+        reply = client.chat.completions.create(**common)
+        assert reply.usage is not None
+        return reply.choices[0].message.content or "", reply.usage.prompt_tokens
+    chunks = list(
+        client.chat.completions.create(**common, stream=True, stream_options={"include_usage": True})
+    )
+    usage = next(chunk.usage for chunk in chunks if chunk.usage)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    return text, usage.prompt_tokens
+
+
+def test_openai_image_url_streamed_and_not(vclient: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": [image_part(RED), {"type": "text", "text": "What is this?"}]}]
+    whole, prompt_tokens = ask(vclient, messages)
+    streamed, streamed_tokens = ask(vclient, messages, stream=True)
+    assert (streamed, streamed_tokens) == (whole, prompt_tokens)
+    _, text_only = ask(vclient, [{"role": "user", "content": "What is this?"}])
+    # The image's tokens are in the prompt: its patches (and the newline after its marker).
+    assert prompt_tokens - text_only == IMAGE_TOKENS + 1
+
+
+def test_the_pixels_reach_the_model(vclient: openai.OpenAI) -> None:
+    """The same words with another image: the model's first token scores differently."""
+
+    def first_logprob(image: bytes) -> float:
+        reply = vclient.chat.completions.create(
+            model="vlm",
+            messages=[{"role": "user", "content": [image_part(image), {"type": "text", "text": "Colour?"}]}],
+            max_tokens=1,
+            temperature=0,
+            logprobs=True,
+        )
+        assert reply.choices[0].logprobs is not None and reply.choices[0].logprobs.content
+        return reply.choices[0].logprobs.content[0].logprob
+
+    assert first_logprob(RED) != first_logprob(BLUE)
+    assert first_logprob(RED) == first_logprob(RED)
+
+
+def test_several_images_in_one_message_and_across_turns(vclient: openai.OpenAI) -> None:
+    messages = [
+        {
+            "role": "user",
+            "content": [image_part(RED), image_part(BLUE), {"type": "text", "text": "Compare."}],
+        },
+        {"role": "assistant", "content": "They differ."},
+        {"role": "user", "content": [{"type": "text", "text": "And this one?"}, image_part(RED)]},
+    ]
+    text, prompt_tokens = ask(vclient, messages)
+    _, without = ask(vclient, [{**m, "content": "x"} for m in messages])
+    assert prompt_tokens > without + 3 * IMAGE_TOKENS
+    assert isinstance(text, str)
+
+
+def test_ollama_chat_and_generate_with_images(
+    vclient: openai.OpenAI, oclient: ollama.Client, tmp_path: Path
+) -> None:
+    """Ollama's images (bytes or a file's path) read as OpenAI's image parts do: the same reply."""
+    expected, _ = ask(
+        vclient, [{"role": "user", "content": [image_part(RED), {"type": "text", "text": "Hi"}]}]
+    )
+    path = tmp_path / "red.png"
+    path.write_bytes(RED)
+    options = {"num_predict": 6, "temperature": 0}
+    whole = oclient.chat(
+        model="vlm", messages=[{"role": "user", "content": "Hi", "images": [RED]}], options=options
+    )
+    assert whole.message.content == expected
+    parts = oclient.chat(
+        model="vlm",
+        messages=[{"role": "user", "content": "Hi", "images": [path]}],
+        options=options,
+        stream=True,
+    )
+    assert "".join(part.message.content for part in parts) == expected
+    generated = oclient.generate(model="vlm", prompt="Hi", images=[RED], options=options)
+    assert generated.response == expected
+    streamed = oclient.generate(model="vlm", prompt="Hi", images=[str(path)], options=options, stream=True)
+    assert "".join(part.response for part in streamed) == expected
+
+
+def test_a_text_only_alias_given_an_image_is_a_400_naming_it(
+    vclient: openai.OpenAI, oclient: ollama.Client
+) -> None:
+    content = [{"type": "text", "text": "Hi"}, image_part(RED)]
+    with pytest.raises(openai.BadRequestError) as caught:
+        vclient.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}])
+    error = caught.value.body
+    assert isinstance(error, dict) and '"tiny"' in error["message"] and "text-only" in error["message"]
+    assert error["param"] == "messages[0].content[1]"
+    with pytest.raises(ollama.ResponseError) as refused:
+        oclient.chat(model="tiny", messages=[{"role": "user", "content": "Hi", "images": [RED]}])
+    assert refused.value.status_code == 400 and '"tiny"' in refused.value.error
+
+
+def test_bad_images_are_400_naming_the_part(vision_server: RunningServer, vclient: openai.OpenAI) -> None:
+    bad = {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        vclient.chat.completions.create(
+            model="vlm", messages=[{"role": "user", "content": [{"type": "text", "text": "Hi"}, bad]}]
+        )
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "messages[0].content[1]"
+    not_an_image = base64.b64encode(b"plain text, no image").decode()
+    reply = httpx.post(
+        f"{vision_server.base_url}/api/chat",
+        json={"model": "vlm", "messages": [{"role": "user", "content": "Hi", "images": ["%%%"]}]},
+    )
+    assert reply.status_code == 400 and "messages[0].images[0]" in reply.json()["error"]
+    reply = httpx.post(
+        f"{vision_server.base_url}/api/generate",
+        json={"model": "vlm", "prompt": "Hi", "images": [not_an_image], "stream": False},
+    )
+    assert reply.status_code == 400 and "images[0]" in reply.json()["error"]
+
+
+def test_an_image_request_batched_with_text_gets_what_it_gets_alone(vclient: openai.OpenAI) -> None:
+    jobs = [
+        [{"role": "user", "content": [image_part(RED), {"type": "text", "text": "What is this?"}]}],
+        [{"role": "user", "content": "The capital of France is"}],
+        [{"role": "user", "content": [image_part(BLUE), image_part(RED), {"type": "text", "text": "Two?"}]}],
+        [{"role": "user", "content": "Numbers 0123456789"}],
+    ]
+    alone = [ask(vclient, job, max_tokens=12) for job in jobs]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        together = list(pool.map(lambda job: ask(vclient, job, max_tokens=12, stream=True), jobs))
+    assert together == alone
+
+
+def test_show_lists_vision(vision_server: RunningServer) -> None:
+    def capabilities(alias: str) -> list[str]:
+        return httpx.post(f"{vision_server.base_url}/api/show", json={"model": alias}).json()["capabilities"]
+
+    assert "vision" in capabilities("vlm")
+    assert "vision" not in capabilities("tiny")
+
+
+# --- the engine and the loader, in process --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vlm(vlm_dir: Path) -> Iterator[LoadedModel]:
+    loaded = load_model(ModelSource(str(vlm_dir)), name="vlm")
+    yield loaded
+    loaded.close()
+
+
+def test_a_vision_model_loads_with_its_processor(vlm: LoadedModel) -> None:
+    assert vlm.processor is not None and vlm.tokenizer is vlm.processor.tokenizer
+    assert type(vlm.processor.image_processor).__name__.endswith("Pil") or _has_torchvision()
+    assert vlm.engine.batching  # LLaVA's Llama decodes with plain positions: in the shared batch
+
+
+def _has_torchvision() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchvision") is not None
+
+
+async def collect(
+    engine: Engine, ids: list[int], params: SamplingParams, inputs: dict[str, torch.Tensor] | None = None
+) -> str:
+    chunks = [chunk async for chunk in engine.submit(ids, params, inputs).chunks()]
+    return "".join(chunk.text for chunk in chunks if isinstance(chunk, TextChunk))
+
+
+@pytest.mark.anyio
+async def test_the_engine_batches_an_image_prompt_with_text(vlm: LoadedModel) -> None:
+    """The image's prompt runs the vision tower in its own forward pass, then decodes in one pass
+    with the text sequences; each gets what it gets alone."""
+    from heylook.generate import encode_vision_request
+    from heylook.images import load_images
+
+    request = GenerationRequest(
+        "vlm",
+        ChatPrompt((Message("user", "What is this?", images=(ImageInput(RED), ImageInput(BLUE))),)),
+        SamplingOptions(),
+    )
+    pictures = await load_images([ImageInput(RED), ImageInput(BLUE)], processor=vlm.processor)
+    vision, _ = encode_vision_request(vlm, request, None, None, pictures)
+    assert set(vision.inputs) == {"pixel_values"} and len(vision.ids) > 2 * IMAGE_TOKENS
+    params = SamplingParams(max_new_tokens=10, temperature=0.0, ignore_eos=True)
+    engine = vlm.engine
+    engine.parallel = 4  # as `heylook serve --parallel 4` sets it
+    texts = [[5, 6, 7], [8, 9, 10, 11, 12]]
+    alone = [await collect(engine, vision.ids, params, vision.inputs)]
+    alone += [await collect(engine, ids, params) for ids in texts]
+    passes = engine.forward_passes
+    results: list = [None] * 3
+
+    async def one(index: int) -> None:
+        if index == 0:
+            results[0] = await collect(engine, vision.ids, params, vision.inputs)
+        else:
+            results[index] = await collect(engine, texts[index - 1], params)
+
+    async with anyio.create_task_group() as group:
+        for index in range(3):
+            group.start_soon(one, index)
+    assert results == alone
+    # Three prompts, then ten shared steps (not thirty apart).
+    assert engine.forward_passes - passes < 3 + 2 * 10
+
+
+def test_three_dimensional_positions_are_refused() -> None:
+    class Mrope(torch.nn.Module):
+        def get_rope_index(self) -> None: ...
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = Mrope()
+
+    with pytest.raises(ModelLoadFailed, match="multi-dimensional rotary positions"):
+        refuse_3d_positions(Wrapper(), "org/qwen2-vl")
+    refuse_3d_positions(torch.nn.Linear(1, 1), "org/llava")
+
+
+def test_the_estimate_counts_the_vision_tower(vlm_dir: Path, tiny_model_dir: Path) -> None:
+    alias = Alias(name="vlm", source=ModelSource(str(vlm_dir)))
+    estimate = estimate_alias(alias, "cpu")
+    assert estimate is not None
+    tensors = safetensors_tensors(vlm_dir)
+    vision = sum(t.count for t in tensors if "vision_tower" in t.name)
+    assert vision > 0 and estimate.weights_bytes >= sum(t.count for t in tensors) * 2
+    from heylook.models.estimate import estimate as estimate_of
+    from heylook.models.estimate import read_json
+    from heylook.types import LoadOptions
+
+    config = read_json(vlm_dir / "config.json")
+    text_only = {k: v for k, v in config.items() if k != "vision_config"}
+    with_tower = estimate_of(tensors, config, LoadOptions(), 512, "cpu")
+    without = estimate_of(tensors, text_only, LoadOptions(), 512, "cpu")
+    assert with_tower.overhead_bytes > without.overhead_bytes

@@ -3,6 +3,7 @@ one is up, else generating in this process."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -28,10 +29,20 @@ from heylook.cli.common import (
 )
 from heylook.cli.flags import find_flag, flag_class, flag_rows, parse_flag_value, stated
 from heylook.errors import HeylookError
+from heylook.protocols.images import image_from_data_url, media_type
 from heylook.registry.aliases import Registry
 from heylook.types import ChatPrompt, GenerationRequest, JsonFormat, Message, SamplingOptions, TextChunk
 
 Opt = cyclopts.Parameter
+# A turn as the CLI keeps it (and writes to --history): role, content, and a user turn's images
+# as data: URLs.
+Turn = dict[str, Any]
+ImagesOption = Annotated[
+    list[Path] | None,
+    Opt(
+        help="An image file to send with the question (a vision model's alias); repeat for more.", negative=()
+    ),
+]
 
 
 # What run and chat can set: the settings with a flag that the OpenAI API carries (a running
@@ -75,7 +86,7 @@ def openai_fields(settings: Settings) -> dict[str, Any]:
 class Backend(Protocol):
     description: str
 
-    def stream(self, alias: str, messages: list[dict[str, str]], settings: Settings) -> Iterator[str]: ...
+    def stream(self, alias: str, messages: list[Turn], settings: Settings) -> Iterator[str]: ...
 
     def close(self) -> None: ...
 
@@ -88,8 +99,9 @@ class ServerBackend:
         self.description = f"server at {url}"
         self._client = httpx.Client(timeout=httpx.Timeout(10, read=None), headers=auth_headers())
 
-    def stream(self, alias: str, messages: list[dict[str, str]], settings: Settings) -> Iterator[str]:
-        body = {"model": alias, "messages": messages, "stream": True, **openai_fields(settings)}
+    def stream(self, alias: str, messages: list[Turn], settings: Settings) -> Iterator[str]:
+        sent = [_openai_message(m) for m in messages]
+        body = {"model": alias, "messages": sent, "stream": True, **openai_fields(settings)}
         with self._client.stream("POST", f"{self.url}/v1/chat/completions", json=body) as response:
             if response.status_code >= 400:
                 response.read()
@@ -135,8 +147,8 @@ class LocalBackend:
         self.router.release(lease)
         return lease.model.tokenizer
 
-    def stream(self, alias: str, messages: list[dict[str, str]], settings: Settings) -> Iterator[str]:
-        prompt = ChatPrompt(tuple(Message(m["role"], m["content"]) for m in messages))
+    def stream(self, alias: str, messages: list[Turn], settings: Settings) -> Iterator[str]:
+        prompt = ChatPrompt(tuple(_message(m, f"messages[{i}]") for i, m in enumerate(messages)))
         request = GenerationRequest(alias, prompt, sampling_options(settings))
         generation = self._portal.call(self.backends.start, request)
         chunks = generation.chunks()
@@ -157,6 +169,32 @@ class LocalBackend:
         self._portal_context.__exit__(None, None, None)
 
 
+def read_image(path: Path) -> str:
+    """An image file as the data: URL a turn keeps; a file that cannot be read is a usage error."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CommandFailed(f"cannot read the image {path}: {error.strerror or error}", EXIT_USAGE) from None
+    return f"data:{media_type(data)};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _openai_message(turn: Turn) -> dict[str, Any]:
+    """A turn as the OpenAI API takes it: with images, its content is their image_url parts and
+    then its text."""
+    images = turn.get("images") or []
+    if not images:
+        return {"role": turn["role"], "content": turn["content"]}
+    parts = [{"type": "image_url", "image_url": {"url": url}} for url in images]
+    return {"role": turn["role"], "content": [*parts, {"type": "text", "text": turn["content"]}]}
+
+
+def _message(turn: Turn, where: str) -> Message:
+    images = tuple(
+        image_from_data_url(url, f"{where}.images[{k}]") for k, url in enumerate(turn.get("images") or ())
+    )
+    return Message(turn["role"], turn["content"], images=images)
+
+
 def connect(url: str | None, models: Path | None) -> Backend:
     """The server at --url (or $HEYLOOK_URL, or the default) if it answers, else this process.
     A --url given explicitly must answer."""
@@ -170,7 +208,7 @@ def connect(url: str | None, models: Path | None) -> Backend:
     return LocalBackend(open_registry(models))
 
 
-def say(backend: Backend, alias: str, messages: list[dict[str, str]], settings: Settings) -> str:
+def say(backend: Backend, alias: str, messages: list[Turn], settings: Settings) -> str:
     """Stream a reply to stdout as it comes; the whole reply is returned."""
     parts = []
     try:
@@ -193,17 +231,18 @@ def run(
     /,
     *,
     settings: Settings | None = None,
+    image: ImagesOption = None,
     url: UrlOption = None,
     models: ModelsOption = None,
 ) -> int:
     """Ask once and stream the answer."""
     settings = settings or Settings()
+    images = [read_image(path) for path in image or ()]
     text = prompt if prompt is not None else sys.stdin.read()
     if not text.strip():
         raise CommandFailed("nothing to ask: give a prompt or pipe one in", EXIT_USAGE)
-    messages = ([{"role": "system", "content": settings.system}] if settings.system else []) + [
-        {"role": "user", "content": text}
-    ]
+    question: Turn = {"role": "user", "content": text, **({"images": images} if images else {})}
+    messages = ([{"role": "system", "content": settings.system}] if settings.system else []) + [question]
     backend = connect(url, models)
     try:
         say(backend, alias, messages, settings)
@@ -218,6 +257,7 @@ HELP = f"""Commands:
   /set KEY VALUE   change a setting: {", ".join(row.name for row in RUN_ROWS)}, json_mode
   /set             show the settings
   /system TEXT     set the system prompt (/system alone removes it)
+  /image PATH      send an image file with the next question
   /clear           forget the conversation (the system prompt stays)
   /bye             leave
 Start a line with \"\"\" to write several lines, and end them with \"\"\"."""
@@ -226,12 +266,14 @@ Start a line with \"\"\" to write several lines, and end them with \"\"\"."""
 @dataclass
 class Conversation:
     system: str | None = None
-    turns: list[dict[str, str]] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    # Images (data: URLs) that go with the next question: --image, /image.
+    pending_images: list[str] = field(default_factory=list)
 
-    def messages(self) -> list[dict[str, str]]:
+    def messages(self) -> list[Turn]:
         return ([{"role": "system", "content": self.system}] if self.system else []) + self.turns
 
-    def fit(self, count: Callable[[list[dict[str, str]]], int], limit: int) -> int:
+    def fit(self, count: Callable[[list[Turn]], int], limit: int) -> int:
         """Drop the oldest user and assistant turns until the prompt fits `limit` tokens; the system
         prompt and the newest question always stay. Returns how many turns were dropped."""
         dropped = 0
@@ -276,12 +318,14 @@ def chat(
         Path | None, Opt(help="Start from this file: JSON messages, or text to ask first.")
     ] = None,
     ctx: Annotated[int | None, Opt(help="Drop the oldest turns to keep the prompt within N tokens.")] = None,
+    image: ImagesOption = None,
     url: UrlOption = None,
     models: ModelsOption = None,
 ) -> int:
     """Talk with an alias: answers stream as they are written. /help lists the commands."""
     settings = settings or Settings()
     conversation = Conversation.load(history) if history and history.exists() else Conversation()
+    conversation.pending_images = [read_image(path) for path in image or ()]
     first_question = None
     if input_file:
         if input_file.suffix == ".json":
@@ -311,7 +355,10 @@ def chat(
                     break
                 question = None
                 continue
-            conversation.turns.append({"role": "user", "content": question})
+            images, conversation.pending_images = conversation.pending_images, []
+            conversation.turns.append(
+                {"role": "user", "content": question, **({"images": images} if images else {})}
+            )
             if count and ctx:
                 dropped = conversation.fit(count, ctx)
                 if dropped:
@@ -380,9 +427,25 @@ def _command(line: str, conversation: Conversation, settings: Settings) -> bool:
         console.print("[dim]System prompt " + ("set." if rest else "removed.") + "[/dim]")
     elif name == "/set":
         _set(rest, settings)
+    elif name == "/image":
+        _attach(rest, conversation)
     else:
         console.print(f"Unknown command {name}. /help lists them.")
     return True
+
+
+def _attach(text: str, conversation: Conversation) -> None:
+    path = text.strip().strip("'\"")
+    if not path:
+        console.print("/image PATH sends an image file with the next question.")
+        return
+    try:
+        conversation.pending_images.append(read_image(Path(path).expanduser()))
+    except CommandFailed as failure:  # a wrong path is the user's to fix; the chat goes on
+        console.print(f"[red]error:[/red] {failure.message}")
+        return
+    count = len(conversation.pending_images)
+    console.print(f"[dim]{count} image{'s' if count > 1 else ''} will go with the next question.[/dim]")
 
 
 def _set(text: str, settings: Settings) -> None:
@@ -414,9 +477,7 @@ def _set(text: str, settings: Settings) -> None:
     console.print(f"[dim]{row.name} = {getattr(settings, row.name)}[/dim]")
 
 
-def _token_counter(
-    backend: Backend, alias: str, models: Path | None
-) -> Callable[[list[dict[str, str]]], int]:
+def _token_counter(backend: Backend, alias: str, models: Path | None) -> Callable[[list[Turn]], int]:
     """Counts prompt tokens as the model's chat template makes them, with the model's tokenizer."""
     from heylook.generate import encode_prompt
 
@@ -434,7 +495,7 @@ def _token_counter(
             raise CommandFailed(f"--ctx needs {alias!r}'s tokenizer on this machine; pull the model first")
         tokenizer = AutoTokenizer.from_pretrained(directory)
 
-    def count(messages: list[dict[str, str]]) -> int:
+    def count(messages: list[Turn]) -> int:
         prompt = ChatPrompt(tuple(Message(m["role"], m["content"]) for m in messages))
         return len(encode_prompt(tokenizer, prompt))
 

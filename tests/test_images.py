@@ -8,19 +8,23 @@ from __future__ import annotations
 import http.server
 import io
 import ipaddress
+import ssl
 import struct
+import subprocess
 import threading
 import time
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
 from heylook.errors import InvalidRequest
-from heylook.images import MAX_IMAGES, fetch, load_images
+from heylook.images import MAX_IMAGES, fetch, load, load_images
 from heylook.images.addresses import refusal
 from heylook.images.decode import MAX_IMAGE_BYTES
 from heylook.images.resize import DEFAULT_MAX_SIDE, target_size
@@ -410,3 +414,46 @@ async def test_the_first_failure_in_order_is_reported(origin: str) -> None:
         await load_images(images, allow_private=True)
     # c fails at once and cancels the slow fetch; d fails too, after c in the request's order.
     assert caught.value.param in ("c", "d") and time.monotonic() - started < 3
+
+
+# --- https: the connection goes to the checked address, TLS still checks the name ------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ImageServer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], cert
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.anyio
+async def test_https_checks_the_certificate_against_the_name(
+    tls_origin: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, cert = tls_origin
+    trusting = fetch.image_client()
+    trusting._transport = httpx.AsyncHTTPTransport(verify=ssl.create_default_context(cafile=str(cert)))
+    monkeypatch.setattr(load, "image_client", lambda: trusting)
+    (image,) = await load_images([ImageInput(url=f"https://localhost:{port}/cat.png")], allow_private=True)
+    assert image.size == (40, 30)
+    # The same server by its address: the certificate names localhost only, so it is refused.
+    trusting = fetch.image_client()
+    trusting._transport = httpx.AsyncHTTPTransport(verify=ssl.create_default_context(cafile=str(cert)))
+    with pytest.raises(InvalidRequest, match="could not be fetched") as caught:
+        await load_images(
+            [ImageInput(url=f"https://127.0.0.1:{port}/cat.png", where="w")], allow_private=True
+        )
+    assert caught.value.param == "w"

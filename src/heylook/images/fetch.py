@@ -26,9 +26,11 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 def image_client() -> httpx.AsyncClient:
     """A client for image fetches: no redirects of its own (each is checked here), no proxies from
     the environment (they would connect to what was never checked), no compression (a small
-    gzip body can unpack to gigabytes)."""
+    gzip body can unpack to gigabytes), no kept connections (one is pooled by address, and two
+    names on one address must not share the TLS session one of them opened)."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+        limits=httpx.Limits(max_keepalive_connections=0),
         follow_redirects=False,
         trust_env=False,
         headers={"User-Agent": "heylook", "Accept": "image/*", "Accept-Encoding": "identity"},
@@ -63,7 +65,7 @@ async def _fetch_once(
     direct = url.copy_with(host=str(address))
     # The request goes to the address checked; Host and TLS (SNI, the certificate) keep the name.
     headers = {"Host": url.netloc.decode("ascii")}
-    extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    extensions = {"sni_hostname": _ascii_host(url)} if url.scheme == "https" else {}
     request = client.build_request("GET", direct, headers=headers, extensions=extensions)
     response = await client.send(request, stream=True)
     try:
@@ -86,7 +88,7 @@ async def _fetch_once(
 
 async def _checked_address(url: httpx.URL, where: str, allow_private: bool) -> IPAddress:
     """The address to connect to: the host's, when every address it resolves to is allowed."""
-    host = url.host
+    host = _ascii_host(url)
     try:
         addresses: list[IPAddress] = [ipaddress.ip_address(host)]
     except ValueError:
@@ -103,6 +105,11 @@ async def _checked_address(url: httpx.URL, where: str, allow_private: bool) -> I
             hint = "" if allow_private else " (a server may allow it with --allow-private-image-urls)"
             raise _failed(where, str(url), f"reaches {address}, {why}: refused{hint}")
     return addresses[0]
+
+
+def _ascii_host(url: httpx.URL) -> str:
+    """The host as DNS and TLS take it: an international name in its xn-- form."""
+    return url.raw_host.decode("ascii")
 
 
 def _failed(where: str, url: str, why: str) -> InvalidRequest:

@@ -5,14 +5,16 @@ forms, and one real server."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from PIL import Image
 
 from heylook.errors import InvalidRequest
@@ -22,6 +24,8 @@ from heylook.types import ChatPrompt, GenerationRequest, ImageInput, Message, Sa
 from tests.inprocess import InProcessServer, serve_in_process
 from tests.server import RunningServer
 from tests.test_safety import assert_shape, tiny_models
+from tests.vision import build_tiny_vlm
+from tests.vision import png as vision_png
 
 ROUTE = "/v1/chat/completions/multipart"
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "What is this?"}], "stream": False}
@@ -174,19 +178,68 @@ async def test_forms_stay_refused_on_json_routes(app: InProcessServer) -> None:
     assert_shape(await app.client.post("/v1/chat/completions", files=files), 415)
 
 
-# --- a real server ----------------------------------------------------------------------------------
+# --- a real server, with a vision model --------------------------------------------------------------
 
 
-def test_a_real_server_answers_a_form(tmp_path: Path, tiny_model_dir: Path) -> None:
-    server = RunningServer(tiny_models(tmp_path, tiny_model_dir), tmp_path / "serve.log")
-    try:
-        chat = {**CHAT, "max_tokens": 3}
-        response = httpx.post(
-            f"{server.base_url}{ROUTE}", files={"request": (None, json.dumps(chat))}, timeout=120
-        )
-        assert response.status_code == 200, response.text
-        assert response.json()["usage"]["completion_tokens"] <= 3
-        refused = httpx.post(f"{server.base_url}{ROUTE}", json=chat, timeout=30)
-        assert refused.status_code == 415
-    finally:
-        server.stop()
+@pytest.fixture(scope="module")
+def vision_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
+    folder = tmp_path_factory.mktemp("multipart")
+    vlm = build_tiny_vlm(folder / "vlm")
+    registry = {"models": {"vlm": {"model": str(vlm)}, "tiny": {"model": str(tiny_model_dir)}}}
+    (folder / "models.yaml").write_text(yaml.safe_dump(registry))
+    running = RunningServer(folder / "models.yaml", folder / "serve.log")
+    yield running
+    running.stop()
+
+
+def post_form(server: RunningServer, chat: dict[str, Any], *images: bytes) -> httpx.Response:
+    files = [
+        ("request", (None, json.dumps(chat))),
+        *(("images", (f"{i}.png", d, "image/png")) for i, d in enumerate(images)),
+    ]
+    return httpx.post(f"{server.base_url}{ROUTE}", files=files, timeout=120)
+
+
+def test_a_real_server_answers_a_form_with_images(vision_server: RunningServer) -> None:
+    chat = {**CHAT, "model": "vlm", "max_tokens": 3, "temperature": 0}
+    response = post_form(vision_server, chat, vision_png((255, 0, 0)), vision_png((0, 0, 255)))
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    assert reply["usage"]["completion_tokens"] <= 3
+    # The same images as data: URLs on the JSON route: the same prompt, the same greedy reply.
+    urls = [
+        "data:image/png;base64," + base64.b64encode(vision_png(c)).decode()
+        for c in ((255, 0, 0), (0, 0, 255))
+    ]
+    parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+    direct = {
+        **chat,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, *parts]}],
+    }
+    same = httpx.post(f"{vision_server.base_url}/v1/chat/completions", json=direct, timeout=120).json()
+    assert same["usage"] == reply["usage"]
+    assert same["choices"][0]["message"] == reply["choices"][0]["message"]
+
+
+def test_a_real_server_refuses_bad_forms_naming_the_part(vision_server: RunningServer) -> None:
+    not_an_image = post_form(vision_server, {**CHAT, "model": "vlm"}, vision_png((0, 0, 0)), b"GIF89a broken")
+    assert not_an_image.status_code == 400
+    assert not_an_image.json()["error"]["param"] == "images[1]"
+    text_only = post_form(vision_server, {**CHAT, "model": "tiny"}, vision_png((0, 0, 0)))
+    assert text_only.status_code == 400 and "tiny" in text_only.json()["error"]["message"]
+    no_image = post_form(vision_server, {**CHAT, "model": "tiny", "max_tokens": 2})
+    assert no_image.status_code == 200, no_image.text
+    refused = httpx.post(f"{vision_server.base_url}{ROUTE}", json=CHAT, timeout=30)
+    assert refused.status_code == 415
+
+
+def test_image_urls_into_the_servers_own_network_are_refused(vision_server: RunningServer) -> None:
+    """By default a request cannot make the server fetch from its own machine: its own /health."""
+    for url in (f"{vision_server.base_url}/health", f"http://localhost:{vision_server.port}/health",
+                "http://169.254.169.254/latest/meta-data/"):  # fmt: skip
+        part = {"type": "image_url", "image_url": {"url": url}}
+        chat = {**CHAT, "model": "vlm", "messages": [{"role": "user", "content": [part]}]}
+        response = httpx.post(f"{vision_server.base_url}/v1/chat/completions", json=chat, timeout=60)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "messages[0].content[0]" and "refused" in error["message"]

@@ -210,6 +210,8 @@ def gif_of_two_frames() -> bytes:
     ("data", "words"),
     [
         (b"this is no image", "is not an image"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "is not an image"),  # no Ghostscript
+        (encoded(Image.new("RGB", (4, 4)), "PCX"), "is not an image"),  # a format not read
         (RED[: len(RED) // 2], "damaged or truncated"),
         (encoded(Image.new("RGB", (300, 300)), "JPEG")[:400], "damaged or truncated"),
         (png_header(10000, 10000), "10000x10000: more than 50,000,000 pixels"),

@@ -21,6 +21,9 @@ MAX_IMAGE_PIXELS = 50_000_000
 # Images decoded at once in this process, whatever the number of requests: each may take hundreds
 # of MB while it is decoded, before it is shrunk.
 _DECODING = threading.BoundedSemaphore(4)
+# The formats read: what cameras, phones and browsers make. Not the rest of what Pillow opens
+# (EPS hands the file to Ghostscript, and every rarely used decoder is more attack surface).
+FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (phones' JPEGs)
 
 
 def decode_image(data: bytes, where: str, processor: Any = None) -> Image.Image:
@@ -34,17 +37,17 @@ def decode_image(data: bytes, where: str, processor: Any = None) -> Image.Image:
         except Image.DecompressionBombError:
             raise _bad(where, f"has more than {MAX_IMAGE_PIXELS:,} pixels") from None
         except UnidentifiedImageError:
-            raise _bad(where, "is not an image (or not a format Pillow reads)") from None
+            raise _bad(where, f"is not an image in a format read here ({', '.join(FORMATS)})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             # Pillow reports a damaged file as any of these; truncation as "image file is truncated".
             raise _bad(where, f"is a damaged or truncated image ({error})") from None
 
 
 def _decode(data: bytes, where: str, processor: Any) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as probe:
+    with Image.open(io.BytesIO(data), formats=FORMATS) as probe:
         _check_pixels(probe, where)
         probe.verify()  # the structure and checksums, without decoding the pixels
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data), formats=FORMATS) as image:
         _check_pixels(image, where)
         image.seek(0)  # an animation's first frame
         width, height = _upright_size(image)

@@ -26,7 +26,8 @@ async def load_images(
     """Each image as RGB, in the order given, no larger than `processor` (a transformers processor
     or image processor) would make it, else than resize.DEFAULT_MAX_SIDE. URLs are fetched under
     the address policy (private addresses only with `allow_private`); every failure is an
-    InvalidRequest (400) naming the image's `where`: the first one in the request's order."""
+    InvalidRequest (400) naming the image's `where`. The first failure stops the other fetches;
+    of those that failed by then, the first in the request's order is raised."""
     if len(images) > MAX_IMAGES:
         where = images[MAX_IMAGES].where
         raise InvalidRequest(f"a request may carry {MAX_IMAGES} images at most", param=where or None)

@@ -5,6 +5,10 @@ prompt and then decoding it in one batch with text; what is refused, and how."""
 from __future__ import annotations
 
 import base64
+import json
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +38,7 @@ from heylook.types import (
     TextChunk,
 )
 from tests.server import RunningServer
-from tests.vision import IMAGE_SIZE, PATCH_SIZE, build_tiny_vlm, png
+from tests.vision import IMAGE_SIZE, PATCH_SIZE, build_tiny_idefics3, build_tiny_vlm, png
 
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
 RED, BLUE = png((255, 0, 0)), png((0, 0, 255), size=(30, 50))
@@ -58,7 +62,13 @@ def vision_server(
     tmp_path_factory: pytest.TempPathFactory, vlm_dir: Path, tiny_model_dir: Path
 ) -> Iterator[RunningServer]:
     folder = tmp_path_factory.mktemp("vision-server")
-    registry = {"models": {"vlm": {"model": str(vlm_dir)}, "tiny": {"model": str(tiny_model_dir)}}}
+    registry = {
+        "models": {
+            "vlm": {"model": str(vlm_dir)},
+            "my-vlm": {"model": str(vlm_dir)},  # the README's examples' alias
+            "tiny": {"model": str(tiny_model_dir)},
+        }
+    }
     (folder / "models.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
     running = RunningServer(folder / "models.yaml", folder / "server.log", "--parallel", "4")
     yield running
@@ -215,12 +225,46 @@ def test_show_lists_vision(vision_server: RunningServer) -> None:
     assert "vision" not in capabilities("tiny")
 
 
+def test_the_readme_vision_examples_run_as_written(vision_server: RunningServer, tmp_path: Path) -> None:
+    """The Vision section's curl and openai examples, on the tiny LLaVA as `my-vlm` (only the URL
+    differs); the Python one reads photo.png from where it runs."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Vision: images in", 1)[1].split("\n## ", 1)[0]
+    curl = next(b for b in re.findall(r"```sh\n(.*?)```", section, re.DOTALL) if '"image_url"' in b)
+    done = subprocess.run(
+        ["sh", "-c", curl.replace("http://127.0.0.1:11434", vision_server.base_url)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["object"] == "chat.completion"
+    example = next(b for b in re.findall(r"```python\n(.*?)```", section, re.DOTALL) if "image_url" in b)
+    (tmp_path / "photo.png").write_bytes(RED)
+    done = subprocess.run(
+        [sys.executable, "-c", example.replace("http://127.0.0.1:11434", vision_server.base_url)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 # --- the engine and the loader, in process --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def vlm(vlm_dir: Path) -> Iterator[LoadedModel]:
-    loaded = load_model(ModelSource(str(vlm_dir)), name="vlm")
+# Each architecture's processor, and the inputs it gives beside the token ids.
+ARCHITECTURES = {
+    "llava": (build_tiny_vlm, {"pixel_values"}),
+    "idefics3": (build_tiny_idefics3, {"pixel_values", "pixel_attention_mask"}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
+def vlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadedModel]:
+    build, _ = ARCHITECTURES[request.param]
+    loaded = load_model(ModelSource(str(build(tmp_path_factory.mktemp(request.param)))), name=request.param)
     yield loaded
     loaded.close()
 
@@ -258,7 +302,9 @@ async def test_the_engine_batches_an_image_prompt_with_text(vlm: LoadedModel) ->
     )
     pictures = await load_images([ImageInput(RED), ImageInput(BLUE)], processor=vlm.processor)
     vision, _ = encode_vision_request(vlm, request, None, None, pictures)
-    assert set(vision.inputs) == {"pixel_values"} and len(vision.ids) > 2 * IMAGE_TOKENS
+    assert set(vision.inputs) == ARCHITECTURES[vlm.engine.name][1]
+    image_token = vlm.processor.image_token_id
+    assert vision.ids.count(image_token) > 2 and len(vision.ids) > vision.ids.count(image_token)
     params = SamplingParams(max_new_tokens=10, temperature=0.0, ignore_eos=True)
     engine = vlm.engine
     engine.parallel = 4  # as `heylook serve --parallel 4` sets it

@@ -217,6 +217,18 @@ def test_an_image_request_batched_with_text_gets_what_it_gets_alone(vclient: ope
     assert together == alone
 
 
+def test_anthropic_token_counts_count_the_image_tokens(vision_server: RunningServer) -> None:
+    def count(content: list[dict]) -> int:
+        body = {"model": "vlm", "messages": [{"role": "user", "content": content}]}
+        reply = httpx.post(f"{vision_server.base_url}/v1/messages/count_tokens", json=body)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["input_tokens"]
+
+    source = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(RED).decode()}
+    text = {"type": "text", "text": "Hi"}
+    assert count([{"type": "image", "source": source}, text]) - count([text]) == IMAGE_TOKENS + 1
+
+
 def test_show_lists_vision(vision_server: RunningServer) -> None:
     def capabilities(alias: str) -> list[str]:
         return httpx.post(f"{vision_server.base_url}/api/show", json={"model": alias}).json()["capabilities"]

@@ -333,26 +333,9 @@ async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings)
         .over(model.generation_defaults)
         .over(SamplingOptions(**settings_defaults()))
     )
-    images = prompt_images(request.prompt)
-    inputs: dict[str, Any] = {}
-    if images:
-        if model.processor is None:
-            raise InvalidRequest(
-                f"{json.dumps(lease.alias.name)} is a text-only model and does not read images: "
-                "send them to a vision model's alias",
-                param=images[0].where or None,
-            )
-        pictures = await load_images(
-            images, allow_private=settings.allow_private_image_urls, processor=model.processor
-        )
-        vision, plan = await anyio.to_thread.run_sync(
-            encode_vision_request, model, request, lease.alias.system, options.response_format, pictures
-        )
-        encoded, inputs = vision.ids, vision.inputs
-    else:
-        encoded, plan = await anyio.to_thread.run_sync(
-            encode_request, model, request, lease.alias.system, options.response_format
-        )
+    encoded, plan, inputs = await encode_request_and_images(
+        model, lease.alias, request, settings, options.response_format
+    )
     _check_context(request, model.vocab_size, _image_token_id(model))
     prompt_ids = [*request.context, *encoded]
     context_length = min(model.context_length, options.context_length or model.context_length)
@@ -375,6 +358,37 @@ async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings)
     params = replace(_settle(options, max_new_tokens, None), logprobs=request.logprobs)
     params = replace(params, thinking=thinking_budget(model.tokenizer, request, plan))
     return _Prepared(prompt_ids, params, plan, grammar, inputs)
+
+
+async def encode_request_and_images(
+    model: LoadedModel,
+    alias: Alias,
+    request: GenerationRequest,
+    settings: Settings,
+    response_format: JsonFormat | None = None,
+) -> tuple[list[int], ReplyPlan | None, dict[str, Any]]:
+    """The prompt's token ids, the reply's plan, and for a chat with images (loaded here, under the
+    server's URL policy) the pixel inputs of the prompt's forward pass. Images are a 400 naming
+    the alias when its model reads text only."""
+    images = prompt_images(request.prompt)
+    if not images:
+        ids, plan = await anyio.to_thread.run_sync(
+            encode_request, model, request, alias.system, response_format
+        )
+        return ids, plan, {}
+    if model.processor is None:
+        raise InvalidRequest(
+            f"{json.dumps(alias.name)} is a text-only model and does not read images: "
+            "send them to a vision model's alias",
+            param=images[0].where or None,
+        )
+    pictures = await load_images(
+        images, allow_private=settings.allow_private_image_urls, processor=model.processor
+    )
+    vision, plan = await anyio.to_thread.run_sync(
+        encode_vision_request, model, request, alias.system, response_format, pictures
+    )
+    return vision.ids, plan, vision.inputs
 
 
 def prompt_images(prompt: Prompt) -> tuple[ImageInput, ...]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import uuid
 
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from heylook.generate import encode_request
+from heylook.generate import encode_request_and_images
 from heylook.protocols import anthropic
-from heylook.routes.common import backends_of, json_body, router_of
+from heylook.routes.common import backends_of, json_body, router_of, settings_of
 from heylook.routes.generation import respond
 
 
@@ -30,7 +29,8 @@ async def count_tokens(request: Request) -> Response:
     router = router_of(request)
     lease = await router.acquire(alias.name)
     try:
-        ids, _ = await anyio.to_thread.run_sync(encode_request, lease.model, internal, alias.system)
+        # Images count as the image tokens they become (loaded and expanded by the processor).
+        ids, _, _ = await encode_request_and_images(lease.model, alias, internal, settings_of(request))
     finally:
         router.release(lease, alias.keep_alive)
     return JSONResponse(anthropic.count_body(len(ids)))

@@ -124,6 +124,7 @@ async def test_the_request_part_may_be_a_file_and_the_reply_may_stream(app: InPr
     [
         ([("images", ("a.png", png(), "image/png"))], 400, "request"),
         ([("request", (None, json.dumps(CHAT))), ("messages", (None, "[]"))], 400, "messages"),
+        ([("request", (None, json.dumps(CHAT))), ("request", (None, json.dumps(CHAT)))], 400, "request"),
         ([("request", (None, json.dumps(CHAT))), ("images", (None, "not a file"))], 400, "images"),
         ([("request", (None, json.dumps({**CHAT, "model": "nope"})))], 404, "model"),
     ],

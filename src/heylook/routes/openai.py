@@ -50,6 +50,8 @@ async def chat_completions_multipart(request: Request) -> Response:
                     )
                 data = await value.read() if isinstance(value, UploadFile) else value
                 if name == multipart.REQUEST_FIELD:
+                    if body is not None:
+                        raise InvalidRequest("the 'request' part is given twice", param=name)
                     body = data
                 elif isinstance(data, bytes):
                     images.append((name, data))

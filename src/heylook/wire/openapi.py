@@ -137,7 +137,12 @@ _CHAT_FORM = {
             },
             "images": {
                 "type": "array",
-                "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                # format: binary too, for Swagger UI's file pickers.
+                "items": {
+                    "type": "string",
+                    "format": "binary",
+                    "contentMediaType": "application/octet-stream",
+                },
                 "description": "Image files (PNG, JPEG, WebP, GIF...), appended in order to the last user "
                 "message; `image` is taken too.",
             },

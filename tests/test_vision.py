@@ -37,6 +37,7 @@ from heylook.types import (
     SamplingParams,
     TextChunk,
 )
+from tests.fake_upstream import FakeUpstream
 from tests.server import RunningServer
 from tests.vision import IMAGE_SIZE, PATCH_SIZE, build_tiny_idefics3, build_tiny_vlm, png
 
@@ -59,7 +60,10 @@ def vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def vision_server(
-    tmp_path_factory: pytest.TempPathFactory, vlm_dir: Path, tiny_model_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    vlm_dir: Path,
+    tiny_model_dir: Path,
+    upstream_session: FakeUpstream,
 ) -> Iterator[RunningServer]:
     folder = tmp_path_factory.mktemp("vision-server")
     registry = {
@@ -67,6 +71,7 @@ def vision_server(
             "vlm": {"model": str(vlm_dir)},
             "my-vlm": {"model": str(vlm_dir)},  # the README's examples' alias
             "tiny": {"model": str(tiny_model_dir)},
+            "remote-vlm": {"provider": "openai", "base_url": upstream_session.base_url, "model": "scripted"},
         }
     }
     (folder / "models.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
@@ -227,6 +232,22 @@ def test_anthropic_token_counts_count_the_image_tokens(vision_server: RunningSer
     source = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(RED).decode()}
     text = {"type": "text", "text": "Hi"}
     assert count([{"type": "image", "source": source}, text]) - count([text]) == IMAGE_TOKENS + 1
+
+
+def test_images_go_upstream_as_image_url_parts(
+    vclient: openai.OpenAI, oclient: ollama.Client, fake_upstream: FakeUpstream
+) -> None:
+    url = "https://example.com/cat.png"  # a remote alias's upstream fetches it, not heylook
+    content = [{"type": "text", "text": "Hi"}, {"type": "image_url", "image_url": {"url": url}}]
+    vclient.chat.completions.create(model="remote-vlm", messages=[{"role": "user", "content": content}])
+    oclient.chat(model="remote-vlm", messages=[{"role": "user", "content": "Hi", "images": [RED]}])
+    sent = [
+        r.body["messages"][0]["content"] for r in fake_upstream.requests if r.path.endswith("/completions")
+    ]
+    assert sent == [
+        [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "Hi"}],
+        [{"type": "image_url", "image_url": {"url": data_url(RED)}}, {"type": "text", "text": "Hi"}],
+    ]
 
 
 def test_show_lists_vision(vision_server: RunningServer) -> None:

@@ -175,6 +175,14 @@ def test_ollama_chat_and_generate_with_images(
     assert "".join(part.response for part in streamed) == expected
 
 
+def test_ollama_context_cannot_carry_images_onward(oclient: ollama.Client) -> None:
+    first = oclient.generate(model="vlm", prompt="Hi", images=[RED], options={"num_predict": 2})
+    assert first.context
+    with pytest.raises(ollama.ResponseError, match="image tokens") as refused:
+        oclient.generate(model="vlm", prompt="More", context=first.context, options={"num_predict": 2})
+    assert refused.value.status_code == 400
+
+
 def test_a_text_only_alias_given_an_image_is_a_400_naming_it(
     vclient: openai.OpenAI, oclient: ollama.Client
 ) -> None:

@@ -381,6 +381,22 @@ def test_three_dimensional_positions_are_refused() -> None:
     with pytest.raises(ModelLoadFailed, match="multi-dimensional rotary positions"):
         refuse_3d_positions(Wrapper(), "org/qwen2-vl")
     refuse_3d_positions(torch.nn.Linear(1, 1), "org/llava")
+    qwen3_vl = {"model_type": "qwen3_vl", "text_config": {"rope_scaling": {"mrope_section": [24, 20, 20]}}}
+    with pytest.raises(ModelLoadFailed, match=r"multi-dimensional rotary positions \(qwen3_vl\)"):
+        refuse_3d_positions(qwen3_vl, "org/qwen3-vl")
+    refuse_3d_positions({"model_type": "llava", "text_config": {"rope_scaling": None}}, "org/llava")
+
+
+def test_qwen2_vl_is_refused_before_its_weights_load(tmp_path: Path) -> None:
+    config = {
+        "architectures": ["Qwen2VLForConditionalGeneration"],
+        "model_type": "qwen2_vl",
+        "vision_config": {"depth": 32},
+        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))  # no weights at all: never reached
+    with pytest.raises(ModelLoadFailed, match=r"multi-dimensional rotary positions \(qwen2_vl\)"):
+        load_model(ModelSource(str(tmp_path)), name="qwen2-vl")
 
 
 def test_the_estimate_counts_the_vision_tower(vlm_dir: Path, tiny_model_dir: Path) -> None:

@@ -54,16 +54,17 @@ def reads_images(config: dict[str, Any]) -> bool:
 
 
 def folder_kind(directory: Path) -> ModelKind:
-    config = _folder_config(directory)
+    config = folder_config(directory)
     files = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
     return model_kind(config, files)
 
 
 def folder_reads_images(directory: Path) -> bool:
-    return folder_kind(directory) == "generate" and reads_images(_folder_config(directory))
+    return folder_kind(directory) == "generate" and reads_images(folder_config(directory))
 
 
-def _folder_config(directory: Path) -> dict[str, Any]:
+def folder_config(directory: Path) -> dict[str, Any]:
+    """The folder's config.json as a mapping; {} where it is missing or no mapping."""
     try:
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -21,6 +21,7 @@ from heylook.models.kind import (
     GENERATIVE_ENCODER,
     ModelKind,
     encoder_config,
+    folder_config,
     folder_kind,
     folder_reads_images,
 )
@@ -155,6 +156,7 @@ def load_model(
     try:
         if folder_reads_images(directory):
             # The text model's tokenizer is the processor's: one vocabulary, one chat template.
+            refuse_3d_positions(folder_config(directory), source.describe())
             processor = load_processor(directory, load.trust_remote_code)
             tokenizer = processor.tokenizer
             model = AutoModelForImageTextToText.from_pretrained(directory, **options)
@@ -168,6 +170,8 @@ def load_model(
         fast_path = apply_fast_path(model, load, device)
         if "device_map" not in options:
             model.to(device)  # type: ignore[arg-type]  # transformers' stub takes the model, not the device
+    except ModelLoadFailed:
+        raise
     except Exception as error:
         raise ModelLoadFailed(f"could not load {source.describe()}: {error}") from error
     if processor is not None:

@@ -40,17 +40,34 @@ def load_processor(directory: Path, trust_remote_code: bool) -> Any:
     return processor
 
 
-def refuse_3d_positions(model: torch.nn.Module, what: str) -> None:
+def refuse_3d_positions(model: torch.nn.Module | dict[str, Any], what: str) -> None:
     """Architectures that place image tokens on a 2D grid of rotary positions (Qwen2-VL's mrope,
     GLM-4V, ...) carry per-sequence position offsets into every decode step; heylook's batched
-    decode gives plain 1D positions, so it refuses them rather than serve wrong output."""
-    inner = getattr(model, "model", None)
-    if hasattr(model, "get_rope_index") or hasattr(inner, "get_rope_index"):
+    decode gives plain 1D positions, so it refuses them rather than serve wrong output. Checked on
+    config.json before the weights load (its rope settings name an mrope section), and on the
+    loaded model (its rope-index method)."""
+    if isinstance(model, dict):
+        found = _mrope_in(model) or _mrope_in(model.get("text_config"))
+        name = str(model.get("model_type", "this architecture"))
+    else:
+        inner = getattr(model, "model", None)
+        found = hasattr(model, "get_rope_index") or hasattr(inner, "get_rope_index")
+        name = type(model).__name__
+    if found:
         raise ModelLoadFailed(
-            f"{what} places image tokens with multi-dimensional rotary positions ({type(model).__name__}), "
-            "which heylook does not serve yet; vision models with plain positions (LLaVA, Idefics3, "
+            f"{what} places image tokens with multi-dimensional rotary positions ({name}), which "
+            "heylook does not serve yet; vision models with plain positions (LLaVA, Idefics3, "
             "SmolVLM, Gemma 3, ...) are served"
         )
+
+
+def _mrope_in(config: Any) -> bool:
+    if not isinstance(config, dict):
+        return False
+    ropes = [config.get(key) for key in ("rope_scaling", "rope_parameters")]
+    return any(
+        isinstance(rope, dict) and ("mrope_section" in rope or rope.get("type") == "mrope") for rope in ropes
+    )
 
 
 @dataclass(frozen=True)

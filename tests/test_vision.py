@@ -415,3 +415,35 @@ def test_the_estimate_counts_the_vision_tower(vlm_dir: Path, tiny_model_dir: Pat
     with_tower = estimate_of(tensors, config, LoadOptions(), 512, "cpu")
     without = estimate_of(tensors, text_only, LoadOptions(), 512, "cpu")
     assert with_tower.overhead_bytes > without.overhead_bytes
+
+
+def test_the_agent_apis_take_images_as_the_chat_api_does(
+    vision_server: RunningServer, vclient: openai.OpenAI
+) -> None:
+    """The Responses API's input_image and Anthropic's image block, through their own SDKs, give
+    the reply the chat API gives for the same image and words (greedy)."""
+    import anthropic
+
+    words = "What is this?"
+    chat, prompt_tokens = ask(
+        vclient, [{"role": "user", "content": [image_part(RED), {"type": "text", "text": words}]}]
+    )
+    response = vclient.responses.create(
+        model="vlm", temperature=0, max_output_tokens=6,
+        input=[{"role": "user", "content": [
+            {"type": "input_image", "image_url": data_url(RED)}, {"type": "input_text", "text": words},
+        ]}],
+    )  # fmt: skip
+    assert response.output_text == chat and response.usage is not None
+    assert response.usage.input_tokens == prompt_tokens
+    claude = anthropic.Anthropic(base_url=vision_server.base_url, api_key="-", max_retries=0, timeout=120)
+    source = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(RED).decode()}
+    blocks = [{"type": "image", "source": source}, {"type": "text", "text": words}]
+    message = claude.messages.create(
+        model="vlm",
+        max_tokens=6,
+        extra_body={"temperature": 0},
+        messages=[{"role": "user", "content": blocks}],
+    )
+    assert "".join(block.text for block in message.content if block.type == "text") == chat
+    assert message.usage.input_tokens == prompt_tokens

@@ -447,3 +447,48 @@ def test_the_agent_apis_take_images_as_the_chat_api_does(
     )
     assert "".join(block.text for block in message.content if block.type == "text") == chat
     assert message.usage.input_tokens == prompt_tokens
+
+
+# --- image URLs: the address policy, end to end -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def red_url() -> Iterator[str]:
+    """A red PNG at a URL on 127.0.0.1: what a private address may serve."""
+    import http.server
+    import threading
+
+    class Red(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(RED)))
+            self.end_headers()
+            self.wfile.write(RED)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Red)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/red.png"
+    server.shutdown()
+    server.server_close()
+
+
+def test_image_urls_on_private_addresses_need_the_operators_leave(
+    tmp_path: Path, vlm_dir: Path, vclient: openai.OpenAI, red_url: str
+) -> None:
+    words = {"type": "text", "text": "What is this?"}
+    by_url = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": red_url}}, words]}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        ask(vclient, by_url)
+    assert refused.value.body["param"] == "messages[0].content[0]"
+    assert "--allow-private-image-urls" in refused.value.body["message"]
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump({"models": {"vlm": {"model": str(vlm_dir)}}}))
+    allowing = RunningServer(tmp_path / "models.yaml", tmp_path / "server.log", "--allow-private-image-urls")
+    try:
+        client = openai.OpenAI(base_url=f"{allowing.base_url}/v1", api_key="-", max_retries=0, timeout=120)
+        assert ask(client, by_url) == ask(vclient, [{"role": "user", "content": [image_part(RED), words]}])
+    finally:
+        allowing.stop()

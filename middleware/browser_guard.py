@@ -13,9 +13,9 @@ from heylook.middleware.responses import send_error
 
 # Bodies a browser sends cross-site without asking first; none of them is JSON.
 _SIMPLE_TYPES = ("text/plain", "multipart/form-data", "application/x-www-form-urlencoded")
-# Routes whose body is a multipart form (image files): one a non-browser client, or a page of an
-# allowed origin, may post; a cross-site page may not.
-FORM_PATHS = ("/v1/chat/completions/multipart",)
+# Routes whose body is a multipart form (image files, a batch's input file): one a non-browser
+# client, or a page of an allowed origin, may post; a cross-site page may not.
+FORM_PATHS = ("/v1/chat/completions/multipart", "/v1/files")
 
 
 def origin_pattern(origins: tuple[str, ...]) -> re.Pattern[str] | None:

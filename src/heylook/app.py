@@ -15,6 +15,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from heylook.batches.execute import answer
+from heylook.batches.files import FileLimits, FileStore
+from heylook.batches.runner import BatchRunner
+from heylook.batches.store import BatchStore
 from heylook.errors import HeylookError, InvalidRequest
 from heylook.metrics import Metrics
 from heylook.middleware.api_key import ApiKey
@@ -23,6 +27,7 @@ from heylook.middleware.browser_guard import BrowserGuard, origin_pattern
 from heylook.middleware.host_check import HostCheck
 from heylook.middleware.ollama import OllamaTranslator
 from heylook.middleware.request_metrics import Observe, RequestMetrics
+from heylook.paths import cache_dir
 from heylook.protocols.errors import error_body_for_path
 from heylook.providers.backends import Backends
 from heylook.registry.aliases import RegistryError
@@ -31,6 +36,7 @@ from heylook.responses_store import ResponseStore
 from heylook.router import ModelRouter
 from heylook.routes import (
     anthropic,
+    batches,
     docs,
     embeddings,
     generation,
@@ -117,6 +123,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
         *ollama.routes,
         *status.routes,
         *docs.routes,
+        *batches.routes,
     ]
 
     @contextlib.asynccontextmanager
@@ -127,7 +134,10 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
         app.state.backends = backends
         app.state.registry_edits = ollama.RegistryEdits()
         app.state.responses = ResponseStore(settings.responses_stored, settings.responses_store_bytes)
+        runner = app.state.batch_runner = _batch_runner(router, backends, settings)
+        app.state.batch_files, app.state.batch_store = runner.files, runner.store
         async with anyio.create_task_group() as background:
+            background.start_soon(runner.run_forever)
             background.start_soon(router.expire_forever)
             background.start_soon(follow_registry, router.registry.path, router.serve_registry)
             for name in settings.preload:
@@ -153,6 +163,20 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
             Exception: _on_unexpected_error,
         },
         lifespan=lifespan,
+    )
+
+
+def _batch_runner(router: ModelRouter, backends: Backends, settings: Settings) -> BatchRunner:
+    """Batches' files and state on disk, and the runner that answers their lines whenever no
+    interactive request holds or awaits a model."""
+    root = settings.batch_dir or cache_dir() / "batches"
+    limits = FileLimits(settings.batch_files_bytes, settings.batch_file_bytes, settings.batch_files)
+    return BatchRunner(
+        FileStore(root / "files", limits),
+        BatchStore(root / "batches", settings.batches_stored),
+        lambda endpoint, body: answer(backends, endpoint, body),
+        busy=lambda: any(resident.leases for resident in router.residents().values()),
+        max_lines=settings.batch_lines,
     )
 
 

@@ -80,20 +80,21 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
 
 async def collect_reply(generation: Generation, request: Request) -> tuple[Reply, FinalChunk] | None:
     """The whole reply, or None if the client disconnected first (generation is then cancelled)."""
-
-    async def collect() -> tuple[Reply, FinalChunk]:
-        reply = ReplyBuilder()
-        final: FinalChunk | None = None
-        async with aclosing(generation.chunks()) as chunks:
-            async for chunk in chunks:
-                if isinstance(chunk, FinalChunk):
-                    final = chunk
-                else:
-                    reply.add(chunk)
-        assert final is not None, "a generation ends with its final chunk"
-        return reply.build(), final
-
     try:
-        return await unless_client_leaves(request, collect)
+        return await unless_client_leaves(request, lambda: gather_reply(generation))
     finally:
         generation.close()
+
+
+async def gather_reply(generation: Generation) -> tuple[Reply, FinalChunk]:
+    """A generation's chunks added up into its reply (a route's, or a batch line's)."""
+    reply = ReplyBuilder()
+    final: FinalChunk | None = None
+    async with aclosing(generation.chunks()) as chunks:
+        async for chunk in chunks:
+            if isinstance(chunk, FinalChunk):
+                final = chunk
+            else:
+                reply.add(chunk)
+    assert final is not None, "a generation ends with its final chunk"
+    return reply.build(), final

@@ -1,5 +1,5 @@
 """How the server is doing: /health for probes, /v1/capabilities for the machine and its models,
-/metrics for Prometheus."""
+/metrics for Prometheus, /v1/performance for the same figures as one JSON object."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from heylook import __version__
+from heylook.batches.store import ACTIVE
 from heylook.metrics import CONTENT_TYPE
 from heylook.models.hardware import detect_memory
+from heylook.protocols.performance import performance_body
 from heylook.routes.common import backends_of, router_of
 
 
@@ -90,8 +92,17 @@ async def metrics(request: Request) -> Response:
     return Response(exposition, media_type=CONTENT_TYPE)
 
 
+async def performance(request: Request) -> Response:
+    """Per model: tokens evaluated and generated, speed, time to first token, requests holding
+    and awaiting it; and the batches still running."""
+    families = request.app.state.metrics.registry.collect()
+    running = [b for b in request.app.state.batch_store.entries() if b["status"] in ACTIVE]
+    return JSONResponse(performance_body(families, running))
+
+
 routes = [
     Route("/health", health, methods=["GET"]),
+    Route("/v1/performance", performance, methods=["GET"]),
     Route("/v1/capabilities", capabilities, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]

@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 
 from heylook import __version__
 from heylook import options as settings_table
-from heylook.wire import anthropic, embeddings, ollama, openai, rerank, tokens
+from heylook.wire import anthropic, batches, embeddings, ollama, openai, rerank, tokens
 from heylook.wire import responses as responses_api
 
 Tag = Literal["OpenAI", "Ollama", "Anthropic", "Server"]
@@ -125,6 +125,70 @@ _ANTHROPIC_OPERATIONS: tuple[Operation, ...] = (
     ),
 )  # fmt: skip
 
+# OpenAI's Files and Batch API (heylook.batches).
+_FILE_ID = {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_LIST_PARAMETERS = (
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "An id of the last page."},
+)
+_NO_FILE = {404: "No file of that id."}
+_NO_BATCH = {404: "No batch of that id."}
+_FILE_FORM = {
+    "schema": {
+        "type": "object",
+        "required": ["file", "purpose"],
+        "properties": {
+            "file": {
+                "type": "string",
+                "format": "binary",
+                "contentMediaType": "application/octet-stream",
+                "description": "JSON lines: custom_id, method (POST), url (the batch's endpoint), body.",
+            },
+            "purpose": {"type": "string", "enum": ["batch"]},
+        },
+    },
+}
+_BATCH_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "/v1/files", "post", "OpenAI", "Upload a batch's input file (JSON lines)",
+        request_schema=_FILE_FORM, request_media="multipart/form-data", reply=batches.FileObject,
+        errors={413: "The file is larger than one file may be, or the stored files would pass their bound.",
+                415: "The body is not multipart/form-data."},
+    ),
+    Operation(
+        "/v1/files", "get", "OpenAI", "The stored files, newest first", reply=batches.FileList,
+        parameters=(*_LIST_PARAMETERS, {"name": "purpose", "in": "query", "schema": {"type": "string"}}),
+    ),
+    Operation(
+        "/v1/files/{file_id}", "get", "OpenAI", "A stored file", reply=batches.FileObject, errors=_NO_FILE,
+        parameters=(_FILE_ID,),
+    ),
+    Operation(
+        "/v1/files/{file_id}", "delete", "OpenAI", "Delete a stored file", reply=batches.FileDeleted,
+        errors=_NO_FILE, parameters=(_FILE_ID,),
+    ),
+    Operation(
+        "/v1/files/{file_id}/content", "get", "OpenAI", "A stored file's bytes",
+        reply_media="application/jsonl", errors=_NO_FILE, parameters=(_FILE_ID,),
+    ),
+    Operation(
+        "/v1/batches", "post", "OpenAI", "Start a batch: its requests are answered behind interactive ones",
+        request=_fixed(batches.BatchCreateRequest), reply=batches.Batch,
+        errors={503: "As many batches are running as are kept: Retry-After says when to try again."},
+    ),
+    Operation("/v1/batches", "get", "OpenAI", "The batches, newest first", reply=batches.BatchList,
+              parameters=_LIST_PARAMETERS),
+    Operation(
+        "/v1/batches/{batch_id}", "get", "OpenAI", "A batch", reply=batches.Batch, errors=_NO_BATCH,
+        parameters=(_BATCH_ID,),
+    ),
+    Operation(
+        "/v1/batches/{batch_id}/cancel", "post", "OpenAI", "Cancel a batch: its running line stops",
+        reply=batches.Batch, errors=_NO_BATCH, parameters=(_BATCH_ID,),
+    ),
+)  # fmt: skip
+
 # /v1/chat/completions/multipart's form: the chat body as JSON text, and image files.
 _CHAT_FORM = {
     "schema": {
@@ -196,6 +260,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     *_RESPONSES_OPERATIONS,
     *_ANTHROPIC_OPERATIONS,
+    *_BATCH_OPERATIONS,
     Operation("/v1/models", "get", "OpenAI", "The aliases", reply=openai.OpenAIModelList),
     Operation(
         "/v1/models/{model}", "get", "OpenAI", "One alias", reply=openai.Model,
@@ -264,6 +329,10 @@ OPERATIONS: tuple[Operation, ...] = (
         reply_schema=_OBJECT,
     ),
     Operation("/metrics", "get", "Server", "Prometheus metrics", reply_media=TEXT),
+    Operation(
+        "/v1/performance", "get", "Server", "The live figures of /metrics as JSON; running batches",
+        reply=batches.Performance,
+    ),
     Operation("/openapi.json", "get", "Server", "This document", reply_schema=_OBJECT),
     Operation("/docs", "get", "Server", "Swagger UI", reply_media=HTML),
     Operation("/redoc", "get", "Server", "ReDoc", reply_media=HTML),

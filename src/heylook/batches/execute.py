@@ -1,0 +1,60 @@
+"""One line of a batch, answered by the interactive route's own path: the protocol's parser, then
+`Backends.start` (or `Backends.embed`), then the writer's whole body. Its status and body are what
+the route would have answered."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from heylook.errors import HeylookError, InvalidRequest
+from heylook.protocols import embeddings, openai
+from heylook.protocols.errors import openai_error_body
+from heylook.protocols.writer import Writer
+from heylook.providers.backends import Backends
+from heylook.routes.common import gather_reply
+from heylook.routes.generation import served_writer
+from heylook.types import GenerationRequest
+
+
+async def answer(backends: Backends, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    try:
+        if endpoint == "/v1/embeddings":
+            request, encoding_format = embeddings.parse_openai_request(body)
+            vectors = await backends.embed(request)
+            return 200, embeddings.openai_reply(request.model, vectors, encoding_format)
+        internal, writer = _parsed(endpoint, body)
+        return 200, await _generate(backends, internal, writer)
+    except HeylookError as error:
+        return error.status, openai_error_body(error)
+
+
+def _parsed(endpoint: str, body: dict[str, Any]) -> tuple[GenerationRequest, Writer]:
+    created = int(time.time())
+    writer: Writer
+    if endpoint == "/v1/chat/completions":
+        internal, mode = openai.parse_chat_request(body)
+        writer = openai.ChatWriter(
+            id=f"chatcmpl-{uuid.uuid4().hex}", created=created, model=internal.model,
+            stream=False, include_usage=mode.include_usage, choices=internal.n,
+        )  # fmt: skip
+    else:
+        internal, mode, extras = openai.parse_completion_request(body)
+        writer = openai.CompletionWriter(
+            id=f"cmpl-{uuid.uuid4().hex}", created=created, model=internal.model,
+            stream=False, include_usage=mode.include_usage, echo=extras.echo, choices=internal.n,
+        )  # fmt: skip
+    if mode.stream:  # a batch's reply is one body in a file: there is no one to stream to
+        raise InvalidRequest("'stream' cannot be true in a batch", param="stream")
+    return internal, writer
+
+
+async def _generate(backends: Backends, internal: GenerationRequest, writer: Writer) -> dict[str, Any]:
+    generation = await backends.start(internal)
+    try:
+        writer = served_writer(backends, generation, writer)
+        reply, final = await gather_reply(generation)
+        return writer.whole(reply, final)
+    finally:
+        generation.close()

@@ -22,6 +22,8 @@ os.environ["HEYLOOK_HF_ROUTER"] = "http://127.0.0.1:9/v1"  # nothing listens the
 for _variable in ("HF_TOKEN", "HF_API_KEY", "HUGGING_FACE_HUB_TOKEN"):
     os.environ.pop(_variable, None)
 os.environ["HF_TOKEN_PATH"] = os.path.join(tempfile.mkdtemp(prefix="heylook-no-token-"), "token")
+# Files and batches posted to test servers (schemathesis uploads some) stay out of the user's cache.
+os.environ.setdefault("HEYLOOK_BATCHES", tempfile.mkdtemp(prefix="heylook-batches-"))
 
 # The session server's body cap, small enough that tests can cross it cheaply.
 BODY_CAP = 64 * 1024

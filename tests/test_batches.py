@@ -40,7 +40,7 @@ def _start(root: Path, tiny_model_dir: Path, name: str = "server.log") -> Runnin
         _registry(root, tiny_model_dir),
         root / name,
         "--max-body-bytes", str(BODY_CAP),
-        env={"HEYLOOK_CACHE": str(root / "cache")},
+        env={"HEYLOOK_BATCHES": str(root / "batches")},
     )  # fmt: skip
 
 
@@ -217,10 +217,10 @@ def test_interactive_requests_go_ahead_of_a_running_batch(batch_server: RunningS
 
 def test_a_batch_resumes_after_a_restart(tmp_path: Path, tiny_model_dir: Path) -> None:
     first = _start(tmp_path, tiny_model_dir)
-    total = 40
+    total = 24
     try:
         client = _client(first)
-        requests = [(f"r{i}", CHAT, _chat(f"Story {i}", max_tokens=24)) for i in range(total)]
+        requests = [(f"r{i}", CHAT, _chat(f"Story {i}", max_tokens=12)) for i in range(total)]
         batch = _submit(client, _jsonl(requests))
         midway = _wait(client, batch.id, until=lambda b: b.request_counts and b.request_counts.completed >= 3)
     finally:

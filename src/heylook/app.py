@@ -27,7 +27,7 @@ from heylook.middleware.browser_guard import BrowserGuard, origin_pattern
 from heylook.middleware.host_check import HostCheck
 from heylook.middleware.ollama import OllamaTranslator
 from heylook.middleware.request_metrics import Observe, RequestMetrics
-from heylook.paths import cache_dir
+from heylook.paths import batches_dir
 from heylook.protocols.errors import error_body_for_path
 from heylook.providers.backends import Backends
 from heylook.registry.aliases import RegistryError
@@ -169,7 +169,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
 def _batch_runner(router: ModelRouter, backends: Backends, settings: Settings) -> BatchRunner:
     """Batches' files and state on disk, and the runner that answers their lines whenever no
     interactive request holds or awaits a model."""
-    root = settings.batch_dir or cache_dir() / "batches"
+    root = batches_dir()
     limits = FileLimits(settings.batch_files_bytes, settings.batch_file_bytes, settings.batch_files)
     return BatchRunner(
         FileStore(root / "files", limits),

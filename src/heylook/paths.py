@@ -18,3 +18,10 @@ def config_dir() -> Path:
     """The user's models.yaml lives here when no other is given; HEYLOOK_CONFIG_DIR moves it."""
     override = os.environ.get("HEYLOOK_CONFIG_DIR")
     return Path(override) if override else Path(platformdirs.user_config_dir("heylook"))
+
+
+def batches_dir() -> Path:
+    """Uploaded files and batches (OpenAI's Batch API) live here; HEYLOOK_BATCHES moves them
+    (without moving the models)."""
+    override = os.environ.get("HEYLOOK_BATCHES")
+    return Path(override) if override else cache_dir() / "batches"

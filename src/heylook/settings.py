@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from heylook.responses_store import DEFAULT_MAX_BYTES, DEFAULT_MAX_RESPONSES
 
@@ -46,10 +45,9 @@ class Settings:
     # Image URLs in requests may reach loopback, private and link-local addresses (a trusted
     # network's own image servers); off, they reach public addresses only (heylook.images).
     allow_private_image_urls: bool = False
-    # OpenAI's Batch API (heylook.batches): where files and batches are kept (None: the cache
-    # directory's batches/), and their bounds: stored files in all, in bytes and in number; one
-    # file; batches kept (finished ones go first); requests per batch (OpenAI's 50,000).
-    batch_dir: Path | None = None
+    # OpenAI's Batch API (heylook.batches; kept in paths.batches_dir()): stored files in all, in
+    # bytes and in number; one file; batches kept (finished ones go first); requests per batch
+    # (OpenAI's 50,000).
     batch_files_bytes: int = _GIB
     batch_files: int = 1000
     batch_file_bytes: int = 200 * 1024 * 1024

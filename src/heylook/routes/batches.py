@@ -45,7 +45,7 @@ async def upload_file(request: Request) -> Response:
     try:
         async with request.form(max_files=1, max_fields=2, max_part_size=1024) as form:
             for name, value in form.multi_items():
-                if name not in ("file", "purpose", "expires_after"):
+                if name not in ("file", "purpose"):
                     raise InvalidRequest(
                         f"unknown form part {name!r}: the parts are file and purpose", param=name
                     )

@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import replace
 
-from heylook.types import Logprob, Reply, ReplyChunk, TextChunk, ThinkingChunk, ToolCall, ToolCallChunk
+from heylook.types import (
+    Chunk,
+    FinalChunk,
+    Logprob,
+    Reply,
+    ReplyChunk,
+    TextChunk,
+    ThinkingChunk,
+    ToolCall,
+    ToolCallChunk,
+)
+
+
+async def gather_reply(chunks: AsyncGenerator[Chunk, None]) -> tuple[Reply, FinalChunk]:
+    """A generation's chunks added up into its reply (a route's, or a batch line's); the chunks
+    are closed however it ends."""
+    reply = ReplyBuilder()
+    final: FinalChunk | None = None
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            if isinstance(chunk, FinalChunk):
+                final = chunk
+            else:
+                reply.add(chunk)
+    assert final is not None, "a generation ends with its final chunk"
+    return reply.build(), final
 
 
 class ReplyBuilder:

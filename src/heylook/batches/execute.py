@@ -13,8 +13,7 @@ from heylook.protocols import embeddings, openai
 from heylook.protocols.errors import openai_error_body
 from heylook.protocols.writer import Writer
 from heylook.providers.backends import Backends
-from heylook.routes.common import gather_reply
-from heylook.routes.generation import served_writer
+from heylook.reply import gather_reply
 from heylook.types import GenerationRequest
 
 
@@ -53,8 +52,8 @@ def _parsed(endpoint: str, body: dict[str, Any]) -> tuple[GenerationRequest, Wri
 async def _generate(backends: Backends, internal: GenerationRequest, writer: Writer) -> dict[str, Any]:
     generation = await backends.start(internal)
     try:
-        writer = served_writer(backends, generation, writer)
-        reply, final = await gather_reply(generation)
+        writer = backends.served_writer(generation, writer)
+        reply, final = await gather_reply(generation.chunks())
         return writer.whole(reply, final)
     finally:
         generation.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import replace
-from typing import Literal
+from typing import Literal, TypeVar
 
 from heylook.errors import (
     HeylookError,
@@ -18,6 +18,7 @@ from heylook.errors import (
     ServerBusy,
     UpstreamError,
 )
+from heylook.protocols.writer import Writer
 from heylook.providers import KINDS
 from heylook.providers.base import Generation, Provider, ProviderHealth
 from heylook.providers.huggingface import NO_TOKEN, HuggingFaceProvider
@@ -29,6 +30,7 @@ from heylook.settings import Settings
 from heylook.types import Embeddings, EmbedRequest, GenerationRequest, LoadRequest, RemoteModel
 
 log = logging.getLogger(__name__)
+W = TypeVar("W", bound=Writer)
 
 # What "cannot serve" means: the model does not fit, fails to load, or its upstream is down or
 # refuses. A bad request is the client's to fix, and goes straight back.
@@ -47,6 +49,14 @@ class Backends:
     @property
     def registry(self) -> Registry:
         return self.router.registry
+
+    def served_writer(self, generation: Generation, writer: W) -> W:
+        """The writer, naming the fallback that answered when it was not the alias asked for."""
+        asked = self.registry.find(writer.model)
+        if generation.served_by != (asked.name if asked else writer.model):
+            # smollm2:latest answered by smollm2 keeps its name.
+            return replace(writer, model=generation.served_by)  # type: ignore[type-var]
+        return writer
 
     def provider_for(self, alias: Alias) -> Provider:
         if not alias.remote:

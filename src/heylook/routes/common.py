@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from typing import Any, TypeVar
 
 import anyio
@@ -16,7 +15,7 @@ from starlette.responses import JSONResponse
 from heylook.protocols.fields import parse_json_object
 from heylook.providers.backends import Backends
 from heylook.providers.base import Generation
-from heylook.reply import ReplyBuilder
+from heylook.reply import gather_reply
 from heylook.router import ModelRouter
 from heylook.settings import Settings
 from heylook.types import FinalChunk, Reply
@@ -81,20 +80,6 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
 async def collect_reply(generation: Generation, request: Request) -> tuple[Reply, FinalChunk] | None:
     """The whole reply, or None if the client disconnected first (generation is then cancelled)."""
     try:
-        return await unless_client_leaves(request, lambda: gather_reply(generation))
+        return await unless_client_leaves(request, lambda: gather_reply(generation.chunks()))
     finally:
         generation.close()
-
-
-async def gather_reply(generation: Generation) -> tuple[Reply, FinalChunk]:
-    """A generation's chunks added up into its reply (a route's, or a batch line's)."""
-    reply = ReplyBuilder()
-    final: FinalChunk | None = None
-    async with aclosing(generation.chunks()) as chunks:
-        async for chunk in chunks:
-            if isinstance(chunk, FinalChunk):
-                final = chunk
-            else:
-                reply.add(chunk)
-    assert final is not None, "a generation ends with its final chunk"
-    return reply.build(), final

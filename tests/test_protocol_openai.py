@@ -333,7 +333,12 @@ def test_chat_writer_stream_shapes() -> None:
     ]
     assert finish["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
     assert usage["choices"] == []
-    assert usage["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert usage["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+        "total_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
     for chunk in (opening, text, finish):
         assert chunk["usage"] is None
         assert (chunk["id"], chunk["object"], chunk["created"], chunk["model"]) == (

@@ -81,6 +81,7 @@ models:
       quantization: 8bit
       trust_remote_code: true
       fast_path: false
+      speculative: false
 """
     alias = parse_registry(text, tmp_path / "models.yaml").get("mistral-instruct")
     assert alias.system == "You are a helpful and creative assistant."
@@ -91,7 +92,12 @@ models:
         response_format=JsonFormat('{"type": "object"}'),
     )  # fmt: skip
     assert alias.load == LoadOptions(
-        dtype="bfloat16", device="cuda:0", quantization="8bit", trust_remote_code=True, fast_path=False
+        dtype="bfloat16",
+        device="cuda:0",
+        quantization="8bit",
+        trust_remote_code=True,
+        fast_path=False,
+        speculative=False,
     )
     assert alias.model_key == (alias.source, alias.load)
 
@@ -231,6 +237,12 @@ def test_an_empty_file_has_no_aliases(tmp_path: Path) -> None:
             5,
             "a",
             "'fast_path' must be true or false",
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    load:\n      speculative: 2\n",
+            5,
+            "a",
+            "'speculative' must be true or false",
         ),
         (
             "models:\n  a:\n    model: x/y\n    load:\n      flash: true\n",

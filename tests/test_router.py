@@ -312,15 +312,41 @@ async def test_a_failed_load_is_counted() -> None:
     assert loads.labels("a", "failed")._value.get() == 1 and loads.labels("a", "loaded")._value.get() == 1
 
 
-async def test_parallel_sequences_each_count_a_kv_cache() -> None:
-    machine = FakeMachine(9 * GIB, {"org/a": 2 * GIB})
+def kv_router(total: int, parallel: int | None) -> tuple[ModelRouter, FakeMachine]:
+    """Model a: 2 GiB of weights, 1 MiB of keys and values per token, a 2048-token context."""
+    machine = FakeMachine(total, {"org/a": 2 * GIB})
 
     def with_cache(alias, device_type):
-        return MemoryEstimate(2 * GIB, 2 * GIB, 0, 2048)
+        return MemoryEstimate(2 * GIB, 2 * GIB, 0, 2048, kv_bytes_per_token=2**20)
 
     router = ModelRouter(
         parse_registry(SIZED, Path("/tmp/m.yaml")), loader=machine.load, estimator=with_cache,
-        free_memory=machine.free, limits=Limits(memory_share=1.0, parallel=4),
+        free_memory=machine.free, limits=Limits(memory_share=1.0, parallel=parallel),
     )  # fmt: skip
-    with pytest.raises(InsufficientMemory, match=r"needs about 10\.00 GiB"):  # 2 + 4 x 2, over 9 free
+    return router, machine
+
+
+async def test_a_model_gets_a_kv_pool_from_the_memory_left_within_its_parallelism() -> None:
+    # 9 GiB: weights and one context (4 GiB) and the other 3 rows' spare columns (0.75 GiB) leave
+    # 4.25 GiB, half of which (2176 tokens) the pool takes beyond its first context.
+    router, _ = kv_router(9 * GIB, parallel=4)
+    lease = await router.acquire("a")
+    runner = lease.model.runner
+    assert runner.parallel == 4 and runner.kv_budget_tokens == 2048 + 2176
+    (resident,) = router.residents().values()
+    assert resident.footprint == 2 * GIB + (2048 + 2176 + 4 * 256) * 2**20
+    router.release(lease)
+
+
+async def test_without_parallel_a_model_serves_as_many_as_memory_allows_up_to_16_on_a_cpu() -> None:
+    router, _ = kv_router(1000 * GIB, parallel=None)
+    lease = await router.acquire("a")
+    assert lease.model.runner.parallel == 16 and lease.model.runner.kv_budget_tokens == 16 * 2048
+    router.release(lease)
+
+
+async def test_a_model_whose_weights_and_one_context_do_not_fit_is_refused() -> None:
+    router, machine = kv_router(3 * GIB, parallel=None)
+    with pytest.raises(InsufficientMemory, match=r"needs about 4\.00 GiB"):  # 2 + one 2 GiB context
         await router.acquire("a")
+    assert machine.loads == []

@@ -228,6 +228,7 @@ class TokenClock:
     def finished(self, final: FinalChunk) -> None:
         if self._metrics is not None:
             self._metrics.prompt_tokens.labels(self._model).inc(final.usage.prompt_tokens)
+            self._metrics.prompt_tokens_cached.labels(self._model).inc(final.usage.cached_tokens)
             self._metrics.completion_tokens.labels(self._model).inc(final.usage.completion_tokens)
 
 

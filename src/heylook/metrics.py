@@ -26,6 +26,12 @@ class Metrics:
         self.prompt_tokens = Counter(
             "heylook_prompt_tokens", "Prompt tokens evaluated.", ["model"], registry=registry
         )
+        self.prompt_tokens_cached = Counter(
+            "heylook_prompt_tokens_cached",
+            "Prompt tokens taken from the prefix cache instead of evaluated (counted in prompt tokens too).",
+            ["model"],
+            registry=registry,
+        )
         self.completion_tokens = Counter(
             "heylook_completion_tokens", "Tokens generated.", ["model"], registry=registry
         )

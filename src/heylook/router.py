@@ -6,6 +6,11 @@ never loaded into an out-of-memory crash. A request holds a lease while it uses 
 in use is never unloaded; once idle it stays for its keep_alive. Aliases that name the same source
 with the same load options share one loaded model, and loading is single-flight. Requests beyond a
 model's parallelism wait in a bounded queue; past it they are refused with 503 and Retry-After.
+
+A generating model gets a pool of memory for its keys and values, sized when it loads: at least
+one full context, and as much of what the device has left as KV_POOL_SHARE allows, up to its
+parallelism's worth of full contexts. Its engine takes from the pool as sequences grow and runs as
+many at once as the pool has room for (up to the parallelism: `--parallel`, else AUTO_PARALLEL).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from heylook.engine.batch_cache import GROWTH_COLUMNS
+from heylook.engine.runner import Engine
 from heylook.errors import HeylookError, InsufficientMemory, LoadTimedOut, ModelLoadFailed, ServerBusy
 from heylook.metrics import Metrics
 from heylook.models.estimate import MemoryEstimate, estimate_alias
@@ -40,6 +47,12 @@ Estimator = Callable[[Alias, str], MemoryEstimate | None]
 FreeMemory = Callable[[str], int]
 ModelKey = tuple[ModelSource, LoadOptions]
 DEFAULT_KEEP_ALIVE = 300.0  # Ollama's five minutes
+# Sequences one model generates for at once when --parallel does not say: the pool's memory
+# decides below that.
+AUTO_PARALLEL = {"cpu": 16, "cuda": 64}
+# Of the memory left on its device once a model's weights are counted, what its KV pool may take
+# (the rest stays for other models).
+KV_POOL_SHARE = 0.5
 _GIB = 2**30
 
 
@@ -47,7 +60,7 @@ _GIB = 2**30
 class Limits:
     memory_share: float = 0.9  # of the memory a device could give heylook's models
     max_loaded: int = 3  # models loaded at once, as Ollama's default for one device
-    parallel: int = 1  # requests one model generates for at once
+    parallel: int | None = None  # most requests one model generates for at once; None: AUTO_PARALLEL
     max_queue: int = 32  # requests waiting per model, beyond those
     load_timeout: float = 600.0  # seconds
 
@@ -65,7 +78,8 @@ class Lease:
 class _LoadJob:
     alias: Alias
     device: str
-    needed: int  # the estimate, in bytes (0: unknown)
+    needed: int  # the estimate, in bytes, with its KV pool (0: unknown)
+    kv_budget_tokens: int | None = None  # the KV pool (None: unknown, unbounded)
     done: anyio.Event = field(default_factory=anyio.Event)
     abandoned: bool = False  # every request waiting for it timed out
     resident: Resident | None = None
@@ -83,6 +97,11 @@ class Resident:
     leases: int = 0
     last_used: float = 0.0  # monotonic seconds: the LRU order
     expires_at: float = math.inf  # wall-clock seconds; inf while in use or kept forever
+
+    @property
+    def parallel(self) -> int:
+        """Requests it generates for at once, at most; more wait in its queue."""
+        return max(1, int(self.model.runner.parallel))
 
 
 class ModelRouter:
@@ -127,13 +146,32 @@ class ModelRouter:
         queued = GaugeMetricFamily(
             "heylook_queue_depth", "Requests waiting for a model to be free.", labels=["model"]
         )
+        budget = GaugeMetricFamily(
+            "heylook_kv_budget_tokens",
+            "Tokens of keys and values a model's running sequences and prefix cache may hold.",
+            labels=["model"],
+        )
+        held = GaugeMetricFamily(
+            "heylook_prefix_cache_tokens",
+            "Tokens the prefix cache holds for later prompts.",
+            labels=["model"],
+        )
+        preempted = CounterMetricFamily(
+            "heylook_preemptions", "Sequences paused to stay within the KV budget.", labels=["model"]
+        )
         residents = self.residents()
         loaded.add_metric([], len(residents))
         for resident in residents.values():
-            memory.add_metric([resident.name, str(resident.model.runner.device)], resident.model.size_bytes)
+            runner = resident.model.runner
+            memory.add_metric([resident.name, str(runner.device)], resident.model.size_bytes)
             active.add_metric([resident.name], resident.leases)
-            queued.add_metric([resident.name], max(0, resident.leases - self.limits.parallel))
-        yield from (loaded, memory, active, queued)
+            queued.add_metric([resident.name], max(0, resident.leases - resident.parallel))
+            if isinstance(runner, Engine):
+                if runner.kv_budget_tokens is not None:
+                    budget.add_metric([resident.name], runner.kv_budget_tokens)
+                held.add_metric([resident.name], runner.prefix.tokens_held if runner.prefix else 0)
+                preempted.add_metric([resident.name], runner.preemptions)
+        yield from (loaded, memory, active, queued, budget, held, preempted)
 
     async def acquire(self, name: str) -> Lease:
         """The alias and its model, loaded if need be. Raises ModelNotFound, ServerBusy,
@@ -199,19 +237,23 @@ class ModelRouter:
     # --- admission --------------------------------------------------------------------------------
 
     def _admit(self, resident: Resident, alias: Alias) -> None:
-        capacity = self.limits.parallel + self.limits.max_queue
+        capacity = resident.parallel + self.limits.max_queue
         if resident.leases < capacity:
             return
         self._count_rejection(alias.name, "queue_full")
         raise ServerBusy(
             f"{alias.name!r} is busy: {resident.leases} requests are generating or waiting for it "
             f"(at most {capacity}); try again shortly",
-            retry_after=self._retry_after(resident.leases),
+            retry_after=self._retry_after(resident.leases, resident.parallel),
         )
 
-    def _retry_after(self, waiting: int) -> int:
+    def _retry_after(self, waiting: int, parallel: int = 1) -> int:
         """Seconds before trying again: about a second per request ahead, within 1..60."""
-        return max(1, min(60, math.ceil(waiting / max(1, self.limits.parallel))))
+        return max(1, min(60, math.ceil(waiting / max(1, parallel))))
+
+    def parallel_for(self, device: str) -> int:
+        """Most sequences a model on `device` generates for at once."""
+        return self.limits.parallel or AUTO_PARALLEL.get(device.split(":")[0], AUTO_PARALLEL["cpu"])
 
     # --- loading and making room ------------------------------------------------------------------
 
@@ -223,9 +265,15 @@ class ModelRouter:
         if job is None:
             device = str(pick_device(alias.load.device))
             estimate = await anyio.to_thread.run_sync(self._estimator, alias, device.split(":")[0])
-            needed = estimate.total_for(self.limits.parallel) if estimate else 0
-            await self._make_room(alias, device, needed)
-            job = _LoadJob(alias, device, needed)
+            needed = estimate.total_bytes if estimate else 0  # with one full context
+            budget = await self._make_room(alias, device, needed)
+            pool = self._kv_pool(estimate, budget, device)
+            if estimate is not None and pool is not None:
+                # The pool, and the spare columns each row's cache keeps to grow into.
+                columns = pool + self.parallel_for(device) * GROWTH_COLUMNS
+                needed = estimate.weights_bytes + estimate.overhead_bytes
+                needed += int(columns * estimate.kv_bytes_per_token)
+            job = _LoadJob(alias, device, needed, pool)
             self._jobs[alias.model_key] = job
             token = anyio.lowlevel.current_token()
             threading.Thread(
@@ -269,7 +317,9 @@ class ModelRouter:
             _free_memory_of_failed_load()
             error = error or LoadTimedOut(f"loading {job.alias.name!r} finished after its requests gave up")
         elif model is not None:
-            model.runner.parallel = self.limits.parallel
+            model.runner.parallel = self.parallel_for(job.device)
+            if model.kind == "generate":
+                model.runner.kv_budget_tokens = job.kv_budget_tokens  # type: ignore[union-attr]
             job.resident = Resident(
                 model, job.alias.name, job.device, footprint=job.needed or model.size_bytes
             )
@@ -291,8 +341,20 @@ class ModelRouter:
             log.exception("could not load %s", alias.name)
             raise ModelLoadFailed(f"could not load {alias.name!r}: {error}") from error
 
-    async def _make_room(self, alias: Alias, device: str, needed: int) -> None:
-        """Unload least recently used idle models until `needed` bytes fit, or refuse."""
+    def _kv_pool(self, estimate: MemoryEstimate | None, room: int, device: str) -> int | None:
+        """Tokens of keys and values for a model whose estimate fits in `room` bytes: a full
+        context, and up to a parallel's worth of them as KV_POOL_SHARE of the spare room allows."""
+        if estimate is None or estimate.kv_bytes_per_token <= 0:
+            return None
+        parallel = self.parallel_for(device)
+        growth = (parallel - 1) * GROWTH_COLUMNS * estimate.kv_bytes_per_token  # the estimate has one row's
+        spare = max(0.0, room - estimate.total_bytes - growth) * KV_POOL_SHARE
+        most = parallel * estimate.context_length
+        return min(most, estimate.context_length + int(spare / estimate.kv_bytes_per_token))
+
+    async def _make_room(self, alias: Alias, device: str, needed: int) -> int:
+        """Unload least recently used idle models until `needed` bytes fit, or refuse; the bytes
+        free for it then (0 when `needed` is unknown)."""
         while len(self._residents) >= self.limits.max_loaded:
             if not self._evict_one(lambda r: True, "max_loaded"):
                 self._count_rejection(alias.name, "all_models_busy")
@@ -302,7 +364,7 @@ class ModelRouter:
                     retry_after=self._retry_after(self.limits.max_loaded),
                 )
         if not needed:
-            return  # nothing known to check against: the weights' real size is counted once loaded
+            return 0  # nothing known to check against: the weights' real size is counted once loaded
         free = await anyio.to_thread.run_sync(self._free_memory, device)
         on_device = [r for r in self._residents.values() if r.device == device]
         # What heylook could use here with nothing of its own loaded, and its share of that.
@@ -320,7 +382,7 @@ class ModelRouter:
                 break
         used = sum(r.footprint for r in self._residents.values() if r.device == device)
         if used + needed <= budget:
-            return
+            return int(budget - used)
         self._count_rejection(alias.name, "insufficient_memory")
         busy = [r.name for r in self._residents.values() if r.device == device]
         raise InsufficientMemory(

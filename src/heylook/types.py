@@ -119,6 +119,9 @@ class LoadOptions:
     # The device's fast path (CPUs: float16 weights through fbgemm; CUDA: float32 models in 16 bits);
     # false keeps the plain modules.
     fast_path: bool = True
+    # A request decoding alone checks tokens guessed from its own earlier tokens (prompt lookup) in
+    # one pass; false decodes a token a pass (heylook.engine.speculate).
+    speculative: bool = True
 
 
 class SamplingOptions:
@@ -249,6 +252,7 @@ class SamplingParams:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of the prompt's, taken from the prefix cache instead of evaluated
 
     @property
     def total_tokens(self) -> int:

@@ -83,6 +83,9 @@ def create(
             "(CPUs: float16 weights through fbgemm; CUDA: float32 models in bfloat16)."
         ),
     ] = True,
+    speculative: Annotated[
+        bool, Opt(help="Check guessed tokens (prompt lookup) in one pass when a request decodes alone.")
+    ] = True,
     force: Annotated[bool, Opt(help="Replace an alias of that name.")] = False,
     models: ModelsOption = None,
 ) -> int:
@@ -104,6 +107,7 @@ def create(
         "quantization": "4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
         "trust_remote_code": trust_remote_code or None,
         "fast_path": None if fast_path else False,
+        "speculative": None if speculative else False,
     }
     entry = {
         # A local path typed on the command line is relative to here, not to models.yaml.

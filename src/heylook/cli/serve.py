@@ -34,7 +34,13 @@ def serve(
         float, cyclopts.Parameter(help="Share of a device's memory heylook's models may take (0-1].")
     ] = 0.9,
     max_loaded_models: Annotated[int, cyclopts.Parameter(help="Models loaded at once.")] = 3,
-    parallel: Annotated[int, cyclopts.Parameter(help="Requests one model generates for at once.")] = 1,
+    parallel: Annotated[
+        int | None,
+        cyclopts.Parameter(
+            help="Most requests one model generates for at once (default: as many as its memory for "
+            "keys and values has room for, up to 16 on a CPU and 64 on a GPU)."
+        ),
+    ] = None,
     max_queue: Annotated[
         int, cyclopts.Parameter(help="Requests that may wait per model; more get 503 and Retry-After.")
     ] = 32,
@@ -118,7 +124,7 @@ def serve(
         log.error("%s", error)
         return EXIT_USAGE
     log.info("registry %s: %s", path, ", ".join(registry.aliases) or "no aliases")
-    if not 0 < memory_share <= 1 or min(max_loaded_models, parallel) < 1 or max_queue < 0:
+    if not 0 < memory_share <= 1 or min(max_loaded_models, parallel or 1) < 1 or max_queue < 0:
         log.error("--memory-share must be in (0, 1]; --max-loaded-models and --parallel at least 1")
         return EXIT_USAGE
     limits = Limits(

@@ -85,6 +85,21 @@ def new_cache(config) -> DynamicCache:
     return cache
 
 
+def cache_holding(config, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    """A growing cache that starts out holding these keys and values (one row each). The tensors
+    are only read: the first update copies them into the layer's own room."""
+    cache = new_cache(config)
+    for layer, (keys, values) in zip(_layers(cache), layers, strict=True):
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values = keys, values
+    return cache
+
+
+def cache_layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's keys and values: those of a sequence's own cache, as the prefix cache keeps them."""
+    return [(_tensor(layer.keys), _tensor(layer.values)) for layer in _layers(cache)]
+
+
 def can_batch(cache: DynamicCache) -> bool:
     """Rows of this cache can be padded, joined and dropped: every layer keeps all its positions.
 
@@ -146,16 +161,38 @@ class BatchCache:
         self.mask = mask[:, start:]
         self.positions = [self.positions[row] for row in rows]
 
-    def step_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The attention mask and position ids for a forward pass of one new token per row."""
-        mask = torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=1)
+    def row_layers(self, row: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A copy of one row's keys and values without its padding: its `positions[row]` tokens."""
+        start = self.length - self.positions[row]
+        return [
+            (
+                _tensor(layer.keys)[row : row + 1, :, start:].clone(),
+                _tensor(layer.values)[row : row + 1, :, start:].clone(),
+            )
+            for layer in _layers(self.cache)
+        ]
+
+    def step_inputs(self, tokens: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention mask and position ids for a forward pass of `tokens` new tokens per row."""
+        mask = torch.cat([self.mask, self.mask.new_ones((self.rows, tokens))], dim=1)
         positions = torch.tensor(self.positions, device=self.mask.device).unsqueeze(1)
-        return mask, positions
+        return mask, positions + torch.arange(tokens, device=self.mask.device)
 
     def stepped(self, mask: torch.Tensor) -> None:
-        """Record the forward pass that `step_inputs` prepared: every row is one token longer."""
+        """Record the forward pass that `step_inputs` prepared: every row is that many tokens longer."""
+        added = mask.shape[1] - self.length
         self.mask = mask
-        self.positions = [position + 1 for position in self.positions]
+        self.positions = [position + added for position in self.positions]
+
+    def truncate(self, length: int) -> None:
+        """Keep only the first `length` positions of a batch of one row (the tokens of a guess
+        that failed go). The layers keep their room, so the next step writes over what is cut."""
+        assert self.rows == 1 and self.positions[0] == self.length, "one row, without padding"
+        for layer in _layers(self.cache):
+            layer.keys = _tensor(layer.keys)[:, :, :length]
+            layer.values = _tensor(layer.values)[:, :, :length]
+        self.mask = self.mask[:, :length]
+        self.positions = [length]
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:

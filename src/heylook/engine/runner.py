@@ -8,28 +8,37 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
-from heylook.engine.batch_cache import BatchCache, can_batch, new_cache
+from heylook.engine.batch_cache import BatchCache, cache_holding, cache_layers, can_batch, new_cache
 from heylook.engine.detokenize import IncrementalDetokenizer
 from heylook.engine.logprobs import LogprobTrail, TokenPieces, token_logprob
+from heylook.engine.prefix_cache import PrefixCache
 from heylook.engine.sampling import TokenSampler
+from heylook.engine.speculate import FIRST_DRAFT, next_draft_length, prompt_lookup
 from heylook.engine.stops import StopMatcher
 from heylook.engine.thinking import ThinkingCut
 from heylook.errors import GenerationFailed
 from heylook.types import Chunk, FinalChunk, FinishReason, SamplingParams, TextChunk, Timings, Usage
 
 log = logging.getLogger(__name__)
+
+# Prompt tokens evaluated per step while other sequences decode (a longer prompt takes several
+# steps, so the streams already running keep their pace): about a decode step's time on a CPU.
+PREFILL_CHUNK = {"cpu": 256, "cuda": 2048}
+# What the prefix cache may hold when the engine has no memory budget (made outside the router).
+UNBUDGETED_PREFIX_TOKENS = 65536
 
 
 @dataclass
@@ -105,32 +114,59 @@ class _Sequence:
     prompt_done_ns: int = 0
     # The other replies to the same prompt (OpenAI's `n`): they start from this one's evaluation.
     siblings: list[_Sequence] = field(default_factory=list)
+    leader: _Sequence | None = None  # the sequence whose prompt evaluation this one copies
     # Model inputs for the prompt's forward pass only (a vision model's pixel_values, ...): its
     # images are in the KV cache after that, and decoding continues as for text.
     prompt_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    # What the sequence's cache must hold before it decodes: the prompt, or after a preemption
+    # the prompt and its output but the token the next pass feeds in. `evaluated` are in its cache.
+    target: list[int] = field(init=False)
+    evaluated: int = 0
+    decoding: bool = False  # its cache is complete: it steps with the batch
+    resuming: bool = False  # preempted after it began decoding: its next token is already chosen
+    cached_tokens: int = 0  # prompt tokens its first evaluation took from the prefix cache
+    admitted: int = 0  # the order sequences started running in: the latest is preempted first
+    draft_length: int = FIRST_DRAFT  # tokens to guess at its next speculative pass
+    # Its tokens may go into (and come from) the prefix cache: not so for a prompt with images,
+    # whose image tokens stand for pixels the token ids do not show.
+    cacheable: bool = True
 
     def __post_init__(self) -> None:
         self.stops = StopMatcher(self.params.stop)
         self.thinking = ThinkingCut(self.params.thinking) if self.params.thinking is not None else None
         self.history = list(self.prompt_ids)
+        self.target = self.prompt_ids
+
+    @property
+    def length(self) -> int:
+        """The tokens its cache holds, or will once its evaluation is done."""
+        return len(self.history) if self.decoding else len(self.target)
 
 
 class Engine:
     """Owns one model and tokenizer; generates on its own thread.
 
-    Up to `parallel` sequences are active at once. A new one has its prompt evaluated alone, then
-    joins the running batch, and every step after that is one forward pass for all of them: each
-    row gets its own next token under its own sampling parameters, and a row whose request ends
-    (stop, length, grammar, cancellation) leaves the batch before the next pass. Sequences beyond
-    `parallel` wait in the queue. Models whose cache cannot be batched (sliding-window or
-    linear-attention layers) step their sequences one at a time, taking turns.
+    Up to `parallel` sequences are active at once, as many as the memory budget for keys and values
+    (`kv_budget_tokens`) has room for. A new one has its prompt evaluated into a cache of its own,
+    `prefill_chunk` tokens a step between the running batch's passes (a long prompt does not stall
+    the streams already running), then joins the batch, and every step after that is one forward
+    pass for all of them: each row gets its own next token under its own sampling parameters, and
+    a row whose request ends (stop, length, grammar, cancellation) leaves the batch before the next
+    pass. Sequences the budget has no room for wait in the queue; when the running ones grow past
+    it, the one that started last is preempted (its cache dropped, its state kept) and resumes, by
+    evaluating its prompt and output again, when there is room. Models whose cache cannot be
+    batched (sliding-window or linear-attention layers) step their sequences one at a time.
+
+    The caches of finished sequences stay in a prefix cache (PrefixCache, within the budget, least
+    recently used first): a prompt that starts with the same tokens as one of them is evaluated
+    from where they differ.
 
     Several replies to one prompt (`submit_group`) join together: the prompt is evaluated once,
     and each sequence starts from a copy of its KV cache and its logits.
 
     A prompt with images (a vision-language model's) comes with its pixel inputs, which go into
-    the prompt's own forward pass: the vision tower runs there, and the sequence then joins the
-    batch like any other.
+    the prompt's own forward pass, whole: the vision tower runs there, and the sequence then joins
+    the batch like any other.
     """
 
     def __init__(
@@ -142,6 +178,10 @@ class Engine:
         name: str,
         parallel: int = 1,
         hidden_token_ids: frozenset[int] | None = None,
+        kv_budget_tokens: int | None = None,
+        prefill_chunk: int | None = None,
+        prefix_caching: bool = True,
+        speculative: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -150,9 +190,13 @@ class Engine:
         self._pieces = TokenPieces(tokenizer)  # tokens' own text and bytes, for logprobs
         self.name = name
         self.parallel = parallel
+        # Keys and values the running sequences and the prefix cache may hold, in tokens (one
+        # row's worth each); None: no bound but `parallel` (an engine made outside the router).
+        self.kv_budget_tokens = kv_budget_tokens
         self.eos_token_ids = frozenset(eos_token_ids)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype  # what floating-point prompt inputs become
+        self.prefill_chunk = prefill_chunk or PREFILL_CHUNK.get(self.device.type, 512)
         # Only the last position's logits are needed; skipping the rest saves a (prompt x vocab) matmul.
         accepted = inspect.signature(model.forward).parameters
         self._last_logits_only = "logits_to_keep" in accepted
@@ -163,16 +207,27 @@ class Engine:
         self.batching = {"attention_mask", "position_ids"} <= accepted.keys() and can_batch(
             DynamicCache(config=config)
         )
+        # Only caches that keep every position can be cut at a prefix and continued.
+        self.prefix = PrefixCache() if prefix_caching and self.batching else None
+        # A sequence decoding alone checks tokens guessed by prompt lookup in one pass (speculate.py).
+        self.speculative = speculative and self.batching
         self._batch = BatchCache(model.config)
         self._batch_rows: list[_Sequence] = []  # the sequence in each row of self._batch
         self._pending: queue.Queue[list[_Sequence] | None] = queue.Queue()
+        self._waiting: list[_Sequence] | None = None  # taken from the queue, waiting for memory
+        self._preempted: list[_Sequence] = []  # waiting to resume, in the order they started
         self._lock = threading.Lock()
         self._active = 0
         self._running: list[_Sequence] = []
+        self._admitted = 0
         self._closing = False
         self.tokens_generated = 0
         self.forward_passes = 0
         self.prompt_tokens_evaluated = 0  # prompt tokens through the model: once for a group
+        self.prompt_tokens_cached = 0  # prompt tokens taken from the prefix cache instead
+        self.preemptions = 0
+        self.drafted_tokens = 0  # guessed by prompt lookup, and of those, kept
+        self.accepted_tokens = 0
         self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -205,7 +260,11 @@ class Engine:
             detokenizer = IncrementalDetokenizer(self.tokenizer, self.hidden_token_ids)
             group.append(_Sequence(prompt_ids, one, GenerationStream(loop), detokenizer))
         group[0].siblings = group[1:]
+        for sibling in group[1:]:
+            sibling.leader = group[0]
         group[0].prompt_inputs = dict(prompt_inputs or {})
+        for sequence in group:
+            sequence.cacheable = not prompt_inputs
         with self._lock:
             self._active += len(group)
         self._pending.put(group)
@@ -229,18 +288,14 @@ class Engine:
                 self._step()
 
     def _step(self) -> None:
-        """Evaluate new prompts, pick every sequence's next token, then run one forward pass."""
+        """Evaluate some prompt tokens, pick every sequence's next token, then run one forward pass."""
+        self._prefill()
         for sequence in self._running:
-            if sequence.sampler is None and not sequence.stream.cancelled:
-                # Its first token goes out now, not after the other new prompts are evaluated too.
-                self._guarded(sequence, self._start)
-                if sequence.logits is not None and not sequence.done:
-                    self._guarded(sequence, self._pick)
-        for sequence in self._running:
-            if sequence.logits is not None and not sequence.stream.cancelled:
+            if sequence.logits is not None and not sequence.stream.cancelled and not sequence.done:
                 self._guarded(sequence, self._pick)
-        continuing = [s for s in self._running if not s.done and not s.stream.cancelled]
+        continuing = [s for s in self._running if s.decoding and not s.done and not s.stream.cancelled]
         if self.batching:
+            continuing = self._make_room(continuing)
             self._forward_batch(continuing)
         else:
             for sequence in continuing:
@@ -248,6 +303,7 @@ class Engine:
         for sequence in list(self._running):
             if sequence.done or sequence.stream.cancelled:
                 self._running.remove(sequence)
+                self._keep_prefix(sequence)
                 sequence.cache = None  # the KV cache's memory goes back now, not when the stream is collected
                 self._finish_bookkeeping()
 
@@ -263,30 +319,66 @@ class Engine:
         seq.done = True
         seq.stream._deliver(_Failure(error))
 
+    # --- admission and memory -------------------------------------------------------------------
+
     def _take_pending(self) -> bool:
-        """Fill the running set from the queue, waiting when there is nothing to do; False to stop."""
+        """Fill the running set from the preempted and the queue, waiting when there is nothing to
+        do; False to stop."""
+        while self._preempted:
+            sequence = self._preempted[0]
+            if sequence.stream.cancelled or self._closing:
+                self._preempted.pop(0)
+                self._finish_bookkeeping()
+                continue
+            if not self._room_for(1, sequence.length):
+                return True
+            self._preempted.pop(0)
+            self._running.append(sequence)
         while len(self._running) < max(1, self.parallel):
-            try:
-                group = self._pending.get(block=not self._running)
-            except queue.Empty:
-                break
+            group = self._waiting
             if group is None:
-                for leftover in self._running:
-                    leftover.stream.cancel()
-                    self._finish_bookkeeping()
-                self._running.clear()
-                self._batch.clear()
-                self._batch_rows.clear()
-                self._drain_cancelled()
+                try:
+                    group = self._pending.get(block=not self._running)
+                except queue.Empty:
+                    break
+            if group is None:
+                self._shut_down()
                 return False
+            group = [s for s in group if not self._dropped(s)]
+            if not group:
+                self._waiting = None
+                continue
             # A group joins whole, even past `parallel`: its sequences share the prompt's evaluation.
+            if not self._room_for(len(group), len(group[0].prompt_ids)):
+                self._waiting = group
+                break
+            self._waiting = None
             for sequence in group:
-                if self._closing or sequence.stream.cancelled:
-                    sequence.stream.cancel()
-                    self._finish_bookkeeping()
-                    continue
+                self._admitted += 1
+                sequence.admitted = self._admitted
                 self._running.append(sequence)
         return True
+
+    def _dropped(self, sequence: _Sequence) -> bool:
+        """A queued sequence whose request has gone (or the engine is closing) leaves here."""
+        if self._closing or sequence.stream.cancelled:
+            sequence.stream.cancel()
+            self._finish_bookkeeping()
+            return True
+        return False
+
+    def _shut_down(self) -> None:
+        for leftover in [*self._running, *self._preempted, *(self._waiting or ())]:
+            leftover.stream.cancel()
+            self._finish_bookkeeping()
+        self._running.clear()
+        self._preempted.clear()
+        self._waiting = None
+        self._batch.clear()
+        self._batch_rows.clear()
+        if self.prefix is not None:
+            self.prefix.clear()
+        self._drain_cancelled()
 
     def _drain_cancelled(self) -> None:
         while True:
@@ -298,23 +390,110 @@ class Engine:
                 sequence.stream.cancel()
                 self._finish_bookkeeping()
 
-    def _forward(self, input_ids: torch.Tensor, cache: DynamicCache, **inputs: torch.Tensor) -> torch.Tensor:
-        kwargs: dict[str, object] = {"logits_to_keep": 1} if self._last_logits_only else {}
-        kwargs[self._cache_argument] = cache
-        out = self.model(input_ids=input_ids, use_cache=True, **kwargs, **inputs)
-        self.forward_passes += 1
-        return out.logits[:, -1, :]
+    def _footprint(self, rows: int, width: int) -> int:
+        """Tokens of keys and values the running sequences take with `rows` more of `width`: the
+        batch pads every row to its longest, plus the column the next pass adds."""
+        lengths = [s.length for s in self._running]
+        return (len(lengths) + rows) * (max([self._batch.length, width, *lengths]) + 1)
 
-    def _start(self, seq: _Sequence) -> None:
-        """Evaluate the prompt alone, into the sequence's own cache; its siblings (replies to the
-        same prompt) start from copies of that cache and of the logits, without evaluating it again."""
-        seq.sampler = TokenSampler(seq.params, self.device)
-        seq.cache = new_cache(self.model.config)
-        seq.started_ns = time.perf_counter_ns()
+    def _room_for(self, rows: int, width: int) -> bool:
+        """Whether `rows` more sequences of `width` tokens fit the budget; the prefix cache gives
+        up its least recently used entries to make room. An engine with nothing running always
+        takes the next sequence (the router's budget holds at least one full context)."""
+        budget = self.kv_budget_tokens
+        if budget is None:
+            self._trim_prefix(UNBUDGETED_PREFIX_TOKENS)
+            return True
+        needed = self._footprint(rows, width)
+        self._trim_prefix(budget - needed)
+        return needed <= budget or not (self._running or self._batch_rows)
+
+    def _trim_prefix(self, room: int) -> None:
+        """Drop prefix-cache entries, least recently used first, until it holds at most `room`."""
+        if self.prefix is None:
+            return
+        while self.prefix.tokens_held > max(0, room) and self.prefix.evict_oldest():
+            pass
+
+    def _make_room(self, continuing: list[_Sequence]) -> list[_Sequence]:
+        """Before a pass: when the budget cannot take the column it adds, preempt the sequences that
+        started last (never the only one) until it can; the sequences that stay."""
+        budget = self.kv_budget_tokens
+        if budget is None:
+            return continuing
+        while True:
+            needed = self._footprint(0, 0)
+            self._trim_prefix(budget - needed)
+            if needed <= budget or len(self._running) < 2:
+                return continuing
+            # Not the first to start (one always runs), nor one whose images only its first
+            # evaluation could read.
+            first = min(s.admitted for s in self._running)
+            victims = [s for s in self._running if s.admitted != first and s.cacheable]
+            if not victims:
+                return continuing
+            victim = max(victims, key=lambda s: s.admitted)
+            self._preempt(victim)
+            continuing = [s for s in continuing if s is not victim]
+
+    def _preempt(self, seq: _Sequence) -> None:
+        """Free a sequence's keys and values; it evaluates its tokens again when there is room."""
+        log.info("%s: preempting a sequence at %d tokens (memory budget)", self.name, seq.length)
+        self.preemptions += 1
+        self._running.remove(seq)
+        seq.cache = None  # a decoding one's row leaves the batch with the next pass's keep
+        if seq.decoding:
+            seq.decoding, seq.resuming = False, True
+            seq.target = seq.history[:-1]
+        seq.evaluated = 0
+        self._preempted.append(seq)
+        self._preempted.sort(key=lambda s: s.admitted)
+
+    # --- evaluating prompts ---------------------------------------------------------------------
+
+    def _prefill(self) -> None:
+        """Evaluate up to `prefill_chunk` prompt tokens, shortest remaining prompt first; a sequence
+        whose evaluation completes picks its first token at once."""
+        budget = self.prefill_chunk
+        ready = [s for s in self._running if self._prefilling(s)]
+        for seq in sorted(ready, key=lambda s: len(s.target) - s.evaluated):
+            if budget <= 0:
+                break
+            before = self.prompt_tokens_evaluated
+            self._guarded(seq, functools.partial(self._evaluate, budget=budget))
+            budget -= max(1, self.prompt_tokens_evaluated - before)
+            if seq.decoding and seq.logits is not None and not seq.done:
+                self._guarded(seq, self._pick)  # its first token goes out now
+
+    def _prefilling(self, seq: _Sequence) -> bool:
+        if seq.decoding or seq.done or seq.stream.cancelled:
+            return False
+        # A reply to the same prompt as another waits for that one's evaluation, and copies it.
+        leader = seq.leader
+        return seq.sampler is not None or leader is None or leader.done or leader.stream.cancelled
+
+    def _evaluate(self, seq: _Sequence, *, budget: int) -> None:
+        """Run the next chunk of the sequence's prompt (all of it for a prompt with images, or a model
+        whose cache cannot be continued from a prefix) into its own cache."""
+        if seq.cache is None:
+            self._open_cache(seq)
+        assert seq.cache is not None
+        remaining = len(seq.target) - seq.evaluated
+        whole = bool(seq.prompt_inputs) or not self.batching
+        count = remaining if whole else min(remaining, budget)
         extra = {name: self._placed(value) for name, value in seq.prompt_inputs.items()}
         seq.prompt_inputs = {}  # the pixels' memory goes back once the prompt is evaluated
-        seq.logits = self._forward(torch.tensor([seq.prompt_ids], device=self.device), seq.cache, **extra)
-        self.prompt_tokens_evaluated += len(seq.prompt_ids)
+        chunk = seq.target[seq.evaluated : seq.evaluated + count]
+        logits = self._forward(torch.tensor([chunk], device=self.device), seq.cache, extra)
+        seq.evaluated += count
+        self.prompt_tokens_evaluated += count
+        if seq.evaluated < len(seq.target):
+            return
+        seq.decoding = True
+        if seq.resuming:  # its next token was chosen before it was preempted
+            seq.resuming = False
+            return
+        seq.logits = logits
         seq.prompt_done_ns = time.perf_counter_ns()
         for sibling in seq.siblings:
             if sibling.sampler is not None or sibling.stream.cancelled:
@@ -322,8 +501,51 @@ class Engine:
             sibling.sampler = TokenSampler(sibling.params, self.device)
             sibling.cache = copy.deepcopy(seq.cache)
             sibling.logits = seq.logits.clone()
+            sibling.evaluated, sibling.decoding = seq.evaluated, True
+            sibling.cached_tokens = seq.cached_tokens
             sibling.started_ns, sibling.prompt_done_ns = seq.started_ns, seq.prompt_done_ns
         seq.siblings = []
+
+    def _open_cache(self, seq: _Sequence) -> None:
+        """Start the sequence's cache: from the longest prefix the prefix cache holds of its tokens
+        (all but the last, whose logits the evaluation must give), else empty."""
+        if seq.sampler is None:
+            seq.sampler = TokenSampler(seq.params, self.device)
+            seq.started_ns = time.perf_counter_ns()
+        hit = None
+        if self.prefix is not None and seq.cacheable:
+            hit = self.prefix.lookup(seq.target, len(seq.target) - 1)
+        if hit is None:
+            seq.cache = new_cache(self.model.config)
+            return
+        layers = [(keys[:, :, : hit.length], values[:, :, : hit.length]) for keys, values in hit.entry.layers]
+        seq.cache = cache_holding(self.model.config, layers)
+        seq.evaluated = hit.length
+        if not seq.resuming:
+            seq.cached_tokens = hit.length
+            self.prompt_tokens_cached += hit.length
+
+    def _keep_prefix(self, seq: _Sequence) -> None:
+        """A sequence leaving with a cache of its own (finished or cancelled before it joined the
+        batch) leaves what it evaluated to the prefix cache."""
+        if self.prefix is not None and seq.cacheable and seq.cache is not None and seq.evaluated:
+            self.prefix.add(seq.target[: seq.evaluated], cache_layers(seq.cache))
+
+    def _forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: DynamicCache,
+        inputs: dict[str, torch.Tensor] | None = None,
+        *,
+        keep: int = 0,
+    ) -> torch.Tensor:
+        """The last position's logits, (rows, vocab); with `keep`, the last `keep` positions'
+        (rows, keep, vocab). `inputs` are the model's further inputs (masks, positions, pixels)."""
+        kwargs: dict[str, object] = {"logits_to_keep": max(1, keep)} if self._last_logits_only else {}
+        kwargs[self._cache_argument] = cache
+        out = self.model(input_ids=input_ids, use_cache=True, **kwargs, **(inputs or {}))
+        self.forward_passes += 1
+        return out.logits[:, -keep:, :] if keep else out.logits[:, -1, :]
 
     def _placed(self, value: torch.Tensor) -> torch.Tensor:
         """A prompt input on the model's device; pixels in the model's float type."""
@@ -331,29 +553,36 @@ class Engine:
             return value.to(self.device, self.dtype)
         return value.to(self.device)
 
+    # --- decoding -------------------------------------------------------------------------------
+
     def _forward_alone(self, seq: _Sequence) -> None:
         assert seq.cache is not None and seq.next_input is not None
         seq.logits = self._forward(torch.tensor([[seq.next_input]], device=self.device), seq.cache)
 
     def _forward_batch(self, continuing: list[_Sequence]) -> None:
         """One forward pass for every continuing sequence: rows leave and join first."""
-        staying = set(map(id, continuing))
-        kept = [row for row, seq in enumerate(self._batch_rows) if id(seq) in staying]
-        self._batch.keep(kept)
-        self._batch_rows = [self._batch_rows[row] for row in kept]
+        self._release_rows(set(map(id, continuing)))
         in_batch = set(map(id, self._batch_rows))
         for seq in continuing:
             if id(seq) not in in_batch:
                 assert seq.cache is not None
-                self._batch.add(seq.cache, len(seq.prompt_ids))
+                self._batch.add(seq.cache, seq.evaluated)
                 self._batch_rows.append(seq)
                 seq.cache = None  # its keys and values live in the batch now
         if not self._batch_rows:
             return
+        if self.speculative and len(self._batch_rows) == 1:
+            seq = self._batch_rows[0]
+            room = seq.params.max_new_tokens - seq.generated
+            draft = prompt_lookup(seq.history, min(seq.draft_length, room))
+            if draft:
+                self._verify(seq, draft)
+                return
         mask, positions = self._batch.step_inputs()
         tokens = torch.tensor([[seq.next_input] for seq in self._batch_rows], device=self.device)
         try:
-            logits = self._forward(tokens, self._batch.cache, attention_mask=mask, position_ids=positions)
+            inputs = {"attention_mask": mask, "position_ids": positions}
+            logits = self._forward(tokens, self._batch.cache, inputs)
         except Exception as error:
             # The pass failed for every row, and the batch's cache may be half-updated.
             for seq in self._batch_rows:
@@ -364,6 +593,57 @@ class Engine:
         self._batch.stepped(mask)
         for row, seq in enumerate(self._batch_rows):
             seq.logits = logits[row : row + 1]
+
+    def _release_rows(self, staying: set[int]) -> None:
+        """Drop the rows of sequences not `staying`; those that finished leave their caches to the
+        prefix cache, within the budget."""
+        kept = [row for row, seq in enumerate(self._batch_rows) if id(seq) in staying]
+        for row in self._leaving_rows(staying):
+            seq = self._batch_rows[row]
+            if self.prefix is not None and seq.cacheable:
+                self.prefix.add(seq.history[: self._batch.positions[row]], self._batch.row_layers(row))
+        self._batch.keep(kept)
+        self._batch_rows = [self._batch_rows[row] for row in kept]
+        if self.kv_budget_tokens is not None:
+            self._trim_prefix(self.kv_budget_tokens - self._footprint(0, 0))
+
+    def _verify(self, seq: _Sequence, draft: list[int]) -> None:
+        """One pass over the sequence's next token and the guessed ones after it; its tokens are
+        picked from each position's logits in turn, as decoding one at a time would pick them, for
+        as long as the guesses agree. The cache keeps what was picked and drops the rest."""
+        mask, positions = self._batch.step_inputs(len(draft) + 1)
+        tokens = torch.tensor([[seq.next_input, *draft]], device=self.device)
+        try:
+            inputs = {"attention_mask": mask, "position_ids": positions}
+            logits = self._forward(tokens, self._batch.cache, inputs, keep=len(draft) + 1)
+        except Exception as error:
+            self._fail(seq, error)
+            self._batch.clear()
+            self._batch_rows = []
+            return
+        self._batch.stepped(mask)
+        accepted = 0
+        for position, guess in enumerate(draft):
+            seq.logits = logits[:, position, :]
+            self._guarded(seq, self._pick)
+            if seq.done or seq.next_input != guess:
+                break
+            accepted += 1
+        else:  # every guess held: the position after the last one gives the next token
+            seq.logits = logits[:, len(draft), :]
+        self.drafted_tokens += len(draft)
+        self.accepted_tokens += accepted
+        seq.draft_length = next_draft_length(len(draft), accepted)
+        # The cache holds every token picked but the last, unless that one's logits are in already.
+        self._batch.truncate(len(seq.history) - (0 if seq.logits is not None else 1))
+        if seq.done:  # it leaves now, as a row that finished in a plain step would
+            self._release_rows(set())
+
+    def _leaving_rows(self, staying: set[int]) -> Iterator[int]:
+        """Rows of sequences that finished or were cancelled (not preempted): their caches are kept."""
+        for row, seq in enumerate(self._batch_rows):
+            if id(seq) not in staying and (seq.done or seq.stream.cancelled) and not seq.resuming:
+                yield row
 
     def _pick(self, seq: _Sequence) -> None:
         """Choose the sequence's next token from its logits, stream it, and see whether it is done."""
@@ -417,7 +697,11 @@ class Engine:
         stream._deliver(
             FinalChunk(
                 finish_reason=finish,
-                usage=Usage(prompt_tokens=len(seq.prompt_ids), completion_tokens=seq.generated),
+                usage=Usage(
+                    prompt_tokens=len(seq.prompt_ids),
+                    completion_tokens=seq.generated,
+                    cached_tokens=seq.cached_tokens,
+                ),
                 timings=Timings(
                     prompt_eval_ns=seq.prompt_done_ns - seq.started_ns, eval_ns=done - seq.prompt_done_ns
                 ),

@@ -49,6 +49,7 @@ class MemoryEstimate:
     kv_cache_bytes: int
     overhead_bytes: int
     context_length: int
+    kv_bytes_per_token: float = 0.0  # keys and values of one token in one sequence (0: not known)
 
     @property
     def total_bytes(self) -> int:
@@ -109,7 +110,8 @@ def estimate(
     activations = context * width * compute_bytes * 2
     activations += vision_activations(config, context, compute_bytes)
     overhead = _FIXED_OVERHEAD["cuda" if device_type == "cuda" else "cpu"] + activations
-    return MemoryEstimate(int(weights), int(kv_cache), int(overhead), context)
+    per_token = layers * kv_heads * head_dim * 2 * compute_bytes
+    return MemoryEstimate(int(weights), int(kv_cache), int(overhead), context, per_token)
 
 
 def vision_activations(config: dict[str, Any], context: int, compute_bytes: float) -> float:

@@ -184,6 +184,7 @@ def load_model(
         eos_token_ids=eos_token_ids,
         name=name,
         hidden_token_ids=hidden_token_ids(tokenizer, traits),
+        speculative=load.speculative,
     )
     loaded = LoadedModel(
         source=source,

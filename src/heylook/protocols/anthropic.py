@@ -30,6 +30,7 @@ from heylook.types import (
     ToolCall,
     ToolCallChunk,
     ToolChoice,
+    Usage,
 )
 from heylook.wire import anthropic as wire
 from heylook.wire.validate import validate
@@ -284,7 +285,18 @@ def message_body(
         )
     return {
         **_envelope(id, model, content, stop_reason(final), final.stop_sequence),
-        "usage": {"input_tokens": final.usage.prompt_tokens, "output_tokens": final.usage.completion_tokens},
+        "usage": usage_body(final.usage),
+    }
+
+
+def usage_body(usage: Usage) -> dict[str, int]:
+    """Anthropic counts prompt tokens read from a cache apart from input_tokens (their sum is the
+    prompt): heylook's prefix cache is that cache."""
+    return {
+        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "output_tokens": usage.completion_tokens,
     }
 
 
@@ -341,7 +353,7 @@ class MessageWriter:
         return bodies
 
     def closing(self, final: FinalChunk) -> list[dict[str, Any]]:
-        usage = {"input_tokens": final.usage.prompt_tokens, "output_tokens": final.usage.completion_tokens}
+        usage = usage_body(final.usage)
         delta = {"stop_reason": stop_reason(final), "stop_sequence": final.stop_sequence}
         return [
             *self._close(),

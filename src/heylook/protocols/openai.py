@@ -212,11 +212,13 @@ def _reject_unsupported(typed: Any) -> None:
 # --- writers ---------------------------------------------------------------------------------------
 
 
-def usage_body(usage: Usage) -> dict[str, int]:
+def usage_body(usage: Usage) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
+        # Of the prompt's, those served from the prefix cache (OpenAI's prompt caching field).
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     }
 
 

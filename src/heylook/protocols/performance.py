@@ -13,6 +13,7 @@ _TTFT = "heylook_time_to_first_token_seconds"
 _INTER_TOKEN = "heylook_inter_token_latency_seconds"
 _FIGURES = {
     "heylook_prompt_tokens_total": "prompt_tokens",
+    "heylook_prompt_tokens_cached_total": "prompt_tokens_cached",
     "heylook_completion_tokens_total": "completion_tokens",
     "heylook_active_requests": "active_requests",
     "heylook_queue_depth": "queued_requests",
@@ -52,9 +53,13 @@ def _model(name: str, figures: dict[str, float], buckets: list[tuple[float, floa
     first_tokens = figures.get(f"{_TTFT}_count", 0.0)
     gaps = figures.get(f"{_INTER_TOKEN}_count", 0.0)
     gap_seconds = figures.get(f"{_INTER_TOKEN}_sum", 0.0)
+    prompt, cached = figures.get("prompt_tokens", 0.0), figures.get("prompt_tokens_cached", 0.0)
     return {
         "model": name,
         "prompt_tokens": figures.get("prompt_tokens", 0.0),
+        # Prompt tokens the prefix cache served, and their share of all prompt tokens.
+        "prompt_tokens_cached": cached,
+        "prefix_cache_hit_rate": cached / prompt if prompt else None,
         "completion_tokens": figures.get("completion_tokens", 0.0),
         "tokens_per_second": gaps / gap_seconds if gap_seconds > 0 else None,
         "time_to_first_token_p50": quantile(buckets, 0.5),

@@ -371,11 +371,18 @@ def _parse_load(load: Any, fail: Callable[..., RegistryError]) -> LoadOptions:
         raise fail(f"'quantization' must be 4bit or 8bit, not {quantization!r}", "load", "quantization")
     if not isinstance(trust, bool):
         raise fail("'trust_remote_code' must be true or false", "load", "trust_remote_code")
-    fast_path = load.get("fast_path", True)
+    fast_path, speculative = load.get("fast_path", True), load.get("speculative", True)
     if not isinstance(fast_path, bool):
         raise fail("'fast_path' must be true or false", "load", "fast_path")
+    if not isinstance(speculative, bool):
+        raise fail("'speculative' must be true or false", "load", "speculative")
     return LoadOptions(
-        dtype=dtype, device=device, quantization=quantization, trust_remote_code=trust, fast_path=fast_path
+        dtype=dtype,
+        device=device,
+        quantization=quantization,
+        trust_remote_code=trust,
+        fast_path=fast_path,
+        speculative=speculative,
     )
 
 

@@ -61,7 +61,9 @@ async def capabilities(request: Request) -> Response:
             "estimated_bytes": resident.footprint,
             "context_length": resident.model.context_length,
             "active_requests": resident.leases,
-            "queued_requests": max(0, resident.leases - limits.parallel),
+            "queued_requests": max(0, resident.leases - resident.parallel),
+            "parallel_requests": resident.parallel,
+            "kv_budget_tokens": getattr(resident.model.runner, "kv_budget_tokens", None),
             "expires_at": None if math.isinf(resident.expires_at) else resident.expires_at,
         }
         for key, resident in router.residents().items()
@@ -76,7 +78,7 @@ async def capabilities(request: Request) -> Response:
             "limits": {
                 "memory_share": limits.memory_share,
                 "max_loaded_models": limits.max_loaded,
-                "parallel_requests_per_model": limits.parallel,
+                "parallel_requests_per_model": limits.parallel or "auto",
                 "max_queue_per_model": limits.max_queue,
                 "load_timeout_seconds": limits.load_timeout,
                 "default_keep_alive_seconds": router.default_keep_alive,

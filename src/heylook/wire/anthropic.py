@@ -221,8 +221,12 @@ StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 
 
 class Usage(Reply):
-    input_tokens: int
+    input_tokens: int = Field(description="Prompt tokens evaluated (those read from the cache apart).")
     output_tokens: int
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = Field(
+        default=None, description="Prompt tokens served from heylook's prefix cache."
+    )
 
 
 class Message(Reply):
@@ -300,6 +304,8 @@ class MessageDeltaBody(Reply):
 class DeltaUsage(Reply):
     input_tokens: int | None = None
     output_tokens: int
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
 
 
 class MessageDelta(Reply):

@@ -137,10 +137,15 @@ class Reply(BaseModel):
     model_config = CLOSED
 
 
+class PromptTokensDetails(Reply):
+    cached_tokens: int = Field(description="Of the prompt's tokens, those served from the prefix cache.")
+
+
 class Usage(Reply):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class CalledFunctionOut(Reply):

@@ -1,0 +1,107 @@
+"""Keys and values of earlier requests, kept so a later request that starts with the same tokens
+evaluates only the rest of its prompt.
+
+A chat client resends the whole conversation every turn, and agents resend their long system
+prompt and tool list with every call: the cache turns those into a copy instead of a forward pass.
+Each entry is one finished (or preempted) sequence's tokens and its cache, one row; a lookup finds
+the entry sharing the longest prefix with a prompt, whichever API the request came through. An
+entry that another one extends is dropped (a conversation's turn 3 covers its turn 2), and the
+least recently used go first when the engine needs the memory for running sequences.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+# Shorter prefixes are not worth a copy of the cache: a forward pass over them costs about as much.
+MIN_PREFIX_TOKENS = 16
+MAX_ENTRIES = 256  # the lookup compares a prompt with every entry
+
+
+@dataclass
+class Entry:
+    tokens: torch.Tensor  # 1-D, on the CPU: what the cache holds, in order
+    layers: list[tuple[torch.Tensor, torch.Tensor]]  # each layer's keys and values, (1, heads, length, dim)
+
+    @property
+    def length(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry: Entry
+    length: int  # how many leading tokens of the prompt the entry holds
+
+
+class PrefixCache:
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[int, Entry] = OrderedDict()  # least recently used first
+        self._next_key = 0
+        self.tokens_held = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, prompt: list[int], limit: int) -> Hit | None:
+        """The entry sharing the longest prefix with `prompt`, up to `limit` tokens of it; None
+        under MIN_PREFIX_TOKENS. The entry becomes the most recently used."""
+        if not self._entries or limit < MIN_PREFIX_TOKENS:
+            return None
+        wanted = torch.tensor(prompt[:limit], dtype=torch.long)
+        best_key, best = -1, 0
+        for key, entry in self._entries.items():
+            shared = _shared_prefix(entry.tokens, wanted)
+            if shared > best:
+                best_key, best = key, shared
+        if best < MIN_PREFIX_TOKENS:
+            return None
+        self._entries.move_to_end(best_key)
+        return Hit(self._entries[best_key], best)
+
+    def add(self, tokens: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Keep a sequence's cache (`layers` hold exactly `tokens`, and are no one else's to write)."""
+        if len(tokens) < MIN_PREFIX_TOKENS:
+            return
+        held = torch.tensor(tokens, dtype=torch.long)
+        for key, entry in list(self._entries.items()):
+            shared = _shared_prefix(entry.tokens, held)
+            if shared == len(tokens):  # already held, as this or a longer sequence
+                self._entries.move_to_end(key)
+                return
+            if shared == entry.length:  # the new one extends it
+                self._drop(key)
+        while len(self._entries) >= self.max_entries:
+            self.evict_oldest()
+        self._entries[self._next_key] = Entry(held, layers)
+        self._next_key += 1
+        self.tokens_held += len(tokens)
+
+    def evict_oldest(self) -> int:
+        """Drop the least recently used entry; the tokens it held (0 when empty)."""
+        if not self._entries:
+            return 0
+        key = next(iter(self._entries))
+        return self._drop(key)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.tokens_held = 0
+
+    def _drop(self, key: int) -> int:
+        entry = self._entries.pop(key)
+        self.tokens_held -= entry.length
+        return entry.length
+
+
+def _shared_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many leading tokens `a` and `b` have in common."""
+    n = min(a.shape[0], b.shape[0])
+    if n == 0:
+        return 0
+    differ = (a[:n] != b[:n]).nonzero()
+    return int(differ[0]) if differ.numel() else n

@@ -22,7 +22,9 @@ class RecordingEngine:
     device: Any = field(default_factory=lambda: SimpleNamespace(type="cpu"))
     on_close: Any = None
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, prompt_inputs: Any = None) -> Any:
+    def submit(
+        self, prompt_ids: list[int], params: SamplingParams, prompt_inputs: Any = None, **options: Any
+    ) -> Any:
         self.submitted.append((prompt_ids, params))
         return SimpleNamespace(cancel=lambda: None)
 

@@ -167,8 +167,9 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
 
 
 def _batch_runner(router: ModelRouter, backends: Backends, settings: Settings) -> BatchRunner:
-    """Batches' files and state on disk, and the runner that answers their lines whenever no
-    interactive request holds or awaits a model."""
+    """Batches' files and state on disk, and the runner that answers their lines at background
+    priority (`busy`: whether an interactive request holds or awaits a model, for the lines that
+    have no priority of their own)."""
     root = batches_dir()
     limits = FileLimits(settings.batch_files_bytes, settings.batch_file_bytes, settings.batch_files)
     return BatchRunner(

@@ -253,12 +253,12 @@ async def start_generation(
         lease = replace(lease, load_ns=lease.load_ns + waited)
         params = replace(params, grammar=grammar)
     try:
-        engine = lease.model.engine
+        engine, ids, background = lease.model.engine, prepared.prompt_ids, request.background
         if request.n == 1:
-            streams = [engine.submit(prepared.prompt_ids, params, prepared.inputs)]
+            streams = [engine.submit(ids, params, prepared.inputs, background=background)]
         else:
             choices = [replace(params, seed=choice_seed(params.seed, choice)) for choice in range(request.n)]
-            streams = engine.submit_group(prepared.prompt_ids, choices, prepared.inputs)
+            streams = engine.submit_group(ids, choices, prepared.inputs, background=background)
     except BaseException:
         router.release(lease, keep_alive_for(request, lease.alias))
         raise

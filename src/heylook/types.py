@@ -191,6 +191,9 @@ class GenerationRequest:
     n: int = 1
     # The most tokens the reasoning may take (Anthropic's thinking.budget_tokens); None: no limit.
     thinking_budget: int | None = None
+    # Bulk work (a batch's line), never set from a request's body: a local model runs it only
+    # while no interactive request runs or waits.
+    background: bool = False
 
 
 @dataclass(frozen=True)

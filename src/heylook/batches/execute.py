@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from heylook.errors import HeylookError, InvalidRequest
@@ -24,7 +25,7 @@ async def answer(backends: Backends, endpoint: str, body: dict[str, Any]) -> tup
             vectors = await backends.embed(request)
             return 200, embeddings.openai_reply(request.model, vectors, encoding_format)
         internal, writer = _parsed(endpoint, body)
-        return 200, await _generate(backends, internal, writer)
+        return 200, await _generate(backends, replace(internal, background=True), writer)
     except HeylookError as error:
         return error.status, openai_error_body(error)
 

@@ -1,13 +1,16 @@
-"""The batch runner: one task in the app's lifespan, answering batches' lines one at a time, oldest
-batch first, and only while no interactive request holds or awaits a model, so that bulk work never
-stands in front of someone waiting. Its progress is on disk after every line: a restarted server
-takes up where it stopped, and no line is answered twice."""
+"""The batch runner: one task in the app's lifespan, answering batches' lines, oldest batch first,
+so that bulk work never stands in front of someone waiting: generation lines go to the model's
+engine at background priority, several at a time (they share its batch while nobody else needs it,
+and pause while an interactive request runs or waits); embeddings lines run one at a time, only
+while no interactive request holds or awaits a model. Its progress is on disk after every line: a
+restarted server takes up where it stopped, and no line is answered twice."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -20,10 +23,21 @@ from heylook.errors import HeylookError
 log = logging.getLogger(__name__)
 
 Answer = Callable[[str, dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+# Generation lines answered at once (each a sequence in the model's batch, at background priority).
+LINES_IN_FLIGHT = 8
 # How often the runner looks again while interactive requests hold the models (seconds).
 _YIELD_INTERVAL = 0.05
 # How long the runner sleeps when no batch is waiting, unless woken by a new one.
 _IDLE_INTERVAL = 5.0
+
+
+@dataclass
+class _Progress:
+    """A batch's lines: how many, which are answered, how many of those failed."""
+
+    total: int
+    done: set[str]
+    failed: int
 
 
 class BatchRunner:
@@ -97,28 +111,43 @@ class BatchRunner:
 
     async def _answer_lines(self, batch_id: str, endpoint: str, lines: list[Line]) -> None:
         results = self.store.results(batch_id)
-        done = {result["custom_id"] for result in results}
-        failed = sum(1 for r in results if is_failure(r))
-        for line in lines:
-            if line.custom_id in done:
-                continue
-            while self._busy() and self._still_running(batch_id):
-                await anyio.sleep(_YIELD_INTERVAL)
-            if not self._still_running(batch_id):
-                return
-            with anyio.CancelScope() as scope:
-                self._line = (batch_id, scope)
-                try:
-                    status, body = await self._answer(endpoint, line.body)
-                finally:
-                    self._line = None
-            if scope.cancelled_caught:
-                return
-            result = result_line(line.custom_id, status, body)
-            self.store.add_result(batch_id, result)
-            done.add(line.custom_id)
-            failed += 1 if is_failure(result) else 0
-            self._count(batch_id, len(lines), len(done), failed)
+        progress = _Progress(
+            len(lines), {r["custom_id"] for r in results}, sum(1 for r in results if is_failure(r))
+        )
+        # Generation lines run several at once, inside the model's batch at background priority
+        # (the engine pauses them while any interactive request runs or waits); an embeddings line
+        # has no such priority, so one runs at a time, only while no interactive request holds a model.
+        gated = endpoint == "/v1/embeddings"
+        limiter = anyio.Semaphore(1 if gated else LINES_IN_FLIGHT)
+        with anyio.CancelScope() as scope:
+            self._line = (batch_id, scope)
+            try:
+                async with anyio.create_task_group() as group:
+                    for line in lines:
+                        if line.custom_id in progress.done:
+                            continue
+                        await limiter.acquire()
+                        while gated and self._busy() and self._still_running(batch_id):
+                            await anyio.sleep(_YIELD_INTERVAL)
+                        if not self._still_running(batch_id):
+                            limiter.release()
+                            break
+                        group.start_soon(self._answer_line, batch_id, endpoint, line, limiter, progress)
+            finally:
+                self._line = None
+
+    async def _answer_line(
+        self, batch_id: str, endpoint: str, line: Line, limiter: anyio.Semaphore, progress: _Progress
+    ) -> None:
+        try:
+            status, body = await self._answer(endpoint, line.body)
+        finally:
+            limiter.release()
+        result = result_line(line.custom_id, status, body)
+        self.store.add_result(batch_id, result)
+        progress.done.add(line.custom_id)
+        progress.failed += 1 if is_failure(result) else 0
+        self._count(batch_id, progress.total, len(progress.done), progress.failed)
 
     def _still_running(self, batch_id: str) -> bool:
         batch = self.store.get(batch_id)

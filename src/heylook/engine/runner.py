@@ -11,9 +11,9 @@ import copy
 import functools
 import inspect
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +127,7 @@ class _Sequence:
     cached_tokens: int = 0  # prompt tokens its first evaluation took from the prefix cache
     admitted: int = 0  # the order sequences started running in: the latest is preempted first
     draft_length: int = FIRST_DRAFT  # tokens to guess at its next speculative pass
+    background: bool = False  # bulk work (a batch's line): runs only while no interactive one does
     # Its tokens may go into (and come from) the prefix cache: not so for a prompt with images,
     # whose image tokens stand for pixels the token ids do not show.
     cacheable: bool = True
@@ -213,7 +214,10 @@ class Engine:
         self.speculative = speculative and self.batching
         self._batch = BatchCache(model.config)
         self._batch_rows: list[_Sequence] = []  # the sequence in each row of self._batch
-        self._pending: queue.Queue[list[_Sequence] | None] = queue.Queue()
+        # Groups submitted and not yet taken: interactive ones first, then background ones.
+        self._queue = threading.Condition()
+        self._queued: dict[bool, deque[list[_Sequence]]] = {False: deque(), True: deque()}
+        self._stop = False
         self._waiting: list[_Sequence] | None = None  # taken from the queue, waiting for memory
         self._preempted: list[_Sequence] = []  # waiting to resume, in the order they started
         self._lock = threading.Lock()
@@ -241,16 +245,21 @@ class Engine:
         prompt_ids: list[int],
         params: SamplingParams,
         prompt_inputs: dict[str, torch.Tensor] | None = None,
+        *,
+        background: bool = False,
     ) -> GenerationStream:
         """Queue a sequence; call from the event loop that will read its stream. `prompt_inputs`
-        are further model inputs for the prompt's forward pass (a vision model's pixel_values)."""
-        return self.submit_group(prompt_ids, [params], prompt_inputs)[0]
+        are further model inputs for the prompt's forward pass (a vision model's pixel_values).
+        A `background` one runs only while no interactive sequence runs or waits."""
+        return self.submit_group(prompt_ids, [params], prompt_inputs, background=background)[0]
 
     def submit_group(
         self,
         prompt_ids: list[int],
         params: list[SamplingParams],
         prompt_inputs: dict[str, torch.Tensor] | None = None,
+        *,
+        background: bool = False,
     ) -> list[GenerationStream]:
         """Queue one sequence for each of `params`, all continuing the same prompt, which is
         evaluated once for them all; they join the running set together."""
@@ -265,9 +274,12 @@ class Engine:
         group[0].prompt_inputs = dict(prompt_inputs or {})
         for sequence in group:
             sequence.cacheable = not prompt_inputs
+            sequence.background = background
         with self._lock:
             self._active += len(group)
-        self._pending.put(group)
+        with self._queue:
+            self._queued[background].append(group)
+            self._queue.notify()
         return [sequence.stream for sequence in group]
 
     def close(self, timeout: float = 10.0) -> None:
@@ -275,7 +287,9 @@ class Engine:
         self._closing = True
         for sequence in list(self._running):
             sequence.stream.cancel()
-        self._pending.put(None)
+        with self._queue:
+            self._stop = True
+            self._queue.notify()
         self._thread.join(timeout)
 
     def _finish_bookkeeping(self) -> None:
@@ -323,27 +337,22 @@ class Engine:
 
     def _take_pending(self) -> bool:
         """Fill the running set from the preempted and the queue, waiting when there is nothing to
-        do; False to stop."""
-        while self._preempted:
-            sequence = self._preempted[0]
-            if sequence.stream.cancelled or self._closing:
-                self._preempted.pop(0)
-                self._finish_bookkeeping()
-                continue
-            if not self._room_for(1, sequence.length):
-                return True
-            self._preempted.pop(0)
-            self._running.append(sequence)
+        do; False to stop. Interactive sequences go first: background ones pause (preempted, their
+        caches kept for their return) while any interactive one runs or waits."""
+        if self._interactive_waiting():
+            for sequence in [s for s in self._running if s.background and s.cacheable]:
+                self._preempt(sequence, keep_cache=True)
+        if not self._resume_preempted():
+            return True
         while len(self._running) < max(1, self.parallel):
             group = self._waiting
             if group is None:
-                try:
-                    group = self._pending.get(block=not self._running)
-                except queue.Empty:
+                group = self._next_group(block=not self._running and not self._preempted)
+                if group is None and self._stop:
+                    self._shut_down()
+                    return False
+                if group is None:
                     break
-            if group is None:
-                self._shut_down()
-                return False
             group = [s for s in group if not self._dropped(s)]
             if not group:
                 self._waiting = None
@@ -358,6 +367,45 @@ class Engine:
                 sequence.admitted = self._admitted
                 self._running.append(sequence)
         return True
+
+    def _resume_preempted(self) -> bool:
+        """Bring preempted sequences back, interactive ones first, as room allows; False when one
+        must still wait (nothing new starts before it)."""
+        self._preempted.sort(key=lambda s: (s.background, s.admitted))
+        while self._preempted:
+            sequence = self._preempted[0]
+            if sequence.stream.cancelled or self._closing:
+                self._preempted.pop(0)
+                self._finish_bookkeeping()
+                continue
+            if sequence.background and self._interactive_waiting():
+                return True  # it waits for them; they may start
+            if not self._room_for(1, sequence.length):
+                return False
+            self._preempted.pop(0)
+            self._running.append(sequence)
+        return True
+
+    def _interactive_waiting(self) -> bool:
+        """An interactive sequence runs, waits to resume, or waits in the queue."""
+        if any(not s.background for s in (*self._running, *self._preempted, *(self._waiting or ()))):
+            return True
+        return bool(self._queued[False])
+
+    def _next_group(self, block: bool) -> list[_Sequence] | None:
+        """The next group submitted (interactive before background; background only while no
+        interactive sequence runs); None when there is none and `block` is false, or to stop."""
+        with self._queue:
+            while True:
+                if self._stop:
+                    return None
+                if self._queued[False]:
+                    return self._queued[False].popleft()
+                if self._queued[True] and not self._interactive_waiting():
+                    return self._queued[True].popleft()
+                if not block:
+                    return None
+                self._queue.wait()
 
     def _dropped(self, sequence: _Sequence) -> bool:
         """A queued sequence whose request has gone (or the engine is closing) leaves here."""
@@ -381,12 +429,12 @@ class Engine:
         self._drain_cancelled()
 
     def _drain_cancelled(self) -> None:
-        while True:
-            try:
-                group = self._pending.get_nowait()
-            except queue.Empty:
-                return
-            for sequence in group or ():
+        with self._queue:
+            groups = [*self._queued[False], *self._queued[True]]
+            self._queued[False].clear()
+            self._queued[True].clear()
+        for group in groups:
+            for sequence in group:
                 sequence.stream.cancel()
                 self._finish_bookkeeping()
 
@@ -436,12 +484,21 @@ class Engine:
             self._preempt(victim)
             continuing = [s for s in continuing if s is not victim]
 
-    def _preempt(self, seq: _Sequence) -> None:
-        """Free a sequence's keys and values; it evaluates its tokens again when there is room."""
-        log.info("%s: preempting a sequence at %d tokens (memory budget)", self.name, seq.length)
+    def _preempt(self, seq: _Sequence, keep_cache: bool = False) -> None:
+        """Free a sequence's keys and values; it evaluates its tokens again when there is room.
+        With `keep_cache` (a background sequence making way) they go to the prefix cache first, so
+        its return costs a copy."""
+        log.info("%s: preempting a sequence at %d tokens", self.name, seq.length)
         self.preemptions += 1
         self._running.remove(seq)
+        if keep_cache and self.prefix is not None:
+            if seq in self._batch_rows:
+                row = self._batch_rows.index(seq)
+                self.prefix.add(seq.history[: self._batch.positions[row]], self._batch.row_layers(row))
+            else:
+                self._keep_prefix(seq)
         seq.cache = None  # a decoding one's row leaves the batch with the next pass's keep
+        seq.logits = None  # its last token is fed in again when it resumes
         if seq.decoding:
             seq.decoding, seq.resuming = False, True
             seq.target = seq.history[:-1]

@@ -30,8 +30,14 @@ Single-stream runs alternate between targets, round after round, because these m
 Defaults means `heylook serve --models models.yaml` with no --parallel, and `llama-server -m GGUF
 --host --port` with nothing else: -c 0 (the model's training context, 8192 tokens for SmolLM2),
 -np -1 (auto: 4 slots sharing one unified KV cache of that size, so one slot may use all of it and
-a 5th stream waits for a slot), prompt caching on (cache_prompt), its own thread count.
---llama-context N adds -c N and --llama-args adds other flags (say "-np 8"); the report says which.
+a 5th stream waits for a slot), prompt caching on (cache_prompt), its own thread count (2 here).
+--llama-context N adds -c N and --llama-args adds other flags (say "-np 16 -kvu": 16 slots sharing
+the 8192 tokens; -np alone turns the unified cache off and splits -c between the slots, so 4,000-token
+prompts then need -c of slots x 4,100); the report gives each command line. With its 4 default slots,
+llama-server queues streams 5-8, and the long prompt behind them: its long-prompt TTFT includes that
+wait, and its streams' gaps in the window show no prefill, which runs only once they are done.
+Run it on an idle machine: llama.cpp's threads spin at a barrier each step, so with other work on the
+2 cores (a test suite, say) its tokens/s falls by up to 30x, far more than torch's; the run warns.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
 import statistics
 import sys
@@ -623,6 +630,7 @@ def measure_defaults(
         print(f"  round {round_number + 1} {name}, {text}", file=sys.stderr, flush=True)
 
     asyncio.run(_concurrent(url, model, 8, 1))  # warm up
+    note(f"started; load average {os.getloadavg()[0]:.2f}")
     for n in args.streams:
         result = asyncio.run(_concurrent(url, model, args.tokens, n))
         into.by_streams[n].append(result)
@@ -790,6 +798,13 @@ def _gap_figures(result: Defaults) -> list[float]:
     return [percentile(v, q) * 1e3 for v, q in ((gaps, 0.95), (gaps, 1.0), (window, 0.95), (window, 1.0))]
 
 
+def warn_if_busy(threshold: float = 0.7) -> None:
+    """Other work on the cores skews every figure, llama-server's most (see the module's docstring)."""
+    load = os.getloadavg()[0]
+    if load > threshold:
+        print(f"warning: load average {load:.2f} before starting: something else is running", file=sys.stderr)
+
+
 def run_fast_defaults(args: argparse.Namespace) -> None:
     """heylook with no --parallel against llama-server with no -np (see the module's docstring)."""
     import tempfile
@@ -811,6 +826,7 @@ def run_fast_defaults(args: argparse.Namespace) -> None:
         )
     log_dir = Path(tempfile.mkdtemp(prefix="heylook-bench-"))
     print(f"server logs in {log_dir}", file=sys.stderr)
+    warn_if_busy()
     started = time.monotonic()
     results = fast_defaults(peer_list, args, log_dir)
     commands = {p.name: " ".join(p.command).replace(str(ROOT) + "/", "") for p in peer_list}

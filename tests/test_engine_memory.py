@@ -7,6 +7,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from heylook.engine import prefix_cache
 from heylook.engine.prefix_cache import MIN_PREFIX_TOKENS, PrefixCache
 from heylook.engine.runner import Engine
 from heylook.types import TextChunk
@@ -39,6 +40,13 @@ def story_ids(tiny_tokenizer) -> list[int]:
     return ids
 
 
+async def wait_for_entries(engine: Engine, count: int) -> None:
+    """The engine stores a finished sequence's cache just after its last chunk goes out."""
+    with anyio.fail_after(5):
+        while engine.prefix is None or len(engine.prefix) != count:
+            await anyio.sleep(0.01)
+
+
 # --- the prefix cache -------------------------------------------------------------------------------
 
 
@@ -54,6 +62,9 @@ async def test_the_next_turn_of_a_conversation_evaluates_only_what_is_new(
     assert second.usage.cached_tokens == len(first.context) - 1
     assert engine.prompt_tokens_cached == second.usage.cached_tokens
     assert engine.prompt_tokens_evaluated == len(story_ids) + len(turn_two) - second.usage.cached_tokens
+    await wait_for_entries(engine, 1)  # turn 2 took turn 1's entry over (no copy) and left its own
+    (entry,) = engine.prefix._entries.values()
+    assert entry.length == len(second.context) - 1
     cold_text, cold = await alone(tiny_model, tiny_tokenizer, turn_two, greedy(20))
     assert second.context == cold.context and text == cold_text
 
@@ -107,10 +118,13 @@ async def test_the_same_prompt_again_evaluates_only_its_last_token(engine, story
 async def test_prompts_sharing_a_beginning_share_its_cache(engine, tiny_model, tiny_tokenizer, story_ids):
     """Agents send the same system prompt and tools with different questions."""
     ask = [[*story_ids, *tiny_tokenizer(question)["input_ids"]] for question in (" Who?", " Where is it?")]
-    await run(engine, ask[0], greedy(8))
+    await run(engine, ask[0], greedy(80))  # a long answer: the shared part ends well before the entry
     text, second = await run(engine, ask[1], greedy(8))
     shared = next(i for i, (a, b) in enumerate(zip(*ask, strict=False)) if a != b)
     assert second.usage.cached_tokens == shared
+    await wait_for_entries(engine, 2)  # the shared beginning was copied: the first entry stays
+    # A prompt that goes on from near an entry's end (a chat's next turn) takes it over instead.
+    assert not prefix_cache.Hit(engine.prefix._entries[0], shared).continues
     cold_text, cold = await alone(tiny_model, tiny_tokenizer, ask[1], greedy(8))
     assert (text, second.context) == (cold_text, cold.context)
 

@@ -85,19 +85,33 @@ def new_cache(config) -> DynamicCache:
     return cache
 
 
-def cache_holding(config, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    """A growing cache that starts out holding these keys and values (one row each). The tensors
-    are only read: the first update copies them into the layer's own room."""
+def cache_holding(
+    config, buffers: list[tuple[torch.Tensor, torch.Tensor]], length: int, *, adopt: bool
+) -> DynamicCache:
+    """A growing cache holding the first `length` positions of these keys and values (one row
+    each). Adopting them, it writes its next tokens into them, after `length`, while they have
+    room (no copy of what they hold: they must be no one else's); otherwise it only reads them,
+    and its first update copies them into room of its own."""
     cache = new_cache(config)
-    for layer, (keys, values) in zip(_layers(cache), layers, strict=True):
+    for layer, (keys, values) in zip(_layers(cache), buffers, strict=True):
         layer.lazy_initialization(keys, values)
-        layer.keys, layer.values = keys, values
+        layer.keys, layer.values = keys[:, :, :length], values[:, :, :length]
+        if adopt:
+            layer._key_room, layer._value_room = keys, values
     return cache
 
 
 def cache_layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each layer's keys and values: those of a sequence's own cache, as the prefix cache keeps them."""
-    return [(_tensor(layer.keys), _tensor(layer.values)) for layer in _layers(cache)]
+    """Each layer's keys and values, as the prefix cache keeps them: a growing layer's whole
+    buffers (its tokens first, then its spare room), so a later sequence can take them over."""
+    kept = []
+    for layer in _layers(cache):
+        keys, values = _tensor(layer.keys), _tensor(layer.values)
+        rooms = getattr(layer, "_key_room", None), getattr(layer, "_value_room", None)
+        if rooms[0] is not None and rooms[1] is not None and _is_view_of(keys, rooms[0]):
+            keys, values = rooms[0], rooms[1]
+        kept.append((keys, values))
+    return kept
 
 
 def can_batch(cache: DynamicCache) -> bool:
@@ -162,15 +176,18 @@ class BatchCache:
         self.positions = [self.positions[row] for row in rows]
 
     def row_layers(self, row: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """A copy of one row's keys and values without its padding: its `positions[row]` tokens."""
-        start = self.length - self.positions[row]
-        return [
-            (
-                _tensor(layer.keys)[row : row + 1, :, start:].clone(),
-                _tensor(layer.values)[row : row + 1, :, start:].clone(),
-            )
-            for layer in _layers(self.cache)
-        ]
+        """A copy of one row's keys and values without its padding (its `positions[row]` tokens),
+        in buffers with GROWTH_COLUMNS of room after them, as a sequence's own cache has."""
+        start, held = self.length - self.positions[row], self.positions[row]
+        copies = []
+        for layer in _layers(self.cache):
+            pair = []
+            for tensor in (_tensor(layer.keys), _tensor(layer.values)):
+                buffer = tensor.new_empty((1, tensor.shape[1], held + GROWTH_COLUMNS, tensor.shape[3]))
+                buffer[:, :, :held].copy_(tensor[row : row + 1, :, start:])
+                pair.append(buffer)
+            copies.append((pair[0], pair[1]))
+        return copies
 
     def step_inputs(self, tokens: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """The attention mask and position ids for a forward pass of `tokens` new tokens per row."""

@@ -19,12 +19,17 @@ import torch
 # Shorter prefixes are not worth a copy of the cache: a forward pass over them costs about as much.
 MIN_PREFIX_TOKENS = 16
 MAX_ENTRIES = 256  # the lookup compares a prompt with every entry
+# A hit this close to an entry's end takes the entry over (the sequence continues it, as a chat's
+# next turn does) rather than copying it; a shorter one (a shared system prompt) copies.
+TAKE_WITHIN = 64
 
 
 @dataclass
 class Entry:
     tokens: torch.Tensor  # 1-D, on the CPU: what the cache holds, in order
-    layers: list[tuple[torch.Tensor, torch.Tensor]]  # each layer's keys and values, (1, heads, length, dim)
+    # Each layer's keys and values, (1, heads, columns, dim): the tokens' in the first `length`
+    # columns, room to grow into after them.
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
 
     @property
     def length(self) -> int:
@@ -35,6 +40,11 @@ class Entry:
 class Hit:
     entry: Entry
     length: int  # how many leading tokens of the prompt the entry holds
+
+    @property
+    def continues(self) -> bool:
+        """The prompt goes on from (nearly) the end of the entry: it may take the entry over."""
+        return self.length >= self.entry.length - TAKE_WITHIN
 
 
 class PrefixCache:
@@ -62,6 +72,14 @@ class PrefixCache:
             return None
         self._entries.move_to_end(best_key)
         return Hit(self._entries[best_key], best)
+
+    def take(self, entry: Entry) -> None:
+        """Hand an entry over to a sequence that continues it (no copy): it leaves the cache. The
+        sequence leaves its own, longer, cache here when it ends, which still holds this prefix."""
+        for key, held in self._entries.items():
+            if held is entry:
+                self._drop(key)
+                return
 
     def add(self, tokens: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Keep a sequence's cache (`layers` hold exactly `tokens`, and are no one else's to write)."""

@@ -569,14 +569,14 @@ class Engine:
         if seq.sampler is None:
             seq.sampler = TokenSampler(seq.params, self.device)
             seq.started_ns = time.perf_counter_ns()
-        hit = None
-        if self.prefix is not None and seq.cacheable:
-            hit = self.prefix.lookup(seq.target, len(seq.target) - 1)
-        if hit is None:
+        prefix = self.prefix
+        hit = prefix.lookup(seq.target, len(seq.target) - 1) if prefix and seq.cacheable else None
+        if prefix is None or hit is None:
             seq.cache = new_cache(self.model.config)
             return
-        layers = [(keys[:, :, : hit.length], values[:, :, : hit.length]) for keys, values in hit.entry.layers]
-        seq.cache = cache_holding(self.model.config, layers)
+        if hit.continues:
+            prefix.take(hit.entry)
+        seq.cache = cache_holding(self.model.config, hit.entry.layers, hit.length, adopt=hit.continues)
         seq.evaluated = hit.length
         if not seq.resuming:
             seq.cached_tokens = hit.length

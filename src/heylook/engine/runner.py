@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Prompt tokens evaluated per step while other sequences decode (a longer prompt takes several
 # steps, so the streams already running keep their pace): about a decode step's time on a CPU.
-PREFILL_CHUNK = {"cpu": 256, "cuda": 2048}
+PREFILL_CHUNK = {"cpu": 128, "cuda": 2048}
 # What the prefix cache may hold when the engine has no memory budget (made outside the router).
 UNBUDGETED_PREFIX_TOKENS = 65536
 

@@ -277,3 +277,21 @@ async def test_a_budget_of_one_sequence_serves_them_one_after_another(tiny_model
         engine.close()
     assert len({final.context for _, final in results}) == 1
     assert engine.peak <= len(story_ids) + 40
+
+
+def test_a_chunk_is_sized_from_how_fast_the_last_one_went(tiny_model, tiny_tokenizer):
+    from types import SimpleNamespace
+
+    from heylook.engine.runner import FIRST_CHUNK, MIN_CHUNK, PREFILL_SECONDS_BESIDE_DECODING
+
+    engine = make_engine(tiny_model, tiny_tokenizer)
+    try:
+        unknown = SimpleNamespace(seconds_per_token=0.0)
+        assert engine._chunk_size(unknown, PREFILL_SECONDS_BESIDE_DECODING) == FIRST_CHUNK["cpu"]
+        # 1 ms a token: a tenth of a second is 100 tokens; far into a long prompt, 20 ms a token.
+        measured = SimpleNamespace(seconds_per_token=0.001)
+        assert engine._chunk_size(measured, PREFILL_SECONDS_BESIDE_DECODING) == 100
+        assert engine._chunk_size(SimpleNamespace(seconds_per_token=0.02), 0.1) == MIN_CHUNK
+        assert engine._chunk_size(SimpleNamespace(seconds_per_token=1e-7), 1.0) == engine.prefill_chunk
+    finally:
+        engine.close()

@@ -34,9 +34,15 @@ from heylook.types import Chunk, FinalChunk, FinishReason, SamplingParams, TextC
 
 log = logging.getLogger(__name__)
 
-# Prompt tokens evaluated per step while other sequences decode (a longer prompt takes several
-# steps, so the streams already running keep their pace): about a decode step's time on a CPU.
-PREFILL_CHUNK = {"cpu": 128, "cuda": 2048}
+# Seconds of prompt evaluation a step: while other sequences decode (a longer prompt takes several
+# steps, so the streams already running keep their pace), and while none does. A chunk is sized
+# from the sequence's last chunk's time per token (it grows along the prompt: attention).
+PREFILL_SECONDS_BESIDE_DECODING = 0.1
+PREFILL_SECONDS_ALONE = 1.0
+FIRST_CHUNK = {"cpu": 128, "cuda": 2048}  # before a sequence's speed is known
+MIN_CHUNK = 16
+# The most tokens one pass evaluates: the memory estimate counts a full context's activations.
+MAX_CHUNK = 8192
 # What the prefix cache may hold when the engine has no memory budget (made outside the router).
 UNBUDGETED_PREFIX_TOKENS = 65536
 
@@ -127,6 +133,7 @@ class _Sequence:
     cached_tokens: int = 0  # prompt tokens its first evaluation took from the prefix cache
     admitted: int = 0  # the order sequences started running in: the latest is preempted first
     draft_length: int = FIRST_DRAFT  # tokens to guess at its next speculative pass
+    seconds_per_token: float = 0.0  # its prompt's last chunk's evaluation time, per token
     background: bool = False  # bulk work (a batch's line): runs only while no interactive one does
     # Its tokens may go into (and come from) the prefix cache: not so for a prompt with images,
     # whose image tokens stand for pixels the token ids do not show.
@@ -149,8 +156,8 @@ class Engine:
 
     Up to `parallel` sequences are active at once, as many as the memory budget for keys and values
     (`kv_budget_tokens`) has room for. A new one has its prompt evaluated into a cache of its own,
-    `prefill_chunk` tokens a step between the running batch's passes (a long prompt does not stall
-    the streams already running), then joins the batch, and every step after that is one forward
+    in chunks of about a tenth of a second between the running batch's passes (a long prompt does
+    not stall the streams already running), then joins the batch, and every step after that is one forward
     pass for all of them: each row gets its own next token under its own sampling parameters, and
     a row whose request ends (stop, length, grammar, cancellation) leaves the batch before the next
     pass. Sequences the budget has no room for wait in the queue; when the running ones grow past
@@ -197,7 +204,8 @@ class Engine:
         self.eos_token_ids = frozenset(eos_token_ids)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype  # what floating-point prompt inputs become
-        self.prefill_chunk = prefill_chunk or PREFILL_CHUNK.get(self.device.type, 512)
+        self.prefill_chunk = prefill_chunk or MAX_CHUNK  # the most tokens one pass evaluates
+        self._first_chunk = min(self.prefill_chunk, FIRST_CHUNK.get(self.device.type, 512))
         # Only the last position's logits are needed; skipping the rest saves a (prompt x vocab) matmul.
         accepted = inspect.signature(model.forward).parameters
         self._last_logits_only = "logits_to_keep" in accepted
@@ -509,18 +517,29 @@ class Engine:
     # --- evaluating prompts ---------------------------------------------------------------------
 
     def _prefill(self) -> None:
-        """Evaluate up to `prefill_chunk` prompt tokens, shortest remaining prompt first; a sequence
-        whose evaluation completes picks its first token at once."""
-        budget = self.prefill_chunk
+        """Evaluate prompt tokens for about PREFILL_SECONDS_* (less while others decode), shortest
+        remaining prompt first; a sequence whose evaluation completes picks its first token at once."""
+        decoding = any(s.decoding and not s.done for s in self._running)
+        seconds = PREFILL_SECONDS_BESIDE_DECODING if decoding else PREFILL_SECONDS_ALONE
         ready = [s for s in self._running if self._prefilling(s)]
         for seq in sorted(ready, key=lambda s: len(s.target) - s.evaluated):
-            if budget <= 0:
+            if seconds <= 0:
                 break
-            before = self.prompt_tokens_evaluated
+            before, started = self.prompt_tokens_evaluated, time.perf_counter()
+            budget = self._chunk_size(seq, seconds)
             self._guarded(seq, functools.partial(self._evaluate, budget=budget))
-            budget -= max(1, self.prompt_tokens_evaluated - before)
+            spent = time.perf_counter() - started
+            seconds -= spent
+            if self.prompt_tokens_evaluated > before:
+                seq.seconds_per_token = spent / (self.prompt_tokens_evaluated - before)
             if seq.decoding and seq.logits is not None and not seq.done:
                 self._guarded(seq, self._pick)  # its first token goes out now
+
+    def _chunk_size(self, seq: _Sequence, seconds: float) -> int:
+        """Tokens of the sequence's prompt to evaluate in `seconds`, as fast as its last chunk went."""
+        if seq.seconds_per_token <= 0:
+            return self._first_chunk
+        return min(self.prefill_chunk, max(MIN_CHUNK, int(seconds / seq.seconds_per_token)))
 
     def _prefilling(self, seq: _Sequence) -> bool:
         if seq.decoding or seq.done or seq.stream.cancelled:

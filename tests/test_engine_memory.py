@@ -288,10 +288,10 @@ def test_a_chunk_is_sized_from_how_fast_the_last_one_went(tiny_model, tiny_token
     try:
         unknown = SimpleNamespace(seconds_per_token=0.0)
         assert engine._chunk_size(unknown, PREFILL_SECONDS_BESIDE_DECODING) == FIRST_CHUNK["cpu"]
-        # 1 ms a token: a tenth of a second is 100 tokens; far into a long prompt, 20 ms a token.
+        # 1 ms a token: 0.2 s is 200 tokens; far into a long prompt, 20 ms a token.
         measured = SimpleNamespace(seconds_per_token=0.001)
-        assert engine._chunk_size(measured, PREFILL_SECONDS_BESIDE_DECODING) == 100
-        assert engine._chunk_size(SimpleNamespace(seconds_per_token=0.02), 0.1) == MIN_CHUNK
+        assert engine._chunk_size(measured, PREFILL_SECONDS_BESIDE_DECODING) == 200
+        assert engine._chunk_size(SimpleNamespace(seconds_per_token=0.05), 0.2) == MIN_CHUNK
         assert engine._chunk_size(SimpleNamespace(seconds_per_token=1e-7), 1.0) == engine.prefill_chunk
     finally:
         engine.close()

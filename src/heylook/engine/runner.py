@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # Seconds of prompt evaluation a step: while other sequences decode (a longer prompt takes several
 # steps, so the streams already running keep their pace), and while none does. A chunk is sized
 # from the sequence's last chunk's time per token (it grows along the prompt: attention).
-PREFILL_SECONDS_BESIDE_DECODING = 0.1
+PREFILL_SECONDS_BESIDE_DECODING = 0.2
 PREFILL_SECONDS_ALONE = 1.0
 FIRST_CHUNK = {"cpu": 128, "cuda": 2048}  # before a sequence's speed is known
 MIN_CHUNK = 16
@@ -156,7 +156,7 @@ class Engine:
 
     Up to `parallel` sequences are active at once, as many as the memory budget for keys and values
     (`kv_budget_tokens`) has room for. A new one has its prompt evaluated into a cache of its own,
-    in chunks of about a tenth of a second between the running batch's passes (a long prompt does
+    in chunks of about 0.2 s between the running batch's passes (a long prompt does
     not stall the streams already running), then joins the batch, and every step after that is one forward
     pass for all of them: each row gets its own next token under its own sampling parameters, and
     a row whose request ends (stop, length, grammar, cancellation) leaves the batch before the next

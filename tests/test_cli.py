@@ -136,6 +136,8 @@ def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> No
         "--device",
         "cpu",
         "--trust-remote-code",
+        "--no-fast-path",
+        "--no-speculative",
         "--description",
         "everything",
         "--models",
@@ -148,6 +150,7 @@ def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> No
     assert (alias.options.top_k, alias.options.seed, alias.options.context_length) == (40, 7, 2048)
     assert alias.options.response_format is not None and alias.keep_alive == 600
     assert (alias.load.dtype, alias.load.device, alias.load.trust_remote_code) == ("bfloat16", "cpu", True)
+    assert (alias.load.fast_path, alias.load.speculative) == (False, False)
 
 
 def test_create_refuses_what_models_yaml_would_refuse(models: Path) -> None:

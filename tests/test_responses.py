@@ -261,12 +261,17 @@ def test_the_agents_sdk_runs_a_tool(tool_server: RunningServer) -> None:
     )
 
     async def run() -> None:
-        result = await Runner.run(agent, ASK)
-        assert len(asked) == 1 and result.final_output == f"21 degrees and sunny in {asked[0]}"
-        streamed = Runner.run_streamed(agent, ASK)
-        kinds = [event.type async for event in streamed.stream_events()]
-        assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
-        assert len(asked) == 2 and streamed.final_output == f"21 degrees and sunny in {asked[1]}"
+        try:
+            result = await Runner.run(agent, ASK)
+            assert len(asked) == 1 and result.final_output == f"21 degrees and sunny in {asked[0]}"
+            streamed = Runner.run_streamed(agent, ASK)
+            kinds = [event.type async for event in streamed.stream_events()]
+            assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
+            assert len(asked) == 2 and streamed.final_output == f"21 degrees and sunny in {asked[1]}"
+        finally:
+            # Its connections belong to this loop: left open, the client's collection later closes
+            # them from another test's loop ("Event loop is closed" there).
+            await client.close()
 
     asyncio.run(run())
 

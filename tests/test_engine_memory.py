@@ -22,8 +22,20 @@ STORY = (
 )
 
 
-def make_engine(model, tokenizer, **options) -> Engine:
-    return Engine(model, tokenizer, eos_token_ids={tokenizer.eos_token_id}, name="memory", **options)
+def make_engine(model, tokenizer, kind: type[Engine] = Engine, **options) -> Engine:
+    return kind(model, tokenizer, eos_token_ids={tokenizer.eos_token_id}, name="memory", **options)
+
+
+def twin_engine(engine: Engine, name: str, **options) -> Engine:
+    """Another engine on the same model and tokenizer, with other options (a cold or plain reference)."""
+    return Engine(
+        engine.model,
+        engine.tokenizer,
+        eos_token_ids=engine.eos_token_ids,
+        name=name,
+        hidden_token_ids=engine.hidden_token_ids,
+        **options,
+    )
 
 
 @pytest.fixture
@@ -90,14 +102,7 @@ async def test_the_demo_model_on_the_cpu_fast_path_gives_a_cached_turn_what_it_g
         )
         text, second = await run(engine, list(ids), greedy(40))
         assert second.usage.cached_tokens > len(first.context) - 45  # the turn's reply, re-tokenized
-        cold_engine = Engine(
-            engine.model,
-            tokenizer,
-            eos_token_ids=engine.eos_token_ids,
-            name="cold",
-            hidden_token_ids=engine.hidden_token_ids,
-            prefix_caching=False,
-        )
+        cold_engine = twin_engine(engine, "cold", prefix_caching=False)
         try:
             cold_text, cold = await run(cold_engine, list(ids), greedy(40))
         finally:
@@ -240,18 +245,10 @@ async def test_sequences_past_the_budget_wait_or_are_preempted_and_still_get_the
     prompts = [tiny_tokenizer(f"Story {n}: {STORY[: 40 + 9 * n]}")["input_ids"] for n in range(4)]
     jobs = [(ids, greedy(60)) for ids in prompts]
     budget = 2 * (max(map(len, prompts)) + 60) + 10  # room for two whole sequences, not four
-    engine = MeasuredEngine(
-        tiny_model,
-        tiny_tokenizer,
-        eos_token_ids={tiny_tokenizer.eos_token_id},
-        name="budget",
-        parallel=4,
-        kv_budget_tokens=budget,
-    )
+    engine = make_engine(tiny_model, tiny_tokenizer, MeasuredEngine, parallel=4, kv_budget_tokens=budget)
     try:
         results = await together(engine, jobs)
         preemptions, peak = engine.preemptions, engine.peak
-        await anyio.sleep(0)
     finally:
         engine.close()
     for (ids, params), (text, final) in zip(jobs, results, strict=True):
@@ -263,20 +260,14 @@ async def test_sequences_past_the_budget_wait_or_are_preempted_and_still_get_the
 
 
 async def test_a_budget_of_one_sequence_serves_them_one_after_another(tiny_model, tiny_tokenizer, story_ids):
-    engine = MeasuredEngine(
-        tiny_model,
-        tiny_tokenizer,
-        eos_token_ids={tiny_tokenizer.eos_token_id},
-        name="one",
-        parallel=8,
-        kv_budget_tokens=len(story_ids) + 40,
-    )
+    budget = len(story_ids) + 40
+    engine = make_engine(tiny_model, tiny_tokenizer, MeasuredEngine, parallel=8, kv_budget_tokens=budget)
     try:
         results = await together(engine, [(story_ids, greedy(30))] * 3)
     finally:
         engine.close()
     assert len({final.context for _, final in results}) == 1
-    assert engine.peak <= len(story_ids) + 40
+    assert engine.peak <= budget
 
 
 def test_a_chunk_is_sized_from_how_fast_the_last_one_went(tiny_model, tiny_tokenizer):

@@ -9,6 +9,7 @@ from heylook.engine.runner import Engine
 from heylook.engine.speculate import MAX_DRAFT, next_draft_length, prompt_lookup
 from heylook.types import SamplingParams
 from tests.test_engine import run
+from tests.test_engine_memory import twin_engine
 
 pytestmark = pytest.mark.anyio
 
@@ -80,14 +81,7 @@ async def test_a_reply_that_quotes_its_prompt_takes_fewer_passes(demo_model_dir)
 
     loaded = load_model(ModelSource(str(demo_model_dir)), name="demo")
     tokenizer, speculative = loaded.tokenizer, loaded.engine
-    plain = Engine(
-        speculative.model,
-        tokenizer,
-        eos_token_ids=speculative.eos_token_ids,
-        name="plain",
-        hidden_token_ids=speculative.hidden_token_ids,
-        speculative=False,
-    )
+    plain = twin_engine(speculative, "plain", speculative=False)
     code = "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n"
     chat = [{"role": "user", "content": f"Here is some Python code:\n\n{code}\nRewrite it with type hints."}]
     prompt = list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=False))

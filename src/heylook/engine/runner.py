@@ -511,8 +511,7 @@ class Engine:
             seq.decoding, seq.resuming = False, True
             seq.target = seq.history[:-1]
         seq.evaluated = 0
-        self._preempted.append(seq)
-        self._preempted.sort(key=lambda s: s.admitted)
+        self._preempted.append(seq)  # _resume_preempted puts them in order
 
     # --- evaluating prompts ---------------------------------------------------------------------
 

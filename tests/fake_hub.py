@@ -259,9 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
     # --- routing ---
 
     def _handle(self, *, body: bool) -> None:
-        hub = self.server.hub
         url = urlsplit(self.path)
-        headers = {k.lower(): v for k, v in self.headers.items()}
         self._status: int | None = None
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         try:
@@ -276,11 +274,20 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            hub.record(RecordedRequest(self.command, url.path, parse_qs(url.query), headers, self._status))
+            if self._status is None:  # no response was begun
+                self._record(None)
 
     def send_response(self, code: int, message: str | None = None) -> None:
+        # Recorded before the body goes out: the client may act on the last byte before this
+        # thread runs again, and a test asserting on requests must already see this one.
         self._status = code
+        self._record(code)
         super().send_response(code, message)
+
+    def _record(self, status: int | None) -> None:
+        url = urlsplit(self.path)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.hub.record(RecordedRequest(self.command, url.path, parse_qs(url.query), headers, status))
 
     def _model_info(self, parts: list[str], query: dict[str, list[str]], *, body: bool) -> None:
         repo_id = f"{parts[2]}/{parts[3]}"

@@ -223,6 +223,25 @@ def test_rows_join_left_padded_and_leave_without_their_columns(
             assert not layer.keys[row, :, :-n].any()
 
 
+def test_the_last_row_hands_over_the_batchs_buffers_and_other_rows_are_copied(tiny_model):
+    """A conversation's turn leaving the batch alone gives the prefix cache the batch's own buffers
+    (no copy to wait for); a row leaving others behind gets a copy of its columns."""
+    batch = BatchCache(tiny_model.config)
+    cache = prompt_cache(tiny_model, [5, 6, 7])
+    batch.add(cache, 3)
+    sole = batch.sole_row_buffers()
+    assert sole is not None
+    for (keys, values), layer in zip(sole, batch.cache.layers, strict=True):
+        assert keys.data_ptr() == layer.keys.data_ptr() and values.data_ptr() == layer.values.data_ptr()
+        assert torch.equal(keys[:, :, :3], layer.keys)
+    batch.add(prompt_cache(tiny_model, [8]), 1)
+    assert batch.sole_row_buffers() is None  # two rows
+    copied = batch.row_layers(1)
+    assert copied[0][0].data_ptr() != batch.cache.layers[0].keys.data_ptr()
+    batch.keep([1])
+    assert batch.sole_row_buffers() is not None  # the padding went with the longer row
+
+
 def test_a_step_appends_one_column_and_one_position_per_row(tiny_model):
     batch = BatchCache(tiny_model.config)
     batch.add(prompt_cache(tiny_model, [5, 6, 7]), 3)

@@ -189,6 +189,15 @@ class BatchCache:
             copies.append((pair[0], pair[1]))
         return copies
 
+    def sole_row_buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The batch's own keys and values when it holds one row without padding (its tokens
+        first, then its room), else None. For a caller that clears the batch next: handing them
+        over costs nothing, where `row_layers` copies (~0.1 s for 2,000 tokens of the demo model,
+        which a chat's next turn would wait for)."""
+        if self.rows != 1 or self.positions[0] != self.length:
+            return None
+        return cache_layers(self.cache)
+
     def step_inputs(self, tokens: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """The attention mask and position ids for a forward pass of `tokens` new tokens per row."""
         mask = torch.cat([self.mask, self.mask.new_ones((self.rows, tokens))], dim=1)

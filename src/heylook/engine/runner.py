@@ -676,7 +676,9 @@ class Engine:
         for row in self._leaving_rows(staying):
             seq = self._batch_rows[row]
             if self.prefix is not None and seq.cacheable:
-                self.prefix.add(seq.history[: self._batch.positions[row]], self._batch.row_layers(row))
+                # The last row takes the batch's buffers along: `keep([])` clears the batch.
+                layers = (None if kept else self._batch.sole_row_buffers()) or self._batch.row_layers(row)
+                self.prefix.add(seq.history[: self._batch.positions[row]], layers)
         self._batch.keep(kept)
         self._batch_rows = [self._batch_rows[row] for row in kept]
         if self.kv_budget_tokens is not None:

@@ -12,7 +12,7 @@ from typing import Any, cast
 import torch
 
 from heylook.chat.syntax import TemplateTraits, shown_special_tokens, template_text, template_traits
-from heylook.engine import cpu_linear
+from heylook.engine import cpu_attention, cpu_linear
 from heylook.engine.constraints import JsonGrammars
 from heylook.engine.encoder import Encoder, Scorer
 from heylook.engine.runner import Engine
@@ -277,16 +277,22 @@ def apply_fast_path(model: torch.nn.Module, load: LoadOptions, device: torch.dev
     batch of rows costs little more than one (docs/benchmarks.md). On a CUDA GPU, a float32 model
     (a GGUF conversion, or a float32 checkpoint) whose alias leaves dtype to the checkpoint runs
     in bfloat16 (float16 where the GPU has no bfloat16): half the bytes per step, and the GPU's
-    16-bit matrix units. Off with `load.fast_path: false`. Call it before moving the model.
+    16-bit matrix units. Also on a CPU, attention reads grouped key/value heads without copying
+    them per query head (engine/cpu_attention.py). Off with `load.fast_path: false`. Call it
+    before moving the model.
     """
     if not load.fast_path or load.quantization:
         return None
     if device.type == "cuda":
         return _half_precision_on_gpu(model, load)
-    if device.type != "cpu" or not cpu_linear.available():
+    if device.type != "cpu":
         return None
-    replaced = cpu_linear.pack_linears(model)
-    return f"{replaced} linear layers with float16 weights (fbgemm)" if replaced else None
+    done = []
+    if cpu_linear.available() and (replaced := cpu_linear.pack_linears(model)):
+        done.append(f"{replaced} linear layers with float16 weights (fbgemm)")
+    if cpu_attention.use_grouped_attention(model):
+        done.append("grouped-query attention without copies")
+    return ", ".join(done) or None
 
 
 def _half_precision_on_gpu(model: torch.nn.Module, load: LoadOptions) -> str | None:

@@ -138,6 +138,8 @@ def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> No
         "--trust-remote-code",
         "--no-fast-path",
         "--no-speculative",
+        "--draft",
+        "tiny",
         "--description",
         "everything",
         "--models",
@@ -151,6 +153,7 @@ def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> No
     assert alias.options.response_format is not None and alias.keep_alive == 600
     assert (alias.load.dtype, alias.load.device, alias.load.trust_remote_code) == ("bfloat16", "cpu", True)
     assert (alias.load.fast_path, alias.load.speculative) == (False, False)
+    assert alias.draft is not None and alias.draft.alias == "tiny"
 
 
 def test_create_refuses_what_models_yaml_would_refuse(models: Path) -> None:

@@ -44,6 +44,18 @@ def test_weights_estimate_matches_the_loaded_model(tiny_model_dir: Path, dtype: 
     assert abs(predicted.weights_bytes - measured) <= 0.2 * measured
 
 
+def test_a_draft_model_is_counted_with_the_model_it_drafts_for(tiny_model_dir: Path) -> None:
+    text = f"models:\n  m:\n    model: {tiny_model_dir}\n    draft: d\n  d:\n    model: {tiny_model_dir}\n"
+    registry = parse_registry(text, tiny_model_dir / "models.yaml")
+    drafted, draft = estimate_alias(registry.get("m")), estimate_alias(registry.get("d"))
+    assert drafted is not None and draft is not None
+    # Its weights and one sequence's cache come on top; the model's own figures are unchanged.
+    extra = draft.weights_bytes + draft.kv_cache_bytes + draft.overhead_bytes
+    assert drafted.overhead_bytes == draft.overhead_bytes + extra
+    assert drafted.weights_bytes == draft.weights_bytes
+    assert drafted.kv_bytes_per_token == draft.kv_bytes_per_token
+
+
 def test_on_a_gpu_a_float32_model_is_sized_as_the_16_bits_it_will_run_in(tiny_model_dir: Path) -> None:
     fast = estimate_alias(alias_for(tiny_model_dir), "cuda")
     plain = estimate_alias(alias_for(tiny_model_dir, "    load:\n      fast_path: false\n"), "cuda")

@@ -6,6 +6,7 @@ import pytest
 
 from heylook.errors import ModelNotFound
 from heylook.registry.aliases import (
+    Draft,
     RegistryError,
     load_registry,
     locate_registry,
@@ -99,7 +100,28 @@ models:
         fast_path=False,
         speculative=False,
     )
-    assert alias.model_key == (alias.source, alias.load)
+    assert alias.model_key == (alias.source, alias.load, None)
+
+
+def test_a_draft_names_another_local_alias_whose_model_loads_beside(tmp_path: Path) -> None:
+    text = """
+models:
+  big:
+    model: org/big
+    draft: small
+  big-alone:
+    model: org/big
+  small:
+    model: org/small
+    load:
+      dtype: bfloat16
+"""
+    registry = parse_registry(text, tmp_path / "models.yaml")
+    big, alone, small = (registry.get(n) for n in ("big", "big-alone", "small"))
+    assert big.draft == Draft("small", small.source, small.load)
+    assert big.draft.load.dtype == "bfloat16"
+    # The same weights with and without a draft are two loaded models.
+    assert big.model_key != alone.model_key and big.model_key[:2] == alone.model_key[:2]
 
 
 def test_remote_aliases(tmp_path: Path) -> None:
@@ -213,6 +235,21 @@ def test_an_empty_file_has_no_aliases(tmp_path: Path) -> None:
             4,
             "a",
             "'fallback' names itself",
+        ),
+        ("models:\n  a:\n    model: x/y\n    draft: b\n", 4, "a", "'draft' names 'b', which is not an alias"),
+        ("models:\n  a:\n    model: x/y\n    draft: a\n", 4, "a", "'draft' names the alias itself"),
+        ("models:\n  a:\n    model: x/y\n    draft: [b]\n", 4, "a", "'draft' must be an alias name"),
+        (
+            "models:\n  r:\n    model: x/z\n    provider: huggingface\n  a:\n    model: x/y\n    draft: r\n",
+            7,
+            "a",
+            "'draft' names 'r', a remote alias",
+        ),
+        (
+            "models:\n  s:\n    model: x/z\n  a:\n    model: x/y\n    provider: huggingface\n    draft: s\n",
+            7,
+            "a",
+            "'draft' does not apply to provider huggingface",
         ),
         (
             "models:\n  a:\n    model: x/y\n    context_length: 0\n",

@@ -29,6 +29,9 @@ models:
     model: org/one
     load:
       dtype: bfloat16
+  a-drafted:
+    model: org/one
+    draft: b
 """
 
 
@@ -39,9 +42,9 @@ class CountingLoader:
         self.delay = delay
         self._lock = threading.Lock()
 
-    def __call__(self, source, load=None, *, name):
+    def __call__(self, source, load=None, *, name, draft=None):
         with self._lock:
-            self.calls.append(source.model)
+            self.calls.append(source.model if draft is None else f"{source.model}+{draft[0].model}")
             failing = len(self.calls) <= self.fail_first
         time.sleep(self.delay)
         if failing:
@@ -51,6 +54,15 @@ class CountingLoader:
 
 def make_router(loader: CountingLoader) -> ModelRouter:
     return ModelRouter(parse_registry(REGISTRY, Path("/tmp/models.yaml")), loader=loader)
+
+
+async def test_an_alias_with_a_draft_loads_its_model_with_the_draft_beside_it() -> None:
+    loader = CountingLoader(delay=0)
+    router = make_router(loader)
+    for name in ("a", "a-drafted", "also-a"):
+        router.release(await router.acquire(name))
+    assert loader.calls == ["org/one", "org/one+org/two"]  # `a` and `also-a` share one model
+    router.close()
 
 
 async def test_concurrent_first_requests_load_once() -> None:

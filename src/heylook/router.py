@@ -36,7 +36,7 @@ from heylook.metrics import Metrics
 from heylook.models.estimate import MemoryEstimate, estimate_alias
 from heylook.models.hardware import free_bytes
 from heylook.models.loader import LoadedModel, load_model, pick_device
-from heylook.registry.aliases import Alias, Registry
+from heylook.registry.aliases import Alias, Draft, Registry
 from heylook.registry.model_source import ModelSource
 from heylook.types import LoadOptions
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 Loader = Callable[..., LoadedModel]
 Estimator = Callable[[Alias, str], MemoryEstimate | None]
 FreeMemory = Callable[[str], int]
-ModelKey = tuple[ModelSource, LoadOptions]
+ModelKey = tuple[ModelSource, LoadOptions, Draft | None]
 DEFAULT_KEEP_ALIVE = 300.0  # Ollama's five minutes
 # Sequences one model generates for at once when --parallel does not say: the pool's memory
 # decides below that.
@@ -159,6 +159,12 @@ class ModelRouter:
         preempted = CounterMetricFamily(
             "heylook_preemptions", "Sequences paused to stay within the KV budget.", labels=["model"]
         )
+        drafted = CounterMetricFamily(
+            "heylook_speculative_tokens",
+            "Tokens guessed ahead (prompt lookup or a draft model) and checked in one pass; "
+            "outcome accepted or drafted.",
+            labels=["model", "outcome"],
+        )
         residents = self.residents()
         loaded.add_metric([], len(residents))
         for resident in residents.values():
@@ -171,7 +177,9 @@ class ModelRouter:
                     budget.add_metric([resident.name], runner.kv_budget_tokens)
                 held.add_metric([resident.name], runner.prefix.tokens_held if runner.prefix else 0)
                 preempted.add_metric([resident.name], runner.preemptions)
-        yield from (loaded, memory, active, queued, budget, held, preempted)
+                drafted.add_metric([resident.name, "drafted"], runner.drafted_tokens)
+                drafted.add_metric([resident.name, "accepted"], runner.accepted_tokens)
+        yield from (loaded, memory, active, queued, budget, held, preempted, drafted)
 
     async def acquire(self, name: str) -> Lease:
         """The alias and its model, loaded if need be. Raises ModelNotFound, ServerBusy,
@@ -331,7 +339,10 @@ class ModelRouter:
     def _load_in_thread(self, alias: Alias) -> LoadedModel:
         log.info("loading %s (%s)", alias.name, alias.source.describe())
         try:
-            return self._loader(alias.source, alias.load, name=alias.name)
+            if alias.draft is None:
+                return self._loader(alias.source, alias.load, name=alias.name)
+            draft = (alias.draft.source, alias.draft.load)
+            return self._loader(alias.source, alias.load, name=alias.name, draft=draft)
         except BaseException as error:
             self._count_load(alias.name, "failed")
             _free_memory_of_failed_load()

@@ -86,6 +86,10 @@ def create(
     speculative: Annotated[
         bool, Opt(help="Check guessed tokens (prompt lookup) in one pass when a request decodes alone.")
     ] = True,
+    draft: Annotated[
+        str | None,
+        Opt(help="A local alias whose smaller model guesses tokens for this one (same tokenizer)."),
+    ] = None,
     force: Annotated[bool, Opt(help="Replace an alias of that name.")] = False,
     models: ModelsOption = None,
 ) -> int:
@@ -128,6 +132,7 @@ def create(
         "token_env": token_env,
         "timeout": timeout,
         "fallback": fallback,
+        "draft": draft,
     }
     _refuse_what_cannot_load(entry, provider)
     path = registry_path(models)

@@ -114,6 +114,14 @@ def cache_layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]
     return kept
 
 
+def truncate_cache(cache: DynamicCache, length: int) -> None:
+    """Keep the first `length` positions of every layer; a growing layer keeps its room, so its
+    next update writes over what was cut."""
+    for layer in _layers(cache):
+        layer.keys = _tensor(layer.keys)[:, :, :length]
+        layer.values = _tensor(layer.values)[:, :, :length]
+
+
 def can_batch(cache: DynamicCache) -> bool:
     """Rows of this cache can be padded, joined and dropped: every layer keeps all its positions.
 
@@ -214,9 +222,7 @@ class BatchCache:
         """Keep only the first `length` positions of a batch of one row (the tokens of a guess
         that failed go). The layers keep their room, so the next step writes over what is cut."""
         assert self.rows == 1 and self.positions[0] == self.length, "one row, without padding"
-        for layer in _layers(self.cache):
-            layer.keys = _tensor(layer.keys)[:, :, :length]
-            layer.values = _tensor(layer.values)[:, :, :length]
+        truncate_cache(self.cache, length)
         self.mask = self.mask[:, :length]
         self.positions = [length]
 

@@ -23,6 +23,7 @@ from transformers import DynamicCache
 
 from heylook.engine.batch_cache import BatchCache, cache_holding, cache_layers, can_batch, new_cache
 from heylook.engine.detokenize import IncrementalDetokenizer
+from heylook.engine.draft import MAX_MODEL_DRAFT, DraftModel, DraftState
 from heylook.engine.logprobs import LogprobTrail, TokenPieces, token_logprob
 from heylook.engine.prefix_cache import PrefixCache
 from heylook.engine.sampling import TokenSampler
@@ -132,7 +133,9 @@ class _Sequence:
     resuming: bool = False  # preempted after it began decoding: its next token is already chosen
     cached_tokens: int = 0  # prompt tokens its first evaluation took from the prefix cache
     admitted: int = 0  # the order sequences started running in: the latest is preempted first
-    draft_length: int = FIRST_DRAFT  # tokens to guess at its next speculative pass
+    draft_length: int = FIRST_DRAFT  # tokens to guess by prompt lookup at its next speculative pass
+    model_draft_length: int = FIRST_DRAFT  # and by the draft model, whose guesses cost a pass each
+    draft_state: DraftState | None = None  # what the draft model has read of it
     seconds_per_token: float = 0.0  # its prompt's last chunk's evaluation time, per token
     background: bool = False  # bulk work (a batch's line): runs only while no interactive one does
     # Its tokens may go into (and come from) the prefix cache: not so for a prompt with images,
@@ -190,6 +193,7 @@ class Engine:
         prefill_chunk: int | None = None,
         prefix_caching: bool = True,
         speculative: bool = True,
+        draft_model: torch.nn.Module | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -220,6 +224,8 @@ class Engine:
         self.prefix = PrefixCache() if prefix_caching and self.batching else None
         # A sequence decoding alone checks tokens guessed by prompt lookup in one pass (speculate.py).
         self.speculative = speculative and self.batching
+        # A smaller model guessing where prompt lookup finds nothing (draft.py).
+        self.draft = DraftModel(draft_model) if draft_model is not None and self.speculative else None
         self._batch = BatchCache(model.config)
         self._batch_rows: list[_Sequence] = []  # the sequence in each row of self._batch
         # Groups submitted and not yet taken: interactive ones first, then background ones.
@@ -506,6 +512,7 @@ class Engine:
             else:
                 self._keep_prefix(seq)
         seq.cache = None  # a decoding one's row leaves the batch with the next pass's keep
+        seq.draft_state = None
         seq.logits = None  # its last token is fed in again when it resumes
         if seq.decoding:
             seq.decoding, seq.resuming = False, True
@@ -646,13 +653,10 @@ class Engine:
                 seq.cache = None  # its keys and values live in the batch now
         if not self._batch_rows:
             return
-        if self.speculative and len(self._batch_rows) == 1:
-            seq = self._batch_rows[0]
-            room = seq.params.max_new_tokens - seq.generated
-            draft = prompt_lookup(seq.history, min(seq.draft_length, room))
-            if draft:
-                self._verify(seq, draft)
-                return
+        if self.speculative and len(self._batch_rows) == 1 and self._speculate(self._batch_rows[0]):
+            return
+        for seq in self._batch_rows:
+            seq.draft_state = None  # the draft model guesses for a sequence decoding alone
         mask, positions = self._batch.step_inputs()
         tokens = torch.tensor([[seq.next_input] for seq in self._batch_rows], device=self.device)
         try:
@@ -684,7 +688,24 @@ class Engine:
         if self.kv_budget_tokens is not None:
             self._trim_prefix(self.kv_budget_tokens - self._footprint(0, 0))
 
-    def _verify(self, seq: _Sequence, draft: list[int]) -> None:
+    def _speculate(self, seq: _Sequence) -> bool:
+        """Guess the sequence's next tokens (prompt lookup first, then the draft model if there is
+        one) and check them in one pass; False when nothing was guessed."""
+        room = seq.params.max_new_tokens - seq.generated
+        guesses = prompt_lookup(seq.history, min(seq.draft_length, room))
+        if guesses:
+            seq.draft_length = next_draft_length(len(guesses), self._verify(seq, guesses))
+            return True
+        if self.draft is None or room < 2:
+            return False
+        if seq.draft_state is None:
+            seq.draft_state = self.draft.start()
+        guesses = self.draft.guess(seq.draft_state, seq.history, min(seq.model_draft_length, room))
+        accepted = self._verify(seq, guesses)
+        seq.model_draft_length = min(MAX_MODEL_DRAFT, next_draft_length(len(guesses), accepted))
+        return True
+
+    def _verify(self, seq: _Sequence, draft: list[int]) -> int:
         """One pass over the sequence's next token and the guessed ones after it; its tokens are
         picked from each position's logits in turn, as decoding one at a time would pick them, for
         as long as the guesses agree. The cache keeps what was picked and drops the rest."""
@@ -697,7 +718,7 @@ class Engine:
             self._fail(seq, error)
             self._batch.clear()
             self._batch_rows = []
-            return
+            return 0
         self._batch.stepped(mask)
         accepted = 0
         for position, guess in enumerate(draft):
@@ -710,11 +731,11 @@ class Engine:
             seq.logits = logits[:, len(draft), :]
         self.drafted_tokens += len(draft)
         self.accepted_tokens += accepted
-        seq.draft_length = next_draft_length(len(draft), accepted)
         # The cache holds every token picked but the last, unless that one's logits are in already.
         self._batch.truncate(len(seq.history) - (0 if seq.logits is not None else 1))
         if seq.done:  # it leaves now, as a row that finished in a plain step would
             self._release_rows(set())
+        return accepted
 
     def _leaving_rows(self, staying: set[int]) -> Iterator[int]:
         """Rows of sequences that finished or were cancelled (not preempted): their caches are kept."""

@@ -61,7 +61,20 @@ class MemoryEstimate:
 
 
 def estimate_alias(alias: Alias, device_type: str = "cpu") -> MemoryEstimate | None:
-    """The alias's model as it would load here; None when its files are not on this machine yet."""
+    """The alias's model as it would load here, with its draft model if it has one; None when
+    their files are not on this machine yet."""
+    estimated = _estimate_model(alias, device_type)
+    if estimated is None or alias.draft is None:
+        return estimated
+    draft = _estimate_model(replace(alias, source=alias.draft.source, load=alias.draft.load), device_type)
+    if draft is None:
+        return None
+    # One sequence at a time has a draft cache: the one decoding alone.
+    extra = draft.weights_bytes + draft.kv_cache_bytes + draft.overhead_bytes
+    return replace(estimated, overhead_bytes=estimated.overhead_bytes + extra)
+
+
+def _estimate_model(alias: Alias, device_type: str) -> MemoryEstimate | None:
     directory = find_local(alias.source)
     if directory is not None:
         config = read_json(directory / "config.json")

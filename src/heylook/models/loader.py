@@ -14,6 +14,7 @@ import torch
 from heylook.chat.syntax import TemplateTraits, shown_special_tokens, template_text, template_traits
 from heylook.engine import cpu_attention, cpu_linear
 from heylook.engine.constraints import JsonGrammars
+from heylook.engine.draft import DraftModel
 from heylook.engine.encoder import Encoder, Scorer
 from heylook.engine.runner import Engine
 from heylook.errors import InvalidRequest, ModelLoadFailed
@@ -140,8 +141,10 @@ def load_model(
     *,
     name: str,
     grammar_cache_bytes: int = DEFAULT_GRAMMAR_CACHE_BYTES,
+    draft: tuple[ModelSource, LoadOptions] | None = None,
 ) -> LoadedModel:
-    """Blocking: resolve, convert if needed, load, start the engine. Run it off the event loop."""
+    """Blocking: resolve, convert if needed, load, start the engine. Run it off the event loop.
+    With `draft`, that model is loaded too, to guess tokens for this one (engine/draft.py)."""
     load = load or LoadOptions()
     started = time.perf_counter_ns()
     device = pick_device(load.device)
@@ -178,6 +181,7 @@ def load_model(
         refuse_3d_positions(model, source.describe())
     eos_token_ids = _eos_token_ids(model, tokenizer)
     traits = template_traits(template_text(tokenizer))
+    drafter = load_draft(*draft, vocab_size, engine_device(model)) if draft else None
     engine = Engine(
         model,
         tokenizer,
@@ -185,6 +189,7 @@ def load_model(
         name=name,
         hidden_token_ids=hidden_token_ids(tokenizer, traits),
         speculative=load.speculative,
+        draft_model=drafter,
     )
     loaded = LoadedModel(
         source=source,
@@ -209,6 +214,45 @@ def load_model(
         fast_path or "no fast path",
     )
     return loaded
+
+
+def engine_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def load_draft(
+    source: ModelSource, load: LoadOptions, vocab_size: int, device: torch.device
+) -> torch.nn.Module:
+    """A draft model for a model on `device` whose output has `vocab_size` tokens: a causal LM
+    reading text, on the same device, with the same vocabulary (its guesses are token ids)."""
+    from transformers import AutoModelForCausalLM
+
+    directory = resolve(source)
+    if folder_kind(directory) != "generate" or folder_reads_images(directory):
+        raise ModelLoadFailed(f"the draft model {source.describe()} must be a text model that generates")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, **from_pretrained_options(load, device))
+        model.eval()
+        draft_vocab = model.get_output_embeddings().weight.shape[0]
+        suits = DraftModel.suits(model)
+        apply_fast_path(model, load, device)
+        if "device_map" not in from_pretrained_options(load, device):
+            model.to(device)  # type: ignore[arg-type]
+    except Exception as error:
+        raise ModelLoadFailed(f"could not load the draft model {source.describe()}: {error}") from error
+    # Families pad their output layers differently (Qwen2.5's 0.5B and 7B): a draft may have fewer
+    # rows than the model, never more (its guesses are fed to the model as token ids).
+    if not suits:
+        raise ModelLoadFailed(
+            f"the draft model {source.describe()} keeps a rolling or folded cache (sliding-window or "
+            "linear attention), which cannot drop the guesses the model refuses"
+        )
+    if draft_vocab > vocab_size:
+        raise ModelLoadFailed(
+            f"the draft model {source.describe()} has {draft_vocab} tokens in its vocabulary and the "
+            f"model it drafts for {vocab_size}: a draft must share the model's tokenizer"
+        )
+    return model
 
 
 def load_encoder(

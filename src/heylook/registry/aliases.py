@@ -6,7 +6,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ REGISTRY_NAME = "models.yaml"
 ALIAS_KEYS = (
     "model", "revision", "gguf_file", "subfolder", "provider", "description", "system", "options",
     "context_length", "format", "keep_alive", "load", "base_url", "token_env", "timeout", "fallback",
+    "draft",
 )  # fmt: skip
 # Keys that only make sense where the model runs here, and those only for a remote upstream.
-LOCAL_ONLY_KEYS = ("revision", "gguf_file", "subfolder", "load", "keep_alive")
+LOCAL_ONLY_KEYS = ("revision", "gguf_file", "subfolder", "load", "keep_alive", "draft")
 REMOTE_ONLY_KEYS = ("base_url", "token_env", "timeout")
 LOAD_KEYS = tuple(f.name for f in fields(LoadOptions))
 # Where an alias runs: here, or at one of the remote providers (heylook.providers.KINDS).
@@ -57,6 +58,16 @@ class RegistryError(Exception):
 
 
 @dataclass(frozen=True)
+class Draft:
+    """A smaller model with the same vocabulary that guesses the next tokens for the alias's model
+    to check in one pass (`draft: ALIAS`): another local alias's weights, loaded beside them."""
+
+    alias: str
+    source: ModelSource
+    load: LoadOptions
+
+
+@dataclass(frozen=True)
 class Alias:
     name: str
     source: ModelSource
@@ -76,15 +87,18 @@ class Alias:
     # Aliases that serve instead, in order, when this one cannot (does not fit, fails to load,
     # upstream down).
     fallback: tuple[str, ...] = ()
+    # The alias whose model drafts for this one (its name in models.yaml; `draft`, once resolved).
+    draft_alias: str | None = None
+    draft: Draft | None = None
 
     @property
     def remote(self) -> bool:
         return self.provider != "local"
 
     @property
-    def model_key(self) -> tuple[ModelSource, LoadOptions]:
+    def model_key(self) -> tuple[ModelSource, LoadOptions, Draft | None]:
         """What identifies the loaded model: aliases with the same key share it."""
-        return (self.source, self.load)
+        return (self.source, self.load, self.draft)
 
 
 @dataclass(frozen=True)
@@ -222,7 +236,30 @@ def parse_registry(text: str, path: Path, *, modified: int = 0) -> Registry:
                 what = "itself" if other == alias.name else f"{other!r}, which is not an alias here"
                 line = lines.get(("models", alias.name, "fallback"))
                 raise RegistryError(path, f"'fallback' names {what}", line=line, alias=alias.name)
+    for name, alias in aliases.items():
+        if alias.draft_alias is not None:
+            aliases[name] = _resolve_draft(alias, aliases, path, lines)
     return Registry(path=path, aliases=aliases, modified=modified)
+
+
+def _resolve_draft(
+    alias: Alias, aliases: dict[str, Alias], path: Path, lines: dict[tuple[str, ...], int]
+) -> Alias:
+    """The alias with its `draft` alias's model: a local one other than itself."""
+    name = alias.draft_alias
+    drafter = aliases.get(name) if name is not None else None
+    problem = None
+    if drafter is None:
+        problem = f"'draft' names {name!r}, which is not an alias here"
+    elif drafter.name == alias.name:
+        problem = "'draft' names the alias itself"
+    elif drafter.remote:
+        problem = f"'draft' names {name!r}, a remote alias: a draft model runs here, beside this one"
+    if problem:
+        line = lines.get(("models", alias.name, "draft"))
+        raise RegistryError(path, problem, line=line, alias=alias.name)
+    assert drafter is not None and name is not None
+    return replace(alias, draft=Draft(name, drafter.source, drafter.load))
 
 
 def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...], int]) -> Alias:
@@ -246,6 +283,8 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
     ):
         if entry.get(key) is not None and not isinstance(entry[key], str):
             raise fail(f"'{key}' must be a string", key)
+    if entry.get("draft") is not None and not isinstance(entry["draft"], str):
+        raise fail("'draft' must be an alias name", "draft")
     model = entry.get("model")
     if not model:
         raise fail("'model' is missing: name a Hub repo id, a local path, or pypi:NAME==VERSION")
@@ -286,6 +325,7 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
         options=options,
         keep_alive=keep_alive,
         load=_parse_load(entry.get("load"), fail),
+        draft_alias=entry.get("draft"),
         **remote,
     )
 

@@ -160,8 +160,9 @@ class BatchCache:
             return
         width = max(self.length, length)
         for mine, theirs in zip(_layers(self.cache), _layers(cache), strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)])
-            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)])
+            keys = _joined([_tensor(mine.keys), _tensor(theirs.keys)], width)
+            values = _joined([_tensor(mine.values), _tensor(theirs.values)], width)
+            _hold(mine, keys, values, width)
         row = torch.ones((1, length), dtype=torch.long, device=self.mask.device)
         self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(row, width)])
         self.positions.append(length)
@@ -177,9 +178,11 @@ class BatchCache:
         mask = self.mask.index_select(0, index)
         used = mask.any(dim=0).nonzero()
         start = int(used[0]) if used.numel() else mask.shape[1]
+        width = mask.shape[1] - start
         for layer in _layers(self.cache):
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
+            keys = _joined([_tensor(layer.keys)[row : row + 1, :, start:] for row in rows], width)
+            values = _joined([_tensor(layer.values)[row : row + 1, :, start:] for row in rows], width)
+            _hold(layer, keys, values, width)
         self.mask = mask[:, start:]
         self.positions = [self.positions[row] for row in rows]
 
@@ -225,6 +228,31 @@ class BatchCache:
         truncate_cache(self.cache, length)
         self.mask = self.mask[:, :length]
         self.positions = [length]
+
+
+def _joined(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+    """The parts' rows, one after the other, each left-padded with zeros to `width` columns, in
+    one buffer with GROWTH_COLUMNS of room after them. Written once in place: concatenating padded
+    copies took 4.4 s to join a 4,000-token row to 8 short ones (30 layers), this takes ~0.2 s."""
+    first = parts[0]
+    rows = sum(part.shape[0] for part in parts)
+    buffer = first.new_empty((rows, first.shape[1], width + GROWTH_COLUMNS, first.shape[3]))
+    row = 0
+    for part in parts:
+        pad = width - part.shape[-2]
+        block = buffer[row : row + part.shape[0]]
+        block[:, :, :pad].zero_()  # padding is masked, but must not be NaN: 0 x NaN is NaN
+        block[:, :, pad:width].copy_(part)
+        row += part.shape[0]
+    return buffer
+
+
+def _hold(layer: Any, keys: torch.Tensor, values: torch.Tensor, width: int) -> None:
+    """The layer holds the first `width` columns of these buffers; a growing one writes its next
+    columns into the rest."""
+    layer.keys, layer.values = keys[:, :, :width], values[:, :, :width]
+    if isinstance(layer, GrowingLayer):
+        layer._key_room, layer._value_room = keys, values
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:

@@ -208,3 +208,26 @@ def test_a_server_serves_an_alias_with_a_draft_as_it_serves_the_model_alone(
         assert drafted and float(drafted[0].split()[-1]) > 0
     finally:
         server.stop()
+
+
+async def test_a_failing_draft_model_leaves_the_request_to_plain_decoding(tiny_model, tiny_tokenizer) -> None:
+    class Broken(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = tiny_model.config
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, cache=None, use_cache=True, logits_to_keep=1):
+            raise RuntimeError("out of memory")
+
+    plain = engine_with(tiny_model, tiny_tokenizer, "plain", speculative=False)
+    drafted = engine_with(tiny_model, tiny_tokenizer, "drafted", draft_model=Broken())
+    prompt = tiny_tokenizer(PROMPT)["input_ids"]
+    try:
+        want_text, want = await run(plain, prompt, CASES["greedy"])
+        text, final = await run(drafted, prompt, CASES["greedy"])
+    finally:
+        plain.close()
+        drafted.close()
+    assert (text, final.context) == (want_text, want.context)
+    assert drafted.draft is None

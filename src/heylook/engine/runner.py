@@ -700,7 +700,13 @@ class Engine:
             return False
         if seq.draft_state is None:
             seq.draft_state = self.draft.start()
-        guesses = self.draft.guess(seq.draft_state, seq.history, min(seq.model_draft_length, room))
+        try:
+            guesses = self.draft.guess(seq.draft_state, seq.history, min(seq.model_draft_length, room))
+        except Exception:  # a draft that fails costs its guesses, not the request
+            log.exception("%s: the draft model failed; decoding without it", self.name)
+            self.draft = None
+            seq.draft_state = None
+            return False
         accepted = self._verify(seq, guesses)
         seq.model_draft_length = min(MAX_MODEL_DRAFT, next_draft_length(len(guesses), accepted))
         return True

@@ -90,6 +90,8 @@ def test_the_documented_alias_schema_is_valid() -> None:
     assert alias.system and alias.keep_alive == 600 and alias.load.quantization == "8bit"
     remote = next(r.aliases["llama8b"] for r in registries if "llama8b" in r.aliases)
     assert remote.remote and remote.fallback == ("local-llama",)
+    replicated = next(r.aliases["llama70b"] for r in registries if "llama70b" in r.aliases)
+    assert replicated.balancing and len(replicated.balancing.replicas) == 3
     documented = {
         key for example in examples for key in re.findall(r"^\s+(\w+):", example, flags=re.MULTILINE)
     }

@@ -112,6 +112,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
     metrics = router.metrics = router.metrics or Metrics()
     metrics.watch(router.gauges)
     backends = Backends(router, settings)
+    metrics.watch(backends.replica_gauges)
     routes = [
         *openai.routes,
         *responses.routes,
@@ -139,6 +140,7 @@ def create_app(router: ModelRouter, settings: Settings | None = None) -> Starlet
         async with anyio.create_task_group() as background:
             background.start_soon(runner.run_forever)
             background.start_soon(router.expire_forever)
+            background.start_soon(backends.probe_replicas_forever)
             background.start_soon(follow_registry, router.registry.path, router.serve_registry)
             for name in settings.preload:
                 background.start_soon(_preload, router, name)

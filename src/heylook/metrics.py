@@ -55,6 +55,12 @@ class Metrics:
         self.evictions = Counter(
             "heylook_model_evictions", "Models unloaded, by reason.", ["model", "reason"], registry=registry
         )
+        self.replica_requests = Counter(
+            "heylook_replica_requests",
+            "Requests an alias's replicas took, by outcome: served, failed, rate_limited.",
+            ["alias", "replica", "outcome"],
+            registry=registry,
+        )
         self.rejections = Counter(
             "heylook_requests_rejected",
             "Requests turned away, by reason.",

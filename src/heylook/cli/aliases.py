@@ -310,6 +310,9 @@ def _print_remote_models() -> None:
 
 def readiness(alias: Alias) -> tuple[bool, str]:
     """Whether the alias's model can run on this machine, and what happens on its first use."""
+    if alias.balancing is not None:
+        names = ", ".join(replica.name for replica in alias.balancing.replicas)
+        return True, f"{len(alias.balancing.replicas)} replicas ({alias.balancing.strategy}): {names}"
     if alias.remote:
         return _remote_readiness(alias)
     import torch

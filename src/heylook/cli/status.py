@@ -1,7 +1,8 @@
-"""heylook ps: what a running server has loaded."""
+"""heylook ps: what a running server has loaded, and the standing of its aliases' replicas."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 import httpx
@@ -18,7 +19,7 @@ def ps(*, url: UrlOption = None) -> int:
         headers = auth_headers()
         loaded = httpx.get(f"{base}/api/ps", headers=headers, timeout=5).raise_for_status().json()["models"]
         machine = httpx.get(f"{base}/v1/capabilities", headers=headers, timeout=5).raise_for_status().json()
-        providers = httpx.get(f"{base}/health", timeout=10).raise_for_status().json().get("providers", [])
+        health = httpx.get(f"{base}/health", timeout=10).raise_for_status().json()
     except httpx.HTTPError as error:
         raise CommandFailed(
             f"no heylook server answers at {base} ({error}); start one with `heylook serve`"
@@ -34,11 +35,35 @@ def ps(*, url: UrlOption = None) -> int:
         free, total = human_bytes(device["free_bytes"]), human_bytes(device["total_bytes"])
         console.print(f"{device['name']} ({device['device']}): {free} free of {total}")
     console.print(table if loaded else f"{base} has no model loaded.")
-    for provider in providers:
+    for replicas in health.get("replicas", []):
+        console.print(replica_table(replicas))
+    for provider in health.get("providers", []):
+        if provider["provider"] == "replicas":
+            continue  # in their tables
         where = f" at {provider['base_url']}" if provider.get("base_url") else ""
         detail = f" ({provider['detail']})" if provider.get("detail") else ""
         console.print(f"provider {provider['provider']}{where}: {provider['status']}{detail}")
     return 0
+
+
+def replica_table(replicas: dict) -> Table:
+    """An alias's replicas: where each is, whether it takes traffic, what it is doing."""
+    waiting = f", {replicas['waiting']} waiting" if replicas.get("waiting") else ""
+    title = f"Replicas of {replicas['alias']} ({replicas['strategy']}{waiting})"
+    table = Table(title=title, title_justify="left")
+    numbers = ("in flight", "latency", "served", "errors")
+    for column in ("replica", "target", "state", *numbers):
+        table.add_column(column, justify="right" if column in numbers else "left")
+    for replica in replicas["replicas"]:
+        state = replica["state"]
+        if replica.get("cooling_until"):
+            state += f" ({max(0, replica['cooling_until'] - time.time()):.0f} s left)"
+        limit = f"/{replica['max_concurrent']}" if replica.get("max_concurrent") else ""
+        latency = f"{replica['latency_ms']:.0f} ms" if replica.get("latency_ms") is not None else ""
+        in_flight = f"{replica['in_flight']}{limit}"
+        served, errors = str(replica["served"]), str(replica["errors"])
+        table.add_row(replica["name"], str(replica["target"]), state, in_flight, latency, served, errors)
+    return table
 
 
 def until(expires_at: str) -> str:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Literal, TypeVar
+
+import anyio
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from heylook.errors import (
     HeylookError,
@@ -23,6 +28,7 @@ from heylook.providers import KINDS
 from heylook.providers.base import Generation, Provider, ProviderHealth
 from heylook.providers.huggingface import NO_TOKEN, HuggingFaceProvider
 from heylook.providers.local import LocalProvider
+from heylook.providers.replicas import ReplicaSet, replica_targets
 from heylook.registry.aliases import Alias, Registry
 from heylook.registry.model_source import ModelSource
 from heylook.router import ModelRouter
@@ -42,7 +48,9 @@ class Backends:
         self.router = router
         self.settings = settings or Settings()
         self.local = LocalProvider(router, self.settings)
-        self._remote: dict[tuple[str, str | None, str | None], Provider] = {}
+        self._remote: dict[tuple[str, str | None, str | None, bool], Provider] = {}
+        # Each alias with replicas: their standing, kept while the alias stays as it is.
+        self._replica_sets: dict[str, ReplicaSet] = {}
         # The router's model list for /v1/models and heylook list --remote.
         self.catalog = HuggingFaceProvider(metrics=router.metrics)
 
@@ -58,10 +66,14 @@ class Backends:
             return replace(writer, model=generation.served_by)  # type: ignore[type-var]
         return writer
 
-    def provider_for(self, alias: Alias) -> Provider:
+    def provider_for(self, alias: Alias, *, replica: bool = False) -> Provider:
+        """Who serves the alias. `replica`: for one replica of an alias with replicas, whose
+        upstream is not retried in place (another replica is) and is probed afresh each time."""
+        if alias.balancing is not None:
+            return self.replica_set(alias)
         if not alias.remote:
             return self.local
-        key = (alias.provider, alias.base_url, alias.token_env)
+        key = (alias.provider, alias.base_url, alias.token_env, replica)
         if key not in self._remote:
             module, _, name = KINDS[alias.provider].partition(":")
             kind = getattr(importlib.import_module(module), name)
@@ -70,8 +82,74 @@ class Backends:
                 "token_env": alias.token_env,
                 "metrics": self.router.metrics,
             }
-            self._remote[key] = kind(**arguments)
+            provider = self._remote[key] = kind(**arguments)
+            if replica:
+                provider.retry_budget, provider.health_ttl = 0.0, 0.0
         return self._remote[key]
+
+    def replica_set(self, alias: Alias) -> ReplicaSet:
+        """The alias's replicas, with their standing; made afresh when models.yaml changed them."""
+        targets = replica_targets(alias, self.registry.get)
+        known = self._replica_sets.get(alias.name)
+        if known is None or known.alias != alias or [s.target for s in known.states] != targets:
+            known = self._replica_sets[alias.name] = ReplicaSet(
+                alias,
+                targets,
+                lambda target: self.provider_for(target, replica=True),
+                local_busy=self._local_busy,
+                max_queue=self.router.limits.max_queue,
+                metrics=self.router.metrics,
+            )
+        return known
+
+    def replica_sets(self) -> list[ReplicaSet]:
+        """The replicas of every alias that has them now (others' are forgotten)."""
+        balanced = [a for a in self.registry.aliases.values() if a.balancing is not None]
+        for name in set(self._replica_sets) - {a.name for a in balanced}:
+            del self._replica_sets[name]
+        return [self.replica_set(alias) for alias in balanced]
+
+    def _local_busy(self, name: str) -> bool:
+        """Whether a local alias's model is loaded with every slot taken (a request would queue)."""
+        alias = self.registry.find(name)
+        resident = self.router.residents().get(alias.model_key) if alias else None
+        return resident is not None and resident.leases >= resident.parallel
+
+    def replica_gauges(self) -> Iterator[Metric]:
+        """Each replica's standing now, for /metrics."""
+        labels = ["alias", "replica"]
+        in_flight = GaugeMetricFamily(
+            "heylook_replica_in_flight", "Requests a replica is serving.", labels=labels
+        )
+        healthy = GaugeMetricFamily(
+            "heylook_replica_healthy",
+            "1 while a replica takes traffic; 0 while it rests or awaits its probe.",
+            labels=labels,
+        )
+        latency = GaugeMetricFamily(
+            "heylook_replica_time_to_first_token_seconds",
+            "A replica's time to first token, a moving average (what the latency strategy weighs).",
+            labels=labels,
+        )
+        now = time.monotonic()
+        for replicas in self.replica_sets():
+            for state in replicas.states:
+                names = [replicas.alias.name, state.name]
+                in_flight.add_metric(names, state.in_flight)
+                healthy.add_metric(names, 1 if state.health(now) == "healthy" else 0)
+                if state.latency is not None:
+                    latency.add_metric(names, state.latency)
+        yield from (in_flight, healthy, latency)
+
+    async def probe_replicas_forever(self, every: float = 0.25) -> None:
+        """Probe each replica whose rest is over, so that it gets traffic again once it answers."""
+        async with anyio.create_task_group() as probes:
+            while True:
+                for replicas in self.replica_sets():
+                    for state in replicas.due_probes():
+                        state.probing = True  # taken: the next round does not start it again
+                        probes.start_soon(replicas.probe, state)
+                await anyio.sleep(every)
 
     def resolve(self, name: str) -> Alias:
         """The alias of that name; or, when the operator turned remote models on, a Hub repo id

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from heylook.registry.aliases import Alias
-from heylook.types import Chunk, GenerationRequest, LoadRequest, RemoteModel
+from heylook.types import Chunk, Embeddings, EmbedRequest, GenerationRequest, LoadRequest, RemoteModel
 
 Health = Literal["ok", "unreachable", "missing token"]
 
@@ -60,6 +60,10 @@ class Provider(Protocol):
         ...
 
     async def load(self, alias: Alias, request: LoadRequest) -> Literal["load", "unload"]: ...
+
+    async def embed(self, alias: Alias, request: EmbedRequest) -> Embeddings:
+        """Embeddings of the request's inputs, by the alias's model."""
+        ...
 
     async def list_models(self) -> list[RemoteModel]: ...
 

@@ -65,6 +65,7 @@ class RemoteProvider:
 
     name = "openai"
     retry_budget = RETRY_BUDGET
+    health_ttl = HEALTH_TTL
 
     def __init__(self, base_url: str, token_env: str | None = None, metrics: Metrics | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -195,9 +196,9 @@ class RemoteProvider:
         return [RemoteModel(m.id, getattr(m, "owned_by", None) or self.name) async for m in page]
 
     async def health(self) -> ProviderHealth:
-        """Whether the upstream answers (its model list), checked at most every HEALTH_TTL seconds."""
+        """Whether the upstream answers (its model list), checked at most every health_ttl seconds."""
         now = time.monotonic()
-        if self._health and now - self._health[0] < HEALTH_TTL:
+        if self._health and now - self._health[0] < self.health_ttl:
             return self._health[1]
         try:
             await self._client(_HEALTH_TIMEOUT).models.list()

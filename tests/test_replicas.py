@@ -28,7 +28,7 @@ from tests.server import RunningServer
 HI = [{"role": "user", "content": "Say hello."}]
 HEADER = "x-heylook-replica"
 UPSTREAMS = ("weighted-a", "weighted-b", "fast", "slow", "first", "second", "narrow", "flaky-a", "flaky-b",
-             "limited-a", "limited-b", "pass", "cancel-a", "cancel-b", "mixed-remote")  # fmt: skip
+             "limited-a", "limited-b", "pass", "cancel-a", "cancel-b", "mixed-remote", "break-a", "break-b", "hang-a", "hang-b")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,15 @@ def front(
         "cancel": {
             "model": "m",
             "replicas": [_upstream(f["cancel-a"], "cancel-a"), _upstream(f["cancel-b"], "cancel-b")],
+        },
+        "breaks": {
+            "model": "m",
+            "replicas": [_upstream(f["break-a"], "break-a"), _upstream(f["break-b"], "break-b")],
+        },
+        "hung": {
+            "model": "m",
+            "timeout": 1,
+            "replicas": [_upstream(f["hang-a"], "hang-a"), _upstream(f["hang-b"], "hang-b")],
         },
         "mixed": {
             "strategy": "in-order",
@@ -348,6 +357,32 @@ def test_when_every_replica_fails_the_client_gets_why(front, fakes) -> None:
         f"{front.base_url}/api/chat", json={"model": "flaky", "messages": HI, "stream": False}
     )
     assert ollama_reply.status_code in (200, 503)
+
+
+def test_a_replica_that_does_not_answer_in_time_is_left_for_another(front, fakes) -> None:
+    fakes["hang-a"].hang = 3
+    started = time.monotonic()
+    replies = [chat(front, "hung") for _ in range(2)]
+    assert [r.status_code for r in replies] == [200, 200]
+    assert {r.headers[HEADER] for r in replies} == {"hang-b"}
+    assert time.monotonic() - started < 4  # one wait of the alias's timeout (1 s), not the hang
+    assert "in time" in replica_state(front, "hung", "hang-a")["last_error"]
+
+
+def test_a_replica_that_breaks_off_mid_reply(front, fakes, sdk) -> None:
+    for name in ("break-a", "break-b"):
+        fakes[name].reply_words = 20
+    fakes["break-a"].drop_after = 3
+    # Unstreamed, nothing had reached the client: the other replica gives the whole reply.
+    replies = [sdk.chat.completions.with_raw_response.create(model="breaks", messages=HI) for _ in range(2)]
+    assert {r.headers[HEADER] for r in replies} == {"break-b"}
+    assert all(r.parse().choices[0].message.content.count("hello") == 5 for r in replies)
+    assert replica_state(front, "breaks", "break-a")["errors"] >= 1
+    # Streamed, the client had the first words: it is told, and the stream is not replayed.
+    fakes["break-b"].drop_after = 3
+    with pytest.raises(openai.APIError, match="broke off mid-reply"):
+        for _ in sdk.chat.completions.create(model="breaks", messages=HI, stream=True):
+            pass
 
 
 # --- everything passes through --------------------------------------------------------------------

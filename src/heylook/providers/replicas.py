@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -76,6 +76,25 @@ class ReplicaState:
         return limit is not None and self.in_flight >= limit
 
 
+@dataclass
+class Attempts:
+    """One request's tries: the replicas it was tried on, what each said, and until when it may go
+    on trying."""
+
+    deadline: float
+    tried: set[str] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
+
+
+class ReplicaBrokeOff(GenerationFailed):
+    """A replica broke off mid-reply. A stream cannot take back what it sent; a reply not sent yet
+    (a whole, unstreamed one) can be asked of another replica: `again()`."""
+
+    def __init__(self, message: str, again: Callable[[], Awaitable[Generation]]) -> None:
+        super().__init__(message)
+        self.again = again
+
+
 class ReplicaSet:
     """The replicas of one alias (as a Provider: the backends start its requests through it)."""
 
@@ -108,9 +127,13 @@ class ReplicaSet:
 
     # --- serving ----------------------------------------------------------------------------------
 
-    async def start(self, alias: Alias, request: GenerationRequest) -> ReplicaGeneration:
+    async def start(
+        self, alias: Alias, request: GenerationRequest, attempts: Attempts | None = None
+    ) -> ReplicaGeneration:
         """The request started on a replica, and its first chunk received (so a replica that fails
-        before it is left for another, and the reply names the replica that answers)."""
+        before it is left for another, and the reply names the replica that answers).
+        `attempts`: an earlier start's, whose replicas are not tried again."""
+        attempts = attempts or self._attempts()
 
         async def attempt(state: ReplicaState) -> tuple[Generation, AsyncGenerator[Chunk, None], Chunk]:
             generation = await self.provider_for(state.target).start(
@@ -123,26 +146,27 @@ class ReplicaSet:
                 generation.close()
                 raise
 
-        state, (generation, chunks, first) = await self._on_some_replica(attempt)
-        return ReplicaGeneration(self, state, generation, chunks, first)
+        state, (generation, chunks, first) = await self._on_some_replica(attempt, attempts)
+        return ReplicaGeneration(self, state, generation, (chunks, first), request, attempts)
 
     async def embed(self, alias: Alias, request: EmbedRequest) -> Embeddings:
         async def attempt(state: ReplicaState) -> Embeddings:
             embed = self.provider_for(state.target).embed
             return await embed(state.target, replace(request, model=state.target.name))
 
-        state, embeddings = await self._on_some_replica(attempt)
+        state, embeddings = await self._on_some_replica(attempt, self._attempts())
         self._release(state)
         return embeddings
 
+    def _attempts(self) -> Attempts:
+        return Attempts(time.monotonic() + self.balancing.retry_budget)
+
     async def _on_some_replica(
-        self, attempt: Callable[[ReplicaState], Awaitable[T]]
+        self, attempt: Callable[[ReplicaState], Awaitable[T]], attempts: Attempts
     ) -> tuple[ReplicaState, T]:
         """`attempt` on the replica the strategy picks; on another while it fails, within the retry
         budget. The replica's slot is held when this returns: its caller releases it."""
-        deadline = time.monotonic() + self.balancing.retry_budget
-        tried: set[str] = set()
-        failures: list[str] = []
+        deadline, tried, failures = attempts.deadline, attempts.tried, attempts.failures
         while True:
             state = await self._take(tried, failures)
             tried.add(state.name)
@@ -363,10 +387,16 @@ class ReplicaGeneration:
         pool: ReplicaSet,
         state: ReplicaState,
         inner: Generation,
-        chunks: AsyncGenerator[Chunk, None],
-        first: Chunk,
+        started: tuple[AsyncGenerator[Chunk, None], Chunk],
+        asked: GenerationRequest,
+        attempts: Attempts,
     ) -> None:
+        """`started`: the replica's chunks, and the first of them, already received; `asked`: the
+        request as the alias was asked it."""
+        chunks, first = started
         self.pool = pool
+        self.request_asked = asked
+        self.attempts = attempts
         self.state = state
         self.inner = inner
         self.request = inner.request
@@ -396,9 +426,11 @@ class ReplicaGeneration:
                     yield chunk
         except REPLICA_FAILURES as error:
             self.pool._failed(self.state, error)
-            raise GenerationFailed(
+            self.attempts.failures.append(f"{self.state.name}: broke off mid-reply ({error.message})")
+            raise ReplicaBrokeOff(
                 f"replica {self.state.name} of {self.pool.alias.name!r} broke off mid-reply "
-                f"({error.message}); a reply under way is not replayed: ask again"
+                f"({error.message}); a reply under way is not replayed: ask again",
+                lambda: self.pool.start(self.pool.alias, self.request_asked, self.attempts),
             ) from None
         finally:
             self.close()

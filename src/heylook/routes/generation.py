@@ -19,6 +19,7 @@ from heylook.middleware.ollama import translated_request
 from heylook.protocols.ollama import Translated
 from heylook.protocols.writer import Writer
 from heylook.providers.base import Generation
+from heylook.providers.replicas import ReplicaBrokeOff
 from heylook.routes.common import backends_of, collect_reply, unless_client_leaves
 from heylook.types import FinalChunk, GenerationRequest, LoadRequest
 
@@ -37,7 +38,16 @@ async def respond(request: Request, internal: GenerationRequest, writer: Writer)
     headers = replica_header(generation)
     if writer.stream:
         return StreamedGeneration(generation, writer, headers)  # type: ignore[return-value]
-    result = await collect_reply(generation, request)
+    while True:
+        try:
+            result = await collect_reply(generation, request)
+            break
+        except ReplicaBrokeOff as error:
+            # Nothing of the reply has reached the client: another replica gives all of it.
+            again = await unless_client_leaves(request, error.again)
+            if again is None:
+                return Response(status_code=CLIENT_GONE)
+            generation, headers = again, replica_header(again)
     if result is None:
         return Response(status_code=CLIENT_GONE)
     reply, final = result

@@ -27,6 +27,12 @@ Single-stream runs alternate between targets, round after round, because these m
     .venv/bin/python scripts/bench.py --fast-defaults --rounds 2 \
         --llama-server /tmp/peers/bin/llama-server --plot docs/bench-defaults.png --json /tmp/defaults.json
 
+    # the front door: heylook's alias `pool` over 3 paced OpenAI-compatible upstreams
+    # (scripts/paced_upstream.py, stand-ins for GPU boxes: 50 ms to the first token, then 20 ms a
+    # token), against the same clients driving the upstreams directly; 8 and 32 streams:
+    .venv/bin/python scripts/bench.py --replicas 3 --streams 8 32 --rounds 3 \
+        --plot docs/bench-replicas.png --json /tmp/replicas.json
+
 Defaults means `heylook serve --models models.yaml` with no --parallel, and `llama-server -m GGUF
 --host --port` with nothing else: -c 0 (the model's training context, 8192 tokens for SmolLM2),
 -np -1 (auto: 4 slots sharing one unified KV cache of that size, so one slot may use all of it and
@@ -49,6 +55,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -59,6 +66,9 @@ from typing import TYPE_CHECKING
 import httpx
 
 if TYPE_CHECKING:
+    import aiohttp
+    import psutil
+
     from peers import RunningPeer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -851,6 +861,423 @@ def run_fast_defaults(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(raw, indent=2))
 
 
+# --- the front door: heylook in front of replicas -----------------------------------------------
+
+PACED_UPSTREAM = ROOT / "scripts" / "paced_upstream.py"
+
+
+@dataclass(frozen=True)
+class FrontDoor:
+    """How --replicas runs: the stand-in upstreams' pace, and how long each flow is measured."""
+
+    replicas: int
+    tokens: int
+    token_ms: float
+    ttft_ms: float
+    duration_s: float
+    strategy: str
+
+    @property
+    def cycle_s(self) -> float:
+        """One request's time at the pace: its first token, then the rest."""
+        return (self.ttft_ms + (self.tokens - 1) * self.token_ms) / 1e3
+
+    def ceiling_tps(self, streams: int) -> float:
+        """What `streams` back-to-back clients would get with no time lost anywhere."""
+        return streams * self.tokens / self.cycle_s
+
+
+@dataclass
+class PacedReply:
+    """One streamed request of a flow: when it was made, when each token came (one entry a token, so
+    a chunk carrying several tokens counts each), and which replica served it (through heylook)."""
+
+    started: float
+    arrivals: list[float]
+    replica: str | None
+
+
+@dataclass
+class Flow:
+    """`streams` clients' back-to-back requests one way, measured in the window [opened, closed)."""
+
+    way: str  # "direct" or "through"
+    streams: int
+    opened: float
+    closed: float
+    replies: list[PacedReply]
+    cpu_s: dict[str, float]  # CPU seconds in the window: "heylook", "upstreams", "client"
+
+    @property
+    def window_s(self) -> float:
+        return self.closed - self.opened
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.opened <= t < self.closed for r in self.replies for t in r.arrivals)
+
+    @property
+    def aggregate_tps(self) -> float:
+        return self.tokens / self.window_s
+
+    @property
+    def ttfts_ms(self) -> list[float]:
+        """Requests made in the window that got a token."""
+        return [
+            (r.arrivals[0] - r.started) * 1e3
+            for r in self.replies
+            if r.arrivals and self.opened <= r.started < self.closed
+        ]
+
+    @property
+    def gaps_ms(self) -> list[float]:
+        """Gaps between one stream's chunks in the window (tokens of one chunk are not gaps)."""
+        return [
+            (b - a) * 1e3
+            for r in self.replies
+            for a, b in itertools.pairwise(sorted(set(r.arrivals)))
+            if self.opened <= a and b < self.closed
+        ]
+
+    def core_share(self, who: str) -> float:
+        """CPU seconds per second: 1.0 is one core kept busy."""
+        return self.cpu_s[who] / self.window_s
+
+
+async def _paced_chat(session: aiohttp.ClientSession, url: str, body: dict, stop_at: float) -> PacedReply:
+    """One streamed request; it stops reading (closing the connection) at its first token after `stop_at`."""
+    started = time.perf_counter()
+    arrivals: list[float] = []
+    async with session.post(f"{url}/chat/completions", json=body) as response:
+        response.raise_for_status()
+        replica = response.headers.get("X-Heylook-Replica")
+        async for line in response.content:
+            if not line.startswith(b"data:") or line.startswith(b"data: [DONE]"):
+                continue
+            for choice in json.loads(line[5:]).get("choices") or []:
+                if content := (choice.get("delta") or {}).get("content"):
+                    now = time.perf_counter()
+                    arrivals += [now] * max(1, content.count(" "))  # the paced upstream's tokens are " word"
+                    if now >= stop_at:
+                        return PacedReply(started, arrivals, replica)
+    return PacedReply(started, arrivals, replica)
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
+
+
+async def _flow(
+    way: str,
+    targets: list[tuple[str, str]],
+    streams: int,
+    door: FrontDoor,
+    watched: dict[str, list[psutil.Process]],
+) -> Flow:
+    """`streams` clients, client i on targets[i % len(targets)], starting a cycle/streams apart so
+    requests arrive evenly, each making requests back to back; measured once all have started."""
+    import aiohttp
+
+    started = time.perf_counter()
+    opened = started + door.cycle_s + 0.1
+    closed = opened + door.duration_s
+
+    async def client(index: int) -> list[PacedReply]:
+        url, model = targets[index % len(targets)]
+        await asyncio.sleep(index * door.cycle_s / streams)
+        replies = []
+        while time.perf_counter() < closed:
+            replies.append(await _paced_chat(session, url, chat_body(model, door.tokens), closed))
+        return replies
+
+    async def clock() -> dict[str, float]:
+        await asyncio.sleep(opened - time.perf_counter())
+        before = {who: _cpu_seconds(ps) for who, ps in watched.items()} | {"client": time.process_time()}
+        await asyncio.sleep(closed - time.perf_counter())
+        after = {who: _cpu_seconds(ps) for who, ps in watched.items()} | {"client": time.process_time()}
+        return {who: after[who] - before[who] for who in after}
+
+    connector = aiohttp.TCPConnector(limit=streams + 8)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
+        clients = asyncio.gather(*(client(i) for i in range(streams)))
+        cpu, per_client = await asyncio.gather(clock(), clients)
+    replies = [reply for replies in per_client for reply in replies]
+    return Flow(way, streams, opened, closed, replies, cpu)
+
+
+def start_paced_upstream(door: FrontDoor, log: Path, timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
+    """scripts/paced_upstream.py on a free port; its process and base URL, once it answers."""
+    from tests.server import free_port
+
+    port = free_port()
+    command = [sys.executable, str(PACED_UPSTREAM), "--port", str(port)]
+    command += ["--token-ms", str(door.token_ms), "--ttft-ms", str(door.ttft_ms)]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the paced upstream exited with {process.returncode}; see {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process, f"http://127.0.0.1:{port}/v1"
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the paced upstream did not answer within {timeout:.0f} s; see {log}")
+
+
+def pool_yaml(base_urls: list[str], strategy: str) -> str:
+    """models.yaml with one alias, `pool`, served by the replicas."""
+    replicas = "".join(f"      - base_url: {url}\n" for url in base_urls)
+    return f"models:\n  pool:\n    model: demo\n    strategy: {strategy}\n    replicas:\n{replicas}"
+
+
+def front_door(door: FrontDoor, streams: list[int], rounds: int, log_dir: Path) -> dict[int, list[Flow]]:
+    """{streams: flows}: per round and number of streams, a direct flow and one through heylook,
+    their order alternating by round."""
+    import psutil
+    from tests.server import RunningServer, stop_process
+
+    upstreams = [start_paced_upstream(door, log_dir / f"upstream-{i + 1}.log") for i in range(door.replicas)]
+    server = None
+    try:
+        models = log_dir / "models.yaml"
+        models.write_text(pool_yaml([url for _, url in upstreams], door.strategy))
+        server = RunningServer(models, log_dir / "heylook.log", "--log-level", "warning")
+        ways = {
+            "direct": [(url, "demo") for _, url in upstreams],
+            "through": [(f"{server.base_url}/v1", "pool")],
+        }
+        watched = {
+            "heylook": [psutil.Process(server.process.pid)],
+            "upstreams": [psutil.Process(p.pid) for p, _ in upstreams],
+        }
+        return measure_front_door(door, ways, watched, streams, rounds)
+    finally:
+        if server is not None:
+            server.stop()
+        for process, _ in upstreams:
+            stop_process(process, 5)
+
+
+def measure_front_door(
+    door: FrontDoor,
+    ways: dict[str, list[tuple[str, str]]],
+    watched: dict[str, list[psutil.Process]],
+    streams: list[int],
+    rounds: int,
+) -> dict[int, list[Flow]]:
+    warm = FrontDoor(door.replicas, 4, door.token_ms, door.ttft_ms, 0.2, door.strategy)
+    for targets in ways.values():  # first connections, first requests
+        asyncio.run(_flow("warm-up", targets, max(streams), warm, watched))
+    results: dict[int, list[Flow]] = {n: [] for n in streams}
+    for round_number in range(rounds):
+        order = list(ways) if round_number % 2 == 0 else list(reversed(ways))
+        for n in streams:
+            for way in order:
+                flow = asyncio.run(_flow(way, ways[way], n, door, watched))
+                results[n].append(flow)
+                print(
+                    f"  round {round_number + 1}, {n} streams, {way}: {flow.aggregate_tps:.1f} tok/s, "
+                    f"TTFT p50 {percentile(flow.ttfts_ms, 0.5):.1f} ms, "
+                    f"heylook CPU {flow.core_share('heylook'):.0%} of a core",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return results
+
+
+@dataclass
+class DoorRow:
+    """One number of streams: medians over rounds; ratios and differences paired within a round."""
+
+    streams: int
+    ceiling_tps: float
+    direct_tps: float
+    through_tps: float
+    ratio: float
+    ttft_p50_ms: tuple[float, float]  # direct, through
+    added_p50_ms: float
+    ttft_p95_ms: tuple[float, float]
+    added_p95_ms: float
+    gap_p95_ms: tuple[float, float]
+    heylook_us_per_token: float
+    heylook_share: float  # CPU seconds a second
+    upstreams_share: tuple[float, float]
+    client_share: tuple[float, float]
+    by_replica: dict[str, int]  # requests through heylook each replica served, over all rounds
+
+
+def _pairs(flows: list[Flow]) -> list[tuple[Flow, Flow]]:
+    """(direct, through) flows of the same round."""
+    direct = [f for f in flows if f.way == "direct"]
+    through = [f for f in flows if f.way == "through"]
+    return list(zip(direct, through, strict=True))
+
+
+def door_row(door: FrontDoor, streams: int, flows: list[Flow]) -> DoorRow:
+    pairs = _pairs(flows)
+
+    def median(figure: Callable[[Flow, Flow], float]) -> float:
+        return statistics.median(figure(d, t) for d, t in pairs)
+
+    def both(figure: Callable[[Flow], float]) -> tuple[float, float]:
+        return median(lambda d, t: figure(d)), median(lambda d, t: figure(t))
+
+    by_replica: dict[str, int] = {}
+    for _, through in pairs:
+        for reply in through.replies:
+            by_replica[reply.replica or "?"] = by_replica.get(reply.replica or "?", 0) + 1
+    return DoorRow(
+        streams=streams,
+        ceiling_tps=door.ceiling_tps(streams),
+        direct_tps=median(lambda d, t: d.aggregate_tps),
+        through_tps=median(lambda d, t: t.aggregate_tps),
+        ratio=median(lambda d, t: t.aggregate_tps / d.aggregate_tps),
+        ttft_p50_ms=both(lambda f: percentile(f.ttfts_ms, 0.5)),
+        added_p50_ms=median(lambda d, t: percentile(t.ttfts_ms, 0.5) - percentile(d.ttfts_ms, 0.5)),
+        ttft_p95_ms=both(lambda f: percentile(f.ttfts_ms, 0.95)),
+        added_p95_ms=median(lambda d, t: percentile(t.ttfts_ms, 0.95) - percentile(d.ttfts_ms, 0.95)),
+        gap_p95_ms=both(lambda f: percentile(f.gaps_ms, 0.95)),
+        heylook_us_per_token=median(lambda d, t: t.cpu_s["heylook"] / t.tokens * 1e6),
+        heylook_share=median(lambda d, t: t.core_share("heylook")),
+        upstreams_share=both(lambda f: f.core_share("upstreams")),
+        client_share=both(lambda f: f.core_share("client")),
+        by_replica=dict(sorted(by_replica.items())),
+    )
+
+
+def front_door_report(rows: list[DoorRow], door: FrontDoor, rounds: int) -> str:
+    lines = [
+        f"{door.replicas} paced upstreams ({door.ttft_ms:g} ms to the first token, then {door.token_ms:g} ms"
+        f" a token), {door.tokens}-token streams, back to back, arriving evenly, {door.duration_s:g} s"
+        f" measured a flow; alias `pool`, {door.strategy}. Direct: clients round-robin over the"
+        f" upstreams; through: all at heylook. Medians of {rounds} round(s), order alternating:",
+        "",
+        "| streams | direct tok/s | through tok/s | through / direct | TTFT p50 direct ms |"
+        " TTFT p50 through ms | added p50 ms | TTFT p95 direct ms | TTFT p95 through ms | added p95 ms |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.streams} | {r.direct_tps:.1f} | {r.through_tps:.1f} | {r.ratio:.3f}x | "
+            f"{r.ttft_p50_ms[0]:.1f} | {r.ttft_p50_ms[1]:.1f} | {r.added_p50_ms:+.1f} | "
+            f"{r.ttft_p95_ms[0]:.1f} | {r.ttft_p95_ms[1]:.1f} | {r.added_p95_ms:+.1f} |"
+        )
+    lines += [
+        "",
+        "Where the time goes (CPU as a share of one core; the client is this process):",
+        "",
+        "| streams | pace ceiling tok/s | direct / ceiling | chunk gap p95 direct / through ms |"
+        " heylook CPU µs/token | heylook CPU | upstreams CPU direct / through |"
+        " client CPU direct / through | requests by replica |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        spread = ", ".join(f"{name} {count}" for name, count in r.by_replica.items())
+        lines.append(
+            f"| {r.streams} | {r.ceiling_tps:.1f} | {r.direct_tps / r.ceiling_tps:.3f} | "
+            f"{r.gap_p95_ms[0]:.1f} / {r.gap_p95_ms[1]:.1f} | {r.heylook_us_per_token:.0f} | "
+            f"{r.heylook_share:.0%} | {r.upstreams_share[0]:.0%} / {r.upstreams_share[1]:.0%} | "
+            f"{r.client_share[0]:.0%} / {r.client_share[1]:.0%} | {spread} |"
+        )
+    lines += ["", *front_door_targets(rows)]
+    return "\n".join(lines)
+
+
+def front_door_targets(rows: list[DoorRow]) -> list[str]:
+    checks = []
+    for r in rows:
+        checks.append(
+            (f"{r.streams} streams, through / direct {r.ratio:.3f}x (target >= 0.95x)", r.ratio >= 0.95)
+        )
+        checks.append(
+            (
+                f"{r.streams} streams, TTFT added p50 {r.added_p50_ms:.1f} ms (target < 5 ms)",
+                r.added_p50_ms < 5,
+            )
+        )
+    return [f"- {'met' if ok else 'NOT met'}: {text}" for text, ok in checks]
+
+
+def plot_front_door(rows: list[DoorRow], door: FrontDoor, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    ns = [r.streams for r in rows]
+    axes[0].plot(ns, [r.ceiling_tps for r in rows], linestyle="--", color="grey", label="pace ceiling")
+    axes[0].plot(ns, [r.direct_tps for r in rows], marker="o", label="direct")
+    axes[0].plot(ns, [r.through_tps for r in rows], marker="o", label="through heylook")
+    axes[0].set_ylabel("aggregate tokens/s")
+    for i, (way, q) in enumerate(itertools.product(("direct", "through heylook"), ("p50", "p95"))):
+        figures = [(r.ttft_p50_ms if q == "p50" else r.ttft_p95_ms)[i // 2] for r in rows]
+        axes[1].plot(
+            ns,
+            figures,
+            marker="o",
+            color=f"C{i // 2}",
+            linestyle="-" if q == "p50" else ":",
+            label=f"{way} {q}",
+        )
+    axes[1].set_ylabel("time to first token (ms)")
+    for axis in axes:
+        axis.set_xlabel("concurrent streams")
+        axis.set_xticks(ns)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(
+        f"heylook in front of {door.replicas} paced upstreams ({door.token_ms:g} ms a token), "
+        f"{door.tokens}-token streams"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def run_front_door(args: argparse.Namespace) -> None:
+    """heylook's alias `pool` over N paced upstreams, against the upstreams driven directly."""
+    import tempfile
+
+    if args.plot:
+        import matplotlib  # noqa: F401 - missing, it fails now rather than after the run
+
+    door = FrontDoor(args.replicas, args.tokens, args.token_ms, args.ttft_ms, args.duration, args.strategy)
+    log_dir = Path(tempfile.mkdtemp(prefix="heylook-bench-replicas-"))
+    print(f"server logs in {log_dir}", file=sys.stderr)
+    warn_if_busy()
+    results = front_door(door, args.streams, args.rounds, log_dir)
+    rows = [door_row(door, n, flows) for n, flows in results.items()]
+    print(front_door_report(rows, door, args.rounds))
+    if args.json:
+        raw = {
+            "run": asdict(door) | {"rounds": args.rounds},
+            "rows": [asdict(r) for r in rows],
+            "flows": {
+                n: [
+                    {
+                        "way": f.way,
+                        "window_s": f.window_s,
+                        "tokens": f.tokens,
+                        "aggregate_tps": f.aggregate_tps,
+                        "cpu_s": f.cpu_s,
+                        "ttfts_ms": f.ttfts_ms,
+                        "replicas": [r.replica for r in f.replies],
+                    }
+                    for f in flows
+                ]
+                for n, flows in results.items()
+            },
+        }
+        args.json.write_text(json.dumps(raw, indent=2))
+    if args.plot:
+        plot_front_door(rows, door, args.plot)
+
+
 # --- running and reporting ---------------------------------------------------------------------
 
 
@@ -1022,7 +1449,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--compare", action="store_true", help="heylook against its peers, one at a time")
     parser.add_argument(
-        "--streams", type=int, nargs="+", help="with --compare (1 4 8 16) or --fast-defaults (1 8 16)"
+        "--streams",
+        type=int,
+        nargs="+",
+        help="with --compare (1 4 8 16), --fast-defaults (1 8 16) or --replicas (8 32)",
     )
     parser.add_argument(
         "--fast-defaults", action="store_true", help="issue 18: heylook and llama-server on their defaults"
@@ -1042,13 +1472,40 @@ def main() -> None:
         "--transformers", help="with --compare: the transformers CLI of a transformers[serving] venv"
     )
     parser.add_argument("--llama-server", help="with --compare or --fast-defaults: llama.cpp's llama-server")
-    parser.add_argument("--plot", type=Path, help="with --compare or --fast-defaults: write a PNG plot here")
+    parser.add_argument(
+        "--plot", type=Path, help="with --compare, --fast-defaults or --replicas: write a PNG plot here"
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        nargs="?",
+        const=3,
+        metavar="N",
+        help="heylook's alias `pool` in front of N paced upstreams (3) against the upstreams directly",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=8.0, help="with --replicas: seconds each flow is measured"
+    )
+    parser.add_argument("--token-ms", type=float, default=20.0, help="with --replicas: the upstreams' pace")
+    parser.add_argument(
+        "--ttft-ms", type=float, default=50.0, help="with --replicas: the upstreams' time to first token"
+    )
+    parser.add_argument(
+        "--strategy",
+        default="least-outstanding",
+        choices=["least-outstanding", "latency", "weighted", "in-order"],
+        help="with --replicas: the pool's strategy",
+    )
     parser.add_argument(
         "--embeddings", action="store_true", help="embeddings/s against sentence-transformers' encode"
     )
     args = parser.parse_args()
     if args.embeddings:
         print(run_embeddings(args.rounds))
+        return
+    if args.replicas is not None:
+        args.streams = args.streams or [8, 32]
+        run_front_door(args)
         return
     if args.fast_defaults:
         args.streams = args.streams or [1, 8, 16]

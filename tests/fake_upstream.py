@@ -94,6 +94,12 @@ class FakeUpstream:
         self._server.server_close()
 
 
+def fake_vector(item: str | list[int], size: int = 8) -> list[float]:
+    """The fake upstream's embedding of a text or of token ids: the same for the same input."""
+    seed = sum((index + 1) * ord(c) for index, c in enumerate(str(item)))
+    return [((seed * (k + 3)) % 997) / 997 for k in range(size)]
+
+
 def reply_words(model: str, count: int) -> Iterator[str]:
     words = f"hello from {model} and".split()
     for index in range(count):
@@ -139,6 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
                 failure.headers,
             )
             return
+        if self.path.endswith("/embeddings"):
+            self._embeddings(model, body)
+            return
         chat = self.path.endswith("/chat/completions")
         if not body.get("stream"):
             text = "".join(reply_words(model, upstream.reply_words))
@@ -162,6 +171,19 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         self._stream(model, chat, body)
+
+    def _embeddings(self, model: str, body: dict[str, Any]) -> None:
+        """fake_vector of each input (text, or token ids), listed last first, as `index` allows."""
+        given = body.get("input")
+        inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else given
+        size = body.get("dimensions") or 8
+        data = [
+            {"object": "embedding", "index": index, "embedding": fake_vector(item, size)}
+            for index, item in enumerate(inputs)
+        ]
+        tokens = sum(len(item) if isinstance(item, list) else len(item.split()) for item in inputs)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        self._json(200, {"object": "list", "data": data[::-1], "model": model, "usage": usage})
 
     def _stream(self, model: str, chat: bool, body: dict[str, Any]) -> None:
         upstream = self.upstream

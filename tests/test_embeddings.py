@@ -379,7 +379,7 @@ def test_what_open_webui_sends_for_a_file_attachment(embedding_server: RunningSe
         ("/v1/embeddings", {"model": "all-minilm", "input": ["a", "b " * 300], "truncate": False}, 400,
          "input[1]"),
         ("/v1/embeddings", {"model": "nope", "input": "x"}, 404, "model"),
-        ("/v1/embeddings", {"model": "far", "input": "x"}, 501, None),
+        ("/v1/embeddings", {"model": "far", "input": "x"}, 502, None),  # goes upstream, which is down
         ("/api/embed", {"model": "all-minilm", "input": []}, 400, None),
         ("/api/embed", {"model": "all-minilm", "input": "word " * 300, "truncate": False}, 400, None),
         ("/api/embeddings", {"model": "all-minilm"}, 400, None),

@@ -20,6 +20,9 @@ HEAD = """models:
 """
 
 
+URL = "    model: m\n    replicas:\n      - base_url: http://x\n"  # a base_url replica; its keys follow
+
+
 def registry(body: str):
     return parse_registry(HEAD + body, Path("models.yaml"))
 
@@ -75,20 +78,24 @@ def test_defaults() -> None:
         ("    replicas: []\n", 9, "must be a list"),
         ("    replicas: {base_url: http://x}\n", 9, "must be a list"),
         ("    replicas:\n      - nope\n", 10, "must be a mapping"),
-        ("    replicas:\n      - alias: remote\n      - alias: nowhere\n", 11, "'nowhere', which is not an alias"),
+        ("    replicas:\n      - alias: remote\n      - alias: nowhere\n", 11, "'nowhere', which is not"),
         ("    replicas:\n      - alias: pool\n", 10, "the alias itself"),
         ("    replicas:\n      - alias: remote\n        model: x\n", 10, "takes that alias's 'model'"),
         ("    replicas:\n      - alias: remote\n        base_url: http://x\n", 10, "either 'alias'"),
         ("    replicas:\n      - weight: 2\n", 10, "either 'alias'"),
         ("    replicas:\n      - base_url: http://x/v1\n", 10, "needs a 'model'"),
         ("    model: m\n    replicas:\n      - base_url: ftp://x\n", 11, "http(s) URL"),
-        ("    model: m\n    replicas:\n      - base_url: http://x\n        weight: 0\n", 12, "'weight'"),
-        ("    model: m\n    replicas:\n      - base_url: http://x\n        weight: true\n", 12, "'weight'"),
-        ("    model: m\n    replicas:\n      - base_url: http://x\n        max_concurrent: 0\n", 12, "max_concurrent"),
-        ("    model: m\n    replicas:\n      - base_url: http://x\n        provider: local\n", 12, "openai or huggingface"),
-        ("    model: m\n    replicas:\n      - base_url: http://x\n        token_env: 'a b'\n", 12, "environment variable"),
-        ("    model: m\n    replicas:\n      - base_url: http://x\n        colour: red\n", 12, "unknown replica key 'colour'"),
-        ("    replicas:\n      - alias: remote\n        name: a\n      - alias: local\n        name: a\n", 9, "two replicas are named 'a'"),
+        (URL + "        weight: 0\n", 12, "'weight'"),
+        (URL + "        weight: true\n", 12, "'weight'"),
+        (URL + "        max_concurrent: 0\n", 12, "max_concurrent"),
+        (URL + "        provider: local\n", 12, "openai or huggingface"),
+        (URL + "        token_env: 'a b'\n", 12, "environment variable"),
+        (URL + "        colour: red\n", 12, "unknown replica key 'colour'"),
+        (
+            "    replicas:\n      - alias: remote\n        name: a\n      - alias: local\n        name: a\n",
+            9,
+            "two replicas are named 'a'",
+        ),
         ("    strategy: fastest\n    replicas:\n      - alias: remote\n", 9, "'strategy' must be one of"),
         ("    max_failures: 0\n    replicas:\n      - alias: remote\n", 9, "'max_failures'"),
         ("    cooldown: -1\n    replicas:\n      - alias: remote\n", 9, "'cooldown'"),

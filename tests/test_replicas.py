@@ -6,6 +6,7 @@ The test that kills a replica is the last one: the others share the three server
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -22,13 +23,17 @@ import pytest
 import yaml
 
 import ollama
-from tests.fake_upstream import Failure, FakeUpstream
+from tests.fake_upstream import Failure, FakeUpstream, fake_vector
 from tests.server import RunningServer
 
 HI = [{"role": "user", "content": "Say hello."}]
+approx = functools.partial(pytest.approx, rel=1e-6)
 HEADER = "x-heylook-replica"
-UPSTREAMS = ("weighted-a", "weighted-b", "fast", "slow", "first", "second", "narrow", "flaky-a", "flaky-b",
-             "limited-a", "limited-b", "pass", "cancel-a", "cancel-b", "mixed-remote", "break-a", "break-b", "hang-a", "hang-b")  # fmt: skip
+UPSTREAMS = (
+    *("weighted-a", "weighted-b", "fast", "slow", "first", "second", "narrow", "flaky-a", "flaky-b"),
+    *("limited-a", "limited-b", "pass", "cancel-a", "cancel-b", "mixed-remote", "break-a", "break-b"),
+    *("hang-a", "hang-b", "emb-a", "emb-b"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +125,12 @@ def front(
             "model": "m",
             "timeout": 1,
             "replicas": [_upstream(f["hang-a"], "hang-a"), _upstream(f["hang-b"], "hang-b")],
+        },
+        "remote-embed": {"provider": "openai", "base_url": f["emb-a"].base_url, "model": "e"},
+        "dead-embed": {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "e"},
+        "embed-pool": {
+            "model": "e",
+            "replicas": [_upstream(f["emb-a"], "emb-a"), _upstream(f["emb-b"], "emb-b")],
         },
         "mixed": {
             "strategy": "in-order",
@@ -221,8 +232,8 @@ def test_the_reply_names_the_alias_and_the_header_the_replica(
     else:
         reply = client.chat(model="pool", messages=HI, options={"num_predict": 4})
         assert reply.done and reply.model == "pool" and reply.eval_count > 0
-    raw = httpx.post(f"{front.base_url}/api/chat", json={"model": "pool", "messages": HI, "stream": stream,
-                                                        "options": {"num_predict": 4}}, timeout=60)  # fmt: skip
+    body = {"model": "pool", "messages": HI, "stream": stream, "options": {"num_predict": 4}}
+    raw = httpx.post(f"{front.base_url}/api/chat", json=body, timeout=60)
     assert raw.status_code == 200 and raw.headers[HEADER].startswith("heylook-")
 
 
@@ -297,14 +308,14 @@ def _index(front: RunningServer, alias: str) -> int:
 
 
 def test_a_failing_replica_rests_then_comes_back_after_its_probe(front, fakes, sdk) -> None:
-    a, b = fakes["flaky-a"], fakes["flaky-b"]
+    a = fakes["flaky-a"]
     a.fail("m", Failure(500), Failure(502))
     for _ in range(4):
         # Each failure is retried on the other replica: the client never sees it.
         assert chat(front, "flaky").status_code == 200
     state = replica_state(front, "flaky", "flaky-a")
     assert state["state"] == "cooling down" and state["cooling_until"] > time.time()
-    assert state["errors"] == 2 and "500" in state["last_error"] or "502" in state["last_error"]
+    assert state["errors"] == 2 and "502" in state["last_error"]
     metrics = httpx.get(f"{front.base_url}/metrics").text
     assert 'heylook_replica_healthy{alias="flaky",replica="flaky-a"} 0.0' in metrics
     assert 'heylook_replica_requests_total{alias="flaky",outcome="failed",replica="flaky-a"} 2.0' in metrics
@@ -422,6 +433,52 @@ def test_the_agent_apis_reach_the_replicas(front: RunningServer, sdk) -> None:
         model="pool", max_tokens=8, messages=[{"role": "user", "content": "Hi"}]
     ) as stream:
         assert stream.get_final_message().usage.output_tokens > 0
+
+
+def test_embeddings_reach_remote_aliases_and_replicas(front, fakes, sdk) -> None:
+    upstream = fakes["emb-a"]
+    reply = sdk.embeddings.create(model="remote-embed", input=["one", "two three"])
+    # As float32, as heylook's own embeddings are.
+    assert [item.embedding for item in reply.data] == [
+        approx(fake_vector("one")),
+        approx(fake_vector("two three")),
+    ]
+    assert reply.usage.prompt_tokens == 3 and reply.model == "remote-embed"
+    sent = upstream.requests[-1].body
+    assert sent["model"] == "e" and sent["input"] == ["one", "two three"]
+    assert len(sdk.embeddings.create(model="remote-embed", input="one", dimensions=4).data[0].embedding) == 4
+    tokens = sdk.embeddings.create(model="remote-embed", input=[[1, 2, 3]]).data[0].embedding
+    assert tokens == approx(fake_vector([1, 2, 3]))
+    client = ollama.Client(host=front.base_url, timeout=30)
+    vectors = client.embed(model="remote-embed", input=["one", "two three"]).embeddings
+    assert vectors == [approx(fake_vector("one")), approx(fake_vector("two three"))]
+    legacy = httpx.post(f"{front.base_url}/api/embeddings", json={"model": "remote-embed", "prompt": "one"})
+    assert legacy.json()["embedding"] == approx(fake_vector("one"))
+    for _ in range(4):
+        sdk.embeddings.create(model="embed-pool", input="one")
+    assert replica_state(front, "embed-pool", "emb-a")["served"] == 2
+    assert replica_state(front, "embed-pool", "emb-b")["served"] == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "failure", "status"),
+    [
+        ("remote-embed", Failure(429, {"Retry-After": "7"}), 429),
+        ("remote-embed", Failure(404, body={"error": {"message": "no such model"}}), 404),
+        ("remote-embed", Failure(500), 502),
+        ("dead-embed", None, 502),
+    ],
+)
+def test_remote_embedding_errors_in_both_shapes(front, fakes, model, failure, status: int) -> None:
+    for path, body in (("/v1/embeddings", {"input": "one"}), ("/api/embed", {"input": "one"})):
+        if failure is not None:
+            fakes["emb-a"].fail("e", failure)
+        response = httpx.post(f"{front.base_url}{path}", json={"model": model, **body}, timeout=30)
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert isinstance(error, str) if path.startswith("/api") else error["message"]
+        if status == 429:
+            assert response.headers["retry-after"] == "7"
 
 
 def test_cancellation_reaches_the_replica_that_was_serving(front, fakes, sdk) -> None:

@@ -188,10 +188,10 @@ class Backends:
         raise AssertionError("a chain always holds the alias asked for")
 
     async def embed(self, request: EmbedRequest) -> Embeddings:
-        """Embeddings from the alias asked for (no fallback: another model's vectors are not
-        comparable with this one's)."""
-        alias = self.local_alias(request.model, "embeddings")
-        return await self.local.embed(alias, replace(request, model=alias.name))
+        """Embeddings from the alias asked for, wherever it runs (no fallback: another model's
+        vectors are not comparable with this one's)."""
+        alias = self.resolve(request.model)
+        return await self.provider_for(alias).embed(alias, replace(request, model=alias.name))
 
     def local_alias(self, name: str, what: str) -> Alias:
         """The alias, which must run here: `what` (embeddings, reranking, its tokenizer) is not

@@ -388,3 +388,27 @@ def test_serve_listens_on_ollamas_port_by_default(tmp_path: Path) -> None:
     finally:
         stop_process(process, 15)
         log.close()
+
+
+def test_create_an_alias_with_replicas_and_check_it(models: Path) -> None:
+    done = heylook(
+        "create", "--alias", "pool", "--model", "served",
+        "--replica", "http://gpu1:8000/v1", "--replica", "http://gpu2:8000/v1", "--replica", "tiny",
+        "--strategy", "latency", "--models", str(models),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pool = load_registry(models).get("pool")
+    assert pool.balancing.strategy == "latency"
+    assert [(r.name, r.base_url, r.alias) for r in pool.balancing.replicas] == [
+        ("gpu1:8000", "http://gpu1:8000/v1", None),
+        ("gpu2:8000", "http://gpu2:8000/v1", None),
+        ("tiny", None, "tiny"),
+    ]
+    checked = heylook("check", "--models", str(models))
+    assert "3 replicas (latency): gpu1:8000, gpu2:8000, tiny" in checked.stdout
+    wrong = heylook("create", "--alias", "x", "--model", "m", "--replica", "nowhere", "--models", str(models))
+    assert wrong.returncode != 0 and "'nowhere', which is not an alias" in wrong.stderr + wrong.stdout
+    lonely = heylook(
+        "create", "--alias", "y", "--model", "m", "--strategy", "weighted", "--models", str(models)
+    )
+    assert lonely.returncode == 2 and "--replica" in lonely.stderr + lonely.stdout

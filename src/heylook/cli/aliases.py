@@ -90,6 +90,14 @@ def create(
         str | None,
         Opt(help="A local alias whose smaller model guesses tokens for this one (same tokenizer)."),
     ] = None,
+    replica: Annotated[
+        list[str] | None,
+        Opt(help="A replica serving this alias: an upstream's URL (…/v1) or another alias; repeat."),
+    ] = None,
+    strategy: Annotated[
+        str | None,
+        Opt(help="How requests spread over replicas: least-outstanding, latency, weighted, in-order."),
+    ] = None,
     force: Annotated[bool, Opt(help="Replace an alias of that name.")] = False,
     models: ModelsOption = None,
 ) -> int:
@@ -134,7 +142,21 @@ def create(
         "fallback": fallback,
         "draft": draft,
     }
-    _refuse_what_cannot_load(entry, provider)
+    if replica:
+        if provider != "local" or base_url or token_env:
+            raise CommandFailed(
+                "an alias with replicas takes no --provider, --base-url or --token-env", EXIT_USAGE
+            )
+        # A URL is an upstream asked for --model; anything else names another alias.
+        entry["replicas"] = [
+            {"base_url": item} if item.startswith(("http://", "https://")) else {"alias": item}
+            for item in replica
+        ]
+        entry["strategy"] = strategy
+    elif strategy:
+        raise CommandFailed("--strategy spreads requests over --replica's: name some", EXIT_USAGE)
+    else:
+        _refuse_what_cannot_load(entry, provider)
     path = registry_path(models)
     write_registry(lambda: add_alias(path, alias, _without_none(entry), replace=force))
     console.print(f"created alias [bold]{alias}[/bold] for {model} in {path}")

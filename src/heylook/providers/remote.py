@@ -535,15 +535,15 @@ def _fields(value: Any) -> Any:
 async def upstream_events(response: Any) -> AsyncGenerator[Fields, None]:
     """The JSON objects of a server-sent event stream, until `[DONE]`; an event that is an error
     (or says one) ends it with GenerationFailed."""
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
+    data: list[bytes] = []
+    async for line in _lines(response):
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line.startswith(b"data: ") else line[5:])
             continue
         if line or not data:
             continue  # another field (event:, id:, a comment), or a blank line with no event
-        text, data = "\n".join(data), []
-        if text == "[DONE]":
+        text, data = b"\n".join(data), []
+        if text == b"[DONE]":
             return
         event = orjson.loads(text)
         if not isinstance(event, dict):
@@ -551,6 +551,19 @@ async def upstream_events(response: Any) -> AsyncGenerator[Fields, None]:
         if event.get("error"):
             raise GenerationFailed(f"the upstream failed mid-stream{_said(event['error'])}")
         yield Fields(event)
+
+
+async def _lines(response: Any) -> AsyncGenerator[bytes, None]:
+    """The response's lines as bytes, without their ends (\n, \r\n or \r): split here rather
+    than by httpx's text decoders, which cost a front door a tenth of its time."""
+    rest = b""
+    async for piece in response.aiter_bytes():
+        lines = (rest + piece).splitlines(keepends=True)
+        rest = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
+        for line in lines:
+            yield line.rstrip(b"\r\n")
+    if rest:
+        yield rest
 
 
 def _said(error: Any) -> str:

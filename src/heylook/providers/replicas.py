@@ -286,6 +286,9 @@ class ReplicaSet:
             healthy, detail = answer.status == "ok", answer.detail
         except HeylookError as error:
             healthy, detail = False, error.message
+        except Exception as error:  # a probe that breaks is one not answered, never the server's end
+            log.exception("probing replica %s of %s failed", state.name, self.alias.name)
+            healthy, detail = False, type(error).__name__
         finally:
             state.probing = False
         if healthy:

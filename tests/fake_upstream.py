@@ -66,6 +66,7 @@ class FakeUpstream:
         self.reply_words = 40
         self.reasoning: str | None = None  # streamed first, as vLLM's reasoning_content
         self.calls: list[tuple[str, str]] = []  # (name, arguments): streamed as tool call deltas
+        self.embeddings_reply: Any = None  # when set, /embeddings answers it (bytes as they are)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.upstream = self  # type: ignore[attr-defined]
@@ -83,7 +84,7 @@ class FakeUpstream:
         self.failures.clear()
         self.left.clear()
         self.token, self.delay, self.hang, self.drop_after, self.reply_words = None, 0.0, 0.0, None, 40
-        self.reasoning, self.calls = None, []
+        self.reasoning, self.calls, self.embeddings_reply = None, [], None
 
     def __enter__(self) -> FakeUpstream:
         self._thread.start()
@@ -173,7 +174,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._stream(model, chat, body)
 
     def _embeddings(self, model: str, body: dict[str, Any]) -> None:
-        """fake_vector of each input (text, or token ids), listed last first, as `index` allows."""
+        """fake_vector of each input (text, or token ids), listed last first, as `index` allows;
+        `dimensions` values each. Usage: a token a word (or a token id)."""
+        if self.upstream.embeddings_reply is not None:
+            self._json(200, self.upstream.embeddings_reply)
+            return
         given = body.get("input")
         inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else given
         size = body.get("dimensions") or 8
@@ -256,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))

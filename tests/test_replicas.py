@@ -512,6 +512,16 @@ def test_cancellation_reaches_a_heylook_replica(front, replicas, sdk) -> None:
     assert all(m["tokens_generated"] < 3000 for m in serving.health()["loaded"])
 
 
+def test_listings_and_show_name_an_alias_with_replicas(front: RunningServer, sdk) -> None:
+    assert "pool" in {model.id for model in sdk.models.list()}
+    tags = httpx.get(f"{front.base_url}/api/tags", timeout=30).json()["models"]
+    assert "pool" in {model["name"].removesuffix(":latest") for model in tags}
+    shown = httpx.post(f"{front.base_url}/api/show", json={"model": "pool"}, timeout=30)
+    assert shown.status_code == 200, shown.text
+    loaded = httpx.post(f"{front.base_url}/api/generate", json={"model": "pool"}, timeout=30)
+    assert loaded.status_code == 200 and loaded.json()["done_reason"] == "load"
+
+
 # --- a replica dies -------------------------------------------------------------------------------
 
 

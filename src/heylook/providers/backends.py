@@ -194,8 +194,8 @@ class Backends:
         return await self.provider_for(alias).embed(alias, replace(request, model=alias.name))
 
     def local_alias(self, name: str, what: str) -> Alias:
-        """The alias, which must run here: `what` (embeddings, reranking, its tokenizer) is not
-        served from remote aliases yet (a 501 saying so)."""
+        """The alias, which must run here: `what` (reranking, its tokenizer) is not served from
+        remote aliases yet (a 501 saying so)."""
         alias = self.resolve(name)
         if alias.remote:
             raise NotImplementedYet(

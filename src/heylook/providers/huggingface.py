@@ -15,7 +15,7 @@ from heylook.metrics import Metrics
 from heylook.providers.base import ProviderHealth
 from heylook.providers.remote import RemoteGeneration, RemoteProvider
 from heylook.registry.aliases import Alias
-from heylook.types import GenerationRequest, RemoteModel
+from heylook.types import Embeddings, EmbedRequest, GenerationRequest, RemoteModel
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,18 @@ class HuggingFaceProvider(RemoteProvider):
         )
 
     async def start(self, alias: Alias, request: GenerationRequest) -> RemoteGeneration:
+        self._need_token(alias)
+        return await super().start(alias, request)
+
+    async def embed(self, alias: Alias, request: EmbedRequest) -> Embeddings:
+        self._need_token(alias)
+        return await super().embed(alias, request)
+
+    def _need_token(self, alias: Alias) -> None:
+        """MissingToken (a 503 saying where to put one) before asking the router without a token."""
         if not self.token():
             missing = f"{self.token_env} is not set" if self.token_env else NO_TOKEN
             raise MissingToken(f"{alias.name!r} runs on Hugging Face Inference Providers: {missing}")
-        return await super().start(alias, request)
 
     async def list_models(self) -> list[RemoteModel]:
         """The router's chat models with their providers' details (status, context length, pricing,

@@ -174,13 +174,33 @@ class RemoteProvider:
                 encoding_format="float",
                 dimensions=request.dimensions if request.dimensions is not None else openai.omit,
             )
-        vectors = [list(item.embedding) for item in sorted(reply.data, key=lambda item: item.index)]
-        if len(vectors) != len(inputs):
+        prompt_tokens = getattr(getattr(reply, "usage", None), "prompt_tokens", None)
+        return Embeddings(
+            self._vectors(reply, len(inputs)),
+            prompt_tokens if isinstance(prompt_tokens, int) else 0,
+            total_ns=time.perf_counter_ns() - started,
+        )
+
+    def _vectors(self, reply: Any, count: int) -> list[list[float]]:
+        """The reply's vectors in the inputs' order (by `index`, where every item has one); an
+        UpstreamError (502) unless it is `count` lists of numbers. The SDK checks none of it: a
+        reply that is not JSON comes as its text, a wrong field as it is."""
+        data = getattr(reply, "data", None)
+        if not isinstance(data, list):
+            raise UpstreamError(f"{self.describe()} answered without a list of embeddings", status=502)
+        if all(isinstance(getattr(item, "index", None), int) for item in data):
+            data = sorted(data, key=lambda item: item.index)
+        if len(data) != count:
             raise UpstreamError(
-                f"{self.describe()} gave {len(vectors)} embeddings for {len(inputs)} inputs", status=502
+                f"{self.describe()} gave {len(data)} embeddings for {count} inputs", status=502
             )
-        prompt_tokens = reply.usage.prompt_tokens if reply.usage else 0
-        return Embeddings(vectors, prompt_tokens, total_ns=time.perf_counter_ns() - started)
+        vectors: list[Any] = [getattr(item, "embedding", None) for item in data]
+        try:
+            if all(isinstance(vector, list) for vector in vectors):
+                return [list(map(float, vector)) for vector in vectors]
+        except (TypeError, ValueError):  # a value that is not a number
+            pass
+        raise UpstreamError(f"{self.describe()} gave embeddings that are not lists of numbers", status=502)
 
     @contextlib.contextmanager
     def _upstream_errors(self, alias: Alias) -> Iterator[None]:
@@ -197,6 +217,10 @@ class RemoteProvider:
             cause = error.__cause__ or error
             raise UpstreamError(
                 f"cannot reach {self.describe()} for {alias.name!r}: {type(cause).__name__}", status=502
+            ) from None
+        except ValueError:  # a reply that says it is JSON, and is not
+            raise UpstreamError(
+                f"{self.describe()} answered {alias.name!r} with broken JSON", status=502
             ) from None
 
     def _status_error(self, status: int, headers: Any, body: Any, alias: Alias) -> HeylookErrorLike:

@@ -454,10 +454,18 @@ def test_embeddings_reach_remote_aliases_and_replicas(front, fakes, sdk) -> None
     assert vectors == [approx(fake_vector("one")), approx(fake_vector("two three"))]
     legacy = httpx.post(f"{front.base_url}/api/embeddings", json={"model": "remote-embed", "prompt": "one"})
     assert legacy.json()["embedding"] == approx(fake_vector("one"))
-    for _ in range(4):
-        sdk.embeddings.create(model="embed-pool", input="one")
-    assert replica_state(front, "embed-pool", "emb-a")["served"] == 2
-    assert replica_state(front, "embed-pool", "emb-b")["served"] == 2
+    named = [
+        sdk.embeddings.with_raw_response.create(model="embed-pool", input="one").headers[HEADER]
+        for _ in range(4)
+    ]
+    assert sorted(named) == ["emb-a", "emb-a", "emb-b", "emb-b"]
+    ollama_named = httpx.post(f"{front.base_url}/api/embed", json={"model": "embed-pool", "input": "one"})
+    assert ollama_named.headers[HEADER] in ("emb-a", "emb-b")
+    assert (
+        replica_state(front, "embed-pool", "emb-a")["served"]
+        + replica_state(front, "embed-pool", "emb-b")["served"]
+        == 5
+    )
 
 
 @pytest.mark.parametrize(

@@ -458,6 +458,7 @@ class Embeddings:
     prompt_tokens: int
     load_ns: int = 0
     total_ns: int = 0
+    replica: str | None = None  # the replica that gave them, for an alias with replicas
 
 
 # --- tokenization -----------------------------------------------------------------------------------

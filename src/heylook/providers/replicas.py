@@ -156,7 +156,7 @@ class ReplicaSet:
 
         state, embeddings = await self._on_some_replica(attempt, self._attempts())
         self._release(state)
-        return embeddings
+        return replace(embeddings, replica=state.name)
 
     def _attempts(self) -> Attempts:
         return Attempts(time.monotonic() + self.balancing.retry_budget)

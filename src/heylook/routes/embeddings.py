@@ -3,6 +3,8 @@ the Ollama translator has already read into the internal request)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -10,7 +12,7 @@ from starlette.routing import Route
 from heylook.middleware.ollama import translated_request
 from heylook.protocols import embeddings
 from heylook.routes.common import FloatsResponse, backends_of, json_body, unless_client_leaves
-from heylook.routes.generation import CLIENT_GONE
+from heylook.routes.generation import CLIENT_GONE, REPLICA_HEADER
 from heylook.types import Embeddings, EmbedRequest
 
 
@@ -19,7 +21,7 @@ async def openai_embeddings(request: Request) -> Response:
     result = await _embed(request, internal)
     if result is None:
         return Response(status_code=CLIENT_GONE)
-    return FloatsResponse(embeddings.openai_reply(internal.model, result, encoding_format))
+    return _reply(embeddings.openai_reply(internal.model, result, encoding_format), result)
 
 
 async def ollama_embed(request: Request) -> Response:
@@ -27,14 +29,19 @@ async def ollama_embed(request: Request) -> Response:
     result = await _embed(request, internal)
     if result is None:
         return Response(status_code=CLIENT_GONE)
-    return FloatsResponse(embeddings.ollama_embed_reply(internal.model, result))
+    return _reply(embeddings.ollama_embed_reply(internal.model, result), result)
 
 
 async def ollama_embeddings(request: Request) -> Response:
     result = await _embed(request, _translated(request))
     if result is None:
         return Response(status_code=CLIENT_GONE)
-    return FloatsResponse(embeddings.ollama_embeddings_reply(result))
+    return _reply(embeddings.ollama_embeddings_reply(result), result)
+
+
+def _reply(body: dict[str, Any], result: Embeddings) -> Response:
+    """The body, with the header naming the replica that gave the vectors, if a replica did."""
+    return FloatsResponse(body, headers={REPLICA_HEADER: result.replica} if result.replica else None)
 
 
 async def _embed(request: Request, internal: EmbedRequest) -> Embeddings | None:

@@ -32,7 +32,7 @@ HEADER = "x-heylook-replica"
 UPSTREAMS = (
     *("weighted-a", "weighted-b", "fast", "slow", "first", "second", "narrow", "flaky-a", "flaky-b"),
     *("limited-a", "limited-b", "pass", "cancel-a", "cancel-b", "mixed-remote", "break-a", "break-b"),
-    *("hang-a", "hang-b", "emb-a", "emb-b"),
+    *("hang-a", "hang-b", "emb-a", "emb-b", "elsewhere"),
 )
 
 
@@ -76,6 +76,9 @@ def front(
 ) -> Iterator[RunningServer]:
     folder = tmp_path_factory.mktemp("front")
     f = fakes
+    broken = folder / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
     models = {
         "tiny": {"model": str(tiny_model_dir)},
         "pool": {
@@ -131,6 +134,12 @@ def front(
         "embed-pool": {
             "model": "e",
             "replicas": [_upstream(f["emb-a"], "emb-a"), _upstream(f["emb-b"], "emb-b")],
+        },
+        "broken": {"model": str(broken)},
+        "local-first": {
+            "strategy": "in-order",
+            "model": "m",
+            "replicas": [{"alias": "broken"}, _upstream(f["elsewhere"], "elsewhere")],
         },
         "mixed": {
             "strategy": "in-order",
@@ -275,6 +284,12 @@ def test_a_local_replica_first_and_a_remote_one_when_it_is_busy(front, sdk) -> N
     ) as held:
         assert held.headers[HEADER] == "tiny"
         assert chat(front, "mixed").headers[HEADER] == "remote"
+
+
+def test_a_local_replica_that_cannot_load_leaves_the_request_to_a_remote_one(front, sdk) -> None:
+    reply = sdk.chat.completions.with_raw_response.create(model="local-first", messages=HI)
+    assert reply.headers[HEADER] == "elsewhere" and reply.parse().model == "local-first"
+    assert "could not load" in replica_state(front, "local-first", "broken")["last_error"]
 
 
 def test_when_every_replica_is_full_requests_queue_then_get_503(front, fakes, sdk) -> None:

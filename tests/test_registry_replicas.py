@@ -91,6 +91,7 @@ def test_defaults() -> None:
         (URL + "        provider: local\n", 12, "openai or huggingface"),
         (URL + "        token_env: 'a b'\n", 12, "environment variable"),
         (URL + "        colour: red\n", 12, "unknown replica key 'colour'"),
+        (URL + "        name: \"a\\nb\"\n", 12, "'name' must be printable"),
         (
             "    replicas:\n      - alias: remote\n        name: a\n      - alias: local\n        name: a\n",
             9,

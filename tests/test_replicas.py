@@ -116,6 +116,7 @@ def front(
             "replicas": [_upstream(f["limited-a"], "limited-a"), _upstream(f["limited-b"], "limited-b")],
         },
         "pass": {"model": "m", "replicas": [_upstream(f["pass"], "pass")]},
+        "named": {"model": "m", "replicas": [_upstream(f["pass"], "café box")]},
         "cancel": {
             "model": "m",
             "replicas": [_upstream(f["cancel-a"], "cancel-a"), _upstream(f["cancel-b"], "cancel-b")],
@@ -244,6 +245,13 @@ def test_the_reply_names_the_alias_and_the_header_the_replica(
     body = {"model": "pool", "messages": HI, "stream": stream, "options": {"num_predict": 4}}
     raw = httpx.post(f"{front.base_url}/api/chat", json=body, timeout=60)
     assert raw.status_code == 200 and raw.headers[HEADER].startswith("heylook-")
+
+
+def test_a_replica_named_beyond_ascii_is_named_percent_encoded(front: RunningServer) -> None:
+    for stream in (False, True):
+        reply = chat(front, "named", stream=stream)
+        assert reply.status_code == 200 and reply.headers[HEADER] == "caf%C3%A9 box"
+    assert replica_state(front, "named", "café box")["served"] == 2
 
 
 def test_weighted_random_follows_the_weights(front: RunningServer) -> None:

@@ -108,6 +108,9 @@ def _parse_replica(item: Any, model: str | None, fail: Fail) -> Replica:
             raise fail(f"a replica's 'base_url' must be an http(s) URL, not {base_url!r}", "base_url")
         if not (item.get("model") or model):
             raise fail("a base_url replica needs a 'model': its own, or the alias's")
+    name = item.get("name")
+    if name is not None and (len(name) > 128 or not name.isprintable() or name != name.strip()):
+        raise fail("a replica's 'name' must be printable text of at most 128 characters", "name")
     token_env = item.get("token_env")
     if token_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", token_env):
         raise fail(

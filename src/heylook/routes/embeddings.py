@@ -12,7 +12,7 @@ from starlette.routing import Route
 from heylook.middleware.ollama import translated_request
 from heylook.protocols import embeddings
 from heylook.routes.common import FloatsResponse, backends_of, json_body, unless_client_leaves
-from heylook.routes.generation import CLIENT_GONE, REPLICA_HEADER
+from heylook.routes.generation import CLIENT_GONE, replica_named
 from heylook.types import Embeddings, EmbedRequest
 
 
@@ -41,7 +41,7 @@ async def ollama_embeddings(request: Request) -> Response:
 
 def _reply(body: dict[str, Any], result: Embeddings) -> Response:
     """The body, with the header naming the replica that gave the vectors, if a replica did."""
-    return FloatsResponse(body, headers={REPLICA_HEADER: result.replica} if result.replica else None)
+    return FloatsResponse(body, headers=replica_named(result.replica))
 
 
 async def _embed(request: Request, internal: EmbedRequest) -> Embeddings | None:

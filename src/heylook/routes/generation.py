@@ -3,6 +3,7 @@ through the API's writer (SSE or NDJSON) or collect it into one body."""
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -60,8 +61,16 @@ REPLICA_HEADER = "X-Heylook-Replica"
 
 
 def replica_header(generation: Generation) -> dict[str, str]:
-    replica = getattr(generation, "replica", None)
-    return {REPLICA_HEADER: replica} if replica else {}
+    return replica_named(getattr(generation, "replica", None))
+
+
+def replica_named(replica: str | None) -> dict[str, str]:
+    """The header naming a replica; a name beyond printable ASCII (an alias may be any text) goes
+    percent-encoded, as a header value can carry nothing else."""
+    return {REPLICA_HEADER: urllib.parse.quote(replica, safe=_HEADER_SAFE)} if replica else {}
+
+
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 async def translated_generation(request: Request) -> Response:

@@ -43,6 +43,7 @@ REPLICA_FAILURES = (UpstreamError, GenerationFailed, ModelLoadFailed, LoadTimedO
 # How often a waiting request looks again when nothing told it a replica came free (a replica's
 # rest ending, a local model's own queue moving).
 _RECHECK = 0.5
+MAX_RETRY_AFTER = 3600.0  # seconds a 429's Retry-After may rest a replica
 ReplicaHealth = Literal["healthy", "cooling down", "probing"]
 
 
@@ -260,7 +261,8 @@ class ReplicaSet:
         retry_after = error.headers.get("Retry-After") if error.status == 429 else None
         self._count(state, "rate_limited" if error.status == 429 else "failed")
         if retry_after is not None:
-            self._rest(state, float(retry_after), "asked to wait")
+            # An upstream's word is capped: one that says "a year" is probed again within the hour.
+            self._rest(state, min(float(retry_after), MAX_RETRY_AFTER), "asked to wait")
             return
         state.failures_in_row += 1
         if state.failures_in_row >= self.balancing.max_failures:

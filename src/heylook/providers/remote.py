@@ -140,13 +140,9 @@ class RemoteProvider:
                     client.build_request("POST", url, content=payload, headers=headers), stream=True
                 )
             except httpx.TimeoutException:
-                raise UpstreamError(
-                    f"{self.describe()} did not answer for {alias.name!r} in time", status=504
-                ) from None
+                raise self._timed_out(alias) from None
             except httpx.TransportError as error:
-                raise UpstreamError(
-                    f"cannot reach {self.describe()} for {alias.name!r}: {type(error).__name__}", status=502
-                ) from None
+                raise self._unreachable(alias, error) from None
             if response.status_code < 400:
                 return response
             try:
@@ -210,18 +206,21 @@ class RemoteProvider:
         except openai.APIStatusError as error:
             raise self._status_error(error.status_code, error.response.headers, error.body, alias) from None
         except openai.APITimeoutError:
-            raise UpstreamError(
-                f"{self.describe()} did not answer for {alias.name!r} in time", status=504
-            ) from None
+            raise self._timed_out(alias) from None
         except openai.APIConnectionError as error:
-            cause = error.__cause__ or error
-            raise UpstreamError(
-                f"cannot reach {self.describe()} for {alias.name!r}: {type(cause).__name__}", status=502
-            ) from None
+            raise self._unreachable(alias, error.__cause__ or error) from None
         except ValueError:  # a reply that says it is JSON, and is not
             raise UpstreamError(
                 f"{self.describe()} answered {alias.name!r} with broken JSON", status=502
             ) from None
+
+    def _timed_out(self, alias: Alias) -> UpstreamError:
+        return UpstreamError(f"{self.describe()} did not answer for {alias.name!r} in time", status=504)
+
+    def _unreachable(self, alias: Alias, cause: BaseException) -> UpstreamError:
+        return UpstreamError(
+            f"cannot reach {self.describe()} for {alias.name!r}: {type(cause).__name__}", status=502
+        )
 
     def _status_error(self, status: int, headers: Any, body: Any, alias: Alias) -> HeylookErrorLike:
         """What the upstream answered (`body`: its error object, as the SDK gives it), as heylook's error."""

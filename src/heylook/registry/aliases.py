@@ -333,17 +333,8 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
         # Relative paths are relative to the registry file, not to wherever heylook runs.
         model = str((path.parent / model).resolve())
 
-    def read(key: str, reader: Callable[[Any], Any]) -> Any:
-        try:
-            return reader(entry.get(key))
-        except InvalidRequest as error:
-            raise fail(error.message, key) from None
-
-    options = _parse_options(entry.get("options"), fail)
-    context_length = read("context_length", lambda _: read_int(entry, "context_length", minimum=1))
-    response_format = read("format", _parse_format)
-    keep_alive = read("keep_alive", parse_keep_alive)
-    options = SamplingOptions(context_length=context_length, response_format=response_format).over(options)
+    options = _generation_defaults(entry, fail)
+    keep_alive = _read(entry, "keep_alive", parse_keep_alive, fail)
     return Alias(
         name=name,
         source=ModelSource(
@@ -372,23 +363,37 @@ def _parse_replicated(name: str, entry: dict[str, Any], fail: Callable[..., Regi
     model = entry.get("model")
     balancing = parse_balancing(entry, model, fail)
     remote = _timeout_and_fallback(entry, fail)
-    options, response_format = _parse_options(entry.get("options"), fail), None
-    try:
-        context_length = read_int(entry, "context_length", minimum=1)
-        response_format = _parse_format(entry.get("format"))
-    except InvalidRequest as error:
-        raise fail(error.message, error.param or "") from None
     return Alias(
         name=name,
         source=ModelSource(model or name),
         provider=REPLICATED,
         description=entry.get("description") or "",
         system=entry.get("system"),
-        options=SamplingOptions(context_length=context_length, response_format=response_format).over(options),
+        options=_generation_defaults(entry, fail),
         timeout=remote["timeout"],
         fallback=remote["fallback"],
         balancing=balancing,
     )
+
+
+def _generation_defaults(entry: dict[str, Any], fail: Callable[..., RegistryError]) -> SamplingOptions:
+    """`options`, with the top-level context_length and format: the alias's generation defaults."""
+    options = _parse_options(entry.get("options"), fail)
+    context_length = _read(
+        entry, "context_length", lambda _: read_int(entry, "context_length", minimum=1), fail
+    )
+    response_format = _read(entry, "format", _parse_format, fail)
+    return SamplingOptions(context_length=context_length, response_format=response_format).over(options)
+
+
+def _read(
+    entry: dict[str, Any], key: str, reader: Callable[[Any], Any], fail: Callable[..., RegistryError]
+) -> Any:
+    """`reader` of the entry's `key`; its refusal as an error naming that key's line."""
+    try:
+        return reader(entry.get(key))
+    except InvalidRequest as error:
+        raise fail(error.message, key) from None
 
 
 def _parse_remote(entry: dict[str, Any], provider: str, fail: Callable[..., RegistryError]) -> dict[str, Any]:

@@ -45,6 +45,18 @@ class GrowingLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         held = self.get_seq_length()
         length = held + key_states.shape[-2]
+        key_room, value_room = self.room_for(length, key_states, value_states)
+        key_room[:, :, held:length].copy_(key_states)
+        value_room[:, :, held:length].copy_(value_states)
+        self.hold(length)
+        return _tensor(self.keys), _tensor(self.values)
+
+    def room_for(
+        self, length: int, key_like: torch.Tensor, value_like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Buffers of at least `length` columns whose first columns are this layer's keys and
+        values (reallocated, with GROWTH_COLUMNS more, when they are not); `key_like` and
+        `value_like` give the rows, heads and head size of new buffers."""
         key_room, value_room = self._key_room, self._value_room
         if (
             key_room is None
@@ -52,12 +64,16 @@ class GrowingLayer(DynamicLayer):
             or not _is_view_of(_tensor(self.keys), key_room)
             or length > key_room.shape[-2]
         ):
-            key_room, value_room = self._reallocate(key_states, value_states, held, length + GROWTH_COLUMNS)
-        key_room[:, :, held:length].copy_(key_states)
-        value_room[:, :, held:length].copy_(value_states)
-        self.keys = key_room[:, :, :length]
-        self.values = value_room[:, :, :length]
-        return self.keys, self.values
+            held = self.get_seq_length()
+            key_room, value_room = self._reallocate(key_like, value_like, held, length + GROWTH_COLUMNS)
+        return key_room, value_room
+
+    def hold(self, length: int) -> None:
+        """The layer holds the first `length` columns of its buffers (written by whoever called
+        `room_for`)."""
+        assert self._key_room is not None and self._value_room is not None
+        self.keys = self._key_room[:, :, :length]
+        self.values = self._value_room[:, :, :length]
 
     def _reallocate(
         self, key_states: torch.Tensor, value_states: torch.Tensor, held: int, columns: int

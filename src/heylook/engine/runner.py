@@ -22,6 +22,7 @@ import torch
 from transformers import DynamicCache
 
 from heylook.engine.batch_cache import BatchCache, cache_holding, cache_layers, can_batch, new_cache
+from heylook.engine.decode_pass import DecodePass
 from heylook.engine.detokenize import IncrementalDetokenizer
 from heylook.engine.draft import MAX_MODEL_DRAFT, DraftModel, DraftState
 from heylook.engine.logprobs import LogprobTrail, TokenPieces, token_logprob
@@ -226,6 +227,9 @@ class Engine:
         self.speculative = speculative and self.batching
         # A smaller model guessing where prompt lookup finds nothing (draft.py).
         self.draft = DraftModel(draft_model) if draft_model is not None and self.speculative else None
+        # The batch's decode steps through the model's layers in one TorchScript function, where
+        # the model is one it runs bit-identically (decode_pass.py).
+        self._decode_pass = _decode_pass(model) if self.batching else None
         self._batch = BatchCache(model.config)
         self._batch_rows: list[_Sequence] = []  # the sequence in each row of self._batch
         # Groups submitted and not yet taken: interactive ones first, then background ones.
@@ -660,8 +664,12 @@ class Engine:
         mask, positions = self._batch.step_inputs()
         tokens = torch.tensor([[seq.next_input] for seq in self._batch_rows], device=self.device)
         try:
-            inputs = {"attention_mask": mask, "position_ids": positions}
-            logits = self._forward(tokens, self._batch.cache, inputs)
+            if self._decode_pass is not None and self._decode_pass.accepts(self._batch.cache):
+                logits = self._decode_pass(tokens, self._batch.cache, mask, positions)
+                self.forward_passes += 1
+            else:
+                inputs = {"attention_mask": mask, "position_ids": positions}
+                logits = self._forward(tokens, self._batch.cache, inputs)
         except Exception as error:
             # The pass failed for every row, and the batch's cache may be half-updated.
             for seq in self._batch_rows:
@@ -814,3 +822,11 @@ class Engine:
                 stop_sequence=seq.stops.matched,
             )
         )
+
+
+def _decode_pass(model: torch.nn.Module) -> DecodePass | None:
+    try:
+        return DecodePass.build(model)
+    except Exception:  # a model shaped unlike any this was written for: its own forward it is
+        log.warning("decode pass not used for %s", type(model).__name__, exc_info=True)
+        return None

@@ -1,0 +1,364 @@
+"""A decode step of a Llama-family model (Llama, Mistral, Qwen2) with its layers in one TorchScript function.
+
+On a CPU, a small model's decode step spends about a third of its time in Python between ops:
+transformers' modules, their hooks and keyword plumbing, once per layer and step (a step of the
+demo model is ~120 float16 matrix products and ~1,200 small ops). Here the decoder layers of a
+one-token step run as one function: the ops transformers runs, on the same values, in the same
+order, so the logits are bit-identical (each model is checked when its pass is built; one that
+differs keeps transformers' forward). What is around the layers (embedding, attention mask,
+rotary angles, final norm, head) is transformers' own modules, called as its forward calls them.
+
+TorchScript interprets those ops from C++ without changing them. torch.compile would fuse them,
+which changes the logits' last bits (a batch and a lone request could then pick different tokens)
+and costs a minute of compiling; TorchScript compiles this function in a fraction of a second,
+when the model loads. It is deprecated in torch: where it cannot script the function, the same
+function runs as Python (still without transformers' per-layer overhead).
+
+Rotary embedding differs from transformers in form only: rotate_half(x) * sin is computed as
+roll(x, half) * sin', sin' being sin with its first half negated (a sign flip is exact), and the
+query and key heads are rotated in one op.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+from transformers.integrations.sdpa_attention import use_gqa_in_sdpa
+from transformers.masking_utils import create_causal_mask
+
+from heylook.engine.batch_cache import GrowingLayer, new_cache
+from heylook.engine.cpu_attention import NAME as GROUPED_ATTENTION
+from heylook.engine.cpu_linear import Float16WeightLinear, StackedPart
+
+log = logging.getLogger(__name__)
+
+# fbgemm's packed float16 weights (cpu_linear.py), as TorchScript names their type.
+if TYPE_CHECKING:
+    PackedWeights = Any
+else:
+    try:
+        PackedWeights = torch.classes.quantized.LinearPackedParamsBase
+    except (AttributeError, RuntimeError):  # a torch without quantized ops: nothing to run here
+        PackedWeights = Any
+
+# Model classes whose decoder layers are exactly Llama's: pre-norm RMSNorm, q/k/v (with or
+# without bias) and rotary embedding, SDPA over the cache, o_proj, residual; RMSNorm, SiLU-gated
+# MLP, residual. Each layer's and the model's modules are checked too (_supported).
+FAMILIES = {
+    "LlamaForCausalLM": ("LlamaDecoderLayer", "LlamaAttention", "LlamaMLP", "LlamaRMSNorm"),
+    "MistralForCausalLM": ("MistralDecoderLayer", "MistralAttention", "MistralMLP", "MistralRMSNorm"),
+    "Qwen2ForCausalLM": ("Qwen2DecoderLayer", "Qwen2Attention", "Qwen2MLP", "Qwen2RMSNorm"),
+}
+
+
+def decoder_layers(
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    signed_sin: torch.Tensor,
+    mask: torch.Tensor | None,
+    grouped: bool,
+    packed: bool,
+    norms: list[torch.Tensor],
+    epsilons: list[float],
+    qkv: list[PackedWeights],
+    out: list[PackedWeights],
+    gate_up: list[PackedWeights],
+    down: list[PackedWeights],
+    key_rooms: list[torch.Tensor],
+    value_rooms: list[torch.Tensor],
+    held: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    intermediate: int,
+    scaling: float,
+) -> torch.Tensor:
+    """Every decoder layer for one new token per row: `hidden` (rows, 1, hidden size) in and out.
+    Each layer's new key and value go into column `held` of its rooms, which must have room.
+    `grouped` and `packed` are how transformers' sdpa_attention_forward attends with several query
+    heads per key/value head: SDPA's enable_gqa, or the query heads folded onto theirs."""
+    rows = hidden.shape[0]
+    half = head_dim // 2
+    for i in range(len(qkv)):
+        # input_layernorm (LlamaRMSNorm; float32 throughout, so its casts are no-ops)
+        residual = hidden
+        variance = hidden.pow(2).mean(-1, keepdim=True)
+        normed = norms[2 * i] * (hidden * torch.rsqrt(variance + epsilons[2 * i]))
+        # q/k/v (one stacked product), rotary embedding on the query and key heads together
+        parts = torch.ops.quantized.linear_dynamic_fp16(normed, qkv[i]).split(
+            [(heads + kv_heads) * head_dim, kv_heads * head_dim], -1
+        )
+        rotated = parts[0].view(rows, 1, heads + kv_heads, head_dim)
+        rotated = rotated * cos + rotated.roll(half, -1) * signed_sin
+        query_key = rotated.split([heads, kv_heads], 2)
+        query = query_key[0].transpose(1, 2)
+        key_room, value_room = key_rooms[i], value_rooms[i]
+        key_room[:, :, held : held + 1].copy_(query_key[1].transpose(1, 2))
+        value_room[:, :, held : held + 1].copy_(parts[1].view(rows, 1, kv_heads, head_dim).transpose(1, 2))
+        keys = key_room[:, :, : held + 1]
+        values = value_room[:, :, : held + 1]
+        # sdpa_attention_forward for one query token
+        if packed:
+            query = query.reshape(rows, kv_heads, heads // kv_heads, head_dim)
+        attended = torch.ops.aten.scaled_dot_product_attention(
+            query, keys, values, mask, 0.0, False, scale=scaling, enable_gqa=grouped
+        )
+        attended = attended.reshape(rows, -1, 1, head_dim).transpose(1, 2).contiguous()
+        attended = attended.reshape(rows, 1, -1).contiguous()
+        hidden = residual + torch.ops.quantized.linear_dynamic_fp16(attended, out[i])
+        # post_attention_layernorm, gated MLP
+        residual = hidden
+        variance = hidden.pow(2).mean(-1, keepdim=True)
+        normed = norms[2 * i + 1] * (hidden * torch.rsqrt(variance + epsilons[2 * i + 1]))
+        gate_and_up = torch.ops.quantized.linear_dynamic_fp16(normed, gate_up[i]).split(
+            [intermediate, intermediate], -1
+        )
+        product = F.silu(gate_and_up[0]) * gate_and_up[1]
+        hidden = residual + torch.ops.quantized.linear_dynamic_fp16(product, down[i])
+    return hidden
+
+
+_scripted: list[Callable[..., torch.Tensor]] = []
+
+
+def _layers_function() -> tuple[Callable[..., torch.Tensor], bool]:
+    """decoder_layers scripted (compiled once a process), else as Python; and whether scripted."""
+    if _scripted:
+        return _scripted[0], True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still here
+            scripted = torch.jit.script(decoder_layers)
+    except Exception as error:  # no TorchScript in this torch, or it rejects the function
+        log.info("decode pass runs as Python: TorchScript unavailable (%s)", error)
+        return decoder_layers, False
+    _scripted.append(scripted)
+    return scripted, True
+
+
+@dataclass(frozen=True)
+class _Weights:
+    norms: list[torch.Tensor]
+    epsilons: list[float]
+    qkv: list[Any]
+    out: list[Any]
+    gate_up: list[Any]
+    down: list[Any]
+
+
+class DecodePass:
+    """One decode step (one new token per row) of a supported model over a growing cache.
+
+    `build` returns one for a model it can run bit-identically to transformers' forward, else
+    None. Call `accepts(cache)` before each step: only a cache of growing layers that hold
+    tokens qualifies; anything else goes through the model's forward.
+    """
+
+    def __init__(self, model: Any, weights: _Weights, *, script: bool = True) -> None:
+        self._model = model
+        self._inner = model.model
+        config = model.config
+        self._config = config
+        self._weights = weights
+        attention = self._inner.layers[0].self_attn
+        self._heads = config.num_attention_heads
+        self._kv_heads = config.num_key_value_heads
+        self._head_dim = attention.head_dim
+        self._scaling = float(attention.scaling)
+        self._intermediate = config.intermediate_size
+        # What transformers' use_gqa_in_sdpa reads of the keys and values: their head size.
+        self._head_shaped = torch.empty(0, 0, 0, self._head_dim)
+        self._layers: Callable[..., torch.Tensor]
+        self._layers, self.scripted = _layers_function() if script else (decoder_layers, False)
+
+    @classmethod
+    def build(cls, model: Any, *, script: bool = True) -> DecodePass | None:
+        """The pass for this model, checked against its forward; None where it does not apply.
+        `script=False` runs the layers' function as Python, as where TorchScript is missing."""
+        weights = _supported(model)
+        if weights is None:
+            return None
+        built = cls(model, weights, script=script)
+        try:
+            same = built._matches_forward()
+        except Exception as error:
+            log.warning("decode pass not used for %s: its check failed (%s)", type(model).__name__, error)
+            return None
+        if not same:
+            log.warning(
+                "decode pass not used for %s: its logits differ from the model's", type(model).__name__
+            )
+            return None
+        return built
+
+    def accepts(self, cache: DynamicCache) -> bool:
+        layers = cache.layers
+        if len(layers) != len(self._weights.qkv):
+            return False
+        for layer in layers:
+            if type(layer) is not GrowingLayer or not layer.is_initialized:
+                return False
+            keys = layer.keys
+            if keys is None or keys.dim() != 4 or keys.shape[-2] == 0:
+                return False
+        return True
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        cache: DynamicCache,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The logits of the next token, (rows, vocab), for `input_ids` (rows, 1), as the model's
+        forward with logits_to_keep=1 gives them; the cache grows by one column."""
+        if input_ids.dim() != 2 or input_ids.shape[1] != 1:
+            raise ValueError("a decode pass takes one token per row")
+        inner = self._inner
+        layers: list[GrowingLayer] = list(cache.layers)  # type: ignore[arg-type]
+        held = layers[0].get_seq_length()
+        if position_ids is None:
+            position_ids = torch.full_like(input_ids, held)
+        hidden = inner.embed_tokens(input_ids)
+        mask = create_causal_mask(
+            config=self._config,
+            inputs_embeds=hidden,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
+        cos, sin = inner.rotary_emb(hidden, position_ids=position_ids)
+        half = self._head_dim // 2
+        signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).unsqueeze(2)
+        rooms = [layer.room_for(held + 1, layer.keys, layer.values) for layer in layers]  # type: ignore[arg-type]
+        weights = self._weights
+        hidden = self._layers(
+            hidden,
+            cos.unsqueeze(2),
+            signed_sin,
+            mask,
+            *self._attention_mode(mask),
+            weights.norms,
+            weights.epsilons,
+            weights.qkv,
+            weights.out,
+            weights.gate_up,
+            weights.down,
+            [room[0] for room in rooms],
+            [room[1] for room in rooms],
+            held,
+            self._heads,
+            self._kv_heads,
+            self._head_dim,
+            self._intermediate,
+            self._scaling,
+        )
+        for layer in layers:
+            layer.hold(held + 1)
+        hidden = inner.norm(hidden)
+        return self._model.lm_head(hidden[:, -1:, :])[:, -1, :]
+
+    def _attention_mode(self, mask: torch.Tensor | None) -> tuple[bool, bool]:
+        """(grouped, packed), as sdpa_attention_forward decides for one query token."""
+        if self._heads == self._kv_heads:
+            return False, False
+        if use_gqa_in_sdpa(mask, self._head_shaped, self._head_shaped):
+            return True, False
+        if mask is not None and mask.shape[1] != 1:
+            raise ValueError("a per-head attention mask")  # transformers would pack it; never made here
+        return False, True
+
+    def _matches_forward(self) -> bool:
+        """One step of a short prompt through this pass and through the model's forward: the
+        same logits, bit for bit."""
+        prompt = torch.tensor([[1, 2, 3, 4]], device=self._device)
+        token = torch.tensor([[5]], device=self._device)
+        with torch.inference_mode():
+            theirs, mine = new_cache(self._config), new_cache(self._config)
+            self._model(input_ids=prompt, cache=theirs, use_cache=True, logits_to_keep=1)
+            self._model(input_ids=prompt, cache=mine, use_cache=True, logits_to_keep=1)
+            expected = self._model(input_ids=token, cache=theirs, use_cache=True, logits_to_keep=1).logits
+            got = self(token, mine)
+        return torch.equal(expected[:, -1, :], got)
+
+    @property
+    def _device(self) -> torch.device:
+        return self._inner.embed_tokens.weight.device
+
+
+def _supported(model: Any) -> _Weights | None:
+    """The packed weights of a model this pass can run, or None."""
+    family = FAMILIES.get(type(model).__name__)
+    config = getattr(model, "config", None)
+    inner = getattr(model, "model", None)
+    if family is None or config is None or inner is None:
+        return None
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", GROUPED_ATTENTION):
+        return None
+    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
+        return None
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        return None
+    if getattr(config, "hidden_act", None) != "silu" or type(getattr(model, "lm_head", None)) is not (
+        Float16WeightLinear
+    ):
+        return None
+    if getattr(config, "pretraining_tp", 1) != 1:
+        return None
+    layer_class, attention_class, mlp_class, norm_class = family
+    weights = _Weights([], [], [], [], [], [])
+    for layer in inner.layers:
+        attention: Any = getattr(layer, "self_attn", None)
+        mlp: Any = getattr(layer, "mlp", None)
+        norms: list[Any] = [
+            getattr(layer, "input_layernorm", None),
+            getattr(layer, "post_attention_layernorm", None),
+        ]
+        if (
+            type(layer).__name__ != layer_class
+            or type(attention).__name__ != attention_class
+            or type(mlp).__name__ != mlp_class
+            or any(type(norm).__name__ != norm_class for norm in norms)
+        ):
+            return None
+        head_dim, heads, kv_heads = attention.head_dim, config.num_attention_heads, config.num_key_value_heads
+        projections = [attention.q_proj, attention.k_proj, attention.v_proj]
+        qkv = _stacked(projections, [heads, kv_heads, kv_heads], head_dim)
+        gate_up = _stacked([mlp.gate_proj, mlp.up_proj], [1, 1], config.intermediate_size)
+        if qkv is None or gate_up is None or head_dim % 2:
+            return None
+        if not all(type(linear) is Float16WeightLinear for linear in (attention.o_proj, mlp.down_proj)):
+            return None
+        if type(mlp.act_fn).__name__ not in ("SiLUActivation", "SiLU"):
+            return None
+        weights.norms.extend(norm.weight for norm in norms)
+        weights.epsilons.extend(float(norm.variance_epsilon) for norm in norms)
+        weights.qkv.append(qkv)
+        weights.out.append(attention.o_proj._packed)
+        weights.gate_up.append(gate_up)
+        weights.down.append(mlp.down_proj._packed)
+    if type(inner.norm).__name__ != norm_class or not weights.qkv:
+        return None
+    if next(model.parameters()).dtype != torch.float32:
+        return None
+    return weights
+
+
+def _stacked(linears: list[Any], counts: list[int], width: int) -> Any | None:
+    """The packed weights of the one stacked product that these StackedParts are, in order, each
+    `count` x `width` wide; None if they are not."""
+    if not all(type(linear) is StackedPart for linear in linears):
+        return None
+    product = linears[0]._product
+    if any(linear._product is not product or linear._index != index for index, linear in enumerate(linears)):
+        return None
+    if product._widths != [count * width for count in counts]:
+        return None
+    return product._packed

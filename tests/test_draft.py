@@ -11,6 +11,7 @@ import httpx
 import pytest
 import torch
 
+from heylook.engine import cpu_linear
 from heylook.engine.draft import DraftModel
 from heylook.engine.runner import Engine
 from heylook.errors import ModelLoadFailed
@@ -44,8 +45,15 @@ def engine_with(model, tokenizer, name: str, **options) -> Engine:
     return Engine(model, tokenizer, eos_token_ids={tokenizer.eos_token_id}, name=name, **options)
 
 
-def test_the_draft_guesses_greedily_and_reads_only_what_is_new(tiny_model, tiny_tokenizer) -> None:
+@pytest.mark.parametrize("fast_path", [False, True], ids=["float32", "fast-path"])
+def test_the_draft_guesses_greedily_and_reads_only_what_is_new(tiny_model, tiny_tokenizer, fast_path) -> None:
+    if fast_path:  # as the CPU serves it: its one-token steps go through the decode pass
+        if not cpu_linear.available():
+            pytest.skip("this torch has no fbgemm")
+        tiny_model = copy.deepcopy(tiny_model)
+        cpu_linear.pack_linears(tiny_model)
     draft = DraftModel(tiny_model)
+    assert (draft._decode is not None) is fast_path
     state = draft.start()
     tokens = tiny_tokenizer(PROMPT)["input_ids"]
     with torch.inference_mode():

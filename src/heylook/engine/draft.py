@@ -17,6 +17,7 @@ import torch
 from transformers import DynamicCache
 
 from heylook.engine.batch_cache import can_batch, new_cache, truncate_cache
+from heylook.engine.decode_pass import DecodePass
 
 # Each guess costs a pass of the draft model: fewer than prompt lookup's free ones.
 MAX_MODEL_DRAFT = 8
@@ -38,6 +39,8 @@ class DraftModel:
         self._cache_argument = "cache" if "cache" in accepted else "past_key_values"
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
         self.passes = 0  # the draft's forward passes, for tests and metrics
+        # Its one-token steps through its layers in one function, where it is a model that allows.
+        self._decode = DecodePass.build(model)
 
     @staticmethod
     def suits(model: torch.nn.Module) -> bool:
@@ -70,9 +73,11 @@ class DraftModel:
 
     def _forward(self, tokens: list[int], cache: DynamicCache) -> torch.Tensor:
         input_ids = torch.tensor([tokens], device=self.device)
+        self.passes += 1
+        if len(tokens) == 1 and self._decode is not None and self._decode.accepts(cache):
+            return self._decode(input_ids, cache)[0]
         kwargs = {self._cache_argument: cache, **self._keep}
         out = self.model(input_ids=input_ids, use_cache=True, **kwargs)
-        self.passes += 1
         return out.logits[0, -1]
 
 

@@ -239,27 +239,30 @@ class DecodePass:
         signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).unsqueeze(2)
         rooms = [layer.room_for(held + 1, layer.keys, layer.values) for layer in layers]  # type: ignore[arg-type]
         weights = self._weights
-        hidden = self._layers(
-            hidden,
-            cos.unsqueeze(2),
-            signed_sin,
-            mask,
-            *self._attention_mode(mask),
-            weights.norms,
-            weights.epsilons,
-            weights.qkv,
-            weights.out,
-            weights.gate_up,
-            weights.down,
-            [room[0] for room in rooms],
-            [room[1] for room in rooms],
-            held,
-            self._heads,
-            self._kv_heads,
-            self._head_dim,
-            self._intermediate,
-            self._scaling,
-        )
+        # Unoptimised: TorchScript's profiling executor would otherwise rewrite the graph after its
+        # first runs (the check at build time sees those first runs only).
+        with torch.jit.optimized_execution(False):
+            hidden = self._layers(
+                hidden,
+                cos.unsqueeze(2),
+                signed_sin,
+                mask,
+                *self._attention_mode(mask),
+                weights.norms,
+                weights.epsilons,
+                weights.qkv,
+                weights.out,
+                weights.gate_up,
+                weights.down,
+                [room[0] for room in rooms],
+                [room[1] for room in rooms],
+                held,
+                self._heads,
+                self._kv_heads,
+                self._head_dim,
+                self._intermediate,
+                self._scaling,
+            )
         for layer in layers:
             layer.hold(held + 1)
         hidden = inner.norm(hidden)

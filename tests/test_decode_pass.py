@@ -134,6 +134,37 @@ def test_a_padded_batch_decodes_bit_identically_to_the_models_forward(
             tokens = expected.argmax(-1, keepdim=True)
 
 
+@pytest.mark.parametrize("grouped_attention", [True, False], ids=["grouped-sdpa", "transformers-sdpa"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_speculation_check_gives_the_models_logits_for_every_position(
+    family: str, grouped_attention: bool
+) -> None:
+    """One row's next token and three guesses after it in one pass (the engine's _verify), then a
+    decode step after them: as the model's forward gives them."""
+    model = as_served(FAMILIES[family](), grouped_attention=grouped_attention)
+    with torch.inference_mode():
+        decode = DecodePass.build(model)
+        assert decode is not None
+        theirs, mine = padded_batch(model, [[5, 6, 7, 8, 9]]), padded_batch(model, [[5, 6, 7, 8, 9]])
+        for step in ([[1, 2, 3, 4]], [[2]], [[3, 4]]):
+            tokens = torch.tensor(step)
+            mask, positions = theirs.step_inputs(tokens.shape[1])
+            keep = tokens.shape[1] if tokens.shape[1] > 1 else 0
+            out = model(
+                input_ids=tokens,
+                cache=theirs.cache,
+                use_cache=True,
+                attention_mask=mask,
+                position_ids=positions,
+                logits_to_keep=max(1, keep),
+            )
+            expected = out.logits if keep else out.logits[:, -1, :]
+            theirs.stepped(mask)
+            got = decode(tokens, mine.cache, *mine.step_inputs(tokens.shape[1]), keep=keep)
+            mine.stepped(mask)
+            assert got.shape == expected.shape and torch.equal(expected, got)
+
+
 def test_a_model_built_otherwise_keeps_its_forward() -> None:
     assert DecodePass.build(as_served(Qwen3Config(**SHAPE))) is None  # q/k norms
     assert DecodePass.build(as_served(GemmaConfig(**SHAPE, head_dim=16))) is None  # its own norm
@@ -204,6 +235,29 @@ async def test_an_engine_steps_its_batch_through_the_pass_with_the_same_tokens(
             engine.close()
 
     assert await answers(True) == await answers(False)
+
+
+@pytest.mark.anyio
+async def test_speculation_checks_its_guesses_through_the_pass_with_the_same_tokens(
+    served_tiny, tiny_tokenizer
+) -> None:
+    """A reply that repeats its prompt: prompt lookup guesses, and the checks go through the pass."""
+    params = SamplingParams(max_new_tokens=40, temperature=0.0, ignore_eos=True)
+    prompt = tiny_tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 6)
+
+    async def answer(use_pass: bool) -> tuple[str, int, int]:
+        engine = Engine(served_tiny, tiny_tokenizer, eos_token_ids=set(), name="tiny")
+        try:
+            if not use_pass:
+                engine._decode_pass = None
+            text, _ = await collect(engine, prompt, params)
+            return text, engine.drafted_tokens, engine.forward_passes
+        finally:
+            engine.close()
+
+    with_pass, without = await answer(True), await answer(False)
+    assert with_pass == without
+    assert with_pass[1] > 0  # guesses were checked
 
 
 def test_the_layers_function_is_scripted_once_a_process() -> None:

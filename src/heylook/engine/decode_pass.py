@@ -1,4 +1,4 @@
-"""A decode step of a Llama-family model (Llama, Mistral, Qwen2) with its layers in one TorchScript function.
+"""Decode steps of a Llama-family model (Llama, Mistral, Qwen2) with its layers in one TorchScript function.
 
 On a CPU, a small model's decode step spends about a third of its time in Python between ops:
 transformers' modules, their hooks and keyword plumbing, once per layer and step (a step of the
@@ -7,6 +7,8 @@ one-token step run as one function: the ops transformers runs, on the same value
 order, so the logits are bit-identical (each model is checked when its pass is built; one that
 differs keeps transformers' forward). What is around the layers (embedding, attention mask,
 rotary angles, final norm, head) is transformers' own modules, called as its forward calls them.
+A speculation check (a row's next token and the guesses after it) runs the same way, with the
+attention transformers (or cpu_attention.py) gives several query tokens.
 
 TorchScript interprets those ops from C++ without changing them. torch.compile would fuse them,
 which changes the logits' last bits (a batch and a lone request could then pick different tokens)
@@ -65,6 +67,7 @@ def decoder_layers(
     mask: torch.Tensor | None,
     grouped: bool,
     packed: bool,
+    repeated: bool,
     norms: list[torch.Tensor],
     epsilons: list[float],
     qkv: list[PackedWeights],
@@ -80,12 +83,15 @@ def decoder_layers(
     intermediate: int,
     scaling: float,
 ) -> torch.Tensor:
-    """Every decoder layer for one new token per row: `hidden` (rows, 1, hidden size) in and out.
-    Each layer's new key and value go into column `held` of its rooms, which must have room.
-    `grouped` and `packed` are how transformers' sdpa_attention_forward attends with several query
-    heads per key/value head: SDPA's enable_gqa, or the query heads folded onto theirs."""
-    rows = hidden.shape[0]
+    """Every decoder layer for the rows' new tokens: `hidden` (rows, tokens, hidden size) in and
+    out. Each layer's new keys and values go into columns `held` on of its rooms, which must have
+    room. `grouped`, `packed` and `repeated` say how several query heads per key/value head attend,
+    as transformers' SDPA functions (sdpa_attention_forward, cpu_attention's) pick it: SDPA's
+    enable_gqa, the query heads of one token folded onto theirs, or the keys and values repeated
+    for each query head."""
+    rows, tokens = hidden.shape[0], hidden.shape[1]
     half = head_dim // 2
+    length = held + tokens
     for i in range(len(qkv)):
         # input_layernorm (LlamaRMSNorm; float32 throughout, so its casts are no-ops)
         residual = hidden
@@ -95,23 +101,26 @@ def decoder_layers(
         parts = torch.ops.quantized.linear_dynamic_fp16(normed, qkv[i]).split(
             [(heads + kv_heads) * head_dim, kv_heads * head_dim], -1
         )
-        rotated = parts[0].view(rows, 1, heads + kv_heads, head_dim)
+        rotated = parts[0].view(rows, tokens, heads + kv_heads, head_dim)
         rotated = rotated * cos + rotated.roll(half, -1) * signed_sin
         query_key = rotated.split([heads, kv_heads], 2)
         query = query_key[0].transpose(1, 2)
         key_room, value_room = key_rooms[i], value_rooms[i]
-        key_room[:, :, held : held + 1].copy_(query_key[1].transpose(1, 2))
-        value_room[:, :, held : held + 1].copy_(parts[1].view(rows, 1, kv_heads, head_dim).transpose(1, 2))
-        keys = key_room[:, :, : held + 1]
-        values = value_room[:, :, : held + 1]
-        # sdpa_attention_forward for one query token
+        key_room[:, :, held:length].copy_(query_key[1].transpose(1, 2))
+        value_room[:, :, held:length].copy_(parts[1].view(rows, tokens, kv_heads, head_dim).transpose(1, 2))
+        keys = key_room[:, :, :length]
+        values = value_room[:, :, :length]
         if packed:
             query = query.reshape(rows, kv_heads, heads // kv_heads, head_dim)
+        if repeated:  # transformers' repeat_kv
+            shape = [rows, kv_heads, heads // kv_heads, length, head_dim]
+            keys = keys[:, :, None, :, :].expand(shape).reshape(rows, heads, length, head_dim)
+            values = values[:, :, None, :, :].expand(shape).reshape(rows, heads, length, head_dim)
         attended = torch.ops.aten.scaled_dot_product_attention(
             query, keys, values, mask, 0.0, False, scale=scaling, enable_gqa=grouped
         )
-        attended = attended.reshape(rows, -1, 1, head_dim).transpose(1, 2).contiguous()
-        attended = attended.reshape(rows, 1, -1).contiguous()
+        attended = attended.reshape(rows, -1, tokens, head_dim).transpose(1, 2).contiguous()
+        attended = attended.reshape(rows, tokens, -1).contiguous()
         hidden = residual + torch.ops.quantized.linear_dynamic_fp16(attended, out[i])
         # post_attention_layernorm, gated MLP
         residual = hidden
@@ -154,11 +163,13 @@ class _Weights:
 
 
 class DecodePass:
-    """One decode step (one new token per row) of a supported model over a growing cache.
+    """A forward pass of a supported model over a growing cache that holds tokens already: a
+    decode step (a token per row) or a speculation check (a row's next token and the guesses
+    after it).
 
     `build` returns one for a model it can run bit-identically to transformers' forward, else
-    None. Call `accepts(cache)` before each step: only a cache of growing layers that hold
-    tokens qualifies; anything else goes through the model's forward.
+    None. Call `accepts(cache)` first: only a cache of growing layers that hold tokens qualifies
+    (a prompt's first pass, or any other cache, goes through the model's forward).
     """
 
     def __init__(self, model: Any, weights: _Weights, *, script: bool = True) -> None:
@@ -173,6 +184,8 @@ class DecodePass:
         self._head_dim = attention.head_dim
         self._scaling = float(attention.scaling)
         self._intermediate = config.intermediate_size
+        # heylook's attention for several query tokens with a mask (cpu_attention.py)
+        self._grouped_attention = config._attn_implementation == GROUPED_ATTENTION
         # What transformers' use_gqa_in_sdpa reads of the keys and values: their head size.
         self._head_shaped = torch.empty(0, 0, 0, self._head_dim)
         self._layers: Callable[..., torch.Tensor]
@@ -216,16 +229,18 @@ class DecodePass:
         cache: DynamicCache,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        *,
+        keep: int = 0,
     ) -> torch.Tensor:
-        """The logits of the next token, (rows, vocab), for `input_ids` (rows, 1), as the model's
-        forward with logits_to_keep=1 gives them; the cache grows by one column."""
-        if input_ids.dim() != 2 or input_ids.shape[1] != 1:
-            raise ValueError("a decode pass takes one token per row")
+        """The model's logits for `input_ids` (rows, tokens) after what `cache` holds, which
+        grows by as many columns: the last position's (rows, vocab), or with `keep`, the last
+        `keep` positions' (rows, keep, vocab); as the model's forward gives them."""
         inner = self._inner
         layers: list[GrowingLayer] = list(cache.layers)  # type: ignore[arg-type]
         held = layers[0].get_seq_length()
+        tokens = input_ids.shape[1]
         if position_ids is None:
-            position_ids = torch.full_like(input_ids, held)
+            position_ids = (held + torch.arange(tokens, device=input_ids.device)).expand_as(input_ids)
         hidden = inner.embed_tokens(input_ids)
         mask = create_causal_mask(
             config=self._config,
@@ -234,10 +249,21 @@ class DecodePass:
             cache=cache,
             position_ids=position_ids,
         )
+        if tokens > 1 and mask is None:  # causal attention without a mask: not written out here
+            out = self._model(
+                input_ids=input_ids,
+                cache=cache,
+                use_cache=True,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                logits_to_keep=max(1, keep),
+            )
+            return out.logits[:, -keep:, :] if keep else out.logits[:, -1, :]
         cos, sin = inner.rotary_emb(hidden, position_ids=position_ids)
         half = self._head_dim // 2
         signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).unsqueeze(2)
-        rooms = [layer.room_for(held + 1, layer.keys, layer.values) for layer in layers]  # type: ignore[arg-type]
+        length = held + tokens
+        rooms = [layer.room_for(length, layer.keys, layer.values) for layer in layers]  # type: ignore[arg-type]
         weights = self._weights
         # Unoptimised: TorchScript's profiling executor would otherwise rewrite the graph after its
         # first runs (the check at build time sees those first runs only).
@@ -247,7 +273,7 @@ class DecodePass:
                 cos.unsqueeze(2),
                 signed_sin,
                 mask,
-                *self._attention_mode(mask),
+                *self._attention_mode(mask, tokens),
                 weights.norms,
                 weights.epsilons,
                 weights.qkv,
@@ -264,32 +290,42 @@ class DecodePass:
                 self._scaling,
             )
         for layer in layers:
-            layer.hold(held + 1)
+            layer.hold(length)
         hidden = inner.norm(hidden)
-        return self._model.lm_head(hidden[:, -1:, :])[:, -1, :]
+        logits = self._model.lm_head(hidden[:, -max(1, keep) :, :])
+        return logits if keep else logits[:, -1, :]
 
-    def _attention_mode(self, mask: torch.Tensor | None) -> tuple[bool, bool]:
-        """(grouped, packed), as sdpa_attention_forward decides for one query token."""
+    def _attention_mode(self, mask: torch.Tensor | None, tokens: int) -> tuple[bool, bool, bool]:
+        """(grouped, packed, repeated), as the model's attention function decides: heylook's
+        (cpu_attention.py) for several query tokens with a mask, else transformers'
+        sdpa_attention_forward."""
         if self._heads == self._kv_heads:
-            return False, False
+            return False, False, False
+        if self._grouped_attention and tokens > 1 and mask is not None:
+            return True, False, False
         if use_gqa_in_sdpa(mask, self._head_shaped, self._head_shaped):
-            return True, False
+            return True, False, False
+        if tokens > 1:
+            return False, False, True
         if mask is not None and mask.shape[1] != 1:
             raise ValueError("a per-head attention mask")  # transformers would pack it; never made here
-        return False, True
+        return False, True, False
 
     def _matches_forward(self) -> bool:
-        """One step of a short prompt through this pass and through the model's forward: the
-        same logits, bit for bit."""
+        """A decode step and a three-token step after a short prompt, through this pass and
+        through the model's forward: the same logits, bit for bit."""
         prompt = torch.tensor([[1, 2, 3, 4]], device=self._device)
-        token = torch.tensor([[5]], device=self._device)
+        steps = [torch.tensor([[5]], device=self._device), torch.tensor([[6, 7, 8]], device=self._device)]
         with torch.inference_mode():
             theirs, mine = new_cache(self._config), new_cache(self._config)
             self._model(input_ids=prompt, cache=theirs, use_cache=True, logits_to_keep=1)
             self._model(input_ids=prompt, cache=mine, use_cache=True, logits_to_keep=1)
-            expected = self._model(input_ids=token, cache=theirs, use_cache=True, logits_to_keep=1).logits
-            got = self(token, mine)
-        return torch.equal(expected[:, -1, :], got)
+            for step in steps:
+                keep = step.shape[1]
+                out = self._model(input_ids=step, cache=theirs, use_cache=True, logits_to_keep=keep)
+                if not torch.equal(out.logits, self(step, mine, keep=keep)):
+                    return False
+        return True
 
     @property
     def _device(self) -> torch.device:

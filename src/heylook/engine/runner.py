@@ -633,6 +633,17 @@ class Engine:
         self.forward_passes += 1
         return out.logits[:, -keep:, :] if keep else out.logits[:, -1, :]
 
+    def _batch_forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, *, keep: int = 0
+    ) -> torch.Tensor:
+        """A pass of the batch (its rows' next tokens, or one row's next token and guesses):
+        through the decode pass where the model has one, else the model's forward."""
+        cache = self._batch.cache
+        if self._decode_pass is not None and self._decode_pass.accepts(cache):
+            self.forward_passes += 1
+            return self._decode_pass(tokens, cache, mask, positions, keep=keep)
+        return self._forward(tokens, cache, {"attention_mask": mask, "position_ids": positions}, keep=keep)
+
     def _placed(self, value: torch.Tensor) -> torch.Tensor:
         """A prompt input on the model's device; pixels in the model's float type."""
         if value.is_floating_point():
@@ -664,12 +675,7 @@ class Engine:
         mask, positions = self._batch.step_inputs()
         tokens = torch.tensor([[seq.next_input] for seq in self._batch_rows], device=self.device)
         try:
-            if self._decode_pass is not None and self._decode_pass.accepts(self._batch.cache):
-                logits = self._decode_pass(tokens, self._batch.cache, mask, positions)
-                self.forward_passes += 1
-            else:
-                inputs = {"attention_mask": mask, "position_ids": positions}
-                logits = self._forward(tokens, self._batch.cache, inputs)
+            logits = self._batch_forward(tokens, mask, positions)
         except Exception as error:
             # The pass failed for every row, and the batch's cache may be half-updated.
             for seq in self._batch_rows:
@@ -726,8 +732,7 @@ class Engine:
         mask, positions = self._batch.step_inputs(len(draft) + 1)
         tokens = torch.tensor([[seq.next_input, *draft]], device=self.device)
         try:
-            inputs = {"attention_mask": mask, "position_ids": positions}
-            logits = self._forward(tokens, self._batch.cache, inputs, keep=len(draft) + 1)
+            logits = self._batch_forward(tokens, mask, positions, keep=len(draft) + 1)
         except Exception as error:
             self._fail(seq, error)
             self._batch.clear()

@@ -39,7 +39,7 @@ class DraftModel:
         self._cache_argument = "cache" if "cache" in accepted else "past_key_values"
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
         self.passes = 0  # the draft's forward passes, for tests and metrics
-        # Its one-token steps through its layers in one function, where it is a model that allows.
+        # Its passes after the first through its layers in one function, where the model allows.
         self._decode = DecodePass.build(model)
 
     @staticmethod
@@ -74,7 +74,7 @@ class DraftModel:
     def _forward(self, tokens: list[int], cache: DynamicCache) -> torch.Tensor:
         input_ids = torch.tensor([tokens], device=self.device)
         self.passes += 1
-        if len(tokens) == 1 and self._decode is not None and self._decode.accepts(cache):
+        if self._decode is not None and self._decode.accepts(cache):
             return self._decode(input_ids, cache)[0]
         kwargs = {self._cache_argument: cache, **self._keep}
         out = self.model(input_ids=input_ids, use_cache=True, **kwargs)

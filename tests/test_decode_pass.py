@@ -260,6 +260,31 @@ async def test_speculation_checks_its_guesses_through_the_pass_with_the_same_tok
     assert with_pass[1] > 0  # guesses were checked
 
 
+@pytest.mark.anyio
+async def test_prompts_after_a_cached_prefix_or_a_first_chunk_go_through_the_pass_alike(
+    served_tiny, tiny_tokenizer
+) -> None:
+    """A chat's next turn (its history from the prefix cache) and a prompt evaluated in chunks:
+    what follows the cached part or the first chunk is read by the pass, with the same tokens."""
+    params = SamplingParams(max_new_tokens=12, temperature=0.0, ignore_eos=True)
+    history = tiny_tokenizer.encode("The capital of France is Paris. Numbers 0123456789 and punctuation")
+    follow_up = [*history, *tiny_tokenizer.encode(" café, naïve; and more text")]
+
+    async def answers(use_pass: bool) -> tuple[list[str], int, int]:
+        engine = Engine(served_tiny, tiny_tokenizer, eos_token_ids=set(), name="tiny", prefill_chunk=8)
+        try:
+            if not use_pass:
+                engine._decode_pass = None
+            texts = [(await collect(engine, prompt, params))[0] for prompt in (history, follow_up)]
+            return texts, engine.prompt_tokens_cached, engine.forward_passes
+        finally:
+            engine.close()
+
+    with_pass, without = await answers(True), await answers(False)
+    assert with_pass == without
+    assert with_pass[1] == len(history)  # the second prompt's history came from the prefix cache
+
+
 def test_the_layers_function_is_scripted_once_a_process() -> None:
     first, scripted = decode_pass._layers_function()
     again, _ = decode_pass._layers_function()

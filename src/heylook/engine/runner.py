@@ -569,8 +569,8 @@ class Engine:
         count = remaining if whole else min(remaining, budget)
         extra = {name: self._placed(value) for name, value in seq.prompt_inputs.items()}
         seq.prompt_inputs = {}  # the pixels' memory goes back once the prompt is evaluated
-        chunk = seq.target[seq.evaluated : seq.evaluated + count]
-        logits = self._forward(torch.tensor([chunk], device=self.device), seq.cache, extra)
+        chunk = torch.tensor([seq.target[seq.evaluated : seq.evaluated + count]], device=self.device)
+        logits = self._forward(chunk, seq.cache, extra) if extra else self._forward_after(chunk, seq.cache)
         seq.evaluated += count
         self.prompt_tokens_evaluated += count
         if seq.evaluated < len(seq.target):
@@ -633,16 +633,25 @@ class Engine:
         self.forward_passes += 1
         return out.logits[:, -keep:, :] if keep else out.logits[:, -1, :]
 
-    def _batch_forward(
-        self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, *, keep: int = 0
+    def _forward_after(
+        self,
+        input_ids: torch.Tensor,
+        cache: DynamicCache,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        *,
+        keep: int = 0,
     ) -> torch.Tensor:
-        """A pass of the batch (its rows' next tokens, or one row's next token and guesses):
-        through the decode pass where the model has one, else the model's forward."""
-        cache = self._batch.cache
+        """`_forward` for text tokens after what `cache` holds (the batch's next tokens, a row's
+        guesses, a prompt's chunk after its first or after a cached prefix): through the decode
+        pass where the model has one and the cache holds tokens, else the model's forward."""
         if self._decode_pass is not None and self._decode_pass.accepts(cache):
             self.forward_passes += 1
-            return self._decode_pass(tokens, cache, mask, positions, keep=keep)
-        return self._forward(tokens, cache, {"attention_mask": mask, "position_ids": positions}, keep=keep)
+            return self._decode_pass(input_ids, cache, mask, positions, keep=keep)
+        inputs: dict[str, torch.Tensor] = {}
+        if mask is not None and positions is not None:
+            inputs = {"attention_mask": mask, "position_ids": positions}
+        return self._forward(input_ids, cache, inputs, keep=keep)
 
     def _placed(self, value: torch.Tensor) -> torch.Tensor:
         """A prompt input on the model's device; pixels in the model's float type."""
@@ -675,7 +684,7 @@ class Engine:
         mask, positions = self._batch.step_inputs()
         tokens = torch.tensor([[seq.next_input] for seq in self._batch_rows], device=self.device)
         try:
-            logits = self._batch_forward(tokens, mask, positions)
+            logits = self._forward_after(tokens, self._batch.cache, mask, positions)
         except Exception as error:
             # The pass failed for every row, and the batch's cache may be half-updated.
             for seq in self._batch_rows:
@@ -732,7 +741,7 @@ class Engine:
         mask, positions = self._batch.step_inputs(len(draft) + 1)
         tokens = torch.tensor([[seq.next_input, *draft]], device=self.device)
         try:
-            logits = self._batch_forward(tokens, mask, positions, keep=len(draft) + 1)
+            logits = self._forward_after(tokens, self._batch.cache, mask, positions, keep=len(draft) + 1)
         except Exception as error:
             self._fail(seq, error)
             self._batch.clear()

@@ -188,6 +188,12 @@ def test_a_pass_whose_logits_differ_from_the_models_is_not_used() -> None:
     assert DecodePass.build(model) is None
 
 
+def test_a_model_that_breaks_the_check_keeps_its_forward() -> None:
+    model = as_served(LlamaConfig(**SHAPE))
+    del model.model.layers[0].self_attn.head_dim  # what the pass reads of it is missing
+    assert DecodePass.build(model) is None
+
+
 def test_caches_it_cannot_extend_go_to_the_models_forward() -> None:
     model = as_served(LlamaConfig(**SHAPE))
     decode = DecodePass.build(model)

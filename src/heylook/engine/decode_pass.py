@@ -195,13 +195,13 @@ class DecodePass:
     def build(cls, model: Any, *, script: bool = True) -> DecodePass | None:
         """The pass for this model, checked against its forward; None where it does not apply.
         `script=False` runs the layers' function as Python, as where TorchScript is missing."""
-        weights = _supported(model)
-        if weights is None:
-            return None
-        built = cls(model, weights, script=script)
         try:
+            weights = _supported(model)
+            if weights is None:
+                return None
+            built = cls(model, weights, script=script)
             same = built._matches_forward()
-        except Exception as error:
+        except Exception as error:  # a model shaped unlike those it was written for
             log.warning("decode pass not used for %s: its check failed (%s)", type(model).__name__, error)
             return None
         if not same:

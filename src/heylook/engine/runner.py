@@ -227,9 +227,9 @@ class Engine:
         self.speculative = speculative and self.batching
         # A smaller model guessing where prompt lookup finds nothing (draft.py).
         self.draft = DraftModel(draft_model) if draft_model is not None and self.speculative else None
-        # The batch's decode steps through the model's layers in one TorchScript function, where
-        # the model is one it runs bit-identically (decode_pass.py).
-        self._decode_pass = _decode_pass(model) if self.batching else None
+        # Passes over tokens already cached go through the model's layers in one TorchScript
+        # function, where the model is one it runs bit-identically (decode_pass.py).
+        self._decode_pass = DecodePass.build(model) if self.batching else None
         self._batch = BatchCache(model.config)
         self._batch_rows: list[_Sequence] = []  # the sequence in each row of self._batch
         # Groups submitted and not yet taken: interactive ones first, then background ones.
@@ -836,11 +836,3 @@ class Engine:
                 stop_sequence=seq.stops.matched,
             )
         )
-
-
-def _decode_pass(model: torch.nn.Module) -> DecodePass | None:
-    try:
-        return DecodePass.build(model)
-    except Exception:  # a model shaped unlike any this was written for: its own forward it is
-        log.warning("decode pass not used for %s", type(model).__name__, exc_info=True)
-        return None

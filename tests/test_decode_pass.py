@@ -257,9 +257,9 @@ async def test_speculation_checks_its_guesses_through_the_pass_with_the_same_tok
             if not use_pass:
                 engine._decode_pass = None
             text, _ = await collect(engine, prompt, params)
-            return text, engine.drafted_tokens, engine.forward_passes
         finally:
-            engine.close()
+            engine.close()  # its counters are final once its thread is done (the reply may come first)
+        return text, engine.drafted_tokens, engine.forward_passes
 
     with_pass, without = await answer(True), await answer(False)
     assert with_pass == without
@@ -282,9 +282,9 @@ async def test_prompts_after_a_cached_prefix_or_a_first_chunk_go_through_the_pas
             if not use_pass:
                 engine._decode_pass = None
             texts = [(await collect(engine, prompt, params))[0] for prompt in (history, follow_up)]
-            return texts, engine.prompt_tokens_cached, engine.forward_passes
         finally:
-            engine.close()
+            engine.close()  # its counters are final once its thread is done (the reply may come first)
+        return texts, engine.prompt_tokens_cached, engine.forward_passes
 
     with_pass, without = await answers(True), await answers(False)
     assert with_pass == without

@@ -32,6 +32,8 @@ def run_server(app: Starlette, *, host: str, port: int) -> None:
         # front door waits 1 to 2 ms less for its first token at 32 streams (docs/benchmarks.md).
         import uvloop
     except ImportError:
+        log.info("event loop: asyncio's (uvloop is not installed)")
         asyncio.run(serving)
     else:
+        log.info("event loop: uvloop's")
         uvloop.run(serving)

@@ -14,6 +14,7 @@ from transformers import (
     GemmaConfig,
     LlamaConfig,
     MistralConfig,
+    Phi3Config,
     Qwen2Config,
     Qwen3Config,
 )
@@ -53,6 +54,7 @@ FAMILIES = {
     ),
     "mistral": lambda: MistralConfig(**SHAPE, sliding_window=None),
     "qwen2": lambda: Qwen2Config(**SHAPE),
+    "qwen3": lambda: Qwen3Config(**SHAPE, head_dim=32),  # wider heads than hidden / heads, as Qwen3's are
 }
 
 
@@ -60,6 +62,12 @@ def as_served(config, *, grouped_attention: bool = True) -> torch.nn.Module:
     """A random model of this config as the CPU fast path serves it (engine/cpu_*.py)."""
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    with torch.no_grad():  # transformers starts norms at one and biases at zero: a pass mixing
+        for name, parameter in model.named_parameters():  # them up would go unseen
+            if "norm" in name:
+                parameter.normal_(1.0, 0.2)
+            elif name.endswith(".bias"):
+                parameter.normal_(0.0, 0.2)
     cpu_linear.pack_linears(model)
     if grouped_attention:
         cpu_attention.use_grouped_attention(model)
@@ -166,7 +174,9 @@ def test_a_speculation_check_gives_the_models_logits_for_every_position(
 
 
 def test_a_model_built_otherwise_keeps_its_forward() -> None:
-    assert DecodePass.build(as_served(Qwen3Config(**SHAPE))) is None  # q/k norms
+    assert DecodePass.build(as_served(Phi3Config(**SHAPE, pad_token_id=0))) is None  # q/k/v in one linear
+    sliding = Qwen3Config(**SHAPE, use_sliding_window=True, sliding_window=16, max_window_layers=1)
+    assert DecodePass.build(as_served(sliding)) is None
     assert DecodePass.build(as_served(GemmaConfig(**SHAPE, head_dim=16))) is None  # its own norm
     assert DecodePass.build(as_served(MistralConfig(**SHAPE, sliding_window=16))) is None
     assert DecodePass.build(as_served(LlamaConfig(**SHAPE, hidden_act="gelu"))) is None

@@ -1,4 +1,4 @@
-"""Decode steps of a Llama-family model (Llama, Mistral, Qwen2) with its layers in one TorchScript function.
+"""Decode steps of Llama-family models (Llama, Mistral, Qwen2, Qwen3): layers in one TorchScript function.
 
 On a CPU, a small model's decode step spends about a third of its time in Python between ops:
 transformers' modules, their hooks and keyword plumbing, once per layer and step (a step of the
@@ -52,12 +52,15 @@ else:
 
 # Model classes whose decoder layers are exactly Llama's: pre-norm RMSNorm, q/k/v (with or
 # without bias) and rotary embedding, SDPA over the cache, o_proj, residual; RMSNorm, SiLU-gated
-# MLP, residual. Each layer's and the model's modules are checked too (_supported).
+# MLP, residual. Qwen3's also normalise each query and key head (RMSNorm over the head) before
+# the rotary embedding. Each layer's and the model's modules are checked too (_supported).
 FAMILIES = {
     "LlamaForCausalLM": ("LlamaDecoderLayer", "LlamaAttention", "LlamaMLP", "LlamaRMSNorm"),
     "MistralForCausalLM": ("MistralDecoderLayer", "MistralAttention", "MistralMLP", "MistralRMSNorm"),
     "Qwen2ForCausalLM": ("Qwen2DecoderLayer", "Qwen2Attention", "Qwen2MLP", "Qwen2RMSNorm"),
+    "Qwen3ForCausalLM": ("Qwen3DecoderLayer", "Qwen3Attention", "Qwen3MLP", "Qwen3RMSNorm"),
 }
+HEAD_NORMS = {"Qwen3ForCausalLM"}  # the families with q_norm and k_norm
 
 
 def decoder_layers(
@@ -70,6 +73,8 @@ def decoder_layers(
     repeated: bool,
     norms: list[torch.Tensor],
     epsilons: list[float],
+    head_norms: list[torch.Tensor],
+    head_epsilons: list[float],
     qkv: list[PackedWeights],
     out: list[PackedWeights],
     gate_up: list[PackedWeights],
@@ -88,7 +93,8 @@ def decoder_layers(
     room. `grouped`, `packed` and `repeated` say how several query heads per key/value head attend,
     as transformers' SDPA functions (sdpa_attention_forward, cpu_attention's) pick it: SDPA's
     enable_gqa, the query heads of one token folded onto theirs, or the keys and values repeated
-    for each query head."""
+    for each query head. `head_norms` (q_norm and k_norm of each layer) is empty for families
+    without them."""
     rows, tokens = hidden.shape[0], hidden.shape[1]
     half = head_dim // 2
     length = held + tokens
@@ -102,6 +108,15 @@ def decoder_layers(
             [(heads + kv_heads) * head_dim, kv_heads * head_dim], -1
         )
         rotated = parts[0].view(rows, tokens, heads + kv_heads, head_dim)
+        if len(head_norms) > 0:  # Qwen3's q_norm and k_norm, each on its own heads
+            split = rotated.split([heads, kv_heads], 2)
+            query_variance = split[0].pow(2).mean(-1, keepdim=True)
+            normed_query = head_norms[2 * i] * (split[0] * torch.rsqrt(query_variance + head_epsilons[2 * i]))
+            key_variance = split[1].pow(2).mean(-1, keepdim=True)
+            normed_key = head_norms[2 * i + 1] * (
+                split[1] * torch.rsqrt(key_variance + head_epsilons[2 * i + 1])
+            )
+            rotated = torch.cat([normed_query, normed_key], 2)
         rotated = rotated * cos + rotated.roll(half, -1) * signed_sin
         query_key = rotated.split([heads, kv_heads], 2)
         query = query_key[0].transpose(1, 2)
@@ -156,6 +171,8 @@ def _layers_function() -> tuple[Callable[..., torch.Tensor], bool]:
 class _Weights:
     norms: list[torch.Tensor]
     epsilons: list[float]
+    head_norms: list[torch.Tensor]
+    head_epsilons: list[float]
     qkv: list[Any]
     out: list[Any]
     gate_up: list[Any]
@@ -276,6 +293,8 @@ class DecodePass:
                 *self._attention_mode(mask, tokens),
                 weights.norms,
                 weights.epsilons,
+                weights.head_norms,
+                weights.head_epsilons,
                 weights.qkv,
                 weights.out,
                 weights.gate_up,
@@ -352,7 +371,8 @@ def _supported(model: Any) -> _Weights | None:
     if getattr(config, "pretraining_tp", 1) != 1:
         return None
     layer_class, attention_class, mlp_class, norm_class = family
-    weights = _Weights([], [], [], [], [], [])
+    weights = _Weights([], [], [], [], [], [], [], [])
+    head_normed = type(model).__name__ in HEAD_NORMS
     for layer in inner.layers:
         attention: Any = getattr(layer, "self_attn", None)
         mlp: Any = getattr(layer, "mlp", None)
@@ -379,6 +399,12 @@ def _supported(model: Any) -> _Weights | None:
             return None
         weights.norms.extend(norm.weight for norm in norms)
         weights.epsilons.extend(float(norm.variance_epsilon) for norm in norms)
+        head_norms: list[Any] = [getattr(attention, "q_norm", None), getattr(attention, "k_norm", None)]
+        if head_normed != all(type(norm).__name__ == norm_class for norm in head_norms):
+            return None
+        if head_normed:
+            weights.head_norms.extend(norm.weight for norm in head_norms)
+            weights.head_epsilons.extend(float(norm.variance_epsilon) for norm in head_norms)
         weights.qkv.append(qkv)
         weights.out.append(attention.o_proj._packed)
         weights.gate_up.append(gate_up)

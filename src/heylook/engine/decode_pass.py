@@ -63,6 +63,12 @@ FAMILIES = {
 HEAD_NORMS = {"Qwen3ForCausalLM"}  # the families with q_norm and k_norm
 
 
+def rms_norm(hidden: torch.Tensor, weight: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """transformers' LlamaRMSNorm (and its copies) on float32: its casts are no-ops there."""
+    variance = hidden.pow(2).mean(-1, keepdim=True)
+    return weight * (hidden * torch.rsqrt(variance + epsilon))
+
+
 def decoder_layers(
     hidden: torch.Tensor,
     cos: torch.Tensor,
@@ -99,10 +105,9 @@ def decoder_layers(
     half = head_dim // 2
     length = held + tokens
     for i in range(len(qkv)):
-        # input_layernorm (LlamaRMSNorm; float32 throughout, so its casts are no-ops)
+        # input_layernorm
         residual = hidden
-        variance = hidden.pow(2).mean(-1, keepdim=True)
-        normed = norms[2 * i] * (hidden * torch.rsqrt(variance + epsilons[2 * i]))
+        normed = rms_norm(hidden, norms[2 * i], epsilons[2 * i])
         # q/k/v (one stacked product), rotary embedding on the query and key heads together
         parts = torch.ops.quantized.linear_dynamic_fp16(normed, qkv[i]).split(
             [(heads + kv_heads) * head_dim, kv_heads * head_dim], -1
@@ -110,12 +115,8 @@ def decoder_layers(
         rotated = parts[0].view(rows, tokens, heads + kv_heads, head_dim)
         if len(head_norms) > 0:  # Qwen3's q_norm and k_norm, each on its own heads
             split = rotated.split([heads, kv_heads], 2)
-            query_variance = split[0].pow(2).mean(-1, keepdim=True)
-            normed_query = head_norms[2 * i] * (split[0] * torch.rsqrt(query_variance + head_epsilons[2 * i]))
-            key_variance = split[1].pow(2).mean(-1, keepdim=True)
-            normed_key = head_norms[2 * i + 1] * (
-                split[1] * torch.rsqrt(key_variance + head_epsilons[2 * i + 1])
-            )
+            normed_query = rms_norm(split[0], head_norms[2 * i], head_epsilons[2 * i])
+            normed_key = rms_norm(split[1], head_norms[2 * i + 1], head_epsilons[2 * i + 1])
             rotated = torch.cat([normed_query, normed_key], 2)
         rotated = rotated * cos + rotated.roll(half, -1) * signed_sin
         query_key = rotated.split([heads, kv_heads], 2)
@@ -139,8 +140,7 @@ def decoder_layers(
         hidden = residual + torch.ops.quantized.linear_dynamic_fp16(attended, out[i])
         # post_attention_layernorm, gated MLP
         residual = hidden
-        variance = hidden.pow(2).mean(-1, keepdim=True)
-        normed = norms[2 * i + 1] * (hidden * torch.rsqrt(variance + epsilons[2 * i + 1]))
+        normed = rms_norm(hidden, norms[2 * i + 1], epsilons[2 * i + 1])
         gate_and_up = torch.ops.quantized.linear_dynamic_fp16(normed, gate_up[i]).split(
             [intermediate, intermediate], -1
         )

@@ -1,13 +1,14 @@
-"""Decode steps of Llama-family models (Llama, Mistral, Qwen2, Qwen3): layers in one TorchScript function.
+"""Passes over cached tokens of Llama-family models (Llama, Mistral, Qwen2, Qwen3) as one TorchScript call.
 
 On a CPU, a small model's decode step spends about a third of its time in Python between ops:
 transformers' modules, their hooks and keyword plumbing, once per layer and step (a step of the
 demo model is ~120 float16 matrix products and ~1,200 small ops). Here the decoder layers of a
-one-token step run as one function: the ops transformers runs, on the same values, in the same
+pass after a prompt's first run as one function: the ops transformers runs, on the same values, in the same
 order, so the logits are bit-identical (each model is checked when its pass is built; one that
 differs keeps transformers' forward). What is around the layers (embedding, attention mask,
 rotary angles, final norm, head) is transformers' own modules, called as its forward calls them.
-A speculation check (a row's next token and the guesses after it) runs the same way, with the
+Passes of several tokens a row (a speculation check: a row's next token and the guesses after
+it; a prompt's chunk after its first or after a cached prefix) run the same way, with the
 attention transformers (or cpu_attention.py) gives several query tokens.
 
 TorchScript interprets those ops from C++ without changing them. torch.compile would fuse them,
@@ -181,8 +182,8 @@ class _Weights:
 
 class DecodePass:
     """A forward pass of a supported model over a growing cache that holds tokens already: a
-    decode step (a token per row) or a speculation check (a row's next token and the guesses
-    after it).
+    decode step (a token per row), a speculation check (a row's next token and the guesses
+    after it), or the next chunk of a prompt.
 
     `build` returns one for a model it can run bit-identically to transformers' forward, else
     None. Call `accepts(cache)` first: only a cache of growing layers that hold tokens qualifies

@@ -194,6 +194,10 @@ class GenerationRequest:
     # Bulk work (a batch's line), never set from a request's body: a local model runs it only
     # while no interactive request runs or waits.
     background: bool = False
+    # Tools the client offered that a model here cannot run (hosted ones: web search, file search,
+    # code interpreter, computer use, MCP servers), dropped rather than refused: their types, said
+    # back in the X-Heylook-Dropped-Tools header.
+    dropped_tools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ async def respond(request: Request, internal: GenerationRequest, writer: Writer)
     if generation is None:
         return Response(status_code=CLIENT_GONE)
     writer = backends.served_writer(generation, writer)
-    headers = replica_header(generation)
+    headers = {**replica_header(generation), **dropped_tools_header(internal)}
     if writer.stream:
         return StreamedGeneration(generation, writer, headers)  # type: ignore[return-value]
     while True:
@@ -48,7 +48,7 @@ async def respond(request: Request, internal: GenerationRequest, writer: Writer)
             again = await unless_client_leaves(request, error.again)
             if again is None:
                 return Response(status_code=CLIENT_GONE)
-            generation, headers = again, replica_header(again)
+            generation, headers = again, {**replica_header(again), **dropped_tools_header(internal)}
     if result is None:
         return Response(status_code=CLIENT_GONE)
     reply, final = result
@@ -71,6 +71,17 @@ def replica_named(replica: str | None) -> dict[str, str]:
 
 
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+# Says which of the client's tools were dropped (hosted tools a local model cannot run), by type,
+# comma-separated: the request is served without them rather than refused.
+DROPPED_TOOLS_HEADER = "X-Heylook-Dropped-Tools"
+
+
+def dropped_tools_header(internal: GenerationRequest) -> dict[str, str]:
+    if not internal.dropped_tools:
+        return {}
+    names = ",".join(dict.fromkeys(internal.dropped_tools))
+    return {DROPPED_TOOLS_HEADER: urllib.parse.quote(names, safe=_HEADER_SAFE)}
 
 
 async def translated_generation(request: Request) -> Response:

@@ -4,6 +4,8 @@ stream of typed events out."""
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,17 +157,24 @@ def test_tool_choice(choice: dict[str, Any], expected: ToolChoice, parallel: boo
 
 
 @pytest.mark.parametrize(
-    ("thinking", "think", "budget"),
+    ("thinking", "effort", "think", "hint", "budget"),
     [
-        ({"type": "enabled", "budget_tokens": 50}, True, 50),
-        ({"type": "disabled"}, False, None),
-        ({"type": "adaptive"}, True, None),
-        (None, None, None),
+        ({"type": "enabled", "budget_tokens": 50}, None, True, False, 50),
+        ({"type": "enabled", "budget_tokens": 50, "display": "omitted"}, "low", "low", False, 50),
+        ({"type": "disabled"}, None, False, False, None),
+        ({"type": "disabled"}, "high", False, False, None),
+        ({"type": "between_tools"}, "high", False, False, None),
+        # Adaptive and effort leave it to the model: one that cannot think ignores them (a hint).
+        ({"type": "adaptive"}, None, True, True, None),
+        ({"type": "adaptive", "display": "summarized"}, "high", "high", True, None),
+        ({"type": "adaptive"}, "max", "high", True, None),
+        (None, "medium", "medium", True, None),
+        (None, None, None, False, None),
     ],
 )
-def test_thinking(thinking: Any, think: Any, budget: int | None) -> None:
-    request = parsed(thinking=thinking)
-    assert (request.think, request.thinking_budget) == (think, budget)
+def test_thinking(thinking: Any, effort: str | None, think: Any, hint: bool, budget: int | None) -> None:
+    request = parsed(thinking=thinking, output_config={"effort": effort} if effort else None)
+    assert (request.think, request.think_hint, request.thinking_budget) == (think, hint, budget)
 
 
 def test_output_config_sets_the_json_format_and_the_think_level() -> None:
@@ -177,6 +186,149 @@ def test_output_config_sets_the_json_format_and_the_think_level() -> None:
     with pytest.raises(InvalidRequest) as raised:
         parsed(output_config={"format": {"type": "json_schema"}})
     assert raised.value.param == "output_config.format.schema"
+
+
+def test_system_messages_inside_the_conversation_stay_where_they_are() -> None:
+    """Anthropic's mid-conversation system messages (Claude Code sends one after the user's turn):
+    a string or text blocks (cache_control taken), consecutive ones, one last, one after results."""
+    cached = {"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}}
+    assistant = {"role": "assistant", "content": [CALL]}
+    result = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}],
+    }
+    turns = messages(
+        USER,
+        {"role": "system", "content": "a"},
+        {"role": "system", "content": [{"type": "text", "text": "x"}, cached]},
+        {"role": "system", "content": []},  # says nothing
+        assistant,
+        result,
+        {"role": "system", "content": "c"},
+        system="top",
+    )
+    call = ToolCall("get_weather", '{"city": "Paris"}', "toolu_1")
+    assert turns == (
+        Message("system", "top"),
+        Message("user", "hi"),
+        Message("system", "a"),
+        Message("system", "x\n\nb"),
+        Message("assistant", "", (call,)),
+        Message("tool", "sunny", tool_call_id="toolu_1"),
+        Message("system", "c"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("tool", "kind"),
+    [
+        ({"type": "web_search_20250305", "name": "web_search", "max_uses": 5}, "web_search_20250305"),
+        ({"type": "web_fetch_20250910", "name": "web_fetch"}, "web_fetch_20250910"),
+        ({"type": "code_execution_20250825", "name": "code_execution"}, "code_execution_20250825"),
+        (
+            {"type": "tool_search_tool_regex_20251119", "name": "tool_search"},
+            "tool_search_tool_regex_20251119",
+        ),
+        ({"type": "bash_20250124", "name": "bash"}, "bash_20250124"),
+        ({"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}, "text_editor_20250728"),
+        (
+            {
+                "type": "computer_20250124",
+                "name": "computer",
+                "display_width_px": 1024,
+                "display_height_px": 768,
+            },
+            "computer_20250124",
+        ),
+        ({"type": "memory_20250818", "name": "memory"}, "memory_20250818"),
+        ({"type": "mcp_toolset", "mcp_server_name": "docs"}, "mcp_toolset"),  # no name
+    ],
+)
+def test_tools_a_model_here_cannot_call_are_dropped_and_named(
+    tool: dict[str, Any], kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="heylook.protocols.anthropic")
+    request = parsed(tools=[tool, WEATHER], tool_choice={"type": "auto"})
+    assert [t.name for t in request.tools] == ["get_weather"]
+    assert request.dropped_tools == (kind,)
+    assert f"dropped tools[0] ({kind})" in caplog.text
+    count = anthropic.parse_count_request({"model": "m", "messages": [USER], "tools": [tool]})
+    assert count.tools == () and count.dropped_tools == (kind,)
+
+
+def test_mcp_servers_are_dropped_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="heylook.protocols.anthropic")
+    server = {"type": "url", "url": "https://mcp.example.com/sse", "name": "docs"}
+    request = parsed(mcp_servers=[server], tools=[{"type": "mcp_toolset", "mcp_server_name": "docs"}])
+    assert request.dropped_tools == ("mcp_toolset", "mcp_servers")
+    assert "mcp_servers" in caplog.text
+    assert parsed(mcp_servers=[]).dropped_tools == ()
+
+
+def test_fields_claude_code_sends_are_taken() -> None:
+    """Each is accepted and, but for what it says about tools, ignored."""
+    tool = {
+        **WEATHER, "cache_control": {"type": "ephemeral"}, "strict": True, "defer_loading": True,
+        "eager_input_streaming": True, "input_examples": [{"city": "Paris"}], "allowed_callers": ["direct"],
+    }  # fmt: skip
+    request = parsed(
+        tools=[tool],
+        metadata={"user_id": '{"device_id":"d","session_id":"s"}'},
+        context_management={
+            "edits": [
+                {"type": "clear_thinking_20251015", "keep": "all"},
+                {"type": "clear_tool_uses_20250919", "trigger": {"type": "input_tokens", "value": 30000}},
+            ]
+        },
+        output_config={"effort": "high"},
+        thinking={"type": "adaptive"},
+        service_tier="auto",
+        cache_control={"type": "ephemeral"},
+    )
+    assert request.tools == parsed(tools=[WEATHER]).tools
+    assert (request.think, request.think_hint) == ("high", True)
+
+
+CLAUDE_CODE = Path(__file__).parent / "fixtures" / "clients" / "claude-code"
+# What heylook reads of Claude Code's bodies, and what it takes and ignores (the README lists them):
+# a field outside both is new in a later Claude Code, and this test says so.
+_READ = {
+    "body": {"model", "messages", "system", "tools", "max_tokens", "thinking", "output_config", "stream",
+             "tool_choice", "stop_sequences", "temperature", "top_p", "top_k"},
+    "block": {"type", "text", "source", "id", "name", "input", "tool_use_id", "content", "is_error",
+              "thinking", "signature", "data"},
+    "tool": {"name", "description", "input_schema", "type"},
+}  # fmt: skip
+_IGNORED = {
+    "body": {"metadata", "context_management", "mcp_servers"},
+    "block": {"cache_control", "citations"},
+    "tool": {"cache_control", "strict", "defer_loading", "eager_input_streaming", "input_examples"},
+}
+
+
+@pytest.mark.parametrize("recorded", sorted(CLAUDE_CODE.glob("*.json")), ids=lambda path: path.stem)
+def test_claude_codes_recorded_bodies_are_taken(recorded: Path) -> None:
+    sent = json.loads(recorded.read_text())
+    blocks = [block for m in sent["messages"] if isinstance(m["content"], list) for block in m["content"]]
+    fields = {
+        "body": set(sent),
+        "block": {key for block in [*blocks, *(sent.get("system") or ())] for key in block},
+        "tool": {key for tool in sent.get("tools") or () for key in tool},
+    }
+    for where, keys in fields.items():
+        new = keys - _READ[where] - _IGNORED[where]
+        assert not new, f"fields heylook has not looked at, in a {where}: {sorted(new)}"
+    request, stream = anthropic.parse_messages_request(sent)
+    assert stream and request.model == sent["model"] and request.dropped_tools == ()
+    assert (request.think, request.think_hint) == ("high", True)  # effort "high": a hint
+    assert isinstance(request.prompt, ChatPrompt)
+    roles = [m.role for m in request.prompt.messages]
+    assert roles[0] == "system" and "user" in roles
+    assert [t.name for t in request.tools] == [t["name"] for t in sent["tools"]]
+    if any(m["role"] == "system" for m in sent["messages"]):
+        assert roles == ["system", "user", "system"]  # the mid-conversation one stays last
+    if "format" in sent["output_config"]:
+        assert request.options.response_format is not None
 
 
 def test_count_tokens_takes_the_body_without_max_tokens() -> None:
@@ -200,7 +352,38 @@ def test_count_tokens_takes_the_body_without_max_tokens() -> None:
         ({"max_tokens": 0}, "max_tokens", "at least 1"),
         ({"model": None}, "model", "'model' is required"),
         ({"messages": []}, "messages", "must not be empty"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role", '"user" or "assistant"'),
+        (
+            {"messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].role",
+            '"user", "assistant" or "system"',
+        ),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages", "only system messages"),
+        (
+            {
+                "messages": [
+                    USER,
+                    {
+                        "role": "system",
+                        "content": [
+                            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+                        ],
+                    },
+                ]
+            },
+            "messages[1].content[0]",
+            "image block cannot be in a system turn",
+        ),
+        (
+            {"messages": [USER, {"role": "system", "content": [CALL]}]},
+            "messages[1].content[0]",
+            "system turn",
+        ),
+        ({"thinking": {"type": "adaptive", "display": "full"}}, "thinking.display", "one of"),
+        ({"thinking": {"type": "sometimes"}}, "thinking.type", "one of"),
+        ({"output_config": {"effort": "extreme"}}, "output_config.effort", "one of"),
+        ({"tools": [{"type": "custom", "input_schema": {"type": "object"}}]}, "tools[0].name", "required"),
+        ({"tools": [{**WEATHER, "strict": "yes"}]}, "tools[0].strict", "a boolean"),
+        ({"mcp_servers": {"type": "url"}}, "mcp_servers", "an array"),
         (
             {"messages": [{"role": "user", "content": [{"type": "video", "data": "x"}]}]},
             "messages[0].content[0]",
@@ -283,7 +466,6 @@ def test_count_tokens_takes_the_body_without_max_tokens() -> None:
         ),
         ({"system": 5}, "system", "a string or an array of text blocks"),
         ({"messages": [USER, {"role": "assistant", "content": "{"}]}, "messages[1]", "prefill"),
-        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]", "server tool"),
         ({"tools": [{"name": "f"}]}, "tools[0].input_schema", "required"),
         ({"tools": [{"name": "bad name", "input_schema": {}}]}, "tools[0].name", "letters, digits"),
         ({"tools": [WEATHER, WEATHER]}, "tools[1].name", "two tools"),

@@ -184,6 +184,9 @@ class GenerationRequest:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool = True
     think: Think = None
+    # `think` is a hint (Anthropic's adaptive thinking and effort): a model that cannot think
+    # ignores it instead of refusing the request.
+    think_hint: bool = False
     # Log probabilities of the reply's tokens: None asks for none; n, each token's own and its n
     # most likely alternatives (0 to MAX_TOP_LOGPROBS).
     logprobs: int | None = None

@@ -89,11 +89,13 @@ def call_text(call: ToolCall) -> str:
 
 def plain_turns(messages: tuple[Message, ...], tools: tuple[Tool, ...], choice: ToolChoice) -> list[Message]:
     """The conversation as system, user and assistant turns of text only: the tool instructions in
-    the system turn, calls in the assistant's text, and results as a user turn."""
+    the system turn, calls in the assistant's text, and results as a user turn. A system message
+    after the first turn stays where it is (chat.render folds it into a user turn where the
+    template cannot take it there)."""
     turns: list[Message] = []
     system = instructions(tools, choice) if tools else ""
     for message in messages:
-        if message.role == "system":
+        if message.role == "system" and not turns:
             system = f"{message.content}\n\n{system}" if system else message.content
             continue
         if message.role == "tool":

@@ -53,11 +53,14 @@ def plan_chat(
     response_format: JsonFormat | None = None,
 ) -> ReplyPlan:
     """Render the conversation and plan its reply. A model that cannot think, asked to, is refused
-    as Ollama refuses it, on every API."""
-    if request.think not in (None, False) and not traits.thinks:
-        # Ollama's words: "qwen2.5" does not support thinking.
-        raise InvalidRequest(f"{json.dumps(request.model)} does not support thinking", param="think")
+    as Ollama refuses it, on every API; asked only as a hint (Anthropic's adaptive thinking or
+    effort), it answers without thinking."""
     tools, choice, think = request.tools, request.tool_choice, request.think
+    if think not in (None, False) and not traits.thinks:
+        if not request.think_hint:
+            # Ollama's words: "qwen2.5" does not support thinking.
+            raise InvalidRequest(f"{json.dumps(request.model)} does not support thinking", param="think")
+        think = None
     rendered = render_chat(tokenizer, prompt.messages, traits, tools=tools, choice=choice, think=think)
     thinking = thinking_on(traits, think)
     calling = bool(tools) and choice.mode != "none"

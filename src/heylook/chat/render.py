@@ -48,13 +48,16 @@ def render_chat(
         options.update(dict.fromkeys(traits.think_switches, on))
         if traits.takes_effort and on:
             options["reasoning_effort"] = think if think in THINK_LEVELS else "medium"
+    with_tools = {**options, "tools": [tool_body(t) for t in shown]}
+    messages = placed_system_messages(
+        tokenizer, messages, with_tools if shown and not traits.tools.generic else options
+    )
     if traits.tools.generic:
         turns = [_plain(m) for m in generic.plain_turns(messages, shown, choice)]
     else:
         paired = _with_call_ids(messages)
         turns = [_turn(m, traits) for m in paired]
         if shown:
-            with_tools = {**options, "tools": [tool_body(t) for t in shown]}
             if _apply(tokenizer, turns, with_tools) == _try_apply(tokenizer, turns, options):
                 # The template writes calls but never shows the tools (DeepSeek's): heylook does.
                 turns = [
@@ -65,6 +68,91 @@ def render_chat(
     think_syntax = traits.think
     in_thinking = think_syntax is not None and text.rfind(think_syntax.open) > text.rfind(think_syntax.close)
     return Rendered(text, in_thinking)
+
+
+# Texts a template is asked to render to learn where it puts a system message after the first
+# turn (distinct words, which no template changes).
+_PROBE_TEXTS = {
+    "lead": "Probe alpha", "user": "Probe bravo", "assistant": "Probe charlie",
+    "system": "Probe delta", "next": "Probe echo",
+}  # fmt: skip
+
+
+def placed_system_messages(
+    tokenizer: Any, messages: tuple[Message, ...], options: dict[str, Any]
+) -> tuple[Message, ...]:
+    """The conversation with its system messages where the template can take them: those it opens
+    with as one system message; those after its first turn (Anthropic's mid-conversation system
+    messages, an OpenAI client's reminders) in place where the template renders a system turn
+    there, else folded into the neighbouring user turn."""
+    lead = 0
+    while lead < len(messages) and messages[lead].role == "system":
+        lead += 1
+    opening = (Message("system", "\n\n".join(m.content for m in messages[:lead])),) if lead > 1 else ()
+    messages = (*opening, *messages[lead:]) if opening else messages
+    later = any(m.role == "system" for m in messages[1:])
+    if not later or _takes_later_system_turns(tokenizer, messages[0].role == "system", options):
+        return messages
+    return _folded_into_user_turns(messages)
+
+
+def _takes_later_system_turns(tokenizer: Any, opens_with_system: bool, options: dict[str, Any]) -> bool:
+    """Whether the template renders a system message after the first turn where it stands: some
+    raise (Mistral's and Gemma's allow system only first, or strict alternation), some move it to
+    the top (DeepSeek's, gpt-oss's, where DeepSeek-R1's also drops all but the last)."""
+    words = _PROBE_TEXTS
+    head = [("system", words["lead"])] if opens_with_system else []
+    probes = (
+        [*head, ("user", words["user"]), ("system", words["system"])],  # last, as Claude Code sends it
+        [
+            *head, ("user", words["user"]), ("assistant", words["assistant"]), ("system", words["system"]),
+            ("user", words["next"]),
+        ],  # between turns
+    )  # fmt: skip
+    for probe in probes:
+        try:
+            text = _apply(tokenizer, [{"role": role, "content": said} for role, said in probe], options)
+        except InvalidRequest:
+            return False
+        where = [text.find(said) for _, said in probe]
+        if -1 in where or where != sorted(where):
+            return False
+    return True
+
+
+def _folded_into_user_turns(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """Each system message after the first turn as text of the neighbouring user turn, for a
+    template that cannot take it where it stands: appended to the user turn it follows (Claude
+    Code sends one right after the user's turn) or to the tool results it follows (in Anthropic's
+    API those are the user's turn too; Mistral's and Gemma's templates take no user turn between
+    results and the reply), else put before the user turn that comes next, else (after an
+    assistant's turn, last) a user turn of its own. The instruction keeps its place in the
+    conversation, which moving it to the top would not."""
+    folded: list[Message] = [messages[0]]
+    waiting: list[str] = []  # system texts for the user turn that comes next
+    for index in range(1, len(messages)):
+        message = messages[index]
+        if message.role != "system":
+            if waiting and message.role == "user":
+                message = replace(message, content=_joined(*waiting, message.content))
+                waiting = []
+            folded.append(message)
+            continue
+        if not message.content:
+            continue
+        after = folded[-1]
+        coming = next((m.role for m in messages[index + 1 :] if m.role != "system"), None)
+        if after.role in ("user", "tool"):
+            folded[-1] = replace(after, content=_joined(after.content, message.content))
+        elif coming == "user":
+            waiting.append(message.content)
+        else:
+            folded.append(Message("user", message.content))
+    return tuple(folded)
+
+
+def _joined(*texts: str) -> str:
+    return "\n\n".join(text for text in texts if text)
 
 
 def _apply(tokenizer: Any, turns: list[dict[str, Any]], options: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ internal chunks into a message or its stream of typed events."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
@@ -34,6 +35,8 @@ from heylook.types import (
 )
 from heylook.wire import anthropic as wire
 from heylook.wire.validate import validate
+
+log = logging.getLogger(__name__)
 
 _EMPTY_OBJECT = json.dumps({"type": "object", "properties": {}})
 # Anthropic's tool_choice types as heylook's modes ("any": some tool, which one the model picks).
@@ -78,12 +81,22 @@ def parse_count_request(body: dict[str, Any]) -> GenerationRequest:
 
 
 def _request(typed: wire.CountTokensRequest) -> GenerationRequest:
-    tools = _tools(typed.tools or [])
+    tools, dropped = _tools(typed.tools or [])
+    if typed.mcp_servers:
+        # The MCP connector: Anthropic's servers call these; a model here has no way to.
+        log.info(
+            "dropped the request's %d mcp_servers: a model here cannot call them", len(typed.mcp_servers)
+        )
+        dropped = (*dropped, "mcp_servers")
     choice = typed.tool_choice
     think, budget = _thinking(typed.thinking)
     effort = typed.output_config.effort if typed.output_config is not None else None
     if effort is not None and think is not False:
         think = _EFFORTS[effort]
+    # Only "enabled" asks for thinking outright; adaptive thinking and effort leave it to the model,
+    # so a model that cannot think answers without (Anthropic's effort shapes every reply, thinking
+    # or not).
+    explicit = typed.thinking is not None and typed.thinking.type == "enabled"
     return GenerationRequest(
         model=typed.model,
         prompt=ChatPrompt((*_system(typed.system), *_messages(typed.messages))),
@@ -92,7 +105,9 @@ def _request(typed: wire.CountTokensRequest) -> GenerationRequest:
         tool_choice=_tool_choice(choice, tools),
         parallel_tool_calls=not (choice is not None and choice.disable_parallel_tool_use),
         think=think,
+        think_hint=think not in (None, False) and not explicit,
         thinking_budget=budget,
+        dropped_tools=dropped,
     )
 
 
@@ -104,7 +119,10 @@ def _system(system: str | list[wire.TextBlock] | None) -> tuple[Message, ...]:
 def _messages(raw: list[wire.MessageIn]) -> list[Message]:
     """Anthropic's turns as internal messages: a user turn's tool_result blocks become tool
     messages (before its text, as Anthropic orders them), an assistant turn's tool_use blocks its
-    calls and its thinking blocks its reasoning. Every result must answer an earlier call."""
+    calls and its thinking blocks its reasoning. Every result must answer an earlier call. A
+    system turn (Anthropic's mid-conversation system messages, which Claude Code sends) is a
+    system message where it stands; chat.render folds it into a user turn for a template that
+    cannot take it there."""
     messages: list[Message] = []
     calls: set[str] = set()
     for index, item in enumerate(raw):
@@ -141,10 +159,16 @@ def _messages(raw: list[wire.MessageIn]) -> list[Message]:
             # A redacted_thinking block is encrypted by Anthropic: nothing a local model can read.
         calls.update(call.id for call in made)
         messages.extend(results)
-        if item.role == "assistant":
+        if item.role == "system":
+            # Text blocks join as the top-level system's do; an empty one says nothing.
+            if text := "\n\n".join(texts):
+                messages.append(Message("system", text))
+        elif item.role == "assistant":
             messages.append(Message("assistant", "".join(texts), tuple(made), thinking="".join(thinking)))
         elif texts or images or not results:
             messages.append(Message("user", "".join(texts), images=tuple(images)))
+    if all(item.role == "system" for item in raw):
+        raise InvalidRequest("'messages' holds only system messages: it needs a user turn", param="messages")
     if raw[-1].role == "assistant":
         # Anthropic continues a last assistant turn (prefill); a chat template starts a new one.
         last = f"messages[{len(raw) - 1}]"
@@ -155,6 +179,14 @@ def _messages(raw: list[wire.MessageIn]) -> list[Message]:
     return messages
 
 
+# The blocks each role's turn may hold besides text.
+_ALLOWED_BLOCKS = {
+    "assistant": ("tool_use", "thinking", "redacted_thinking"),
+    "user": ("tool_result", "image"),
+    "system": (),
+}
+
+
 def _refuse_block(block: Any, where: str, role: str) -> None:
     kind = block.type
     if kind == "document":
@@ -162,11 +194,9 @@ def _refuse_block(block: Any, where: str, role: str) -> None:
             f"'{where}' is a document block: heylook takes text, image, tool and thinking blocks only",
             param=where,
         )
-    allowed = (
-        ("tool_use", "thinking", "redacted_thinking") if role == "assistant" else ("tool_result", "image")
-    )
+    allowed = _ALLOWED_BLOCKS[role]
     if kind != "text" and kind not in allowed:
-        turn = "an assistant" if role == "assistant" else "a user"
+        turn = "an assistant" if role == "assistant" else f"a {role}"
         raise InvalidRequest(f"'{where}': a {kind} block cannot be in {turn} turn", param=where)
 
 
@@ -184,16 +214,21 @@ def _result_text(block: wire.ToolResultBlock) -> str:
     return f"Error: {text}" if block.is_error else text
 
 
-def _tools(raw: list[wire.ToolIn]) -> tuple[Tool, ...]:
+def _tools(raw: list[wire.ToolIn]) -> tuple[tuple[Tool, ...], tuple[str, ...]]:
+    """The client tools, and the types of the tools dropped: Anthropic's server tools
+    (web_search_..., web_fetch_..., code_execution_..., tool_search_...), its MCP toolsets, and
+    the client tools whose schema only Claude knows (bash_..., text_editor_..., computer_...,
+    memory_...: the request names a version, not the input), none of which a model here can call."""
     tools: list[Tool] = []
+    dropped: list[str] = []
     for index, item in enumerate(raw):
         param = f"tools[{index}]"
         if item.type not in (None, "custom"):
-            raise InvalidRequest(
-                f"'{param}' is Anthropic's server tool {item.type!r}, which heylook does not run: "
-                "declare tools with a name and an input_schema",
-                param=param,
-            )
+            log.info("dropped %s (%s): a model here cannot call it", param, item.type)
+            dropped.append(item.type)
+            continue
+        if not item.name:
+            raise InvalidRequest(f"'{param}.name' is required", param=f"{param}.name")
         if item.input_schema is None:
             raise InvalidRequest(f"'{param}.input_schema' is required", param=f"{param}.input_schema")
         if any(tool.name == item.name for tool in tools):
@@ -202,7 +237,7 @@ def _tools(raw: list[wire.ToolIn]) -> tuple[Tool, ...]:
         tools.append(Tool(item.name, item.description or "", schema or _EMPTY_OBJECT))
     if sum(len(tool.parameters) + len(tool.description) for tool in tools) > MAX_TOOLS_BYTES:
         raise InvalidRequest(f"'tools' are larger than {MAX_TOOLS_BYTES // 1024} KiB in all", param="tools")
-    return tuple(tools)
+    return tuple(tools), tuple(dropped)
 
 
 def _tool_choice(choice: wire.ToolChoiceIn | None, tools: tuple[Tool, ...]) -> ToolChoice:
@@ -227,10 +262,11 @@ def _tool_choice(choice: wire.ToolChoiceIn | None, tools: tuple[Tool, ...]) -> T
 
 def _thinking(thinking: wire.ThinkingIn | None) -> tuple[Think, int | None]:
     """Anthropic's thinking as heylook's think and budget; absent leaves it to the model, as on
-    heylook's other APIs."""
+    heylook's other APIs. Adaptive is on where the model thinks (the model decides how much);
+    between_tools is Anthropic's thinking off (progress notes between tool calls aside)."""
     if thinking is None:
         return None, None
-    if thinking.type == "disabled":
+    if thinking.type in ("disabled", "between_tools"):
         return False, None
     if thinking.type == "enabled" and thinking.budget_tokens is None:
         message = "'thinking.budget_tokens' is required with type \"enabled\""

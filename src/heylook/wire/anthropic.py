@@ -101,7 +101,10 @@ Content = one_of("a string or an array of content blocks", string=str, array=lis
 
 
 class MessageIn(Body):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"] = Field(
+        description='"system": a mid-conversation system message (text only), an instruction at '
+        "that point of the conversation."
+    )
     content: Content
 
 
@@ -112,8 +115,9 @@ def _tool_name(name: str) -> str:
 
 
 class ToolIn(Body):
-    name: Annotated[str, AfterValidator(_tool_name)] = Field(
-        description="Letters, digits, '_', '-' and '.', up to 64.",
+    name: Annotated[str, AfterValidator(_tool_name)] | None = Field(
+        default=None,
+        description="Letters, digits, '_', '-' and '.', up to 64. Required for client tools.",
         json_schema_extra={"pattern": FUNCTION_NAME},
     )
     description: str | None = None
@@ -121,8 +125,18 @@ class ToolIn(Body):
         default=None, description='A JSON schema of an object (type "object"). Required for client tools.'
     )
     type: str | None = Field(
-        default=None, description='"custom" or none; Anthropic\'s server tools (web_search_...) are refused.'
+        default=None,
+        description='"custom" or none: a client tool. Any other type (Anthropic\'s server tools such as '
+        "web_search_..., its bash_..., text_editor_..., computer_... tools, mcp_toolset) is dropped "
+        "and named in the X-Heylook-Dropped-Tools header.",
     )
+    # Taken and ignored: heylook holds every call to its tool's schema anyway (strict), shows every
+    # tool (defer_loading), and streams a call's input as it is written.
+    cache_control: JsonObject | None = None
+    strict: bool | None = None
+    defer_loading: bool | None = None
+    eager_input_streaming: bool | None = None
+    input_examples: list[JsonObject] | None = None
 
 
 class ToolChoiceIn(Body):
@@ -132,7 +146,13 @@ class ToolChoiceIn(Body):
 
 
 class ThinkingIn(Body):
-    type: Literal["enabled", "disabled", "adaptive"]
+    type: Literal["enabled", "disabled", "adaptive", "between_tools"] = Field(
+        description="adaptive: the model's own reasoning, where it reasons (ignored by a model that "
+        "cannot); between_tools: as disabled; enabled: refused by a model that cannot reason."
+    )
+    display: Literal["summarized", "omitted"] | None = Field(
+        default=None, description="Taken and ignored: the reasoning comes back whole."
+    )
     budget_tokens: Integer | None = Field(
         default=None,
         ge=1,
@@ -148,7 +168,8 @@ class JsonOutputFormat(Body):
 
 class OutputConfig(Body):
     effort: Literal["low", "medium", "high", "xhigh", "max"] | None = Field(
-        default=None, description="How hard a model that reasons thinks (its think level)."
+        default=None,
+        description="How hard a model that reasons thinks (its think level); ignored by a model that cannot.",
     )
     format: JsonOutputFormat | None = None
 
@@ -169,6 +190,14 @@ class CountTokensRequest(Body):
     tool_choice: ToolChoiceIn | None = None
     thinking: ThinkingIn | None = None
     output_config: OutputConfig | None = None
+    context_management: JsonObject | None = Field(
+        default=None, description="Taken and ignored: the conversation is read as it is sent."
+    )
+    mcp_servers: list[JsonObject] | None = Field(
+        default=None,
+        description="Dropped (a model here cannot call them), and named in the X-Heylook-Dropped-Tools "
+        "header.",
+    )
 
 
 class MessagesRequest(CountTokensRequest):

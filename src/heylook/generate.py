@@ -307,10 +307,15 @@ def keep_alive_for(request: GenerationRequest | LoadRequest, alias: Alias) -> fl
 
 
 def with_default_system(prompt: Prompt, system: str | None) -> Prompt:
-    """A conversation without a system message gets the alias's; one with its own keeps it."""
-    if not system or not isinstance(prompt, ChatPrompt) or any(m.role == "system" for m in prompt.messages):
+    """A conversation that does not open with a system message gets the alias's; one that does
+    keeps its own (a system message later on is an instruction at that point, not the prompt's)."""
+    if not system or not isinstance(prompt, ChatPrompt) or _opens_with_system(prompt.messages):
         return prompt
     return replace(prompt, messages=(Message("system", system), *prompt.messages))
+
+
+def _opens_with_system(messages: tuple[Message, ...]) -> bool:
+    return bool(messages) and messages[0].role == "system"
 
 
 @dataclass(frozen=True)
@@ -477,7 +482,7 @@ def _refuse_chat_features(request: GenerationRequest) -> None:
         raise InvalidRequest(
             "tools need the model's chat template: send messages, not a raw prompt", param="tools"
         )
-    if request.think not in (None, False):
+    if request.think not in (None, False) and not request.think_hint:
         raise InvalidRequest(
             f"{request.model!r} does not support thinking here: it needs a chat template", param="think"
         )

@@ -3,9 +3,10 @@ Claude Code is built on): messages, streams, a tool round trip, thinking with a 
 counts, and bad input answered in Anthropic's error shape.
 
 The models are scripted (tests/families.py), so replies are known: `thinker` (Qwen3's template)
-reasons "Hmm" and answers "Paris"; `ponder` reasons "one two three four five" first; `remote` is
-an OpenAI-compatible upstream (tests/fake_upstream.py); `dead-then-thinker` a dead upstream whose
-fallback is `thinker`.
+reasons "Hmm" and answers "Paris"; `ponder` reasons "one two three four five" first; `plain`
+(Qwen2.5's template) cannot think and answers "Paris"; `nemo` (Mistral-Nemo's template, which takes
+no system message after the first turn) answers "Paris"; `remote` is an OpenAI-compatible upstream
+(tests/fake_upstream.py); `dead-then-thinker` a dead upstream whose fallback is `thinker`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def models(tmp_path_factory: pytest.TempPathFactory, upstream_session: FakeUpstr
             "ponder": {"model": str(build_scripted_model(root / "ponder", "qwen3", ponder))},
             # Says "tick tock" for ever (until max_tokens).
             "clock": {"model": str(build_scripted_model(root / "clock", "qwen3", CLOCK))},
+            "plain": {"model": str(build_scripted_model(root / "plain", "qwen2.5", {"\n": "Paris"}))},
+            "nemo": {"model": str(build_scripted_model(root / "nemo", "mistral-nemo", {"[/INST]": "Paris"}))},
             "remote": {"provider": "openai", "base_url": upstream_session.base_url, "model": "scripted"},
             "dead-then-thinker": {**dead, "fallback": "thinker"},
         }
@@ -72,10 +75,8 @@ def claude(server: RunningServer) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=server.base_url, api_key="x", max_retries=0, timeout=300)
 
 
-def tokenized(server: RunningServer, messages: list[dict]) -> int:
-    reply = httpx.post(
-        f"{server.base_url}/tokenize", json={"model": "thinker", "messages": messages}, timeout=60
-    )
+def tokenized(server: RunningServer, messages: list[dict], model: str = "thinker") -> int:
+    reply = httpx.post(f"{server.base_url}/tokenize", json={"model": model, "messages": messages}, timeout=60)
     return reply.json()["count"]
 
 
@@ -262,6 +263,140 @@ def test_a_client_leaving_mid_stream_stops_the_model(server: RunningServer) -> N
     assert clock()["tokens_generated"] == before
 
 
+# --- what Claude Code sends -----------------------------------------------------------------------
+
+CLAUDE_CODE = Path(__file__).parent / "fixtures" / "clients" / "claude-code"
+CACHED = {"type": "ephemeral"}
+# The headers Claude Code 2.1.197 sent with each body (its requests go to /v1/messages?beta=true).
+CLAUDE_CODE_HEADERS = {
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,thinking-token-count-2026-05-13,"
+    "context-management-2025-06-27,prompt-caching-scope-2026-01-05,mid-conversation-system-2026-04-07,"
+    "effort-2025-11-24,structured-outputs-2025-12-15",
+    "anthropic-dangerous-direct-browser-access": "true",
+    "x-app": "cli",
+    "authorization": "Bearer x",
+    "user-agent": "claude-cli/2.1.197 (external, sdk-cli)",
+}
+
+
+@pytest.mark.parametrize("model", ["plain", "nemo", "thinker"])
+@pytest.mark.parametrize("recorded", sorted(CLAUDE_CODE.glob("*.json")), ids=lambda path: path.stem)
+def test_claude_codes_recorded_requests_are_answered(
+    server: RunningServer, recorded: Path, model: str
+) -> None:
+    """Its bodies as it sent them (adaptive thinking, effort, a system message after the user's
+    turn, cache_control, context_management, metadata), on a model that cannot think, one whose
+    template takes no later system message, and one that thinks."""
+    body = {**json.loads(recorded.read_text()), "model": model}
+    reply = httpx.post(
+        f"{server.base_url}/v1/messages?beta=true", json=body, headers=CLAUDE_CODE_HEADERS, timeout=120
+    )
+    assert reply.status_code == 200, reply.text
+    events = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events][-2:] == ["message_delta", "message_stop"], reply.text
+    text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    if "format" in body["output_config"]:
+        assert isinstance(json.loads(text)["title"], str)
+    else:
+        assert text == "Paris"
+    thought = any(e.get("content_block", {}).get("type") == "thinking" for e in events)
+    assert thought is (model == "thinker")  # adaptive, or absent: the model reasons where it can
+
+
+@pytest.mark.parametrize("model", ["plain", "nemo", "thinker"])
+def test_system_messages_inside_the_conversation(
+    claude: anthropic.Anthropic, server: RunningServer, model: str
+) -> None:
+    """Anthropic's mid-conversation system messages, through the SDK: one last, after the user's
+    turn (as Claude Code sends it); one between turns as text blocks. Counted as they are prompted."""
+    last = [*ASK, {"role": "system", "content": "Answer in one word."}]
+    between = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "system", "content": [{"type": "text", "text": "Be brief.", "cache_control": CACHED}]},
+        *ASK,
+    ]
+    for conversation in (last, between):
+        message = claude.messages.create(
+            model=model, max_tokens=50, messages=conversation, system="You help."
+        )
+        assert message.content[-1].text == "Paris" and message.stop_reason == "end_turn"
+        counted = claude.messages.count_tokens(model=model, messages=conversation, system="You help.")
+        assert (
+            message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0) == counted.input_tokens
+        )
+    # Where the template takes it, it is a system turn there: the same tokens as OpenAI's API prompts;
+    # Mistral-Nemo's cannot take it: it is the user turn's last words.
+    system = {"role": "system", "content": "You help."}
+    folded = {"role": "user", "content": f"{ASK[0]['content']}\n\nAnswer in one word."}
+    expected = {"plain": [system, *last], "thinker": [system, *last], "nemo": [system, folded]}[model]
+    counted = claude.messages.count_tokens(model=model, messages=last, system="You help.")
+    assert counted.input_tokens == tokenized(server, expected, model)
+
+
+def test_adaptive_thinking_and_effort(claude: anthropic.Anthropic) -> None:
+    """Claude Code always sends both: honoured by a model that thinks, ignored by one that cannot."""
+    adaptive = {
+        "thinking": {"type": "adaptive", "display": "summarized"},
+        "output_config": {"effort": "high"},
+    }
+    plain = claude.messages.create(model="plain", max_tokens=50, messages=ASK, **adaptive)
+    assert [block.type for block in plain.content] == ["text"] and plain.content[0].text == "Paris"
+    effort = claude.messages.create(
+        model="plain", max_tokens=50, messages=ASK, output_config={"effort": "max"}
+    )
+    assert effort.content[-1].text == "Paris"
+    thinker = claude.messages.create(model="thinker", max_tokens=50, messages=ASK, **adaptive)
+    assert [block.type for block in thinker.content] == ["thinking", "text"]
+    assert thinker.content[0].thinking == "Hmm"
+    off = claude.messages.create(
+        model="thinker", max_tokens=50, messages=ASK, thinking={"type": "between_tools"}
+    )
+    assert [block.type for block in off.content] == ["text"]
+    # Asked outright, a model that cannot think still says so (Anthropic refuses thinking there too).
+    with pytest.raises(anthropic.BadRequestError, match="does not support thinking"):
+        claude.messages.create(
+            model="plain", max_tokens=50, messages=ASK, thinking={"type": "enabled", "budget_tokens": 10}
+        )
+
+
+def test_tools_a_model_here_cannot_call_are_dropped(claude: anthropic.Anthropic) -> None:
+    """Anthropic's server tools and MCP servers: served without them, and named in a header."""
+    tools = [
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+        {"type": "mcp_toolset", "mcp_server_name": "docs"},
+        {**WEATHER, "strict": True, "defer_loading": True, "cache_control": {"type": "ephemeral"}},
+    ]
+    servers = [{"type": "url", "url": "https://mcp.example.com/sse", "name": "docs"}]
+    raw = claude.beta.messages.with_raw_response.create(
+        model="thinker", max_tokens=80, messages=ASK, tools=tools, tool_choice={"type": "any"},
+        mcp_servers=servers, betas=["mcp-client-2025-11-20"],
+    )  # fmt: skip
+    assert raw.headers["x-heylook-dropped-tools"] == "web_search_20250305,mcp_toolset,mcp_servers"
+    message = raw.parse()
+    assert message.content[-1].type == "tool_use" and message.content[-1].name == "get_weather"
+    plain = claude.messages.with_raw_response.create(model="thinker", max_tokens=50, messages=ASK)
+    assert "x-heylook-dropped-tools" not in plain.headers
+
+
+def test_a_remote_aliass_stream_ends_with_the_prompts_size(
+    claude: anthropic.Anthropic, server: RunningServer, fake_upstream: FakeUpstream
+) -> None:
+    """The upstream says the prompt's size (7 tokens) only at the end: message_start says 0, and
+    message_delta's usage, which the SDK's final message takes, says 7."""
+    fake_upstream.reply_words = 4
+    body = {"model": "remote", "max_tokens": 20, "messages": ASK, "stream": True}
+    raw = httpx.post(f"{server.base_url}/v1/messages", json=body, timeout=60)
+    events = [json.loads(line[6:]) for line in raw.text.splitlines() if line.startswith("data: ")]
+    assert events[0]["message"]["usage"]["input_tokens"] == 0
+    delta = next(e for e in events if e["type"] == "message_delta")
+    assert (delta["usage"]["input_tokens"], delta["usage"]["output_tokens"]) == (7, 4)
+    with claude.messages.stream(model="remote", max_tokens=20, messages=ASK) as stream:
+        usage = stream.get_final_message().usage
+    assert (usage.input_tokens, usage.output_tokens) == (7, 4)
+
+
 # --- count_tokens ---------------------------------------------------------------------------------
 
 
@@ -334,12 +469,16 @@ def post(server: RunningServer, body: dict, path: str = "/v1/messages", **header
         ),
         (
             {
-                "model": "thinker",
-                "max_tokens": 5,
+                "model": "plain",
+                "max_tokens": 50,
                 "messages": ASK,
-                "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+                "thinking": {"type": "enabled", "budget_tokens": 5},
             },
-            "'tools[0]' is Anthropic's server tool",
+            '"plain" does not support thinking',
+        ),
+        (
+            {"model": "thinker", "max_tokens": 5, "messages": [{"role": "system", "content": "Be brief."}]},
+            "'messages' holds only system messages",
         ),
         (
             {

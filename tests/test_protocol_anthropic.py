@@ -570,6 +570,27 @@ def test_a_streamed_text_reply() -> None:
     ]
 
 
+def test_a_stream_that_learns_the_prompts_size_at_the_end_says_it_in_message_delta() -> None:
+    """A remote alias's upstream counts the prompt only with its last chunk: message_start says 0,
+    and message_delta's usage, which clients take as the final count, has the real one."""
+    one = writer()
+    cached = Usage(prompt_tokens=30, completion_tokens=5, cached_tokens=20)
+    events = [
+        *one.opening(None),
+        *one.delta(TextChunk("x")),
+        *one.closing(FinalChunk("stop", cached, Timings())),
+    ]
+    assert events[0]["message"]["usage"] == {"input_tokens": 0, "output_tokens": 0}
+    assert events[-2]["usage"] == {
+        "input_tokens": 10,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 20,
+        "output_tokens": 5,
+    }
+    for event in events:
+        wire.StreamEvent.model_validate(event)
+
+
 def test_thinking_then_text_then_calls_are_blocks_in_order() -> None:
     events = stream(
         ThinkingChunk("Hm"),

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.types import Scope, Send
 
 from heylook.errors import HeylookError
-from heylook.protocols.errors import error_body_for_path
+from heylook.protocols.errors import error_body_for_path, error_status_for_path
 
 
 async def send_json(
@@ -25,4 +25,5 @@ async def send_error(scope: Scope, send: Send, error: HeylookError) -> None:
     """The error in the shape of the API the path belongs to, with its status and headers. The
     connection closes after it: the request's body, if it has one, was never read."""
     headers = {**error.headers, "connection": "close"}
-    await send_json(send, error.status, error_body_for_path(scope["path"], error), headers)
+    path = scope["path"]
+    await send_json(send, error_status_for_path(path, error), error_body_for_path(path, error), headers)

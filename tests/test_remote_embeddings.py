@@ -172,7 +172,8 @@ def test_upstream_errors_in_each_apis_shape(
     message = error if path.startswith("/api/") else error["message"]
     assert isinstance(message, str) and says in message
     if not path.startswith("/api/"):
-        assert error["type"] == ("invalid_request_error" if status == 400 else "server_error")
+        # OpenAI's types: a 429 is a rate limit on requests.
+        assert error["type"] == {400: "invalid_request_error", 429: "requests"}.get(status, "server_error")
     assert response.headers.get("retry-after") == retry_after
     assert UPSTREAM_KEY not in response.text and HF_TOKEN not in response.text
     if alias == "hub-no-token":

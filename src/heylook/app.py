@@ -28,7 +28,7 @@ from heylook.middleware.host_check import HostCheck
 from heylook.middleware.ollama import OllamaTranslator
 from heylook.middleware.request_metrics import Observe, RequestMetrics
 from heylook.paths import batches_dir
-from heylook.protocols.errors import error_body_for_path
+from heylook.protocols.errors import error_body_for_path, error_status_for_path
 from heylook.providers.backends import Backends
 from heylook.registry.aliases import RegistryError
 from heylook.registry.watch import follow_registry
@@ -57,8 +57,9 @@ log = logging.getLogger(__name__)
 
 
 def _error_response(request: Request, error: HeylookError) -> Response:
-    body = error_body_for_path(request.url.path, error)
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+    path = request.url.path
+    body = error_body_for_path(path, error)
+    return JSONResponse(body, status_code=error_status_for_path(path, error), headers=error.headers)
 
 
 async def _on_registry_error(request: Request, error: Exception) -> Response:

@@ -26,6 +26,35 @@ class InvalidRequest(HeylookError):
     kind = "invalid_request_error"
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """A prompt longer than the model's context. Each API words it as its own server does
+    (protocols.errors), since clients act on those words: Codex compacts on OpenAI's code
+    context_length_exceeded, Claude Code on Anthropic's "prompt is too long: N tokens > M maximum".
+    An upstream may not say the numbers: then they are None and `message` is what it said."""
+
+    code = "context_length_exceeded"
+
+    def __init__(
+        self,
+        prompt_tokens: int | None,
+        context_length: int | None,
+        model: str,
+        *,
+        param: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        if message is None:
+            # Ollama's words first (its clients look for them), then the numbers.
+            message = (
+                f"the input length exceeds the context length: the prompt is {prompt_tokens} tokens; "
+                f"{model!r} has a context of {context_length} tokens"
+            )
+        super().__init__(message, param=param)
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+        self.model = model
+
+
 class Unauthorized(HeylookError):
     status = 401
     kind = "authentication_error"

@@ -21,7 +21,7 @@ from heylook.chat.render import render_chat
 from heylook.chat.syntax import template_text, template_traits
 from heylook.engine.runner import GenerationStream
 from heylook.engine.sampling import choice_seed
-from heylook.errors import InvalidRequest
+from heylook.errors import ContextLengthExceeded, InvalidRequest
 from heylook.images import load_images
 from heylook.metrics import Metrics
 from heylook.models.loader import LoadedModel
@@ -347,10 +347,9 @@ async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings)
     context_length = min(model.context_length, options.context_length or model.context_length)
     room = context_length - len(prompt_ids)
     if room < 1:
-        message = (
-            f"the prompt is {len(prompt_ids)} tokens; {request.model!r} has a context of {context_length}"
+        raise ContextLengthExceeded(
+            len(prompt_ids), context_length, request.model, param=_prompt_param(request.prompt)
         )
-        raise InvalidRequest(message + " tokens", param=_prompt_param(request.prompt))
     # The server's limit holds for every request: those that set none (Ollama's num_predict -1) and
     # those that ask for more.
     max_new_tokens = min(options.max_tokens or room, settings.max_tokens_limit or room, room)

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ import openai
 import orjson
 
 from heylook import options as settings_table
-from heylook.errors import GenerationFailed, InvalidRequest, UpstreamError
+from heylook.errors import ContextLengthExceeded, GenerationFailed, InvalidRequest, UpstreamError
 from heylook.generate import TokenClock, with_default_system
 from heylook.metrics import Metrics
 from heylook.protocols.images import image_url
@@ -239,6 +240,11 @@ class RemoteProvider:
                 status=429,
                 retry_after=math.ceil(retry) if retry else 5,
             )
+        if status in (400, 413, 422) and (overflow := context_overflow(body)) is not None:
+            # The same error as a local model's: each API then says it in its own words.
+            prompt_tokens, context_length = overflow
+            refused = f"{upstream} refused the request for {alias.name!r}{said}"
+            return ContextLengthExceeded(prompt_tokens, context_length, alias.name, message=refused)
         if status in (400, 422):
             return InvalidRequest(f"{upstream} refused the request for {alias.name!r}{said}")
         if status == 503:
@@ -614,6 +620,48 @@ def _error_body(response: httpx.Response) -> Any:
     except orjson.JSONDecodeError:
         return response.text
     return data.get("error", data) if isinstance(data, dict) else data
+
+
+# How upstreams say a prompt is over the context: OpenAI and vLLM ("This model's maximum context
+# length is M tokens. However, your messages resulted in N tokens" / "you requested T tokens (N in
+# the messages, ...)" / "your request has N input tokens"), llama.cpp ("request (N tokens) exceeds
+# the available context size (M tokens)"), TGI ("`inputs` tokens + `max_new_tokens` must be <= M.
+# Given: N `inputs` tokens"), Anthropic ("prompt is too long: N tokens > M maximum").
+_CONTEXT_WORDS = re.compile(
+    r"maximum context length|context size|context window|context length|prompt is too long"
+    r"|`inputs` tokens \+",
+    re.IGNORECASE,
+)
+_OVER = re.compile(r"exceed|too long|too large|reduce|must be <=", re.IGNORECASE)
+_PROMPT_TOKENS = re.compile(
+    r"(\d+) in the messages|(\d+) in your prompt|(\d+) input tokens|resulted in (\d+) tokens"
+    r"|request \((\d+) tokens\)|prompt is too long: (\d+) tokens|Given: (\d+) `inputs` tokens",
+    re.IGNORECASE,
+)
+_CONTEXT_TOKENS = re.compile(
+    r"maximum context length is (\d+)|context size \((\d+) tokens\)|> (\d+) maximum"
+    r"|must be <= (\d+)",
+    re.IGNORECASE,
+)
+
+
+def context_overflow(body: Any) -> tuple[int | None, int | None] | None:
+    """Whether an upstream's error object says the prompt is over the context, and the prompt's
+    and the context's tokens where it says them; None when it says something else."""
+    if isinstance(body, dict):
+        code, kind, message = body.get("code"), body.get("type"), body.get("message")
+    else:
+        code, kind, message = None, None, body
+    text = message if isinstance(message, str) else ""
+    said_so = code == "context_length_exceeded" or kind == "exceed_context_size_error"
+    if not said_so and not (_CONTEXT_WORDS.search(text) and _OVER.search(text)):
+        return None
+    return _first_number(_PROMPT_TOKENS, text), _first_number(_CONTEXT_TOKENS, text)
+
+
+def _first_number(pattern: re.Pattern[str], text: str) -> int | None:
+    found = pattern.search(text)
+    return int(next(group for group in found.groups() if group is not None)) if found else None
 
 
 def _upstream_message(body: Any) -> str:

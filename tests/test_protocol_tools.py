@@ -53,7 +53,7 @@ def test_tools_are_read(tools, expected) -> None:
     ("tools", "param", "words"),
     [
         ("get_weather", "tools", "must be an array"),
-        ([{"type": "retrieval"}], "tools[0].type", '"function"'),
+        ([{"type": 5}], "tools[0].type", '"function"'),
         ([{"type": "function"}], "tools[0].function", "required"),
         ([{"type": "function", "function": {"name": ""}}], "tools[0].function.name", "1 to 64"),
         ([{"type": "function", "function": {"name": "a" * 65}}], "tools[0].function.name", "1 to 64"),
@@ -69,6 +69,26 @@ def test_malformed_tools_are_400s_naming_the_field(tools, param: str, words: str
     with pytest.raises(InvalidRequest, match=words) as caught:
         read_tools({"tools": tools})
     assert caught.value.param == param
+
+
+CUSTOM = {"type": "custom", "custom": {"name": "apply_patch", "format": {"type": "text"}}}
+
+
+@pytest.mark.parametrize(
+    ("tools", "functions", "dropped"),
+    [
+        ([WEATHER, CUSTOM], (TOOL,), ("custom",)),  # OpenAI takes custom tools on chat completions
+        ([{"type": "web_search"}, {"type": "file_search", "vector_store_ids": []}, WEATHER],
+         (TOOL,), ("web_search", "file_search")),
+        ([{"type": "mcp", "server_label": "docs"}], (), ("mcp",)),
+        ([WEATHER], (TOOL,), ()),
+    ],
+)  # fmt: skip
+def test_chat_tools_that_are_not_functions_are_dropped_not_refused(tools, functions, dropped) -> None:
+    """A model here calls functions: another kind of tool is dropped, and the reply's
+    X-Heylook-Dropped-Tools header names it (never a 400)."""
+    request, _ = openai.parse_chat_request({"model": "m", "messages": [USER], "tools": tools})
+    assert request.tools == functions and request.dropped_tools == dropped
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from heylook.protocols.fields import schema_text
 from heylook.protocols.images import image_from_url
 from heylook.protocols.tools import (
     check_tool_turns,
+    dropped_tools,
     effort_from,
     tool_calls_from,
     tool_choice_from,
@@ -77,6 +78,7 @@ def parse_chat_request(body: dict[str, Any]) -> tuple[GenerationRequest, StreamM
         think=effort_from(typed.reasoning_effort, typed.reasoning),
         logprobs=_chat_logprobs(typed),
         n=typed.n or 1,
+        dropped_tools=dropped_tools(typed.tools),
     )
     return request, _stream_mode(typed)
 
@@ -332,7 +334,7 @@ class _Writer:
         return chunks
 
     def error(self, error: HeylookError) -> dict[str, Any]:
-        return openai_error_body(error)
+        return openai_error_body(error, "completions" if self.object_name == "text_completion" else "chat")
 
     def _finish_fields(self) -> dict[str, Any]:
         raise NotImplementedError

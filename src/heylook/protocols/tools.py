@@ -4,6 +4,7 @@ definitions), read into internal types; a wrong value raises InvalidRequest nami
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from heylook.wire.fields import Body
 from heylook.wire.tools import (
     EFFORTS,
     FunctionDefinition,
+    FunctionToolDefinition,
     NamedToolChoice,
     Reasoning,
     ToolCallIn,
@@ -23,6 +25,8 @@ from heylook.wire.tools import (
 )
 from heylook.wire.tools import Think as ThinkField
 from heylook.wire.validate import validate
+
+log = logging.getLogger(__name__)
 
 # All tools' schemas and descriptions together (Open WebUI's 36 built-in tools: 25 KiB).
 MAX_TOOLS_BYTES = 512 * 1024
@@ -51,17 +55,39 @@ def read_tools(body: Mapping[str, Any]) -> tuple[Tool, ...]:
 
 
 def tools_from(raw: list[ToolDefinition] | None) -> tuple[Tool, ...]:
-    """Validated tool definitions as internal tools: names unique, all of them within a size."""
-    tools = tuple(_tool(item.function, f"tools[{index}]") for index, item in enumerate(raw or ()))
-    if sum(len(tool.parameters) + len(tool.description) for tool in tools) > MAX_TOOLS_BYTES:
+    """Validated tool definitions as internal tools: the functions (other kinds are dropped, see
+    dropped_tools), names unique, all of them within a size."""
+    named = [
+        (f"tools[{index}].function.name", _tool(item.function, f"tools[{index}]"))
+        for index, item in enumerate(raw or ())
+        if isinstance(item, FunctionToolDefinition)
+    ]
+    tools = tuple(tool for _, tool in named)
+    check_tools(named)
+    return tools
+
+
+def check_tools(named: list[tuple[str, Tool]]) -> None:
+    """Tools (each with the param naming it) are within a size in all, and no two share a name."""
+    if sum(len(tool.parameters) + len(tool.description) for _, tool in named) > MAX_TOOLS_BYTES:
         raise InvalidRequest(f"'tools' are larger than {MAX_TOOLS_BYTES // 1024} KiB in all", param="tools")
     seen: set[str] = set()
-    for index, tool in enumerate(tools):
+    for param, tool in named:
         if tool.name in seen:
-            param = f"tools[{index}].function.name"
             raise InvalidRequest(f"two tools are named {tool.name!r}", param=param)
         seen.add(tool.name)
-    return tools
+
+
+def dropped_tools(raw: list[ToolDefinition] | None) -> tuple[str, ...]:
+    """The types of the tools that are not functions (OpenAI's `custom`, hosted tools), each
+    dropped with a log line: a model here calls functions only. The request goes on without them,
+    and X-Heylook-Dropped-Tools names them (GenerationRequest.dropped_tools)."""
+    dropped = []
+    for index, item in enumerate(raw or ()):
+        if not isinstance(item, FunctionToolDefinition):
+            log.info("dropped tools[%d] (%s): a model here cannot call it", index, item.type)
+            dropped.append(item.type)
+    return tuple(dropped)
 
 
 def _tool(function: FunctionDefinition, param: str) -> Tool:

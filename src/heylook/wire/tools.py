@@ -9,9 +9,9 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Discriminator, Field, Tag
 
-from heylook.wire.fields import Body, JsonObject, choice, one_of
+from heylook.wire.fields import BRANCH, Body, JsonObject, choice, one_of
 
 MAX_TOOLS = 128  # as OpenAI allows
 # OpenAI's rule for function names (letters, digits, _ and -, up to 64), and dots, which MCP
@@ -52,9 +52,30 @@ class FunctionDefinition(Body):
     )
 
 
-class ToolDefinition(Body):
+class FunctionToolDefinition(Body):
     type: Literal["function"] = "function"
     function: FunctionDefinition
+
+
+class OtherTool(Body):
+    """A tool of another kind: OpenAI's `custom` (freeform text input), or a hosted tool a client
+    sends (web search, file search, ...). Taken and dropped, never refused: a model here calls
+    functions only, and the reply's X-Heylook-Dropped-Tools header names the dropped types."""
+
+    type: str = Field(description='Not "function": dropped.')
+
+
+def _tool_branch(value: Any) -> str:
+    """A function tool (type "function" or left out, as Ollama clients do) is checked as one;
+    any other type is another kind of tool. A value that is no object gets the function's errors."""
+    kind = value.get("type", "function") if isinstance(value, dict) else "function"
+    return BRANCH + ("other" if isinstance(kind, str) and kind != "function" else "function")
+
+
+ToolDefinition = Annotated[
+    Annotated[FunctionToolDefinition, Tag(BRANCH + "function")] | Annotated[OtherTool, Tag(BRANCH + "other")],
+    Discriminator(_tool_branch),
+]
 
 
 class ChosenFunction(Body):

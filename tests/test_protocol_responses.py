@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from heylook.errors import InvalidRequest
+from heylook.errors import (
+    ContextLengthExceeded,
+    GenerationFailed,
+    HeylookError,
+    InvalidRequest,
+    ServerBusy,
+    UpstreamError,
+)
 from heylook.protocols import responses
 from heylook.protocols.responses import ResponseNotFound, ResponsesWriter, parse_response_request
 from heylook.responses_store import ResponseStore, StoredResponse
@@ -36,6 +45,9 @@ from heylook.wire.responses import InputItemList, Response, ResponseStreamEvent
 JSON = JsonFormat()
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
 CALL = {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}
+NAMESPACE = {"type": "namespace", "name": "crm", "description": "The CRM.", "tools": [WEATHER]}
+CUSTOM = {"type": "custom", "name": "apply_patch", "description": "Patch files"}
+CUSTOM_CALL = {"type": "custom_tool_call", "call_id": "call_c", "name": "apply_patch", "input": "*** Begin"}
 EARLIER = (
     Message("user", "weather?"),
     Message("assistant", "", (ToolCall("get_weather", "{}", "call_9"),)),
@@ -205,13 +217,26 @@ def test_what_is_taken_and_echoed() -> None:
         ({"input": [{**CALL, "call_id": None}]}, "input[0].call_id"),
         ({"input": [{**CALL, "name": None}]}, "input[0].name"),
         ({"input": [{**CALL, "arguments": "[1]"}]}, "input[0].arguments"),
+        ({"input": [{**CUSTOM_CALL, "input": None}]}, "input[0].input"),
+        ({"input": [{"type": "custom_tool_call_output", "call_id": "call_c", "output": "x"}]},
+         "input[0].call_id"),
         ({"input": [{"type": "reasoning"}]}, "input[0].summary"),
         ({"input": [{"type": "function_call_output", "call_id": "call_1", "output": "x"}]},
          "input[0].call_id"),
         ({"input": [CALL, {"type": "function_call_output", "call_id": "call_1"}]}, "input[1].output"),
         ({"input": "hi", "previous_response_id": "resp_gone"}, "previous_response_id"),
-        ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"input": "hi", "tools": [{"type": 5}]}, "tools[0].type"),
+        ({"input": "hi", "tools": [{"name": "f"}]}, "tools[0].type"),
         ({"input": "hi", "tools": [{"type": "function", "name": "a b"}]}, "tools[0].name"),
+        ({"input": "hi", "tools": [{"type": "custom"}]}, "tools[0].name"),
+        ({"input": "hi", "tools": [{"type": "custom", "name": "c", "format": {"type": "xml"}}]},
+         "tools[0].format.type"),
+        ({"input": "hi", "tools": [{"type": "namespace", "name": "ns"}]}, "tools[0].tools"),
+        ({"input": "hi", "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": "web_search"}]}]},
+         "tools[0].tools[0].type"),
+        ({"input": "hi", "tools": [{"type": "namespace", "name": "ns", "tools": [{**WEATHER, "name": ""}]}]},
+         "tools[0].tools[0].name"),
+        ({"input": "hi", "tools": [NAMESPACE, {**WEATHER, "name": "crm__get_weather"}]}, "tools[1].name"),
         ({"input": "hi", "tools": [{"type": "function", "name": "f", "parameters": {"type": "string"}}]},
          "tools[0].parameters"),
         ({"input": "hi", "tools": [WEATHER, WEATHER]}, "tools[1].name"),
@@ -465,15 +490,29 @@ def test_a_call_without_an_id_gets_one() -> None:
     assert [(item["type"], item["call_id"]) for item in body["output"]] == [("function_call", "call_0")]
 
 
-def test_an_error_mid_stream_is_the_last_event_in_sequence() -> None:
+@pytest.mark.parametrize(
+    ("error", "code", "words"),
+    [
+        (InvalidRequest("the grammar failed", param="text.format"), None, "the grammar failed"),
+        (GenerationFailed("the model broke"), "generation_failed", "the model broke"),
+        (ContextLengthExceeded(9, 8, "m"), "context_length_exceeded", "exceeds the context window"),
+        (ServerBusy("busy", retry_after=2), "server_is_overloaded", "busy"),
+        (UpstreamError("slow down", status=429, retry_after=3), "rate_limit_exceeded", "slow down"),
+    ],
+)  # fmt: skip
+def test_a_failure_mid_stream_is_a_last_response_failed(error: HeylookError, code: Any, words: str) -> None:
+    """The stream's last event: response.failed, its response failed with OpenAI's code (Codex
+    reads response.error.code: context_length_exceeded compacts its conversation), and the items
+    the stream had opened."""
     one = writer()
     bodies = one.opening() + one.delta(TextChunk("Hi"))
-    error = one.error(InvalidRequest("the grammar failed", param="text.format"))
-    assert error == {
-        "type": "error", "sequence_number": len(bodies), "code": None, "message": "the grammar failed",
-        "param": "text.format",
-    }  # fmt: skip
-    ResponseStreamEvent.model_validate(error)
+    failed = one.error(error)
+    assert failed["type"] == "response.failed" and failed["sequence_number"] == len(bodies)
+    response = failed["response"]
+    assert response["status"] == "failed" and response["usage"] is None
+    assert response["error"]["code"] == code and words in response["error"]["message"]
+    assert [item["type"] for item in response["output"]] == ["message"]
+    ResponseStreamEvent.model_validate(failed)
 
 
 def test_on_done_gets_the_response_and_its_reply_both_ways() -> None:
@@ -568,3 +607,221 @@ def test_input_items_list_a_responses_input() -> None:
     InputItemList.model_validate(page)
     with pytest.raises(InvalidRequest):
         responses.input_items_body(items, 2, "asc", "msg_404")
+
+
+# --- tools beyond functions: namespaces, custom tools, hosted tools --------------------------------
+
+CUSTOM_PARAMETERS = (
+    '{"type": "object", "properties": {"input": {"type": "string", "description": "The tool\'s input, as '
+    'text."}}, "required": ["input"]}'
+)
+
+
+@pytest.mark.parametrize(
+    ("tools", "offered", "called", "dropped"),
+    [
+        (  # a namespace's functions, each as namespace__name, its description said with theirs
+            [NAMESPACE],
+            (Tool("crm__get_weather", "(crm: The CRM.)", '{"type": "object", "properties": {}}'),),
+            {"crm__get_weather": responses.CalledTool("get_weather", "crm")},
+            (),
+        ),
+        (  # Codex's MCP namespaces end in "__": one joint, as Codex spells the flat name
+            [{"type": "namespace", "name": "mcp__docs__", "tools": [{"type": "function", "name": "search"}]}],
+            (Tool("mcp__docs__search"),),
+            {"mcp__docs__search": responses.CalledTool("search", "mcp__docs__")},
+            (),
+        ),
+        (  # a custom tool: a function of one string, its input
+            [CUSTOM],
+            (Tool("apply_patch", "Patch files", CUSTOM_PARAMETERS),),
+            {"apply_patch": responses.CalledTool("apply_patch", custom=True)},
+            (),
+        ),
+        (  # hosted tools are dropped, whatever their type; functions stay
+            [{"type": "web_search", "external_web_access": False}, WEATHER, {"type": "file_search"},
+             {"type": "code_interpreter", "container": {"type": "auto"}}, {"type": "computer_use_preview"},
+             {"type": "mcp", "server_label": "x"}, {"type": "image_generation"}, {"type": "local_shell"},
+             {"type": "tool_search"}, {"type": "web_search_preview_2025_03_11"}],
+            (Tool("get_weather", "", '{"type": "object", "properties": {}}'),),
+            {"get_weather": responses.CalledTool("get_weather")},
+            ("web_search", "file_search", "code_interpreter", "computer_use_preview", "mcp",
+             "image_generation", "local_shell", "tool_search", "web_search_preview_2025_03_11"),
+        ),
+    ],
+)  # fmt: skip
+def test_tools_the_model_is_offered(
+    tools: list[Any], offered: tuple[Tool, ...], called: dict[str, Any], dropped: tuple[str, ...]
+) -> None:
+    parsed = parse({"input": "hi", "tools": tools})
+    assert parsed.request.tools == offered
+    assert parsed.tools == called
+    assert parsed.request.dropped_tools == dropped
+
+
+def test_a_custom_tools_grammar_is_shown_to_the_model() -> None:
+    grammar = {"type": "grammar", "syntax": "lark", "definition": 'start: "*** Begin Patch"'}
+    [tool] = parse({"input": "hi", "tools": [{**CUSTOM, "format": grammar}]}).request.tools
+    described = json.loads(tool.parameters)["properties"]["input"]["description"]
+    assert "lark grammar" in described and 'start: "*** Begin Patch"' in described
+
+
+@pytest.mark.parametrize(
+    ("tools", "choice", "chosen"),
+    [
+        ([NAMESPACE], {"type": "function", "name": "get_weather"}, "crm__get_weather"),
+        ([NAMESPACE], {"type": "function", "name": "crm__get_weather"}, "crm__get_weather"),
+        ([CUSTOM], {"type": "custom", "name": "apply_patch"}, "apply_patch"),
+    ],
+)  # fmt: skip
+def test_tool_choice_names_a_namespaces_or_a_custom_tool(tools: list[Any], choice: Any, chosen: str) -> None:
+    parsed = parse({"input": "hi", "tools": tools, "tool_choice": choice})
+    assert parsed.request.tool_choice == ToolChoice("function", chosen)
+    assert parsed.echo["tool_choice"] == choice
+
+
+def test_a_clients_history_of_namespaced_and_custom_calls() -> None:
+    """Codex sends its history back: a namespaced function_call (name and namespace apart), a
+    custom_tool_call (its input text) and their outputs are the calls the model made, by the
+    names it sees."""
+    parsed = parse({"tools": [NAMESPACE, CUSTOM], "input": [
+        {"role": "user", "content": "go"},
+        {**CALL, "name": "get_weather", "namespace": "crm"},
+        CUSTOM_CALL,
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        {"type": "custom_tool_call_output", "call_id": "call_c", "output": "Done!"},
+    ]})  # fmt: skip
+    assert parsed.conversation == (
+        Message("user", "go"),
+        Message("assistant", "", (
+            ToolCall("crm__get_weather", '{"city": "Paris"}', "call_1"),
+            ToolCall("apply_patch", '{"input": "*** Begin"}', "call_c"),
+        )),
+        Message("tool", "sunny", tool_call_id="call_1", tool_name="crm__get_weather"),
+        Message("tool", "Done!", tool_call_id="call_c", tool_name="apply_patch"),
+    )  # fmt: skip
+    items = responses.input_items(parsed.input, make_id=lambda prefix: f"{prefix}_1", tools=parsed.tools)
+    assert [(item["type"], item.get("name"), item.get("namespace")) for item in items] == [
+        ("message", None, None), ("function_call", "get_weather", "crm"),
+        ("custom_tool_call", "apply_patch", None), ("function_call_output", None, None),
+        ("custom_tool_call_output", None, None),
+    ]  # fmt: skip
+    assert items[2]["input"] == "*** Begin"
+    InputItemList.model_validate({"object": "list", "data": items, "first_id": "msg_1", "last_id": "fco_1",
+                                  "has_more": False})  # fmt: skip
+
+
+def test_tools_are_echoed_as_given() -> None:
+    hosted = {"type": "web_search", "external_web_access": False}
+    echo = parse({"input": "hi", "tools": [NAMESPACE, CUSTOM, hosted]}).echo["tools"]
+    assert echo == [
+        {"type": "namespace", "name": "crm", "description": "The CRM.", "tools": [
+            {"type": "function", "name": "get_weather", "description": None,
+             "parameters": WEATHER["parameters"], "strict": None}]},
+        {"type": "custom", "name": "apply_patch", "description": "Patch files", "format": {"type": "text"}},
+        hosted,
+    ]  # fmt: skip
+
+
+ROUTED = {
+    "crm__get_weather": responses.CalledTool("get_weather", "crm"),
+    "apply_patch": responses.CalledTool("apply_patch", custom=True),
+}
+
+
+def test_calls_go_back_as_the_client_routes_them_whole() -> None:
+    """A namespace's function: its own name and the namespace apart (Codex routes by both); a
+    custom tool's call: a custom_tool_call with its input text."""
+    reply = Reply(tool_calls=(
+        ToolCall("crm__get_weather", '{"city": "Paris"}', "call_1"),
+        ToolCall("apply_patch", '{"input": "*** Begin Patch"}', "call_2"),
+        ToolCall("other", "{}", "call_3"),  # no tool of that name: as the model called it
+    ))  # fmt: skip
+    body = writer(stream=False, tools=ROUTED).whole(reply, FINAL)
+    assert body["output"] == [
+        {"type": "function_call", "id": "fc_0", "call_id": "call_1", "name": "get_weather",
+         "arguments": '{"city": "Paris"}', "status": "completed", "namespace": "crm"},
+        {"type": "custom_tool_call", "id": "fc_1", "call_id": "call_2", "name": "apply_patch",
+         "input": "*** Begin Patch", "status": "completed"},
+        {"type": "function_call", "id": "fc_2", "call_id": "call_3", "name": "other", "arguments": "{}",
+         "status": "completed"},
+    ]  # fmt: skip
+    Response.model_validate(body)
+
+
+def test_calls_go_back_as_the_client_routes_them_streamed() -> None:
+    bodies = events(
+        [ToolCallChunk(0, '{"city"', id="call_1", name="crm__get_weather"), ToolCallChunk(0, ': "Paris"}'),
+         ToolCallChunk(1, '{"input": "*** Begin', id="call_2", name="apply_patch"), ToolCallChunk(1, '"}')],
+        FinalChunk("tool_calls", Usage(5, 4), Timings()), tools=ROUTED,
+    )  # fmt: skip
+    assert _short(bodies) == [
+        *START,
+        ("response.output_item.added", 0, "function_call"),
+        ("response.function_call_arguments.delta", 0, '{"city"'),
+        ("response.function_call_arguments.delta", 0, ': "Paris"}'),
+        ("response.function_call_arguments.done", 0, '{"city": "Paris"}'),
+        ("response.output_item.done", 0, "function_call"),
+        ("response.output_item.added", 1, "custom_tool_call"),
+        ("response.custom_tool_call_input.done", 1),
+        ("response.output_item.done", 1, "custom_tool_call"),
+        ("response.completed",),
+    ]
+    added, done = bodies[2]["item"], bodies[6]["item"]
+    assert (added["name"], added["namespace"], done["namespace"]) == ("get_weather", "crm", "crm")
+    assert bodies[5]["name"] == "get_weather"
+    assert bodies[7]["item"]["input"] == "" and bodies[8]["input"] == "*** Begin"
+    assert bodies[9]["item"]["input"] == "*** Begin" and bodies[9]["item"]["status"] == "completed"
+    for body in bodies:
+        ResponseStreamEvent.model_validate(body)
+    assert [item["type"] for item in bodies[-1]["response"]["output"]] == [
+        "function_call",
+        "custom_tool_call",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "given"),
+    [('{"input": "a\\nb"}', "a\nb"), ('{"input": 5}', '{"input": 5}'), ("not json", "not json"), ("", "")],
+)
+def test_a_custom_calls_input_is_its_one_argument(arguments: str, given: str) -> None:
+    assert responses.custom_input(arguments) == given
+
+
+# --- what Codex CLI sends -------------------------------------------------------------------------
+
+CODEX = Path(__file__).parent / "fixtures" / "clients" / "codex"
+
+
+def test_codex_0_171_first_turn_is_served() -> None:
+    """Codex CLI 0.171.0's first request, as recorded (long texts cut short, every key kept): it
+    validates whole, its namespace's functions are offered flattened, its web_search is dropped,
+    and the fields it sends that change nothing here are taken."""
+    body = json.loads((CODEX / "0.171.0-first-turn.json").read_text())
+    parsed = parse_response_request(body, _nothing_stored)
+    names = [tool.name for tool in parsed.request.tools]
+    assert names == [
+        "exec_command", "write_stdin", "request_user_input", "view_image",
+        "multi_agent_v1__close_agent", "multi_agent_v1__resume_agent", "multi_agent_v1__send_input",
+        "multi_agent_v1__spawn_agent", "multi_agent_v1__wait_agent", "get_goal", "create_goal", "update_goal",
+    ]  # fmt: skip
+    assert parsed.tools["multi_agent_v1__spawn_agent"] == responses.CalledTool(
+        "spawn_agent", "multi_agent_v1"
+    )
+    assert parsed.request.dropped_tools == ("web_search",)
+    assert [message.role for message in parsed.request.prompt.messages] == [
+        "system",
+        "system",
+        "user",
+        "user",
+    ]
+    assert parsed.request.prompt.messages[-1].content == "list files"
+    assert parsed.stream and not parsed.store and parsed.request.parallel_tool_calls
+    assert parsed.request.tool_choice == ToolChoice("auto") and parsed.request.think is None
+    assert parsed.echo["reasoning"] == {"effort": None, "summary": "auto"}
+    # The first request's keys, all of them: a later Codex's new field shows up here.
+    assert sorted(body) == [
+        "client_metadata", "include", "input", "model", "parallel_tool_calls", "prompt_cache_key",
+        "reasoning", "store", "stream", "tool_choice", "tools",
+    ]  # fmt: skip
+    assert {tool["type"] for tool in body["tools"]} == {"function", "namespace", "web_search"}

@@ -221,7 +221,13 @@ def test_unknown_previous_response_is_a_404_in_openai_shape(url: str) -> None:
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]}]},
             "input[0].content[0]",
         ),
-        ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        (
+            {
+                "input": "hi",
+                "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": "web_search"}]}],
+            },
+            "tools[0].tools[0].type",
+        ),
         ({"input": "hi", "background": True}, "background"),
         ({"input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema"),
         ({"input": "hi", "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),

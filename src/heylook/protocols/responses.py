@@ -4,6 +4,8 @@ stream of typed events."""
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -11,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from heylook.errors import HeylookError, InvalidRequest
+from heylook.protocols.errors import openai_error_fields
 from heylook.protocols.fields import schema_text
 from heylook.protocols.images import image_from_url, image_url
-from heylook.protocols.tools import MAX_TOOLS_BYTES, effort_from, read_call_arguments, tool_choice_from
+from heylook.protocols.tools import check_tools, effort_from, read_call_arguments, tool_choice_from
 from heylook.protocols.writer import Media
 from heylook.types import (
     ChatPrompt,
@@ -41,6 +44,8 @@ _ROLES = {"user": "user", "system": "system", "developer": "system"}
 # The content part types each side's messages carry as text.
 _TEXT_PARTS = {"user": ("input_text",), "system": ("input_text",), "assistant": ("output_text", "input_text")}
 
+log = logging.getLogger(__name__)
+
 # Looks up a stored response's conversation by id: raises ResponseNotFound for one not (or no
 # longer) stored.
 History = Callable[[str], tuple[Message, ...]]
@@ -56,6 +61,28 @@ class ResponseNotFound(HeylookError):
     def __init__(self, id: str, param: str | None = None) -> None:
         super().__init__(f"no response with id {id!r} is stored (it may have expired)", param=param)
         self.code = "previous_response_not_found" if param == "previous_response_id" else "not_found"
+
+
+@dataclass(frozen=True)
+class CalledTool:
+    """What a tool the model sees by one name is to the client: a function or a custom tool, by
+    its own name, in a namespace or not. The model's call comes back as the client routes it."""
+
+    name: str
+    namespace: str | None = None
+    custom: bool = False
+
+
+# The tools the model was offered, by the name it calls them.
+ToolNames = Mapping[str, CalledTool]
+# A custom tool's one argument: its input text.
+CUSTOM_INPUT = "input"
+
+
+def flat_name(namespace: str | None, name: str) -> str:
+    """A namespace's tool as the model sees it: namespace__name (Codex's own flat spelling, where a
+    boundary cannot keep the two apart: stray underscores at the joint trimmed)."""
+    return name if namespace is None else f"{namespace.rstrip('_')}__{name.lstrip('_')}"
 
 
 def new_id(prefix: str) -> str:
@@ -74,6 +101,8 @@ class ParsedResponse:
     echo: dict[str, Any]
     stream: bool = False
     store: bool = True
+    # The tools the model may call, by the names it sees: what each call is to the client.
+    tools: ToolNames = field(default_factory=dict)
 
 
 def parse_response_request(body: dict[str, Any], history: History) -> ParsedResponse:
@@ -88,10 +117,10 @@ def parse_response_request(body: dict[str, Any], history: History) -> ParsedResp
     if not conversation:
         raise InvalidRequest("'input' must not be empty", param="input")
     instructions = (Message("system", typed.instructions),) if typed.instructions else ()
-    tools = _tools(typed.tools)
+    tools, called, dropped = offered_tools(typed.tools)
     chosen = typed.tool_choice
     if isinstance(chosen, wire.FunctionChoice):
-        chosen = NamedToolChoice(type="function", function=ChosenFunction(name=chosen.name))
+        chosen = NamedToolChoice(type="function", function=ChosenFunction(name=_chosen(chosen, called)))
     request = GenerationRequest(
         model=typed.model,
         prompt=ChatPrompt((*instructions, *conversation)),
@@ -102,9 +131,11 @@ def parse_response_request(body: dict[str, Any], history: History) -> ParsedResp
         tool_choice=tool_choice_from(chosen, tools),
         parallel_tool_calls=typed.parallel_tool_calls is not False,
         think=effort_from(None, typed.reasoning),
+        dropped_tools=dropped,
     )
     store = typed.store is not False
-    return ParsedResponse(request, conversation, given, _echo(typed, store), bool(typed.stream), store)
+    echo = _echo(typed, store)
+    return ParsedResponse(request, conversation, given, echo, bool(typed.stream), store, called)
 
 
 def _reject_unsupported(typed: Any) -> None:
@@ -165,22 +196,23 @@ def input_messages(raw: str | list[wire.InputItem], earlier: tuple[Message, ...]
             if not texts and isinstance(item.content, list):  # the reasoning itself, where it came whole
                 texts = [part.text or "" for part in item.content if part.type == "reasoning_text"]
             turn.thinking = "\n".join(texts)
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
             turn = turn or _Turn()
             call_id = _required(item.call_id, f"{param}.call_id")
-            name = _required(item.name, f"{param}.name")
-            turn.calls.append(
-                ToolCall(name, read_call_arguments(item.arguments, f"{param}.arguments"), call_id)
-            )
+            name = flat_name(item.namespace, _required(item.name, f"{param}.name"))
+            if kind == "function_call":
+                arguments = read_call_arguments(item.arguments, f"{param}.arguments")
+            else:  # a custom tool's text, as the one argument the model gave it
+                arguments = _custom_arguments(_required(item.input, f"{param}.input"))
+            turn.calls.append(ToolCall(name, arguments, call_id))
             names[call_id] = name
-        else:  # function_call_output
+        else:  # function_call_output, custom_tool_call_output
             _flush(turn, messages)
             turn = None
             call_id = _required(item.call_id, f"{param}.call_id")
             if call_id not in names:
                 raise InvalidRequest(
-                    f"'{param}.call_id' answers the call {call_id!r}, which no function_call in the "
-                    "conversation made",
+                    f"'{param}.call_id' answers the call {call_id!r}, which no call in the conversation made",
                     param=f"{param}.call_id",
                 )
             output = _text(_required(item.output, f"{param}.output"), f"{param}.output", ("input_text",))
@@ -246,24 +278,85 @@ def _image(part: wire.ContentPart, where: str) -> ImageInput:
     return image_from_url(url, where)
 
 
-def _tools(raw: list[wire.FunctionTool] | None) -> tuple[Tool, ...]:
-    """Function tools as internal tools: names unique, all of them within a size."""
-    tools = tuple(
-        Tool(item.name, item.description or "")
-        if item.parameters is None
-        else Tool(
-            item.name, item.description or "", schema_text(item.parameters, f"tools[{index}].parameters")
-        )
-        for index, item in enumerate(raw or ())
-    )
-    if sum(len(tool.parameters) + len(tool.description) for tool in tools) > MAX_TOOLS_BYTES:
-        raise InvalidRequest(f"'tools' are larger than {MAX_TOOLS_BYTES // 1024} KiB in all", param="tools")
-    seen: set[str] = set()
-    for index, tool in enumerate(tools):
-        if tool.name in seen:
-            raise InvalidRequest(f"two tools are named {tool.name!r}", param=f"tools[{index}].name")
-        seen.add(tool.name)
-    return tools
+def offered_tools(raw: list[Any] | None) -> tuple[tuple[Tool, ...], dict[str, CalledTool], tuple[str, ...]]:
+    """The request's tools as the model is offered them: functions; custom tools as functions of
+    one string, `input`; a namespace's tools each as namespace__name. With what each name is to
+    the client, and the types of the tools dropped (hosted ones: a model here cannot run them).
+    Names unique, all of them within a size."""
+    named: list[tuple[str, Tool]] = []
+    called: dict[str, CalledTool] = {}
+    dropped: list[str] = []
+    for index, item in enumerate(raw or ()):
+        param = f"tools[{index}]"
+        if isinstance(item, wire.NamespaceTool):
+            for inner, tool in enumerate(item.tools):
+                named.append(_offered(tool, f"{param}.tools[{inner}]", item, called))
+        elif isinstance(item, wire.FunctionTool | wire.CustomTool):
+            named.append(_offered(item, param, None, called))
+        else:
+            log.info("dropped %s (%s): a model here cannot run it", param, item.type)
+            dropped.append(item.type)
+    check_tools(named)
+    return tuple(tool for _, tool in named), called, tuple(dropped)
+
+
+def _offered(
+    item: wire.FunctionTool | wire.CustomTool,
+    param: str,
+    namespace: wire.NamespaceTool | None,
+    called: dict[str, CalledTool],
+) -> tuple[str, Tool]:
+    """One function or custom tool as the model sees it (with the param naming it), recorded in
+    `called` under that name."""
+    name = flat_name(namespace.name if namespace else None, item.name)
+    description = item.description or ""
+    if namespace is not None and namespace.description:
+        description = f"{description} ({namespace.name}: {namespace.description})".lstrip()
+    custom = isinstance(item, wire.CustomTool)
+    if isinstance(item, wire.CustomTool):
+        tool = Tool(name, description, _custom_parameters(item.format))
+    elif item.parameters is None:
+        tool = Tool(name, description)
+    else:
+        tool = Tool(name, description, schema_text(item.parameters, f"{param}.parameters"))
+    called[name] = CalledTool(item.name, namespace.name if namespace else None, custom)
+    return f"{param}.name", tool
+
+
+def _custom_parameters(format: wire.CustomFormat | None) -> str:
+    """A custom tool's input as a function's one argument; a grammar it is written in is shown in
+    its description (not enforced)."""
+    words = "The tool's input, as text."
+    if format is not None and format.type == "grammar" and format.definition:
+        words = f"The tool's input: text in this {format.syntax or 'lark'} grammar:\n{format.definition}"
+    properties = {CUSTOM_INPUT: {"type": "string", "description": words}}
+    return json.dumps({"type": "object", "properties": properties, "required": [CUSTOM_INPUT]})
+
+
+def _custom_arguments(text: str) -> str:
+    return json.dumps({CUSTOM_INPUT: text}, ensure_ascii=False)
+
+
+def custom_input(arguments: str) -> str:
+    """A custom tool call's input text, from the arguments the model gave its function: the
+    `input` string (anything else it wrote, as it wrote it)."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(parsed, dict) and isinstance(parsed.get(CUSTOM_INPUT), str):
+        return str(parsed[CUSTOM_INPUT])
+    return arguments
+
+
+def _chosen(choice: wire.FunctionChoice, called: ToolNames) -> str:
+    """The tool tool_choice names, by the name the model sees: a namespace's tool is named by its
+    own name (the first of that name and kind), or as namespace__name."""
+    if choice.name in called:
+        return choice.name
+    custom = choice.type == "custom"
+    found = (seen for seen, tool in called.items() if tool.name == choice.name and tool.custom == custom)
+    return next(found, choice.name)
 
 
 def _text_format(text: wire.TextConfig | None) -> JsonFormat | None:
@@ -304,19 +397,10 @@ def _echo(typed: Any, store: bool) -> dict[str, Any]:
         "store": store,
         "temperature": typed.temperature,
         "text": text,
-        "tool_choice": {"type": "function", "name": chosen.name}
+        "tool_choice": {"type": chosen.type, "name": chosen.name}
         if isinstance(chosen, wire.FunctionChoice)
         else chosen or "auto",
-        "tools": [
-            {
-                "type": "function",
-                "name": tool.name,
-                "description": tool.description,
-                "parameters": tool.parameters,
-                "strict": tool.strict,
-            }
-            for tool in typed.tools or ()
-        ],
+        "tools": [_echo_tool(tool) for tool in typed.tools or ()],
         "top_p": typed.top_p,
         "truncation": typed.truncation or "disabled",
         "user": typed.user,
@@ -324,19 +408,36 @@ def _echo(typed: Any, store: bool) -> dict[str, Any]:
     }
 
 
+def _echo_tool(tool: Any) -> dict[str, Any]:
+    """A tool as the response object carries it back: as given (a dropped hosted tool too)."""
+    if isinstance(tool, wire.FunctionTool):
+        fields = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
+        return {"type": "function", **fields, "strict": tool.strict}
+    if isinstance(tool, wire.CustomTool):
+        given = tool.format.model_dump(exclude_none=True) if tool.format else {"type": "text"}
+        return {"type": "custom", "name": tool.name, "description": tool.description, "format": given}
+    if isinstance(tool, wire.NamespaceTool):
+        inner = [_echo_tool(item) for item in tool.tools]
+        return {"type": "namespace", "name": tool.name, "description": tool.description, "tools": inner}
+    return dict(tool.model_dump(by_alias=True, exclude_none=True))
+
+
 # --- what a stored response lists ------------------------------------------------------------------
 
 
 def input_items(
-    messages: tuple[Message, ...], make_id: Callable[[str], str] = new_id
+    messages: tuple[Message, ...], make_id: Callable[[str], str] = new_id, tools: ToolNames | None = None
 ) -> list[dict[str, Any]]:
-    """A response's input as the items /v1/responses/{id}/input_items lists, in order."""
+    """A response's input as the items /v1/responses/{id}/input_items lists, in order (calls to
+    the request's `tools` as the client sent them)."""
+    tools = tools or {}
     items: list[dict[str, Any]] = []
     for message in messages:
         if message.role == "tool":
+            called = tools.get(message.tool_name or "")
             items.append(
                 {
-                    "type": "function_call_output",
+                    "type": "custom_tool_call_output" if called and called.custom else "function_call_output",
                     "id": make_id("fco"),
                     "call_id": message.tool_call_id or "",
                     "output": message.content,
@@ -345,7 +446,7 @@ def input_items(
             )
         elif message.role == "assistant":
             reply = Reply(message.content, message.thinking, message.tool_calls)
-            items += _output_items(reply, make_id, "completed")
+            items += _output_items(reply, make_id, "completed", tools)
         else:
             items.append(
                 {
@@ -379,24 +480,31 @@ def _message_item(id: str, text: str, status: str) -> dict[str, Any]:
     return {"type": "message", "id": id, "role": "assistant", "status": status, "content": content}
 
 
-def _call_item(id: str, call: ToolCall, status: str) -> dict[str, Any]:
-    return {
-        "type": "function_call",
-        "id": id,
-        "call_id": call.id,
-        "name": call.name,
-        "arguments": call.arguments,
-        "status": status,
-    }
+def _call_item(id: str, call: ToolCall, status: str, tools: ToolNames) -> dict[str, Any]:
+    """A call as the client routes it: a function_call, or a custom tool's custom_tool_call (its
+    input text), by the tool's own name, with its namespace where it is in one."""
+    called = tools.get(call.name) or CalledTool(call.name)
+    if called.custom:
+        fields = {"input": custom_input(call.arguments) if call.arguments else ""}
+        body = {"type": "custom_tool_call", "id": id, "call_id": call.id, "name": called.name, **fields}
+    else:
+        body = {"type": "function_call", "id": id, "call_id": call.id, "name": called.name}
+        body["arguments"] = call.arguments
+    body["status"] = status
+    if called.namespace is not None:
+        body["namespace"] = called.namespace
+    return body
 
 
-def _output_items(reply: Reply, make_id: Callable[[str], str], status: str) -> list[dict[str, Any]]:
+def _output_items(
+    reply: Reply, make_id: Callable[[str], str], status: str, tools: ToolNames
+) -> list[dict[str, Any]]:
     """A reply as output items, in the order a stream opens them: reasoning, the message (always
     one, unless the reply is only calls), the calls."""
     items = [_reasoning_item(make_id("rs"), reply.thinking)] if reply.thinking else []
     if reply.content or not reply.tool_calls:
         items.append(_message_item(make_id("msg"), reply.content, status))
-    items += [_call_item(make_id("fc"), call, status) for call in reply.tool_calls]
+    items += [_call_item(make_id("fc"), call, status, tools) for call in reply.tool_calls]
     return items
 
 
@@ -436,6 +544,8 @@ class ResponsesWriter:
     stream: bool = False
     echo: Mapping[str, Any] = field(default_factory=dict)
     on_done: Callable[[dict[str, Any], Reply], None] | None = None
+    # What each tool the model calls is to the client (ParsedResponse.tools).
+    tools: ToolNames = field(default_factory=dict)
     make_id: Callable[[str], str] = new_id
     clock: Callable[[], float] = time.time
     media: ClassVar[Media] = "sse-typed"
@@ -504,7 +614,17 @@ class ResponsesWriter:
         return events
 
     def error(self, error: HeylookError) -> dict[str, Any]:
-        return self._event("error", code=error.code, message=error.message, param=error.param)
+        """The stream's last event when it fails: response.failed, its response's `error` with
+        OpenAI's code (context_length_exceeded: Codex compacts its conversation on it), and what
+        the stream had opened so far."""
+        return self._event("response.failed", response=self.failed(error))
+
+    def failed(self, error: HeylookError) -> dict[str, Any]:
+        """The response as failed with `error`."""
+        fields = openai_error_fields(error, "responses")
+        body = self._response("failed", None, [dict(item) for item in self._output])
+        body["error"] = {"code": fields["code"], "message": fields["message"]}
+        return body
 
     # --- whole ---
 
@@ -516,7 +636,8 @@ class ResponsesWriter:
         )
         reply = Reply(reply.content, reply.thinking, calls)
         status = "incomplete" if final.finish_reason == "length" else "completed"
-        body = self._finished(final, _output_items(reply, self.make_id, status), whole.thinking_tokens)
+        output = _output_items(reply, self.make_id, status, self.tools)
+        body = self._finished(final, output, whole.thinking_tokens)
         self._done(body, reply)
         return body
 
@@ -587,7 +708,7 @@ class ResponsesWriter:
             }
         else:
             assert call is not None
-            body = _call_item(self.make_id("fc"), call, "in_progress")
+            body = _call_item(self.make_id("fc"), call, "in_progress", self.tools)
         self._open = item = _OpenItem(index, body)
         self._output.append(body)
         events = [self._event("response.output_item.added", output_index=index, item=dict(body))]
@@ -613,14 +734,15 @@ class ResponsesWriter:
             self._calls.append(call)
             events += self._enter_events_only("function_call", call)
         item = self._open
-        if not chunk.arguments or item is None or item.body["type"] != "function_call":
+        if not chunk.arguments or item is None or item.body["type"] not in _CALL_ITEMS:
             return events
         item.text.append(chunk.arguments)
         last = self._calls[-1]
         self._calls[-1] = ToolCall(last.name, last.arguments + chunk.arguments, last.id)
-        events.append(
-            self._event("response.function_call_arguments.delta", **self._at(item), delta=chunk.arguments)
-        )
+        if item.body["type"] == "function_call":  # a custom tool's input is known once it is whole
+            events.append(
+                self._event("response.function_call_arguments.delta", **self._at(item), delta=chunk.arguments)
+            )
         return events
 
     def _close(self, status: str) -> list[dict[str, Any]]:
@@ -647,9 +769,13 @@ class ResponsesWriter:
                 self._event("response.output_text.done", **at, text=text, logprobs=[]),
                 self._event("response.content_part.done", **at, part=part),
             ]
+        elif kind == "custom_tool_call":
+            given = custom_input(text)
+            item.body.update(input=given, status=status)
+            events = [self._event("response.custom_tool_call_input.done", **self._at(item), input=given)]
         else:
             arguments = text or "{}"
-            item.body.update(status=status, arguments=arguments)
+            item.body.update(arguments=arguments, status=status)
             events = [
                 self._event(
                     "response.function_call_arguments.done",
@@ -661,6 +787,8 @@ class ResponsesWriter:
         events.append(self._event("response.output_item.done", output_index=item.index, item=dict(item.body)))
         return events
 
+
+_CALL_ITEMS = ("function_call", "custom_tool_call")
 
 # What a response carries when the writer is given no echo (the request's own defaults).
 _ECHO_DEFAULTS: dict[str, Any] = {

@@ -3,6 +3,7 @@ responses it continues from (retrieve, delete, list a response's input items).""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -10,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from heylook.errors import InvalidRequest
+from heylook.errors import ContextLengthExceeded, HeylookError, InvalidRequest
 from heylook.protocols import responses
 from heylook.protocols.fields import read_int
 from heylook.responses_store import ResponseStore, StoredResponse
 from heylook.routes.common import json_body
-from heylook.routes.generation import respond
+from heylook.routes.generation import dropped_tools_header, respond
 from heylook.types import Message, Reply
 
 # The most input items one page lists, as OpenAI allows.
@@ -39,7 +40,8 @@ async def create_response(request: Request) -> Response:
 
     def record(body: dict[str, Any], reply: Reply) -> None:
         conversation = (*parsed.conversation, responses.assistant_turn(reply))
-        store.put(body["id"], StoredResponse(body, conversation, responses.input_items(parsed.input)))
+        listed = responses.input_items(parsed.input, tools=parsed.tools)
+        store.put(body["id"], StoredResponse(body, conversation, listed))
 
     writer = responses.ResponsesWriter(
         id=responses.new_id("resp"),
@@ -48,8 +50,29 @@ async def create_response(request: Request) -> Response:
         stream=parsed.stream,
         echo=parsed.echo,
         on_done=record if parsed.store else None,
+        tools=parsed.tools,
     )
-    return await respond(request, parsed.request, writer)
+    try:
+        return await respond(request, parsed.request, writer)
+    except ContextLengthExceeded as error:
+        if not parsed.stream:
+            raise
+        # OpenAI fails a streamed response over the context in the stream, and that is where
+        # Codex looks for context_length_exceeded (to compact its conversation and go on).
+        return _failed_stream(writer, error, dropped_tools_header(parsed.request))
+
+
+def _failed_stream(
+    writer: responses.ResponsesWriter, error: HeylookError, headers: dict[str, str]
+) -> Response:
+    """A stream that opens and fails at once: response.created, response.in_progress,
+    response.failed."""
+    bodies = [*writer.opening(), writer.error(error)]
+    events = "".join(
+        f"event: {body['type']}\ndata: {json.dumps(body, ensure_ascii=False, separators=(',', ':'))}\n\n"
+        for body in bodies
+    )
+    return Response(events, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
 
 
 def _stored(request: Request) -> StoredResponse:

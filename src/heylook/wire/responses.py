@@ -9,14 +9,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, RootModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
 
 from heylook.types import MAX_TOP_LOGPROBS
-from heylook.wire.fields import CLOSED, Body, Integer, JsonObject, choice, example, one_of
+from heylook.wire.fields import BRANCH, CLOSED, Body, Integer, JsonObject, choice, example, one_of
 from heylook.wire.settings import with_settings
 from heylook.wire.tools import EFFORTS, FUNCTION_NAME, MAX_TOOLS, TOOL_CHOICES, ObjectSchema
 
-ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
+ITEM_TYPES = (
+    "message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output",
+    "reasoning",
+)  # fmt: skip
 INPUT_ROLES = ("user", "assistant", "system", "developer")
 # At most 16 pairs, keys of 64 characters and values of 512, as OpenAI takes them.
 MAX_METADATA = 16
@@ -46,18 +49,21 @@ class SummaryPart(Body):
 
 
 class InputItem(Body):
-    """One item of `input`: a message (`type` may be left out), a function call an earlier turn
-    made, its output, or earlier reasoning (its summary goes back to the model as that turn's)."""
+    """One item of `input`: a message (`type` may be left out), a function call (or a custom
+    tool's) an earlier turn made, its output, or earlier reasoning (its summary goes back to the
+    model as that turn's)."""
 
     type: choice(ITEM_TYPES, "one of " + ", ".join(ITEM_TYPES)) | None = Field(
         default=None, description="Left out: a message."
     )
     role: Literal[INPUT_ROLES] | None = Field(default=None, description="A message's.")
     content: Content | None = Field(default=None, description="A message's.")
-    call_id: str | None = Field(default=None, description="A function call's, and its output's.")
+    call_id: str | None = Field(default=None, description="A call's, and its output's.")
     name: str | None = None
+    namespace: str | None = Field(default=None, description="A call's: the namespace tool its tool is in.")
     arguments: str | None = Field(default=None, description="A function call's, as JSON text.")
-    output: Content | None = Field(default=None, description="A function call's output.")
+    input: str | None = Field(default=None, description="A custom tool call's: its text.")
+    output: Content | None = Field(default=None, description="A call's output.")
     summary: list[SummaryPart] | None = Field(default=None, description="Reasoning's.")
     id: str | None = None
     status: str | None = None
@@ -69,15 +75,17 @@ def _function_name(name: str) -> str:
     return name
 
 
-class FunctionTool(Body):
-    """A function, in the Responses API's flat shape. `type` comes first: another kind of tool is
-    refused for its type, before anything else it lacks."""
+ToolName = Annotated[str, AfterValidator(_function_name)]
+_NAME = Field(
+    description="Letters, digits, '_', '-' and '.', up to 64.", json_schema_extra={"pattern": FUNCTION_NAME}
+)
 
-    type: choice(("function",), '"function" (heylook serves function tools only)')
-    name: Annotated[str, AfterValidator(_function_name)] = Field(
-        description="Letters, digits, '_', '-' and '.', up to 64.",
-        json_schema_extra={"pattern": FUNCTION_NAME},
-    )
+
+class FunctionTool(Body):
+    """A function, in the Responses API's flat shape."""
+
+    type: choice(("function",), '"function" or "custom"')
+    name: ToolName = _NAME
     description: str | None = None
     parameters: ObjectSchema | None = Field(
         default=None, description='A JSON schema of an object (type "object"); none: no arguments.'
@@ -85,8 +93,72 @@ class FunctionTool(Body):
     strict: bool | None = None
 
 
+class CustomFormat(Body):
+    type: Literal["text", "grammar"]
+    syntax: Literal["lark", "regex"] | None = Field(default=None, description="A grammar's.")
+    definition: str | None = Field(default=None, description="A grammar's: shown to the model, not enforced.")
+
+
+class CustomTool(Body):
+    """A custom tool: its input is free text (OpenAI's freeform tools, Codex's apply_patch). The
+    model is offered a function taking that text as `input`; its call comes back as a
+    custom_tool_call item."""
+
+    type: Literal["custom"]
+    name: ToolName = _NAME
+    description: str | None = None
+    format: CustomFormat | None = Field(default=None, description="Left out: free text.")
+
+
+def _inner_branch(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else None
+    return BRANCH + ("custom" if kind == "custom" else "function")
+
+
+InnerTool = Annotated[
+    Annotated[FunctionTool, Tag(BRANCH + "function")] | Annotated[CustomTool, Tag(BRANCH + "custom")],
+    Discriminator(_inner_branch),
+]
+
+
+class NamespaceTool(Body):
+    """Function and custom tools grouped under a name (Codex's multi_agent_v1, its MCP servers').
+    The model sees each as namespace__name; its call comes back with `name` and `namespace` apart,
+    as the client routes it."""
+
+    type: Literal["namespace"]
+    name: ToolName = _NAME
+    description: str | None = None
+    tools: list[InnerTool] = Field(max_length=MAX_TOOLS)
+
+
+class HostedTool(Body):
+    """A tool OpenAI's servers run (web_search, file_search, code_interpreter, computer use, mcp,
+    image_generation, local_shell, shell, apply_patch, tool_search, ...): taken and dropped, never
+    refused; the reply's X-Heylook-Dropped-Tools header names the dropped types."""
+
+    type: str = Field(description='Not "function", "custom" or "namespace": dropped.')
+
+
+def _tool_branch(value: Any) -> str:
+    """The tool's kind by its type; a value without a string type is checked as a function."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind in ("function", "custom", "namespace"):
+        return BRANCH + kind
+    return BRANCH + ("hosted" if isinstance(kind, str) else "function")
+
+
+ResponseTool = Annotated[
+    Annotated[FunctionTool, Tag(BRANCH + "function")]
+    | Annotated[CustomTool, Tag(BRANCH + "custom")]
+    | Annotated[NamespaceTool, Tag(BRANCH + "namespace")]
+    | Annotated[HostedTool, Tag(BRANCH + "hosted")],
+    Discriminator(_tool_branch),
+]
+
+
 class FunctionChoice(Body):
-    type: Literal["function"]
+    type: Literal["function", "custom"]
     name: str
 
 
@@ -127,7 +199,10 @@ class ResponseRequestBase(Body):
     instructions: str | None = Field(
         default=None, description="A system message first; not carried over by previous_response_id."
     )
-    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tools: Annotated[list[ResponseTool], Field(max_length=MAX_TOOLS)] | None = Field(
+        default=None,
+        description="Functions, custom tools and namespaces of them; hosted tools are dropped.",
+    )
     tool_choice: ToolChoiceField | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
@@ -197,9 +272,22 @@ class FunctionCallItem(Reply):
     name: str
     arguments: str = Field(description="The arguments as JSON text.")
     status: ItemStatus
+    namespace: str | None = Field(default=None, description="A namespace tool's function: the namespace.")
 
 
-OutputItem = Annotated[MessageItem | ReasoningItem | FunctionCallItem, Field(discriminator="type")]
+class CustomToolCallItem(Reply):
+    type: Literal["custom_tool_call"]
+    id: str
+    call_id: str
+    name: str
+    input: str = Field(description="The tool's input text.")
+    status: ItemStatus
+    namespace: str | None = Field(default=None, description="A namespace tool's custom tool: the namespace.")
+
+
+OutputItem = Annotated[
+    MessageItem | ReasoningItem | FunctionCallItem | CustomToolCallItem, Field(discriminator="type")
+]
 
 
 class InputTokensDetails(Reply):
@@ -223,6 +311,15 @@ class IncompleteDetails(Reply):
     reason: Literal["max_output_tokens"]
 
 
+class ResponseError(Reply):
+    """Why a response failed: OpenAI's codes where it has one (context_length_exceeded: the input
+    is over the model's context, which Codex compacts its conversation on; rate_limit_exceeded;
+    server_is_overloaded), else heylook's."""
+
+    code: str | None
+    message: str
+
+
 class FunctionToolOut(Reply):
     type: Literal["function"]
     name: str
@@ -231,8 +328,34 @@ class FunctionToolOut(Reply):
     strict: bool | None
 
 
+class CustomToolOut(Reply):
+    type: Literal["custom"]
+    name: str
+    description: str | None
+    format: JsonObject
+
+
+class NamespaceToolOut(Reply):
+    type: Literal["namespace"]
+    name: str
+    description: str | None
+    tools: list[Annotated[FunctionToolOut | CustomToolOut, Field(discriminator="type")]]
+
+
+class HostedToolOut(BaseModel):
+    """A hosted tool, as the request gave it (it was dropped)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+ToolOut = Annotated[
+    FunctionToolOut | CustomToolOut | NamespaceToolOut | HostedToolOut, Field(union_mode="left_to_right")
+]
+
+
 class FunctionChoiceOut(Reply):
-    type: Literal["function"]
+    type: Literal["function", "custom"]
     name: str
 
 
@@ -260,7 +383,7 @@ class Response(Reply):
     created_at: int
     status: Literal["completed", "incomplete", "in_progress", "failed"]
     completed_at: int | None
-    error: None
+    error: ResponseError | None = Field(description="Why it failed (status failed); else null.")
     incomplete_details: IncompleteDetails | None
     background: bool
     instructions: str | None
@@ -274,7 +397,7 @@ class Response(Reply):
     temperature: float | None
     text: TextConfigOut
     tool_choice: Literal[TOOL_CHOICES] | FunctionChoiceOut
-    tools: list[FunctionToolOut]
+    tools: list[ToolOut]
     top_p: float | None
     truncation: Literal["auto", "disabled"]
     usage: ResponseUsage | None = Field(description="Null until the response is done (stream events).")
@@ -311,7 +434,7 @@ class InputMessageItem(Reply):
 
 
 class FunctionCallOutputItem(Reply):
-    type: Literal["function_call_output"]
+    type: Literal["function_call_output", "custom_tool_call_output"]
     id: str
     call_id: str
     output: str
@@ -319,7 +442,12 @@ class FunctionCallOutputItem(Reply):
 
 
 ListedItem = Annotated[
-    InputMessageItem | MessageItem | ReasoningItem | FunctionCallItem | FunctionCallOutputItem,
+    InputMessageItem
+    | MessageItem
+    | ReasoningItem
+    | FunctionCallItem
+    | CustomToolCallItem
+    | FunctionCallOutputItem,
     Field(union_mode="left_to_right"),
 ]
 
@@ -341,9 +469,16 @@ class _Event(Reply):
 
 class ResponseEvent(_Event):
     """response.created and response.in_progress (the response as it starts), response.completed
-    and response.incomplete (the whole response)."""
+    and response.incomplete (the whole response), response.failed (the stream's last event when
+    it fails: the response's `error` says why)."""
 
-    type: Literal["response.created", "response.in_progress", "response.completed", "response.incomplete"]
+    type: Literal[
+        "response.created",
+        "response.in_progress",
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    ]
     response: Response
 
 
@@ -418,13 +553,11 @@ class ArgumentsDoneEvent(_Event):
     arguments: str
 
 
-class ErrorEvent(_Event):
-    """A failure mid-stream: the stream's last event."""
-
-    type: Literal["error"]
-    code: str | None
-    message: str
-    param: str | None
+class CustomInputDoneEvent(_Event):
+    type: Literal["response.custom_tool_call_input.done"]
+    item_id: str
+    output_index: int
+    input: str
 
 
 class ResponseStreamEvent(RootModel[Any]):
@@ -441,6 +574,6 @@ class ResponseStreamEvent(RootModel[Any]):
         | SummaryDoneEvent
         | ArgumentsDeltaEvent
         | ArgumentsDoneEvent
-        | ErrorEvent,
+        | CustomInputDoneEvent,
         Field(union_mode="left_to_right"),
     ]

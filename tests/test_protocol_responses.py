@@ -620,9 +620,9 @@ CUSTOM_PARAMETERS = (
 @pytest.mark.parametrize(
     ("tools", "offered", "called", "dropped"),
     [
-        (  # a namespace's functions, each as namespace__name, its description said with theirs
+        (  # a namespace's functions, each as namespace__name
             [NAMESPACE],
-            (Tool("crm__get_weather", "(crm: The CRM.)", '{"type": "object", "properties": {}}'),),
+            (Tool("crm__get_weather", "", '{"type": "object", "properties": {}}'),),
             {"crm__get_weather": responses.CalledTool("get_weather", "crm")},
             (),
         ),

@@ -309,9 +309,9 @@ def _offered(
     """One function or custom tool as the model sees it (with the param naming it), recorded in
     `called` under that name."""
     name = flat_name(namespace.name if namespace else None, item.name)
+    # The namespace's own description is not repeated in each of its tools' (an MCP server's
+    # may have dozens): its name, in theirs, says whose they are.
     description = item.description or ""
-    if namespace is not None and namespace.description:
-        description = f"{description} ({namespace.name}: {namespace.description})".lstrip()
     custom = isinstance(item, wire.CustomTool)
     if isinstance(item, wire.CustomTool):
         tool = Tool(name, description, _custom_parameters(item.format))

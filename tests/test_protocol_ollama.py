@@ -409,13 +409,39 @@ FACTS = ModelFacts(
 
 def test_tags_body() -> None:
     [entry] = ollama.tags_body([FACTS])["models"]
-    assert entry["name"] == entry["model"] == "smollm2"
+    assert entry["name"] == entry["model"] == "smollm2:latest"  # as Ollama lists it
     assert entry["size"] == 1000 and len(entry["digest"]) == 64
     assert entry["modified_at"] == "2023-11-14T22:13:20.000000Z"
+    assert entry["capabilities"] == ["completion", "tools"]  # as /api/show says (Ollama 0.30.0)
     assert entry["details"] == {
         "parent_model": "", "format": "safetensors", "family": "llama", "families": ["llama"],
         "parameter_size": "134.52M", "quantization_level": "F32",
+        "context_length": 8192, "embedding_length": 576,
     }  # fmt: skip
+
+
+def test_tags_body_leaves_out_lengths_it_does_not_know() -> None:
+    remote = replace(FACTS, name="qwen3:8b", remote=True, context_length=None, config={})
+    [entry] = ollama.tags_body([remote])["models"]
+    assert entry["name"] == "qwen3:8b"
+    assert "context_length" not in entry["details"] and "embedding_length" not in entry["details"]
+
+
+@pytest.mark.parametrize(
+    ("name", "names", "listed"),
+    [
+        ("smollm2", (), "smollm2:latest"),
+        ("qwen3:8b", (), "qwen3:8b"),  # a tag of its own stays
+        ("smollm2:latest", (), "smollm2:latest"),
+        ("test-org/tiny-chat", (), "test-org/tiny-chat:latest"),
+        ("hf.co/org/model:Q4_K_M", (), "hf.co/org/model:Q4_K_M"),
+        ("localhost:5000/model", (), "localhost:5000/model:latest"),  # a port is no tag
+        # Two aliases Ollama would call alike: the untagged one keeps its bare name.
+        ("smollm2", ("smollm2", "smollm2:latest"), "smollm2"),
+    ],
+)
+def test_listed_names_carry_a_tag(name: str, names: tuple[str, ...], listed: str) -> None:
+    assert ollama.listed_name(name, names) == listed
 
 
 def test_show_body() -> None:
@@ -452,6 +478,7 @@ def test_ps_body() -> None:
         ollama.Running(FACTS, size=500, on_gpu=True, expires_at=float("inf"), context_length=8192),
     ]
     first, forever = ollama.ps_body(running, CLOCK)["models"]
+    assert first["name"] == first["model"] == "smollm2:latest"
     assert (first["size"], first["size_vram"], first["context_length"]) == (500, 0, 8192)
     assert first["expires_at"] == "2023-11-14T22:18:20.000000Z"
     assert forever["size_vram"] == 500

@@ -24,9 +24,10 @@ def watched(tmp_path: Path, tiny_model_dir: Path) -> Iterator[RunningServer]:
 
 
 def listed(server: RunningServer) -> list[str]:
-    """The aliases /v1/models lists (the remote models after them are not this file's)."""
+    """The aliases /v1/models lists (the remote models after them are not this file's), without
+    the `:latest` it lists them with."""
     data = httpx.get(f"{server.base_url}/v1/models").json()["data"]
-    return [m["id"] for m in data if m["owned_by"] == "heylook"]
+    return [m["id"].removesuffix(":latest") for m in data if m["owned_by"] == "heylook"]
 
 
 def eventually(condition, timeout: float = 5.0) -> None:

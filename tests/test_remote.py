@@ -264,7 +264,7 @@ def test_repo_ids_reach_the_paid_router_only_when_the_operator_says_so(
         body = {"model": "Qwen/Qwen2.5-72B-Instruct", "messages": HI}
         assert httpx.post(f"{running.base_url}/v1/chat/completions", json=body, timeout=30).status_code == 404
         listed = {m["id"] for m in httpx.get(f"{running.base_url}/v1/models").json()["data"]}
-        assert "Qwen/Qwen2.5-72B-Instruct" not in listed and "tiny" in listed
+        assert "Qwen/Qwen2.5-72B-Instruct" not in listed and "tiny:latest" in listed
         assert not [r for r in fake_upstream.requests if r.body.get("model") == "Qwen/Qwen2.5-72B-Instruct"]
     finally:
         running.stop()
@@ -281,7 +281,9 @@ def test_a_repo_id_that_is_no_alias_goes_to_the_router(gateway, fake_upstream, s
 def test_models_list_the_routers_models_with_provider_details(gateway, fake_upstream) -> None:
     data = httpx.get(f"{gateway.base_url}/v1/models").json()["data"]
     by_id = {m["id"]: m for m in data}
-    assert by_id["tiny"]["owned_by"] == "heylook" and by_id["llama8b"]["owned_by"] == "huggingface"
+    assert (
+        by_id["tiny:latest"]["owned_by"] == "heylook" and by_id["llama8b:latest"]["owned_by"] == "huggingface"
+    )
     llama = by_id["meta-llama/Llama-3.1-8B-Instruct"]
     assert llama["curated_fallback"] is False
     # Each provider's status, context length, pricing and tool support, as the router gave them.

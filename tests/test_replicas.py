@@ -544,7 +544,7 @@ def test_cancellation_reaches_a_heylook_replica(front, replicas, sdk) -> None:
 
 
 def test_listings_and_show_name_an_alias_with_replicas(front: RunningServer, sdk) -> None:
-    assert "pool" in {model.id for model in sdk.models.list()}
+    assert "pool:latest" in {model.id for model in sdk.models.list()}
     tags = httpx.get(f"{front.base_url}/api/tags", timeout=30).json()["models"]
     assert "pool" in {model["name"].removesuffix(":latest") for model in tags}
     shown = httpx.post(f"{front.base_url}/api/show", json={"model": "pool"}, timeout=30)

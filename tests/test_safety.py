@@ -371,7 +371,9 @@ def test_an_emptied_models_yaml_keeps_the_last_good_registry(open_server: Runnin
     try:
         open_server.models.write_text("")
         time.sleep(2.5)
-        assert "tiny" in [m["name"] for m in httpx.get(f"{open_server.base_url}/api/tags").json()["models"]]
+        assert "tiny:latest" in [
+            m["name"] for m in httpx.get(f"{open_server.base_url}/api/tags").json()["models"]
+        ]
         assert "empty" in open_server.output()
     finally:
         open_server.models.write_text(before)

@@ -145,9 +145,10 @@ def test_asking_for_more_models_than_allowed_evicts_the_least_recently_used(
     try:
         client = ollama.Client(host=running.base_url)
         client.generate(model="tiny", prompt="hi", options={"num_predict": 1, "temperature": 0})
-        assert [m.name for m in client.ps().models] == ["tiny"]
+        assert [m.name for m in client.ps().models] == ["tiny:latest"]
         client.generate(model="tiny-bf16", prompt="hi", options={"num_predict": 1, "temperature": 0})
-        assert [m.name for m in client.ps().models] == ["tiny-bf16"]  # the same weights, loaded another way
+        # The same weights, loaded another way:
+        assert [m.name for m in client.ps().models] == ["tiny-bf16:latest"]
         metrics = httpx.get(f"{running.base_url}/metrics").text
         assert 'heylook_model_evictions_total{model="tiny",reason="max_loaded"} 1.0' in metrics
         assert 'heylook_model_loads_total{model="tiny-bf16",outcome="loaded"} 1.0' in metrics

@@ -34,7 +34,7 @@ def demo_tokenizer(demo_model_dir: Path):
 
 
 def loaded_names(client: ollama.Client) -> list[str]:
-    return [m.name for m in client.ps().models]
+    return [m.name for m in client.ps().models]  # tagged, as Ollama lists them: "tiny:latest"
 
 
 def wait_for(condition, timeout: float = 5.0) -> None:
@@ -165,46 +165,52 @@ def test_format_schema_output_validates(client: ollama.Client, stream: bool) -> 
 
 def test_empty_prompt_loads_and_keep_alive_zero_unloads(client: ollama.Client) -> None:
     client.generate(model="tiny", prompt="", keep_alive=0)  # start unloaded
-    assert "tiny" not in loaded_names(client)
+    assert "tiny:latest" not in loaded_names(client)
     loaded = client.generate(model="tiny", prompt="")
     assert loaded.done and loaded.done_reason == "load" and loaded.response == ""
-    assert "tiny" in loaded_names(client)
+    assert "tiny:latest" in loaded_names(client)
     unloaded = client.chat(model="tiny", messages=[], keep_alive=0)
     assert unloaded.done_reason == "unload"
-    assert "tiny" not in loaded_names(client)
+    assert "tiny:latest" not in loaded_names(client)
 
 
 def test_keep_alive_zero_unloads_after_the_reply(client: ollama.Client) -> None:
     # llama.cpp's own options (and made-up ones) are ignored, as Ollama ignores options it lacks
     options = {**GREEDY, "num_predict": 3, "num_gpu": 99, "mirostat": 2, "no_such_option": True}
     assert client.chat(model="tiny", messages=FRANCE, options=options, keep_alive=0).eval_count == 3
-    wait_for(lambda: "tiny" not in loaded_names(client))
+    wait_for(lambda: "tiny:latest" not in loaded_names(client))
 
 
 def test_ps_shows_when_a_model_expires(client: ollama.Client) -> None:
     client.chat(model="tiny", messages=FRANCE, options={"num_predict": 1}, keep_alive="10m")
-    [tiny] = [m for m in client.ps().models if m.name == "tiny"]
+    [tiny] = [m for m in client.ps().models if m.name == "tiny:latest"]
+    assert tiny.model == "tiny:latest"
     left = (tiny.expires_at - datetime.now(tiny.expires_at.tzinfo)).total_seconds()
     assert 540 < left <= 600
     assert tiny.size > 0 and tiny.size_vram == 0 and tiny.context_length == 32768
     client.chat(model="tiny", messages=FRANCE, options={"num_predict": 1}, keep_alive=-1)
-    [tiny] = [m for m in client.ps().models if m.name == "tiny"]
+    [tiny] = [m for m in client.ps().models if m.name == "tiny:latest"]
     assert tiny.expires_at.year > 2300  # kept for ever
 
 
 def test_an_expired_keep_alive_unloads_the_model(client: ollama.Client) -> None:
     client.chat(model="tiny", messages=FRANCE, options={"num_predict": 1}, keep_alive="1s")
-    assert "tiny" in loaded_names(client)
-    wait_for(lambda: "tiny" not in loaded_names(client), timeout=5)
+    assert "tiny:latest" in loaded_names(client)
+    wait_for(lambda: "tiny:latest" not in loaded_names(client), timeout=5)
 
 
 # --- models: list, show, copy, delete, pull -------------------------------------------------------
 
 
-def test_list_and_show(client: ollama.Client) -> None:
+def test_list_and_show(client: ollama.Client, server: RunningServer) -> None:
     listed = {m.model: m for m in client.list().models}
-    assert {"smollm2", "tiny"} <= set(listed)
-    demo = listed["smollm2"]
+    assert {"smollm2:latest", "tiny:latest"} <= set(listed)  # as Ollama lists names
+    demo = listed["smollm2:latest"]
+    # What this client does not read: the name beside the model, the capabilities, the lengths.
+    raw = {m["name"]: m for m in httpx.get(f"{server.base_url}/api/tags").json()["models"]}
+    assert all(entry["model"] == name for name, entry in raw.items())
+    assert raw["smollm2:latest"]["capabilities"] == ["completion", "tools"]
+    assert raw["smollm2:latest"]["details"]["context_length"] == 8192
     assert demo.size > 90_000_000 and demo.details.family == "llama"
     assert demo.details.parameter_size == "134.52M" and demo.details.format == "safetensors"
     shown = client.show("smollm2")
@@ -224,7 +230,7 @@ def test_list_and_show(client: ollama.Client) -> None:
 def test_copy_then_delete_an_alias(client: ollama.Client, server: RunningServer) -> None:
     assert client.copy("tiny", "tiny-copy").status == "success"
     try:
-        assert "tiny-copy" in [m.model for m in client.list().models]
+        assert "tiny-copy:latest" in [m.model for m in client.list().models]
         assert (
             client.chat(model="tiny-copy", messages=FRANCE, options={**GREEDY, "num_predict": 2}).eval_count
             == 2
@@ -232,7 +238,7 @@ def test_copy_then_delete_an_alias(client: ollama.Client, server: RunningServer)
         assert "tiny-copy:" in server.models.read_text()  # written to models.yaml itself
     finally:
         assert client.delete("tiny-copy").status == "success"
-    assert "tiny-copy" not in [m.model for m in client.list().models]
+    assert "tiny-copy:latest" not in [m.model for m in client.list().models]
     assert "tiny-copy" not in server.models.read_text()
     with pytest.raises(ollama.ResponseError) as caught:
         client.delete("tiny-copy")
@@ -251,7 +257,7 @@ def test_pull_reports_progress_and_adds_an_alias(client: ollama.Client) -> None:
         sized = [p for p in progress if p.total]
         assert sized and all(0 <= (p.completed or 0) <= p.total for p in sized)
         assert any(p.completed == p.total for p in sized)
-        assert name in [m.model for m in client.list().models]
+        assert f"{name}:latest" in [m.model for m in client.list().models]
         reply = client.chat(model=name, messages=FRANCE, options={**GREEDY, "num_predict": 3})
         assert reply.model == name and reply.eval_count == 3
         assert client.pull(name).status == "success"  # again, without streaming: nothing new to fetch

@@ -280,9 +280,10 @@ def test_concurrent_requests_are_all_answered(client: openai.OpenAI) -> None:
 
 def test_models_are_listed_and_retrieved(client: openai.OpenAI) -> None:
     names = [m.id for m in client.models.list() if m.owned_by == "heylook"]  # the aliases, not remote ones
-    assert names == ["smollm2", "tiny", "broken", "not-downloaded"]
+    assert names == ["smollm2:latest", "tiny:latest", "broken:latest", "not-downloaded:latest"]  # as Ollama's
     model = client.models.retrieve("tiny")
     assert model.id == "tiny" and model.object == "model" and model.owned_by == "heylook"
+    assert client.models.retrieve("tiny:latest").id == "tiny:latest"  # named as asked
 
 
 def test_health_reports_loaded_models(server: RunningServer, client: openai.OpenAI) -> None:

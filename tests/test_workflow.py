@@ -39,7 +39,7 @@ def test_an_alias_made_by_the_cli_brings_its_defaults(served: RunningServer) -> 
     assert done.returncode == 0, done.stderr
     client = ollama.Client(host=served.base_url, timeout=120)
     deadline = time.monotonic() + 10
-    while "mistral-instruct" not in [m.model for m in client.list().models]:
+    while "mistral-instruct:latest" not in [m.model for m in client.list().models]:
         assert time.monotonic() < deadline, "the server did not pick up the new alias"
         time.sleep(0.2)
 

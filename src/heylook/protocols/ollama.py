@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
@@ -50,16 +50,49 @@ from heylook.wire import ollama as wire
 from heylook.wire.settings import stated_settings
 from heylook.wire.validate import validate
 
-# What /api/version reports. Clients read it to decide which API features to use; this is the
-# Ollama release whose API heylook covers (structured outputs, keep_alive, /api/ps, tools,
-# thinking and its levels), not heylook's own version.
-OLLAMA_API_VERSION = "0.12.0"
+# Ollama's API as heylook serves it: each feature with the first Ollama release whose source has
+# it (github.com/ollama/ollama at that tag: api/types.go, server/routes.go, openai/, anthropic/).
+# tests/test_ollama_version.py asks each one of a live app, and holds OLLAMA_API_VERSION to at
+# least the newest of them.
+OLLAMA_FEATURES: dict[str, str] = {
+    "/api/chat": "0.1.14",
+    "images on chat messages": "0.1.15",
+    "keep_alive": "0.1.23",
+    "/api/ps": "0.1.38",
+    "/v1/models": "0.2.0",
+    "tools on /api/chat": "0.2.6",
+    "/api/embed": "0.2.6",
+    "format as a JSON schema": "0.5.0",
+    "capabilities in /api/show": "0.6.4",
+    "think": "0.9.0",
+    "tool_name on tool results": "0.9.6",
+    "context_length in /api/ps": "0.10.0",
+    "think levels": "0.11.0",
+    "dimensions on /api/embed": "0.11.11",
+    "logprobs": "0.12.11",
+    "/v1/responses (Codex CLI asks for 0.13.4 or newer)": "0.13.4",
+    "/v1/messages": "0.14.0",
+    'think "max"': "0.22.0",
+    "output_config.effort on /v1/messages": "0.23.4",
+    "capabilities in /api/tags": "0.30.0",
+}
+
+# What /api/version reports: the newest Ollama release whose API heylook serves (not heylook's own
+# version). Clients gate features on it: Codex CLI refuses anything before 0.13.4. Ollama 0.32.15
+# (its newest release, August 2026) added nothing since 0.30.0 that heylook lacks; what heylook
+# does not serve at any version is what Ollama marks experimental (image generation, web search
+# and fetch, /api/status, model recommendations), its undocumented /v1/audio/transcriptions (for
+# audio models), building and publishing models (/api/create, /api/push: a 501 saying so), and
+# the reasoning efforts its OpenAI layer adds to OpenAI's ("max", "ultra": a 400, as OpenAI says).
+OLLAMA_API_VERSION = "0.32.15"
 
 # Options heylook maps are the settings table's (heylook.options); the rest of Ollama's
 # (num_gpu, num_thread, mirostat, ...) steer llama.cpp and are ignored, as Ollama ignores options
 # it does not know.
 
 Kind = Literal["chat", "generate"]
+# The tag Ollama gives a name that has none.
+LATEST = ":latest"
 _EMPTY = Reply()
 Clock = Callable[[], datetime]
 
@@ -419,10 +452,22 @@ def details_body(facts: ModelFacts) -> dict[str, Any]:
     }
 
 
-def _model_entry(facts: ModelFacts) -> dict[str, Any]:
+def listed_name(name: str, names: Collection[str] = ()) -> str:
+    """A name as Ollama lists it (/api/tags, /api/ps, /v1/models): with its tag, `:latest` where
+    it has none (`smollm2` -> `smollm2:latest`; `qwen3:8b` stays), the tag being what follows a
+    ':' after the last '/'. Where `names` (every alias) also holds the tagged name, the untagged
+    alias keeps its bare name, so no two entries are listed alike."""
+    if ":" in name.rsplit("/", 1)[-1]:
+        return name
+    tagged = f"{name}{LATEST}"
+    return name if tagged in names else tagged
+
+
+def _model_entry(facts: ModelFacts, names: Collection[str]) -> dict[str, Any]:
+    name = listed_name(facts.name, names)
     return {
-        "name": facts.name,
-        "model": facts.name,
+        "name": name,
+        "model": name,
         "size": facts.size_bytes,
         "digest": facts.digest,
         "details": details_body(facts),
@@ -430,20 +475,27 @@ def _model_entry(facts: ModelFacts) -> dict[str, Any]:
 
 
 def tags_body(models: list[ModelFacts]) -> dict[str, Any]:
-    return {
-        "models": [
-            {**_model_entry(f), "modified_at": rfc3339(datetime.fromtimestamp(f.modified, timezone.utc))}
-            for f in models
-        ]
-    }
+    """Every alias, as Ollama lists its models (since 0.30.0 with their capabilities, and the
+    context and embedding lengths in details)."""
+    names = {f.name for f in models}
+    return {"models": [_listed(f, names) for f in models]}
 
 
-def ps_body(running: list[Running], clock: Clock = utc_now) -> dict[str, Any]:
+def _listed(facts: ModelFacts, names: Collection[str]) -> dict[str, Any]:
+    entry = _model_entry(facts, names)
+    lengths = {"context_length": facts.context_length, "embedding_length": facts.config.get("hidden_size")}
+    entry["details"] |= {key: value for key, value in lengths.items() if value}
+    modified = rfc3339(datetime.fromtimestamp(facts.modified, timezone.utc))
+    return {**entry, "modified_at": modified, "capabilities": capabilities(facts)}
+
+
+def ps_body(running: list[Running], clock: Clock = utc_now, names: Collection[str] = ()) -> dict[str, Any]:
+    """The loaded models; `names` is every alias (see listed_name)."""
     now = clock()
     return {
         "models": [
             {
-                **_model_entry(r.facts),
+                **_model_entry(r.facts, names),
                 "size": r.size,
                 "size_vram": r.size if r.on_gpu else 0,
                 "expires_at": rfc3339(

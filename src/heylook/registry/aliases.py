@@ -17,7 +17,7 @@ from heylook import options as settings_table
 from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.paths import config_dir
 from heylook.protocols.fields import read_int, schema_text
-from heylook.protocols.ollama import parse_keep_alive
+from heylook.protocols.ollama import LATEST, parse_keep_alive
 from heylook.registry.model_source import ModelSource, pypi_problem, source_kind
 from heylook.registry.replicas import BALANCING_KEYS, Balancing, parse_balancing
 from heylook.types import JsonFormat, LoadOptions, SamplingOptions
@@ -126,7 +126,6 @@ class Registry:
         return self.aliases.get(untagged(name)) or self.aliases.get(f"{untagged(name)}{LATEST}")
 
 
-LATEST = ":latest"
 MAX_ALIAS_NAME = 128
 # Aliases models.yaml may hold: edits and listings stay quick, and no client can grow it without end.
 MAX_ALIASES = 1000

@@ -71,7 +71,7 @@ async def ps(request: Request) -> Response:
                 context_length=resident.model.context_length,
             )
         )
-    return JSONResponse(ollama.ps_body(running))
+    return JSONResponse(ollama.ps_body(running, names=registry.aliases))
 
 
 async def copy(request: Request) -> Response:

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from heylook.errors import InvalidRequest, ModelNotFound, UnsupportedMediaType
 from heylook.images import MAX_IMAGES
 from heylook.protocols import multipart, openai
+from heylook.protocols.ollama import listed_name
 from heylook.registry.aliases import Alias
 from heylook.routes.common import backends_of, json_body, router_of, settings_of
 from heylook.routes.generation import respond
@@ -81,9 +82,13 @@ async def completions(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
-    """The aliases, then the models of Hugging Face's router (when remote models are on)."""
+    """The aliases, named as Ollama's OpenAI layer lists its models (`smollm2:latest`), then the
+    models of Hugging Face's router (when remote models are on), by their own ids."""
     registry = router_of(request).registry
-    models = [_alias_body(alias, registry.modified) for alias in registry.aliases.values()]
+    models = [
+        _alias_body(alias, registry.modified, listed_name(alias.name, registry.aliases))
+        for alias in registry.aliases.values()
+    ]
     remote = await backends_of(request).remote_models()
     models += [openai.remote_model_body(m) for m in remote if m.id not in registry.aliases]
     return JSONResponse(openai.model_list_body(models))
@@ -93,16 +98,16 @@ async def retrieve_model(request: Request) -> Response:
     name = request.path_params["model"]
     registry = router_of(request).registry
     alias = registry.find(name)
-    if alias is not None:
-        return JSONResponse(_alias_body(alias, registry.modified))
+    if alias is not None:  # named as asked, as Ollama answers
+        return JSONResponse(_alias_body(alias, registry.modified, name))
     for model in await backends_of(request).remote_models():
         if model.id == name:
             return JSONResponse(openai.remote_model_body(model))
     raise ModelNotFound(name, registry.aliases)
 
 
-def _alias_body(alias: Alias, created: int) -> dict[str, Any]:
-    return openai.model_body(alias.name, created, owned_by=alias.provider if alias.remote else "heylook")
+def _alias_body(alias: Alias, created: int, name: str) -> dict[str, Any]:
+    return openai.model_body(name, created, owned_by=alias.provider if alias.remote else "heylook")
 
 
 routes = [

@@ -207,10 +207,12 @@ class ModelDetails(Reply):
     families: list[str] | None
     parameter_size: str
     quantization_level: str
+    context_length: int | None = Field(default=None, description="/api/tags: the model's own context.")
+    embedding_length: int | None = Field(default=None, description="/api/tags: its hidden size.")
 
 
 class _ModelEntry(Reply):
-    name: str
+    name: str = Field(description="The alias, tagged as Ollama lists names: `smollm2:latest`.")
     model: str
     size: int
     digest: str
@@ -219,6 +221,7 @@ class _ModelEntry(Reply):
 
 class ListedModel(_ModelEntry):
     modified_at: str
+    capabilities: list[str] = Field(description="As /api/show says them.")
 
 
 class OllamaModelList(Reply):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 from pathlib import Path
+from typing import Any
 
 import huggingface_hub.constants
 import pytest
@@ -95,3 +96,22 @@ def test_every_provider_models_yaml_names_has_a_class() -> None:
     from heylook.registry.aliases import PROVIDERS
 
     assert set(KINDS) == set(PROVIDERS)
+
+
+@pytest.mark.parametrize(
+    ("think", "hint", "sent"),
+    [
+        ("low", False, {"reasoning_effort": "low"}),
+        # Anthropic's adaptive thinking and effort are hints: an upstream that cannot reason would
+        # refuse reasoning_effort, so none goes.
+        ("high", True, {}),
+        (True, False, {}),
+        (None, False, {}),
+    ],
+)
+def test_reasoning_effort_goes_upstream_unless_a_hint(think: Any, hint: bool, sent: dict) -> None:
+    from heylook.providers.remote import tool_fields
+    from heylook.types import GenerationRequest
+
+    request = GenerationRequest("m", "hi", SamplingOptions(), think=think, think_hint=hint)
+    assert tool_fields(request) == sent

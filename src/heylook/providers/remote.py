@@ -501,7 +501,9 @@ def tool_fields(request: GenerationRequest) -> dict[str, Any]:
         fields["tool_choice"] = named if choice.mode == "function" else choice.mode
         if not request.parallel_tool_calls:
             fields["parallel_tool_calls"] = False
-    if isinstance(request.think, str):  # a level; on or off is the upstream model's own default
+    # A level; on or off is the upstream model's own default. A hint (Anthropic's adaptive thinking
+    # and effort) is not passed on: an upstream whose model cannot reason refuses reasoning_effort.
+    if isinstance(request.think, str) and not request.think_hint:
         fields["reasoning_effort"] = request.think
     return fields
 

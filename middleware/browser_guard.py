@@ -19,12 +19,18 @@ FORM_PATHS = ("/v1/chat/completions/multipart", "/v1/files")
 
 
 def origin_pattern(origins: tuple[str, ...]) -> re.Pattern[str] | None:
-    """The allowed origins as one pattern; `*` in an entry matches any run of characters
-    (`http://localhost:*`), and `*` alone matches every origin."""
+    """The allowed origins as one pattern; `*` as a port matches any port (`http://localhost:*`,
+    not `http://localhost:80.evil.example`), elsewhere any run of characters
+    (`https://*.example.com`, `app://*`), and `*` alone matches every origin."""
     if not origins:
         return None
-    alternatives = [".*" if o == "*" else re.escape(o.rstrip("/")).replace(r"\*", ".*") for o in origins]
+    alternatives = [".*" if o == "*" else _wildcards(re.escape(o.rstrip("/"))) for o in origins]
     return re.compile("|".join(f"(?:{a})" for a in alternatives), flags=re.IGNORECASE)
+
+
+def _wildcards(escaped: str) -> str:
+    """An escaped origin's `*`s as patterns: a port's digits, or any run of characters."""
+    return re.sub(r":\\\*$", r":[0-9]+", escaped).replace(r"\*", ".*")
 
 
 class BrowserGuard:
@@ -67,7 +73,7 @@ class BrowserGuard:
         await self.app(scope, receive, send)
 
     def _allowed(self, origin: str, host: str) -> bool:
-        if self.pattern is not None and self.pattern.fullmatch(origin.rstrip("/")):
-            return True
+        if self.pattern is not None and any(self.pattern.fullmatch(o) for o in (origin, origin.rstrip("/"))):
+            return True  # as sent (`file://`), or without a trailing slash
         # The server's own pages (same origin) may call it; the Host check has vetted the host.
         return origin.lower().split("://", 1)[-1] == host.lower()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from heylook.settings import Settings
+from heylook.settings import DEFAULT_CORS_ORIGINS, Settings, allowed_origins
 from tests.inprocess import InProcessServer, serve_in_process
 from tests.server import RunningServer
 
@@ -66,7 +66,8 @@ async def open_app(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[InProc
 @pytest.fixture
 async def keyed_app(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[InProcessServer]:
     """The keyed server's settings, in-process."""
-    settings = Settings(api_key=KEY, cors_origins=("http://good.example",), allowed_hosts=("heylook.test",))
+    origins = allowed_origins(["http://good.example"], environ={})  # as --cors-origins gives them
+    settings = Settings(api_key=KEY, cors_origins=origins, allowed_hosts=("heylook.test",))
     async with serve_in_process(tiny_models(tmp_path, tiny_model_dir), settings) as app:
         yield app
 
@@ -165,11 +166,81 @@ async def test_cors_answers_allowed_origins_only(keyed_app: InProcessServer) -> 
     )
 
 
+def preflight(origin: str) -> dict[str, str]:
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+
+
+# Ollama's default (OLLAMA_ORIGINS unset): pages on this machine, on any port, and desktop apps'
+# and editor extensions' own schemes.
+LOCAL_PAGES = [
+    "http://localhost:3000", "http://127.0.0.1:8080", "https://localhost", "http://0.0.0.0:5173",
+    "http://localhost", "app://obsidian.md", "tauri://localhost", "vscode-webview://1a2b3c",
+    "vscode-file://vscode-app", "file://",
+]  # fmt: skip
+FOREIGN_PAGES = [
+    "https://evil.example", "http://localhost.evil.example", "http://localhost:3000.evil.example",
+    "http://127.0.0.1.nip.io", "null", "chrome-extension://abcdefgh", "http://192.168.1.20:3000",
+]  # fmt: skip
+
+
 @pytest.mark.anyio
-async def test_no_origin_is_allowed_without_cors_origins(open_app: InProcessServer) -> None:
-    response = await open_app.client.get("/api/tags", headers={"Origin": "http://localhost:3000"})
-    assert_shape(response, 403)
-    assert "access-control-allow-origin" not in response.headers
+@pytest.mark.parametrize("origin", LOCAL_PAGES)
+async def test_local_pages_and_apps_are_allowed_without_flags(open_app: InProcessServer, origin: str) -> None:
+    asked = await open_app.client.options("/api/chat", headers=preflight(origin))
+    assert asked.status_code == 200 and asked.headers["access-control-allow-origin"] == origin
+    assert "POST" in asked.headers["access-control-allow-methods"]
+    listed = await open_app.client.get("/api/tags", headers={"Origin": origin})
+    assert listed.status_code == 200 and listed.headers["access-control-allow-origin"] == origin
+    body = {"model": "tiny", "messages": HI, "stream": False}
+    chat = await open_app.client.post("/api/chat", json=body, headers={"Origin": origin})
+    assert chat.status_code == 200 and chat.json()["message"]["content"] == "Hello from heylook."
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("origin", FOREIGN_PAGES)
+async def test_other_origins_are_refused_without_flags(open_app: InProcessServer, origin: str) -> None:
+    for path in ("/api/chat", "/v1/chat/completions"):
+        asked = await open_app.client.options(path, headers=preflight(origin))
+        assert_shape(asked, 403)
+        assert "access-control-allow-origin" not in asked.headers
+    body = {"model": "tiny", "messages": HI, "stream": False}
+    chat = await open_app.client.post("/api/chat", json=body, headers={"Origin": origin})
+    assert_shape(chat, 403)
+    assert "--cors-origins" in chat.json()["error"]
+    assert not open_app.provider.started
+
+
+@pytest.mark.anyio
+async def test_cors_origins_add_to_the_default(keyed_app: InProcessServer) -> None:
+    for origin in ("http://good.example", "http://localhost:3000"):
+        asked = await keyed_app.client.options("/v1/chat/completions", headers=preflight(origin))
+        assert asked.status_code == 200 and asked.headers["access-control-allow-origin"] == origin
+
+
+@pytest.mark.parametrize(
+    ("environ", "added", "more"),
+    [
+        ({}, [], ()),
+        ({}, ["https://chat.example"], ("https://chat.example",)),
+        # $OLLAMA_ORIGINS as Ollama reads it: comma-separated, each adding to the default.
+        ({"OLLAMA_ORIGINS": "https://a.example, https://*.b.example,"}, [], ("https://a.example", "https://*.b.example")),
+        ({"OLLAMA_ORIGINS": "https://a.example"}, ["*"], ("https://a.example", "*")),
+    ],
+)  # fmt: skip
+def test_allowed_origins_are_the_default_and_more(environ: dict, added: list, more: tuple) -> None:
+    assert allowed_origins(added, environ) == (*DEFAULT_CORS_ORIGINS, *more)
+
+
+def test_the_serve_command_adds_cors_origins_to_the_default(keyed_server: RunningServer) -> None:
+    for origin in ("http://good.example", "http://localhost:3000", "vscode-webview://1a2b3c"):
+        asked = httpx.options(f"{keyed_server.base_url}/v1/chat/completions", headers=preflight(origin))
+        assert asked.status_code == 200 and asked.headers["access-control-allow-origin"] == origin
+    refused = httpx.options(f"{keyed_server.base_url}/api/chat", headers=preflight("https://evil.example"))
+    assert_shape(refused, 403)
 
 
 # --- the API key -----------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from heylook.responses_store import DEFAULT_MAX_BYTES, DEFAULT_MAX_RESPONSES
@@ -13,6 +15,32 @@ DEFAULT_BODY_TIMEOUT = 60.0
 # one grammar for the demo model's vocabulary takes about 24 MB.
 DEFAULT_GRAMMAR_CACHE_BYTES = 512 * 1024 * 1024
 _GIB = 1024 * 1024 * 1024
+# The browser origins Ollama allows unless told otherwise (its envconfig.AllowedOrigins): pages
+# served from this machine on any port, and the schemes of desktop apps and editor extensions
+# (Electron, Tauri, VS Code webviews). A page on any other origin is refused.
+LOCAL_ORIGINS = tuple(
+    f"{scheme}://{host}{port}"
+    for host in ("localhost", "127.0.0.1", "0.0.0.0")
+    for scheme in ("http", "https")
+    for port in ("", ":*")
+)
+DEFAULT_CORS_ORIGINS = (
+    *LOCAL_ORIGINS,
+    "app://*",
+    "file://*",
+    "tauri://*",
+    "vscode-webview://*",
+    "vscode-file://*",
+)
+# More origins, comma-separated, as Ollama reads them: one setting for both servers.
+ORIGINS_ENV = "OLLAMA_ORIGINS"
+
+
+def allowed_origins(added: Iterable[str] = (), environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """Ollama's default origins, then those of $OLLAMA_ORIGINS, then `added` (--cors-origins):
+    each adds to the default, as OLLAMA_ORIGINS does in Ollama."""
+    from_env = [origin.strip() for origin in environ.get(ORIGINS_ENV, "").split(",")]
+    return (*DEFAULT_CORS_ORIGINS, *(o for o in (*from_env, *added) if o))
 
 
 @dataclass(frozen=True)
@@ -30,8 +58,9 @@ class Settings:
     remote_models: bool = False
     # Host headers served (besides the bind address and localhost's names); "*" serves any.
     allowed_hosts: tuple[str, ...] = ()
-    # Browser origins allowed to call (CORS); none unless the operator names them.
-    cors_origins: tuple[str, ...] = ()
+    # Browser origins allowed to call (CORS): Ollama's default, and those the operator adds
+    # (--cors-origins, $OLLAMA_ORIGINS).
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     # When set, every route but the probes (/, /health) and the docs (/openapi.json, /docs,
     # /redoc) needs it (Authorization: Bearer, or x-api-key).
     api_key: str | None = None

@@ -71,8 +71,10 @@ def serve(
     cors_origins: Annotated[
         list[str] | None,
         cyclopts.Parameter(
-            help="Web origins allowed to call from a browser (e.g. http://localhost:3000, "
-            "https://*.example.com); none by default; repeat for more."
+            help="More web origins allowed to call from a browser (e.g. https://chat.example.com, "
+            "https://*.example.com, * for any), besides Ollama's default (localhost, 127.0.0.1 and 0.0.0.0 "
+            "on any port; app://, file://, tauri://, vscode-webview:// and vscode-file:// pages) and "
+            "$OLLAMA_ORIGINS (comma-separated); repeat for more."
         ),
     ] = None,
     api_key: Annotated[
@@ -108,7 +110,7 @@ def serve(
     from heylook.registry.aliases import RegistryError, load_registry
     from heylook.router import DEFAULT_KEEP_ALIVE, Limits, ModelRouter
     from heylook.server import run_server
-    from heylook.settings import Settings
+    from heylook.settings import Settings, allowed_origins
 
     transformers_logging.disable_progress_bar()
     log = logging.getLogger("heylook")
@@ -143,7 +145,7 @@ def serve(
         preload=tuple(preload or ()),
         remote_models=remote_models,
         allowed_hosts=tuple(allowed_hosts or ()),
-        cors_origins=tuple(cors_origins or ()),
+        cors_origins=allowed_origins(cors_origins or ()),
         api_key=api_key or os.environ.get(API_KEY_ENV) or None,
         grammar_cache_bytes=grammar_cache_mb * 2**20,
         allow_private_image_urls=allow_private_image_urls,

@@ -232,6 +232,7 @@ def test_cp_rm_and_show(models: Path) -> None:
 
 
 BAD_OPTION = "models:\n  a:\n    model: x/y\n    options:\n      top_p: high\n"
+TWICE = "models:\n  a:\n    model: x/y\n    options:\n      top_p: 0.5\n    options:\n      top_k: 3\n"
 
 
 @pytest.mark.parametrize(
@@ -241,6 +242,7 @@ BAD_OPTION = "models:\n  a:\n    model: x/y\n    options:\n      top_p: high\n"
         ("models:\n  a:\n    model: x/y\n    temprature: 1\n", 2, "models.yaml:4: alias 'a': unknown key"),
         (BAD_OPTION, 2, "models.yaml:5: alias 'a': 'top_p' must be a number"),
         ("models:\n  a:\n    description: no source\n", 2, "models.yaml:2: alias 'a': 'model' is missing"),
+        (TWICE, 2, "models.yaml:6: alias 'a': duplicate key 'options' (first at line 4)"),
         ("models:\n  a:\n    model: /no/such/dir\n", 1, "/no/such/dir does not exist"),
         ("models:\n  a:\n    model: x/y\n", 0, "not downloaded: heylook pull x/y"),
     ],

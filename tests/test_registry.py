@@ -344,3 +344,82 @@ def test_registry_location_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert locate_registry() == tmp_path / "env.yaml"
     # --models beats everything
     assert locate_registry(tmp_path / "flag.yaml") == tmp_path / "flag.yaml"
+
+
+# --- a key given twice: YAML's loader would keep the second and drop the first without a word ---------
+
+TWICE_OPTIONS = """models:
+  a:
+    model: x/y
+    options:
+      temperature: 0.2
+    description: mine
+    options:
+      top_p: 0.9
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "alias", "words"),
+    [
+        (TWICE_OPTIONS, 7, "a", "duplicate key 'options' (first at line 4)"),
+        ("models:\n  a:\n    model: x/y\n  b:\n    model: x/z\n  a:\n    model: q/r\n", 6, None,
+         "duplicate alias 'a' (first at line 2)"),
+        ("models:\n  a:\n    model: x/y\n    model: x/z\n", 4, "a",
+         "duplicate key 'model' (first at line 3)"),
+        ("models:\n  a:\n    model: x/y\n    load:\n      dtype: float32\n      dtype: bfloat16\n", 6, "a",
+         "duplicate key 'dtype' (first at line 5)"),
+        ("models:\n  a:\n    model: x/y\n    options: {top_k: 2, top_k: 3}\n", 4, "a",
+         "duplicate key 'top_k'"),
+        ("models:\n  a:\n    replicas:\n      - base_url: http://a/v1\n        base_url: http://b/v1\n", 5,
+         "a", "duplicate key 'base_url' (first at line 4)"),
+        ("models:\n  a:\n    model: x/y\nmodels:\n  b:\n    model: x/z\n", 4, None,
+         "duplicate key 'models' (first at line 1)"),
+        # Names the reader takes as the same text are the same key.
+        ("models:\n  yes:\n    model: x/y\n  true:\n    model: x/z\n", 4, None, "duplicate alias 'True'"),
+        ("models:\n  1:\n    model: x/y\n  '1':\n    model: x/z\n", 4, None, "duplicate alias '1'"),
+        # An alias (*name) inside what it names would be read without end.
+        ("models:\n  a: &a\n    model: x/y\n    options: {stop: [*a]}\n", 4, None, "stands inside the node"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_names_both_lines(tmp_path: Path, text, line, alias, words) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    with pytest.raises(RegistryError) as caught:
+        load_registry(path)
+    assert words in str(caught.value)
+    assert caught.value.line == line and f"{path}:{line}:" in str(caught.value)
+    assert (f"alias {alias!r}" in str(caught.value)) == (alias is not None)
+
+
+def test_merged_keys_may_be_overridden(tmp_path: Path) -> None:
+    text = (
+        "models:\n  a: &base\n    model: x/y\n    description: base\n"
+        "  b:\n    <<: *base\n    description: mine\n"
+    )
+    registry = parse_registry(text, tmp_path / "m.yaml")
+    assert (registry.aliases["b"].source.model, registry.aliases["b"].description) == ("x/y", "mine")
+
+
+@pytest.mark.anyio
+async def test_a_running_server_keeps_its_registry_when_a_key_is_given_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import anyio
+
+    from heylook.registry.watch import follow_registry
+
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  a:\n    model: x/y\n")
+    served: list[object] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(follow_registry, path, served.append, 0.02)
+        await anyio.sleep(0.1)
+        path.write_text(TWICE_OPTIONS)
+        with anyio.fail_after(5):
+            while "duplicate key 'options'" not in caplog.text:
+                await anyio.sleep(0.02)
+        group.cancel_scope.cancel()
+    assert served == []  # the last good registry keeps serving
+    assert f"{path}:7: alias 'a': duplicate key 'options' (first at line 4)" in caplog.text
+    assert "still serving the last good version" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -203,8 +204,8 @@ def load_registry(path: Path) -> Registry:
 
 def parse_registry(text: str, path: Path, *, modified: int = 0) -> Registry:
     try:
+        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader), path)
         data = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         if error.context_mark and mark and mark.line >= text.count("\n"):
@@ -497,17 +498,55 @@ def _parse_load(load: Any, fail: Callable[..., RegistryError]) -> LoadOptions:
     )
 
 
-def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    """1-based line of every mapping key, by its path from the root."""
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _key_lines(
+    node: yaml.Node | None, path: Path, prefix: tuple[str, ...] = (), within: frozenset[int] = frozenset()
+) -> dict[tuple[str, ...], int]:
+    """1-based line of every mapping key, by its path from the root. A key given twice in one
+    mapping (YAML's loader would keep the second and drop the first without a word) is an error
+    naming both lines, as is a YAML alias (`*name`) inside the node it names."""
     lines: dict[tuple[str, ...], int] = {}
+    within |= {id(node)}
+
+    def inner(child: yaml.Node, key: tuple[str, ...], line: int) -> None:
+        if id(child) in within:
+            raise RegistryError(path, "a YAML alias (*name) stands inside the node it names", line=line)
+        lines.update(_key_lines(child, path, key, within))
+
     if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = (*prefix, str(key_node.value))
-            lines[key] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, key))
+            line = key_node.start_mark.line + 1
+            if key_node.tag != _MERGE_TAG:  # `<<: *defaults`: the keys it merges may be overridden
+                name = _key_name(key_node)
+                if name in first:
+                    raise _duplicate(path, prefix, name, line, first[name])
+                first[name] = line
+            lines[key] = line
+            inner(value_node, key, line)
     elif isinstance(node, yaml.SequenceNode):  # a list's items by their index: replicas
         for index, item in enumerate(node.value):
             key = (*prefix, str(index))
             lines[key] = item.start_mark.line + 1
-            lines.update(_key_lines(item, key))
+            inner(item, key, node.start_mark.line + 1)
     return lines
+
+
+def _key_name(node: yaml.Node) -> str:
+    """A key as the file's reader names it: `yes` and `true` are one key (True), as are `1` and `"1"`
+    to a reader that takes alias names as text."""
+    if isinstance(node, yaml.ScalarNode) and node.tag != _STR_TAG:
+        with contextlib.suppress(yaml.YAMLError):
+            return str(yaml.SafeLoader("").construct_object(node))
+    return str(node.value)
+
+
+def _duplicate(path: Path, prefix: tuple[str, ...], name: str, line: int, first: int) -> RegistryError:
+    if prefix == ("models",):
+        return RegistryError(path, f"duplicate alias {name!r} (first at line {first})", line=line)
+    alias = prefix[1] if len(prefix) > 1 and prefix[0] == "models" else None
+    return RegistryError(path, f"duplicate key {name!r} (first at line {first})", line=line, alias=alias)

@@ -265,6 +265,19 @@ def test_pull_reports_progress_and_adds_an_alias(client: ollama.Client) -> None:
         client.delete(name)
 
 
+def test_pulling_an_alias_that_is_no_repo_succeeds(client: ollama.Client, server: RunningServer) -> None:
+    """Codex's --oss pulls a model it does not find listed under the name it was given (`tiny`, as
+    the listing says `tiny:latest`); the alias is here, so the pull says success, fetching nothing."""
+    before = server.models.read_text()
+    for name in ("tiny", "tiny:latest"):
+        assert [p.status for p in client.pull(name, stream=True)] == ["success"]
+        assert client.pull(name).status == "success"
+    assert server.models.read_text() == before
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.pull("no-such-alias")  # neither an alias nor a repo id
+    assert caught.value.status_code == 400
+
+
 def test_pull_of_an_unknown_repo_fails_in_ollamas_shape(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError, match="no-such-org/no-such-model"):
         list(client.pull("no-such-org/no-such-model", stream=True))

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from heylook.errors import HeylookError, NotImplementedYet, ServerBusy
+from heylook.errors import HeylookError, InvalidRequest, NotImplementedYet, ServerBusy
 from heylook.models.catalog import model_facts
 from heylook.models.pull import PullProgress, PullTarget, alias_entry, parse_pull_name, pull_model
 from heylook.protocols import ollama
@@ -117,13 +117,29 @@ async def _edit_registry(request: Request, edit: Callable[..., Registry], *args:
 async def pull(request: Request) -> Response:
     """Download from the Hub with progress, then add an alias named as the model was asked for."""
     body = await json_body(request)
-    target = parse_pull_name(ollama.read_model_field(body))
+    name = ollama.read_model_field(body)
+    try:
+        target = parse_pull_name(name)
+    except InvalidRequest:
+        if router_of(request).registry.find(name) is None:
+            raise
+        # An alias that is no repo id (`smollm2`) is here already. Clients pull what they do not
+        # find listed under the name they know (Codex's --oss looks for `smollm2`, and the listing
+        # says `smollm2:latest`), as Ollama answers a pull of a model it has: success.
+        return _pulled(ollama.read_pull_stream(body))
     check_alias_name(target.name, "model")  # before downloading anything
     download = PullDownload(request, target)
     if not ollama.read_pull_stream(body):
         await download.run_to_end()
         return JSONResponse(download.last_line())
     return download  # type: ignore[return-value]
+
+
+def _pulled(stream: bool) -> Response:
+    done = {"status": "success"}
+    if not stream:
+        return JSONResponse(done)
+    return Response(json.dumps(done) + "\n", media_type="application/x-ndjson")
 
 
 class PullDownload:

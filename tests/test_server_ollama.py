@@ -363,7 +363,7 @@ def ollama_port_server(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Running
 
 def test_clients_that_assume_ollamas_port_work_unchanged(ollama_port_server: RunningServer) -> None:
     default_client = ollama.Client()  # no host: http://127.0.0.1:11434, as with Ollama itself
-    assert [m.model for m in default_client.list().models] == ["tiny"]
+    assert [m.model for m in default_client.list().models] == ["tiny:latest"]
     assert (
         default_client.generate(model="tiny", prompt="hi", options={**GREEDY, "num_predict": 2}).eval_count
         == 2

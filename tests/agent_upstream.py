@@ -54,7 +54,9 @@ class AgentUpstream:
         results = [m for m in messages if m.get("role") == "tool"]
         offered = {(t.get("function") or {}).get("name") for t in body.get("tools") or []}
         if results:
-            return {"text": self.answer.format(result=_text(results[-1].get("content")).strip())}
+            # The last line of what the tool printed (agents wrap it: exit codes, timings).
+            lines = _text(results[-1].get("content")).strip().splitlines() or [""]
+            return {"text": self.answer.format(result=lines[-1].strip())}
         if self.answer_whole is not None:
             name, text = self.answer_whole
             return {"text": f"{name}\n```\n{text}\n```\n"}

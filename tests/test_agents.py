@@ -63,7 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, upstream: AgentUpstream) ->
     home = tmp_path_factory.mktemp("agents-server")
     models = home / "models.yaml"
     entries: dict[str, Any] = {
-        "smollm2": {**demo_entry(), "options": {"temperature": 0}},
+        # Greedy, and a short reply for clients that ask for no limit (a 135M model may not stop).
+        "smollm2": {**demo_entry(), "options": {"temperature": 0, "max_tokens": int(DEMO_TOKENS)}},
         "scripted": {"provider": "openai", "model": "scripted-model", "base_url": upstream.base_url},
     }
     models.write_text(yaml.safe_dump({"models": entries}))
@@ -82,9 +83,11 @@ def proxy(server: RunningServer) -> Iterator[RecordingProxy]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
+    """A git repository (Codex works in one) holding a README."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "README.md").write_text("A project the agent works in.\n")
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
     return work
 
 
@@ -151,13 +154,11 @@ def _tool_results(body: dict[str, Any]) -> list[str]:
 
 def claude_env(tmp_path: Path, proxy: RecordingProxy) -> dict[str, str]:
     # What the README tells a user: the base URL, and a token (Claude Code wants one; heylook
-    # checks none unless started with --api-key). Nonessential traffic (telemetry, updates) has no
-    # network to go to here.
+    # checks none unless started with --api-key).
     return {
         "HOME": str(agent_home(tmp_path)),
         "ANTHROPIC_BASE_URL": proxy.base_url,
         "ANTHROPIC_AUTH_TOKEN": "not-needed",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
 
 
@@ -174,17 +175,17 @@ def test_claude_code_tool_round_trip(
 
 def test_claude_code_on_the_demo_model(proxy: RecordingProxy, workdir: Path, tmp_path: Path) -> None:
     claude = installed(NODE_BIN / "claude")
-    env = claude_env(tmp_path, proxy) | {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": DEMO_TOKENS}
+    # Claude Code fails a reply cut at its limit: room enough for the small model to finish.
+    env = claude_env(tmp_path, proxy) | {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "512"}
     # Claude Code's own prompt and tools are far more than the demo model's 8,192-token context:
     # a short system prompt and no tools, as one would give a model this small.
-    command = [claude, "-p", "What is the capital of France?", "--model", "smollm2"]
+    command = [claude, "-p", "What is the capital of France? Answer in one word.", "--model", "smollm2"]
     output = run(
         [*command, "--system-prompt", "You are a helpful assistant.", "--tools", ""],
         cwd=workdir,
         env=env,
     )
-    assert output.strip()
-    assert proxy.posted("/v1/messages")
+    assert "Paris" in output
     check_sent("claude-code", proxy, "/v1/messages")
 
 
@@ -208,15 +209,8 @@ wire_api = "responses"
 
 
 def codex_exec(codex: Path, prompt: str, *extra: str) -> list[str | Path]:
-    # Codex's sandbox needs kernel features a container may lack: approvals and sandbox off, as in CI.
-    return [
-        codex,
-        "exec",
-        "--skip-git-repo-check",
-        "--dangerously-bypass-approvals-and-sandbox",
-        *extra,
-        prompt,
-    ]
+    # `codex exec` as it comes: its read-only sandbox and approval policy (echo needs no more).
+    return [codex, "exec", *extra, prompt]
 
 
 def test_codex_tool_round_trip(
@@ -248,10 +242,10 @@ def test_codex_on_the_demo_model(proxy: RecordingProxy, workdir: Path, tmp_path:
     codex = installed(NODE_BIN / "codex")
     instructions = tmp_path / "instructions.md"
     instructions.write_text("You are a helpful assistant. Answer briefly.\n")
-    extra = f'model_instructions_file = "{instructions}"\nmodel_max_output_tokens = {DEMO_TOKENS}\n'
+    extra = f'model_instructions_file = "{instructions}"\n'
     home = codex_home(tmp_path, proxy.base_url, "smollm2", extra)
     output = run(codex_exec(codex, "What is the capital of France?"), cwd=workdir, env={"HOME": str(home)})
-    assert output.strip()
+    assert "Paris" in output
     check_sent("codex", proxy, "/v1/responses")
 
 
@@ -294,7 +288,7 @@ def test_continue_on_the_demo_model(proxy: RecordingProxy, workdir: Path, tmp_pa
     config = continue_config(tmp_path, proxy.base_url, "smollm2")
     command = [cn, "-p", "What is the capital of France?", "--config", config, "--readonly"]
     output = run(command, cwd=workdir, env={"HOME": str(agent_home(tmp_path))})
-    assert output.strip()
+    assert "Paris" in output
     check_sent("continue", proxy, "/v1/chat/completions")
 
 
@@ -322,8 +316,7 @@ def aider_command(base_url: str, model: str, message: str) -> list[str | Path]:
 
 
 def aider_env(tmp_path: Path) -> dict[str, str]:
-    # litellm's price list comes with it; it would fetch a newer one from the network.
-    return {"HOME": str(agent_home(tmp_path)), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return {"HOME": str(agent_home(tmp_path))}
 
 
 def test_aider_edits_a_file_through_a_scripted_upstream(

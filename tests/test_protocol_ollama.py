@@ -496,3 +496,16 @@ def test_format_schema_is_kept_as_json_text() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     translated = ollama.parse_generate_request({"model": "m", "prompt": "x", "format": schema})
     assert json.loads(translated.request.options.response_format.schema) == schema
+
+
+def test_chat_drops_tools_that_are_not_functions_and_says_which() -> None:
+    function = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [function, {"type": "web_search"}],
+    }
+    request = ollama.parse_chat_request(body).request
+    assert isinstance(request, GenerationRequest)
+    assert [tool.name for tool in request.tools] == ["get_weather"]
+    assert request.dropped_tools == ("web_search",)

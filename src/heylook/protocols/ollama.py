@@ -18,6 +18,7 @@ from heylook.protocols.fields import schema_text
 from heylook.protocols.images import image_from_base64
 from heylook.protocols.tools import (
     check_tool_turns,
+    dropped_tools,
     think_from,
     tool_calls_from,
     tool_choice_from,
@@ -144,6 +145,7 @@ def _tools_and_think(typed: Any) -> dict[str, Any]:
         "tool_choice": tool_choice_from(typed.tool_choice, tools),
         "think": think_from(typed.think),
         "logprobs": (typed.top_logprobs or 0) if typed.logprobs else None,
+        "dropped_tools": dropped_tools(typed.tools),
     }
 
 

@@ -88,7 +88,7 @@ def test_a_new_field_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_every_agent_has_fixtures() -> None:
-    assert {"claude-code", "codex", "continue", "aider"} <= set(CLIENTS)
+    assert {"claude-code", "codex", "continue", "aider", "opencode"} <= set(CLIENTS)
 
 
 @pytest.mark.anyio

@@ -1,11 +1,12 @@
 """The coding agents users point at heylook, run for real and non-interactively against a live server
 (`scripts/setup` installs them at pinned versions): Claude Code on the Anthropic API, Codex CLI on
-the Responses API (its provider config, and `--oss --local-provider ollama`), Continue's CLI and
-aider on chat completions. Each does (a) a full tool round trip through an alias whose upstream is a
-scripted OpenAI-compatible server (it asks for a shell command, the agent runs it and sends the
-result back, the upstream answers quoting it), and (b) a turn on the demo model, so the local path
-answers too. Every body each agent sent is checked against its fixture (tests/fixtures/agents/): a
-field or block type a new version adds fails here first. `HEYLOOK_RECORD_AGENTS=1` records them."""
+the Responses API (its provider config, and `--oss --local-provider ollama`), Continue's CLI,
+aider and opencode on chat completions. Each does (a) a full tool round trip through an alias whose
+upstream is a scripted OpenAI-compatible server (it asks for a shell command, the agent runs it and
+sends the result back, the upstream answers quoting it), and (b) a turn on the demo model, so the
+local path answers too. Every body each agent sent is checked against its fixture
+(tests/fixtures/agents/): a field or block type a new version adds fails here first.
+`HEYLOOK_RECORD_AGENTS=1` records them."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ VERSIONS = {
     "codex": "0.171.0",
     "continue": "1.5.47",
     "aider": "0.86.2",
+    "opencode": "1.18.33",
 }
 RECORD = os.environ.get("HEYLOOK_RECORD_AGENTS") == "1"
 MARK = "heylook-round-trip"
@@ -53,6 +55,7 @@ def upstream() -> Iterator[AgentUpstream]:
     calls = [
         ScriptedCall("Bash", {"command": f"echo {MARK}", "description": "Print the marker"}),
         ScriptedCall("exec_command", {"cmd": f"echo {MARK}"}),
+        ScriptedCall("bash", {"command": f"echo {MARK}", "description": "Print the marker"}),
     ]
     with AgentUpstream(calls=calls) as scripted:
         yield scripted
@@ -339,3 +342,54 @@ def test_aider_on_the_demo_model(proxy: RecordingProxy, workdir: Path, tmp_path:
     output = run([*command, "--max-chat-history-tokens", "1024"], cwd=workdir, env=aider_env(tmp_path))
     assert "Tokens:" in output
     check_sent("aider", proxy, "/v1/chat/completions")
+
+
+# --- opencode (chat completions, through @ai-sdk/openai-compatible) ---------------------------------
+
+
+def opencode_env(tmp_path: Path, base_url: str, model: dict[str, Any], **extra: Any) -> dict[str, str]:
+    """A HOME whose ~/.config/opencode/opencode.json is the README's: a provider on heylook's /v1
+    offering `model` (its entry), and `extra` settings."""
+    home = agent_home(tmp_path)
+    config_dir = home / ".config" / "opencode"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    provider = {
+        "npm": "@ai-sdk/openai-compatible",
+        "name": "heylook",
+        "options": {"baseURL": f"{base_url}/v1"},
+        "models": {model["name"]: model},
+    }
+    config = {"$schema": "https://opencode.ai/config.json", "provider": {"heylook": provider}, **extra}
+    (config_dir / "opencode.json").write_text(json.dumps(config, indent=2))
+    # opencode fetches its model catalogue from models.dev at start; offline it logs the failure and
+    # goes on: this skips the try.
+    return {"HOME": str(home), "OPENCODE_DISABLE_MODELS_FETCH": "1"}
+
+
+def test_opencode_tool_round_trip(
+    upstream: AgentUpstream, proxy: RecordingProxy, workdir: Path, tmp_path: Path
+) -> None:
+    """`opencode run` as it comes: its build agent runs bash without asking."""
+    opencode = installed(NODE_BIN / "opencode")
+    since = len(upstream.bodies)
+    env = opencode_env(tmp_path, proxy.base_url, {"name": "scripted"})
+    command = [opencode, "run", "-m", "heylook/scripted", f"Run `echo {MARK}` in the shell."]
+    output = run(command, cwd=workdir, env=env)
+    assert_round_trip(upstream, output, since)
+    check_sent("opencode", proxy, "/v1/chat/completions")
+
+
+def test_opencode_on_the_demo_model(proxy: RecordingProxy, workdir: Path, tmp_path: Path) -> None:
+    opencode = installed(NODE_BIN / "opencode")
+    # opencode's own prompt and tools are more than the demo model's 8,192-token context: an agent
+    # with a short prompt and no tools, and the model's limits (it asks for `output` tokens).
+    model = {"name": "smollm2", "limit": {"context": 8192, "output": int(DEMO_TOKENS)}}
+    plain = {"mode": "primary", "prompt": "You are a helpful assistant.", "tools": {"*": False}}
+    env = opencode_env(tmp_path, proxy.base_url, model, agent={"plain": plain})
+    # The question as separate words: `opencode run` wraps an argument holding a space in quotes,
+    # which leads the small model astray. A title given, so no second generation makes one.
+    question = ["What", "is", "the", "capital", "of", "France?"]
+    command = [opencode, "run", "-m", "heylook/smollm2", "--agent", "plain", "--title", "quiz", *question]
+    output = run(command, cwd=workdir, env=env)
+    assert "Paris" in output
+    check_sent("opencode", proxy, "/v1/chat/completions")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -393,3 +394,40 @@ def test_opencode_on_the_demo_model(proxy: RecordingProxy, workdir: Path, tmp_pa
     output = run(command, cwd=workdir, env=env)
     assert "Paris" in output
     check_sent("opencode", proxy, "/v1/chat/completions")
+
+
+# --- The README shows the suite's commands ----------------------------------------------------------
+
+
+def readme_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Coding agents")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def blocks(section: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_the_readme_configs_are_the_suites(tmp_path: Path) -> None:
+    section = readme_section()
+    url = "http://127.0.0.1:11434"
+    [continue_yaml] = blocks(section, "yaml")
+    assert yaml.safe_load(continue_yaml) == yaml.safe_load(
+        continue_config(tmp_path, url, "qwen3").read_text()
+    )
+    [opencode_json] = blocks(section, "json")
+    env = opencode_env(tmp_path, url, {"name": "qwen3"})
+    written = Path(env["HOME"]) / ".config" / "opencode" / "opencode.json"
+    assert json.loads(opencode_json) == json.loads(written.read_text())
+
+
+def test_the_readme_commands_use_the_suites_flags(tmp_path: Path) -> None:
+    """Each agent's command line in the README uses only flags the suite's runs use."""
+    section = readme_section()
+    [aider] = re.findall(r"^aider .*$", section, flags=re.MULTILINE)
+    suite = aider_command("http://127.0.0.1:11434", "qwen3", "m")
+    assert all(flag in suite for flag in aider.split() if flag.startswith("--"))
+    claude_flags = {"-p", "--model", "--allowedTools", "--system-prompt", "--tools"}
+    for line in re.findall(r"^.*\bclaude -p .*$", section, flags=re.MULTILINE):
+        assert {f for f in line.split() if f.startswith("-")} <= claude_flags, line

@@ -8,17 +8,22 @@ from __future__ import annotations
 import io
 import json
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import openai
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from heylook.batches.files import FileLimits, FileStore
 from heylook.batches.lines import read_lines
+from heylook.batches.runner import BatchRunner
 from heylook.batches.store import BatchStore
 from heylook.errors import InvalidRequest, RequestTooLarge, ServerBusy
 from tests.conftest import demo_entry
@@ -303,7 +308,7 @@ def test_the_stores_keep_to_their_bounds(tmp_path: Path) -> None:
         store.create("file-a", CHAT, "24h", None)
     store.save({**first, "status": "completed"})
     store.create("file-a", CHAT, "24h", None)  # the finished one makes room
-    assert first["id"] not in [b["id"] for b in store.entries()]
+    assert first["id"] not in store.ids()
     lines, errors = read_lines(_jsonl([(f"{i}", CHAT, {}) for i in range(3)]), CHAT, max_lines=2)
     assert not lines and errors[0]["code"] == "too_many_requests" and "at most 2" in errors[0]["message"]
 
@@ -328,3 +333,260 @@ def test_performance_shows_the_live_figures(batch_server: RunningServer) -> None
     assert tiny["time_to_first_token_mean"] > 0
     assert tiny["active_requests"] == 0 and tiny["queued_requests"] == 0
     assert isinstance(body["batches"], list)
+
+
+# --- Batches lose nothing (issue 27) ---------------------------------------------------------------
+
+FINISHED = ("completed", "failed", "cancelled", "expired")
+
+
+def _runner(tmp_path: Path, answer: Any, limits: FileLimits | None = None) -> BatchRunner:
+    files = FileStore(
+        tmp_path / "files", limits or FileLimits(total_bytes=10**9, file_bytes=10**8, files=100)
+    )
+    return BatchRunner(files, BatchStore(tmp_path / "batches", 10), answer, busy=lambda: False, max_lines=100)
+
+
+async def _echo(endpoint: str, body: str) -> tuple[int, dict[str, Any]]:
+    return 200, {"echo": json.loads(body)}
+
+
+def _batch(runner: BatchRunner, data: bytes) -> str:
+    uploaded = runner.files.create("in.jsonl", "batch", data)
+    return runner.store.create(uploaded["id"], CHAT, "24h", None)["id"]
+
+
+async def _until_finished(runner: BatchRunner, *batch_ids: str, timeout: float = 10) -> list[dict[str, Any]]:
+    async with anyio.create_task_group() as group:
+        group.start_soon(runner.run_forever)
+        with anyio.fail_after(timeout):
+            while any(runner.store.get(b)["status"] not in FINISHED for b in batch_ids):
+                runner.wake()
+                await anyio.sleep(0.01)
+        group.cancel_scope.cancel()
+    return [runner.store.get(b) for b in batch_ids]
+
+
+def _stored_lines(runner: BatchRunner, file_id: str | None) -> list[dict[str, Any]]:
+    return [] if file_id is None else [json.loads(x) for x in runner.files.content(file_id).splitlines()]
+
+
+@pytest.mark.anyio
+async def test_a_full_file_store_still_takes_a_finished_batchs_answers(tmp_path: Path) -> None:
+    data = _jsonl([(f"q{i}", CHAT, _chat(f"q{i}")) for i in range(20)])
+    runner = _runner(tmp_path, _echo, FileLimits(total_bytes=len(data), file_bytes=len(data), files=100))
+    [done] = await _until_finished(runner, _batch(runner, data))  # the upload fills the store
+    assert done["status"] == "completed", done["errors"]
+    assert len(_stored_lines(runner, done["output_file_id"])) == 20
+    with pytest.raises(RequestTooLarge):  # uploads are what a full store refuses
+        runner.files.create("more.jsonl", "batch", b"{}\n")
+
+
+def test_one_bad_line_fails_that_line_alone(batch_server: RunningServer) -> None:
+    """A lone surrogate in a custom_id or in the content, a body nested 100,000 deep: each is its
+    line's error, under its custom_id; a raw U+2028 inside a string is text, not a line break."""
+    client = _client(batch_server)
+
+    def line(custom_id: str, body: str) -> str:
+        return f'{{"custom_id": {custom_id}, "method": "POST", "url": "{CHAT}", "body": {body}}}'
+
+    good = json.dumps(_chat("Hello"))
+    separator = '{"model": "tiny", "max_tokens": 3, "messages": [{"role": "user", "content": "a\u2028b"}]}'
+    deep = '{"model": "tiny", "messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    surrogate = '{"model": "tiny", "max_tokens": 3, "messages": [{"role": "user", "content": "x\\ud800"}]}'
+    lines = [
+        line('"good"', good),
+        line('"lone\\udc00id"', good),
+        line('"surrogate"', surrogate),
+        line('"deep"', deep),
+        line('"separator"', separator),
+    ]
+    done = _wait(client, _submit(client, "\n".join(lines).encode()).id)
+    assert done.status == "completed", done.errors
+    assert done.request_counts and (done.request_counts.completed, done.request_counts.failed) == (3, 2)
+    answered = {x["custom_id"]: x for x in _lines(client, done.output_file_id)}
+    assert sorted(answered) == ["good", "lone\udc00id", "separator"]
+    failed = {x["custom_id"]: x["response"] for x in _lines(client, done.error_file_id)}
+    assert sorted(failed) == ["deep", "surrogate"]
+    assert {r["status_code"] for r in failed.values()} == {400}
+    assert "nested deeper" in failed["deep"]["body"]["error"]["message"]
+
+
+@pytest.mark.anyio
+async def test_a_line_that_raises_is_that_lines_error(tmp_path: Path) -> None:
+    async def breaks_on_b(endpoint: str, body: str) -> tuple[int, dict[str, Any]]:
+        if "boom" in body:
+            raise RuntimeError("boom")
+        return await _echo(endpoint, body)
+
+    runner = _runner(tmp_path, breaks_on_b)
+    data = _jsonl([("a", CHAT, _chat("a")), ("b", CHAT, _chat("boom")), ("c", CHAT, _chat("c"))])
+    [done] = await _until_finished(runner, _batch(runner, data))
+    assert done["status"] == "completed" and done["request_counts"] == {
+        "total": 3,
+        "completed": 2,
+        "failed": 1,
+    }
+    [error] = _stored_lines(runner, done["error_file_id"])
+    assert error["custom_id"] == "b" and error["response"]["status_code"] == 500
+
+
+@pytest.mark.anyio
+async def test_the_runner_survives_what_breaks_it_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = _runner(tmp_path, _echo)
+    # A file in the batches folder that is no batch (half written by something else), and a
+    # batch whose input file vanished: neither stops the runner, nor the batch after them.
+    runner.store.root.mkdir(parents=True, exist_ok=True)
+    (runner.store.root / f"batch_{'0' * 32}.json").write_text('{"status": "in_pro')
+    vanished = _batch(runner, _jsonl([("a", CHAT, _chat("a"))]))
+    runner.files.delete(runner.store.get(vanished)["input_file_id"])
+    after = _batch(runner, _jsonl([("b", CHAT, _chat("b"))]))
+    # And an error that escapes the runner's own loop: it logs, counts and starts again.
+    real_active, calls = runner.store.active, []
+
+    def active_failing_once() -> list[dict[str, Any]]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError("a batch file vanished mid-read")
+        return real_active()
+
+    runner.store.active = active_failing_once  # type: ignore[method-assign]
+    gone, done = await _until_finished(runner, vanished, after)
+    assert gone["status"] == "failed" and gone["errors"]["data"][0]["code"] == "invalid_input_file"
+    assert done["status"] == "completed"
+    assert runner.status.restarts == 1 and "vanished mid-read" in (runner.status.last_error or "")
+    assert "the batch runner failed; it starts again" in caplog.text
+
+
+def test_two_servers_on_one_directory_answer_each_line_once(
+    batch_server: RunningServer, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    shared = batch_server.log.parent
+    second = RunningServer(
+        _registry(tmp_path, tiny_model_dir),
+        tmp_path / "second.log",
+        env={"HEYLOOK_BATCHES": str(shared / "batches")},
+    )
+    try:
+        assert batch_server.health()["batches"]["owner"] is True
+        health = second.health()["batches"]
+        assert health["owner"] is False and health["owner_pid"] == batch_server.process.pid
+        assert "belongs to another heylook server" in second.output()
+        refused = httpx.post(
+            f"{second.base_url}/v1/batches",
+            json={"input_file_id": "file-" + "0" * 32, "endpoint": CHAT, "completion_window": "24h"},
+        )
+        assert refused.status_code == 503 and "another heylook server" in refused.json()["error"]["message"]
+        client = _client(batch_server)
+        requests = [(f"t{i}", CHAT, _chat(f"Two {i}", max_tokens=4)) for i in range(30)]
+        done = _wait(client, _submit(client, _jsonl(requests)).id)
+        answered = [x["custom_id"] for x in _lines(client, done.output_file_id)]
+        assert sorted(answered) == sorted(c for c, _, _ in requests)  # every one, exactly once
+    finally:
+        second.stop()
+
+
+def test_a_killed_server_with_a_torn_result_resumes_exactly_once(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    first = _start(tmp_path, tiny_model_dir)
+    total = 40
+    requests = [(f"k{i}", CHAT, _chat(f"Kill {i}", max_tokens=12)) for i in range(total)]
+    try:
+        client = _client(first)
+        batch = _submit(client, _jsonl(requests))
+        _wait(client, batch.id, until=lambda b: b.request_counts and b.request_counts.completed >= 4)
+        first.process.kill()  # kill -9: no shutdown, whatever was being written is cut
+        first.process.wait()
+    finally:
+        first.stop()
+    results = tmp_path / "batches" / "batches" / f"{batch.id}.results.jsonl"
+    with open(results, "ab") as file:
+        file.write(b'{"id": "batch_req_x", "custom_id": "k')  # an append the kill cut short
+    second = _start(tmp_path, tiny_model_dir, "second.log")
+    try:
+        client = _client(second)
+        done = _wait(client, batch.id)
+        answered = [x["custom_id"] for x in _lines(client, done.output_file_id)]
+        assert sorted(answered) == sorted(c for c, _, _ in requests)  # every one, exactly once
+        assert done.request_counts and (done.request_counts.total, done.request_counts.completed) == (
+            total,
+            total,
+        )
+    finally:
+        second.stop()
+
+
+def test_metadata_is_bounded_as_openai_bounds_it(batch_server: RunningServer) -> None:
+    http = httpx.Client(base_url=batch_server.base_url, timeout=30)
+    uploaded = _client(batch_server).files.create(file=("m.jsonl", io.BytesIO(b"{}\n")), purpose="batch")
+    base = {"input_file_id": uploaded.id, "endpoint": CHAT, "completion_window": "24h"}
+    for metadata in ({"k" * 65: "v"}, {"k": "v" * 513}, {str(i): "v" for i in range(17)}):
+        refused = http.post("/v1/batches", json={**base, "metadata": metadata})
+        assert refused.status_code == 400 and refused.json()["error"]["param"].startswith("metadata")
+    taken = http.post("/v1/batches", json={**base, "metadata": {"k" * 64: "v" * 512}})
+    assert taken.status_code == 200 and taken.json()["metadata"] == {"k" * 64: "v" * 512}
+
+
+def test_listing_reads_only_the_page_and_the_runner_only_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BatchStore(tmp_path, max_batches=500)
+    made = [store.create(f"file-{i:032x}", CHAT, "24h", {"k": "v"})["id"] for i in range(300)]
+    for batch_id in made[:-2]:
+        store.save({**store.get(batch_id), "status": "completed"})
+    reads: list[Path] = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda path: reads.append(path) or real_read(path))
+    page, more = store.page(1, None) or ([], False)
+    assert [b["id"] for b in page] == [made[-1]] and more and len(reads) == 1
+    second, _ = store.page(2, made[-1]) or ([], False)
+    assert [b["id"] for b in second] == [made[-2], made[-3]]
+    store.active()
+    reads.clear()
+    assert [b["id"] for b in store.active()] == made[-2:]
+    assert len(reads) == 2  # the two active ones; the finished, unchanged files are not read again
+
+
+def test_odd_ids_and_limits_are_400s_and_404s_naming_the_field(batch_server: RunningServer) -> None:
+    http = httpx.Client(base_url=batch_server.base_url, timeout=30)
+    long_id = "file-" + "a" * 300
+    assert http.get(f"/v1/files/{long_id}").status_code == 404
+    assert http.get(f"/v1/files/{long_id}/content").status_code == 404
+    assert http.get(f"/v1/batches/batch_{'b' * 300}").status_code == 404
+    refused = http.post(
+        "/v1/batches", json={"input_file_id": long_id, "endpoint": CHAT, "completion_window": "24h"}
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "input_file_id"
+    for limit in ("9" * 4400, "²", "0", "101"):
+        for route in ("/v1/batches", "/v1/files"):
+            answer = http.get(route, params={"limit": limit})
+            assert answer.status_code == 400 and answer.json()["error"]["param"] == "limit", (route, limit)
+
+
+def test_reading_a_huge_input_file_is_bounded() -> None:
+    """5.6M lines against a 50,000-line bound: refused after reading 50,001, in bounded memory."""
+    data = b'{"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n' * 5_600_000
+    tracemalloc.start()
+    try:
+        lines, errors = read_lines(data, CHAT, max_lines=50_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not lines and errors[0]["code"] == "too_many_requests"
+    assert peak < 64 * 1024 * 1024, peak  # the old reader held every line: ~0.9 GB
+
+
+@given(st.lists(st.text(), min_size=1, max_size=5))
+def test_any_custom_id_and_text_is_read_back_whole(texts: list[str]) -> None:
+    """JSONL: a line ends at "\\n" only, whatever the strings inside it hold."""
+    requests = [(f"id{i}{t}", CHAT, {"text": t}) for i, t in enumerate(texts)]
+    data = "".join(
+        json.dumps({"custom_id": c, "method": "POST", "url": u, "body": b}, ensure_ascii=False) + "\n"
+        for c, u, b in requests
+    )
+    lines, errors = read_lines(data.encode("utf-8", "surrogatepass"), CHAT, max_lines=10)
+    assert not errors
+    assert [(x.custom_id, json.loads(x.body)) for x in lines] == [(c, b) for c, _, b in requests]

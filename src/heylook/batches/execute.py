@@ -1,6 +1,7 @@
 """One line of a batch, answered by the interactive route's own path: the protocol's parser, then
 `Backends.start` (or `Backends.embed`), then the writer's whole body. Its status and body are what
-the route would have answered."""
+the route would have answered: the body is checked as the route checks one (depth, lone surrogates,
+NaN) first, so a bad body is that line's 400."""
 
 from __future__ import annotations
 
@@ -9,17 +10,20 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from heylook.errors import HeylookError, InvalidRequest
+from heylook.errors import HeylookError, InvalidRequest, RequestTooLarge
 from heylook.protocols import embeddings, openai
 from heylook.protocols.errors import openai_error_body
+from heylook.protocols.fields import parse_json_object
 from heylook.protocols.writer import Writer
 from heylook.providers.backends import Backends
 from heylook.reply import gather_reply
 from heylook.types import GenerationRequest
 
 
-async def answer(backends: Backends, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+async def answer(backends: Backends, endpoint: str, text: str) -> tuple[int, dict[str, Any]]:
+    """The line's status and body (`text`: its request body's JSON)."""
     try:
+        body = parse_json_object(_within(text.encode(), backends.settings.max_body_bytes))
         if endpoint == "/v1/embeddings":
             request, encoding_format = embeddings.parse_openai_request(body)
             vectors = await backends.embed(request)
@@ -28,6 +32,13 @@ async def answer(backends: Backends, endpoint: str, body: dict[str, Any]) -> tup
         return 200, await _generate(backends, replace(internal, background=True), writer)
     except HeylookError as error:
         return error.status, openai_error_body(error)
+
+
+def _within(raw: bytes, most: int) -> bytes:
+    """The body, if the route would have taken it (--max-body-bytes)."""
+    if len(raw) > most:
+        raise RequestTooLarge(f"the request body is {len(raw)} bytes; the most taken is {most}")
+    return raw
 
 
 def _parsed(endpoint: str, body: dict[str, Any]) -> tuple[GenerationRequest, Writer]:

@@ -1,16 +1,21 @@
 """Uploaded files (purpose batch) and the files batches write (batch_output): each file's bytes and
-its FileObject, kept on disk, written atomically, bounded in number, in size each and in all."""
+its FileObject, kept on disk, written atomically, bounded in number, in size each and in all.
+
+The bounds refuse uploads, never a batch's results: those are answers already computed (and held
+in the batch's results file), so a full store takes them and refuses the next upload instead.
+Ids sort by creation time (heylook.batches.store.new_id): lists read only the files they show."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from heylook.batches.atomic import write_atomically
+from heylook.batches.store import is_our_id, new_id
 from heylook.errors import HeylookError, InvalidRequest, RequestTooLarge
 
 PURPOSES = ("batch", "batch_output")
@@ -20,7 +25,7 @@ class FileNotFound(HeylookError):
     status = 404
 
     def __init__(self, file_id: str) -> None:
-        super().__init__(f"no file {file_id!r}", param="file_id")
+        super().__init__(f"no file {file_id[:80]!r}", param="file_id")
 
 
 @dataclass(frozen=True)
@@ -37,27 +42,15 @@ class FileStore:
         self.root = root
         self.limits = limits
 
-    def create(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
+    def create(self, filename: str, purpose: str, data: bytes, *, bounded: bool = True) -> dict[str, Any]:
+        """A new file; `bounded` False for a batch's results, which the bounds never refuse."""
         if purpose not in PURPOSES:
             raise InvalidRequest(
                 f"'purpose' must be one of {', '.join(PURPOSES)}, not {purpose!r}", param="purpose"
             )
-        if len(data) > self.limits.file_bytes:
-            raise RequestTooLarge(
-                f"'file' is {len(data)} bytes; a file may hold at most {self.limits.file_bytes}"
-            )
-        files = self.entries()
-        if len(files) >= self.limits.files:
-            raise InvalidRequest(
-                f"{len(files)} files are stored, the most kept: delete some first", param="file"
-            )
-        used = sum(f["bytes"] for f in files)
-        if used + len(data) > self.limits.total_bytes:
-            raise RequestTooLarge(
-                f"'file' ({len(data)} bytes) does not fit: stored files hold {used} of the "
-                f"{self.limits.total_bytes} bytes kept; delete some first"
-            )
-        file_id = f"file-{uuid.uuid4().hex}"
+        if bounded:
+            self._check_room(len(data))
+        file_id = new_id("file-")
         body = {
             "id": file_id,
             "object": "file",
@@ -72,21 +65,70 @@ class FileStore:
         write_atomically(self.root / f"{file_id}.json", json.dumps(body).encode())
         return body
 
+    def _check_room(self, size: int) -> None:
+        if size > self.limits.file_bytes:
+            raise RequestTooLarge(f"'file' is {size} bytes; a file may hold at most {self.limits.file_bytes}")
+        count, used = self._usage()
+        if count >= self.limits.files:
+            raise InvalidRequest(f"{count} files are stored, the most kept: delete some first", param="file")
+        if used + size > self.limits.total_bytes:
+            raise RequestTooLarge(
+                f"'file' ({size} bytes) does not fit: stored files hold {used} of the "
+                f"{self.limits.total_bytes} bytes kept; delete some first"
+            )
+
+    def _usage(self) -> tuple[int, int]:
+        """Files stored and their bytes, from the folder's names and sizes (no file read)."""
+        count = used = 0
+        for file_id in self.ids():
+            try:
+                used += (self.root / f"{file_id}.data").stat().st_size
+            except FileNotFoundError:
+                continue
+            count += 1
+        return count, used
+
     def get(self, file_id: str) -> dict[str, Any]:
-        path = self._meta(file_id)
-        if not path.is_file():
-            raise FileNotFound(file_id)
-        return json.loads(path.read_bytes())
+        try:
+            return json.loads(self._meta(file_id).read_bytes())
+        except FileNotFoundError:
+            raise FileNotFound(file_id) from None
 
     def content(self, file_id: str) -> bytes:
         self.get(file_id)
-        return (self.root / f"{file_id}.data").read_bytes()
+        try:
+            return (self.root / f"{file_id}.data").read_bytes()
+        except FileNotFoundError:  # deleted in between
+            raise FileNotFound(file_id) from None
 
-    def entries(self, purpose: str | None = None) -> list[dict[str, Any]]:
-        """Newest first, as OpenAI lists them."""
-        files = [json.loads(p.read_bytes()) for p in self.root.glob("file-*.json")]
-        files = [f for f in files if purpose is None or f["purpose"] == purpose]
-        return sorted(files, key=lambda f: (f["created_at"], f["id"]), reverse=True)
+    def ids(self) -> list[str]:
+        """Every file's id, newest first, from the folder's names alone."""
+        if not self.root.is_dir():
+            return []
+        names = (e.name[: -len(".json")] for e in os.scandir(self.root) if e.name.endswith(".json"))
+        return sorted((n for n in names if is_our_id(n, "file-")), reverse=True)
+
+    def page(
+        self, limit: int, after: str | None, purpose: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool] | None:
+        """Up to `limit` files after the one `after` names, newest first, and whether more follow;
+        None when `after` names no file. Files are read until the page is full."""
+        ids = self.ids()
+        if after is not None:
+            if after not in ids:
+                return None
+            ids = ids[ids.index(after) + 1 :]
+        page: list[dict[str, Any]] = []
+        for file_id in ids:
+            try:
+                file = self.get(file_id)
+            except (FileNotFound, ValueError):
+                continue
+            if purpose is None or file.get("purpose") == purpose:
+                if len(page) == limit:
+                    return page, True
+                page.append(file)
+        return page, False
 
     def delete(self, file_id: str) -> None:
         self.get(file_id)
@@ -96,7 +138,7 @@ class FileStore:
         (self.root / f"{file_id}.data").unlink(missing_ok=True)
 
     def _meta(self, file_id: str) -> Path:
-        # Ids are ours ("file-" and hex): anything else names no file (and no path outside root).
-        if not (file_id.startswith("file-") and file_id[5:].isalnum()):
+        # Ids are ours ("file-" and 32 hex): anything else names no file (and no path outside root).
+        if not is_our_id(file_id, "file-"):
             raise FileNotFound(file_id)
         return self.root / f"{file_id}.json"

@@ -1,12 +1,18 @@
 """OpenAI's Files and Batch API: /v1/files (upload, list, retrieve, content, delete) and
 /v1/batches (create, retrieve, list, cancel). The lines themselves are answered by the runner
-(heylook.batches.runner), behind interactive requests."""
+(heylook.batches.runner), behind interactive requests. File I/O runs in worker threads, never on
+the event loop; lists read only the page they answer.
+
+A server that does not own the batches directory (another server holds its lock) serves the
+files routes and reads batches, and answers 503 to creating or cancelling one: the owner runs
+them."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import anyio.to_thread
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,7 +21,7 @@ from starlette.routing import Route
 
 from heylook.batches.files import FileNotFound, FileStore
 from heylook.batches.runner import BatchRunner
-from heylook.batches.store import ACTIVE, BatchStore
+from heylook.batches.store import BatchStore
 from heylook.errors import InvalidRequest, UnsupportedMediaType
 from heylook.routes.common import json_body
 from heylook.wire.batches import BatchCreateRequest
@@ -69,39 +75,43 @@ async def upload_file(request: Request) -> Response:
     if purpose != "batch":  # batch_output is what batches write, not what clients upload
         raise InvalidRequest(f"'purpose' must be batch, not {purpose!r}", param="purpose")
     filename, data = file
-    return JSONResponse(store.create(filename, purpose, data))
+    return JSONResponse(await anyio.to_thread.run_sync(store.create, filename, purpose, data))
 
 
 async def list_files(request: Request) -> Response:
-    files = _files(request).entries(request.query_params.get("purpose"))
-    return JSONResponse(_page(request, files))
+    limit, after = _page_args(request)
+    purpose = request.query_params.get("purpose")
+    found = await anyio.to_thread.run_sync(_files(request).page, limit, after, purpose)
+    return JSONResponse(_page(found, after))
 
 
 async def retrieve_file(request: Request) -> Response:
-    return JSONResponse(_files(request).get(request.path_params["file_id"]))
+    return JSONResponse(await anyio.to_thread.run_sync(_files(request).get, request.path_params["file_id"]))
 
 
 async def file_content(request: Request) -> Response:
-    data = _files(request).content(request.path_params["file_id"])
+    data = await anyio.to_thread.run_sync(_files(request).content, request.path_params["file_id"])
     return Response(data, media_type="application/jsonl")
 
 
 async def delete_file(request: Request) -> Response:
     file_id = request.path_params["file_id"]
-    batches = _batches(request).entries()
-    running = [b for b in batches if b["status"] in ACTIVE and b["input_file_id"] == file_id]
+    active = await anyio.to_thread.run_sync(_batches(request).active)
+    running = [b for b in active if b["input_file_id"] == file_id]
     if running:
         raise InvalidRequest(
             f"{file_id!r} is the input of {running[0]['id']}, which is running", param="file_id"
         )
-    _files(request).delete(file_id)
+    await anyio.to_thread.run_sync(_files(request).delete, file_id)
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})
 
 
 async def create_batch(request: Request) -> Response:
+    _runner(request).check_owner()
     typed = validate(BatchCreateRequest, await json_body(request))
     try:
-        purpose = _files(request).get(typed.input_file_id)["purpose"]
+        file = await anyio.to_thread.run_sync(_files(request).get, typed.input_file_id)
+        purpose = file["purpose"]
     except FileNotFound:
         raise InvalidRequest(
             f"'input_file_id': no file {typed.input_file_id!r}", param="input_file_id"
@@ -110,22 +120,25 @@ async def create_batch(request: Request) -> Response:
         raise InvalidRequest(
             "'input_file_id' must name a file uploaded with purpose batch", param="input_file_id"
         )
-    batch = _batches(request).create(
-        typed.input_file_id, typed.endpoint, typed.completion_window, typed.metadata
+    batch = await anyio.to_thread.run_sync(
+        _batches(request).create, typed.input_file_id, typed.endpoint, typed.completion_window, typed.metadata
     )
     _runner(request).wake()
     return JSONResponse(batch)
 
 
 async def retrieve_batch(request: Request) -> Response:
-    return JSONResponse(_batches(request).get(request.path_params["batch_id"]))
+    batch_id = request.path_params["batch_id"]
+    return JSONResponse(await anyio.to_thread.run_sync(_batches(request).get, batch_id))
 
 
 async def list_batches(request: Request) -> Response:
-    return JSONResponse(_page(request, _batches(request).entries()))
+    limit, after = _page_args(request)
+    return JSONResponse(_page(await anyio.to_thread.run_sync(_batches(request).page, limit, after), after))
 
 
 async def cancel_batch(request: Request) -> Response:
+    _runner(request).check_owner()
     store = _batches(request)
     batch = store.get(request.path_params["batch_id"])
     if batch["status"] in ("validating", "in_progress"):
@@ -139,24 +152,26 @@ async def cancel_batch(request: Request) -> Response:
     return JSONResponse(batch)
 
 
-def _page(request: Request, items: list[dict[str, Any]]) -> dict[str, Any]:
-    """OpenAI's cursor page: `limit` items after the one `after` names, newest first."""
+def _page_args(request: Request) -> tuple[int, str | None]:
+    """A list's `limit` (1 to 100, OpenAI's default 20) and `after`."""
     raw = request.query_params.get("limit", str(_PAGE))
-    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_PAGE:
+    # At most three ASCII digits: int() refuses over 4,300 digits, and takes digits of any script.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= _MAX_PAGE):
         raise InvalidRequest(f"'limit' must be an integer from 1 to {_MAX_PAGE}", param="limit")
-    after = request.query_params.get("after")
-    if after is not None:
-        ids = [item["id"] for item in items]
-        if after not in ids:
-            raise InvalidRequest(f"'after': no {after!r} to list from", param="after")
-        items = items[ids.index(after) + 1 :]
-    page = items[: int(raw)]
+    return int(raw), request.query_params.get("after")
+
+
+def _page(found: tuple[list[dict[str, Any]], bool] | None, after: str | None) -> dict[str, Any]:
+    """OpenAI's cursor page, newest first."""
+    if found is None:
+        raise InvalidRequest(f"'after': no {str(after)[:80]!r} to list from", param="after")
+    page, more = found
     return {
         "object": "list",
         "data": page,
         "first_id": page[0]["id"] if page else None,
         "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > len(page),
+        "has_more": more,
     }
 
 

@@ -11,7 +11,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from heylook import __version__
-from heylook.batches.store import ACTIVE
 from heylook.metrics import CONTENT_TYPE
 from heylook.models.hardware import detect_memory
 from heylook.protocols.performance import performance_body
@@ -45,6 +44,8 @@ async def health(request: Request) -> Response:
             "loaded": loaded,
             "providers": providers,
             "replicas": [replicas.describe() for replicas in backends.replica_sets()],
+            # The batch runner: whether this server owns the batches directory, and its restarts.
+            "batches": request.app.state.batch_runner.status.as_dict(),
         }
     )
 
@@ -100,8 +101,8 @@ async def performance(request: Request) -> Response:
     """Per model: tokens evaluated and generated, speed, time to first token, requests holding
     and awaiting it; and the batches still running."""
     families = request.app.state.metrics.registry.collect()
-    running = [b for b in request.app.state.batch_store.entries() if b["status"] in ACTIVE]
-    return JSONResponse(performance_body(families, running))
+    running = await anyio.to_thread.run_sync(request.app.state.batch_store.active)
+    return JSONResponse(performance_body(families, running[::-1]))  # newest first
 
 
 routes = [

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from heylook.wire.fields import Body, example
 
@@ -48,7 +48,14 @@ class BatchCreateRequest(Body):
     input_file_id: str
     endpoint: BatchEndpoint
     completion_window: Literal["24h"]
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    # OpenAI's bounds: 16 pairs, keys of at most 64 characters, values of at most 512.
+    metadata: (
+        dict[
+            Annotated[str, StringConstraints(max_length=64)],
+            Annotated[str, StringConstraints(max_length=512)],
+        ]
+        | None
+    ) = Field(default=None, max_length=16)
 
 
 class BatchError(BaseModel):

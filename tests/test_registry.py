@@ -300,6 +300,21 @@ def test_an_empty_file_has_no_aliases(tmp_path: Path) -> None:
             "'temperature' must be between 0.0 and 100.0",
         ),
         ("models:\n  a:\n    model: x/y\n    options:\n      stop: 3\n", 5, "a", "'stop' must be a string"),
+        # A file or folder inside the source that climbs out of it: heylook would read any file.
+        (
+            "models:\n  a:\n    model: /srv/m\n    gguf_file: ../../../../etc/passwd\n",
+            4,
+            "a",
+            "'gguf_file' must be a relative path inside the model's source",
+        ),
+        ("models:\n  a:\n    model: org/m\n    gguf_file: /etc/passwd\n", 4, "a", "not '/etc/passwd'"),
+        (
+            "models:\n  a:\n    model: pypi:m==1\n    subfolder: ../../x\n",
+            4,
+            "a",
+            "'subfolder' must be a relative path inside",
+        ),
+        ("models:\n  a:\n    model: org/m\n    subfolder: ''\n", 4, "a", "'subfolder' must be a path inside"),
     ],
 )
 def test_bad_edits_name_the_file_line_and_alias(tmp_path: Path, text, line, alias, words) -> None:

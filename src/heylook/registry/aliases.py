@@ -19,7 +19,7 @@ from heylook.errors import InvalidRequest, ModelNotFound
 from heylook.paths import config_dir
 from heylook.protocols.fields import read_int, schema_text
 from heylook.protocols.ollama import LATEST, parse_keep_alive
-from heylook.registry.model_source import ModelSource, pypi_problem, source_kind
+from heylook.registry.model_source import ModelSource, member_problem, pypi_problem, source_kind
 from heylook.registry.replicas import BALANCING_KEYS, Balancing, parse_balancing
 from heylook.types import JsonFormat, LoadOptions, SamplingOptions
 from heylook.wire.settings import read_settings
@@ -313,6 +313,10 @@ def _parse_alias(name: str, entry: Any, path: Path, lines: dict[tuple[str, ...],
             raise fail(f"'{key}' must be a string", key)
     if entry.get("draft") is not None and not isinstance(entry["draft"], str):
         raise fail("'draft' must be an alias name", "draft")
+    for key in ("gguf_file", "subfolder"):
+        problem = member_problem(key, entry[key]) if entry.get(key) is not None else None
+        if problem:
+            raise fail(problem, key)
     if "replicas" in entry:
         return _parse_replicated(name, entry, fail)
     wrong = next((key for key in BALANCING_KEYS if key in entry), None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Literal
 
 SourceKind = Literal["hub", "local", "pypi"]
@@ -64,6 +64,16 @@ def pypi_problem(model: str, gguf_file: str | None, subfolder: str | None = None
             f"{model!r}: a PyPI source needs one of gguf_file (a GGUF file's path in the wheel) or "
             "subfolder (a model directory's path in the wheel)"
         )
-    if subfolder and (subfolder.startswith("/") or ".." in Path(subfolder).parts):
-        return f"subfolder {subfolder!r} must be a relative path inside the wheel"
+    return None
+
+
+def member_problem(key: str, value: str) -> str | None:
+    """What is wrong with `gguf_file` or `subfolder`, a path inside the model's source (a Hub repo,
+    a directory, a wheel), if anything: one that climbs out of it (`..`, an absolute path, `~`)
+    would have heylook read whatever file it names."""
+    path = PurePosixPath(value.replace("\\", "/"))
+    if not value.strip() or "\0" in value:
+        return f"'{key}' must be a path inside the model's source, not {value!r}"
+    if path.is_absolute() or value.startswith("~") or ".." in path.parts or re.match(r"[A-Za-z]:", value):
+        return f"'{key}' must be a relative path inside the model's source, not {value!r}"
     return None

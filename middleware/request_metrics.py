@@ -8,11 +8,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Observe = Callable[[str, str, int], None]
 
+# Labels come from a closed set: a client picks the method it sends, and each distinct label value
+# would be a series of its own, kept for the server's life (150,000 made-up methods made 150,000).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class RequestMetrics:
-    """`observe(route, method, status)` once each response has started. Routes are the app's own
-    path templates; anything else counts as "other", so a scan of random URLs cannot flood the
-    metrics with labels."""
+    """`observe(route, method, status)` once each response has started. Every label is from a
+    closed set, so no client can flood the metrics with series: routes are the app's own path
+    templates, methods the HTTP methods the app knows (KNOWN_METHODS), anything else of either
+    "other"; the status is the app's own."""
 
     def __init__(self, app: ASGIApp, observe: Observe, routes: Iterable[str]) -> None:
         self.app = app
@@ -25,10 +30,11 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         route = self._route(scope["path"])
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.observe(route, scope["method"], message["status"])
+                self.observe(route, method, message["status"])
             await send(message)
 
         await self.app(scope, receive, counting_send)

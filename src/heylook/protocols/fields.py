@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from heylook.errors import InvalidRequest
@@ -34,38 +34,64 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _check_tree(body: dict[str, Any]) -> None:
-    """Depth and strings, walked without recursion (a deep body must not exhaust the stack)."""
-    pending: list[tuple[Any, str, int]] = [(body, "", 1)]
-    while pending:
-        value, where, depth = pending.pop()
-        if isinstance(value, str):
-            _check_text(value, where or "body")
-            continue
-        if not isinstance(value, dict | list):
-            continue
-        if depth > MAX_JSON_DEPTH:
-            raise InvalidRequest(
-                f"request body is nested deeper than {MAX_JSON_DEPTH} levels", param=where or None
-            )
-        if isinstance(value, dict):
-            for key, item in value.items():
-                # The path names the field in errors: a key that is no text is shown escaped.
-                shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
-                path = f"{where}.{shown}" if where else shown
-                _check_text(key, path)
-                pending.append((item, path, depth + 1))
+    """Depth and strings, walked without recursion (a deep body must not exhaust the stack) and
+    in memory of its depth alone: the path to a value is spelled only for the error that names it
+    (a path per value, each repeating its parents' keys, grew as key length x list length)."""
+    trail: list[str | int] = []  # the keys and indices down to the container walked now
+    walking: list[Iterator[tuple[str | int, Any]]] = [iter(body.items())]
+    while walking:
+        # Each container's iterator is kept on `walking`: a break goes down into a container
+        # found, and the walk resumes past it once that container is done.
+        for part, value in walking[-1]:
+            if type(part) is str and not _is_text(part):
+                raise _lone_surrogate(_spelled([*trail, part]))
+            kind = type(value)
+            if kind is str:
+                if not _is_text(value):
+                    raise _lone_surrogate(_spelled([*trail, part]) or "body")
+            elif kind is dict or kind is list:
+                if len(walking) >= MAX_JSON_DEPTH:
+                    where = _spelled([*trail, part])
+                    raise InvalidRequest(
+                        f"request body is nested deeper than {MAX_JSON_DEPTH} levels", param=where or None
+                    )
+                trail.append(part)
+                walking.append(iter(value.items()) if kind is dict else enumerate(value))
+                break
         else:
-            pending.extend((item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value))
+            walking.pop()
+            if trail:
+                trail.pop()
 
 
-def _check_text(text: str, where: str) -> None:
+def _spelled(trail: list[str | int]) -> str:
+    """("messages", 0, "content") as messages[0].content; a key that is no text is shown escaped."""
+    path = ""
+    for part in trail:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            shown = part.encode("utf-8", "backslashreplace").decode("utf-8")
+            path = f"{path}.{shown}" if path else shown
+    return path
+
+
+def _is_text(text: str) -> bool:
+    """No lone surrogate (it cannot be encoded, so it would fail wherever the text goes next)."""
+    if text.isascii():
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidRequest(
-            f"'{where}' holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text",
-            param=where,
-        ) from None
+        return False
+    return True
+
+
+def _lone_surrogate(where: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"'{where}' holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text",
+        param=where,
+    )
 
 
 def _wrong_type(param: str, expected: str, value: object) -> InvalidRequest:

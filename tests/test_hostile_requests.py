@@ -1,0 +1,172 @@
+"""What one hostile request can cost the server (issue 27): the JSON body check holds memory of the
+body's depth, not of its keys times its lists (measured as the real server's resident growth);
+/metrics labels come from a closed set whatever methods and paths clients make up."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from heylook.errors import InvalidRequest
+from heylook.protocols.fields import MAX_JSON_DEPTH, parse_json_object
+from tests.inprocess import serve_in_process
+from tests.server import RunningServer
+
+# What the body check of one crafted request may add to the server's resident memory at its peak.
+BODY_CHECK_BUDGET = 8 * 2**20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("hostile")
+    (root / "models.yaml").write_text(yaml.safe_dump({"models": {"tiny": {"model": str(tiny_model_dir)}}}))
+    running = RunningServer(root / "models.yaml", root / "server.log")
+    yield running
+    running.stop()
+
+
+def _status_kib(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
+    assert match, status
+    return int(match[1])
+
+
+def peak_growth(pid: int, send: Any) -> int:
+    """Bytes the process's resident memory rose above where it stood, at its peak during `send()`
+    (writing 5 to clear_refs resets the peak, VmHWM, to the resident size now)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    before = _status_kib(pid, "VmRSS")
+    send()
+    return (_status_kib(pid, "VmHWM") - before) * 1024
+
+
+def amplifying_body(key_length: int, items: int) -> bytes:
+    """The attack: a long key holding a long list of tiny items (a 30,000-character key over
+    20,000 zeros is 70 KiB, and a path per item repeating the key was 600 MB)."""
+    hi = [{"role": "user", "content": "hi"}]
+    # A model no one serves: the body is checked, then refused before anything loads.
+    body = {"model": "no-such-model", "messages": hi, "input": hi, "k" * key_length: [0] * items}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat", "/v1/messages", "/v1/responses"])
+def test_the_body_check_grows_the_server_by_its_budget_at_most(server: RunningServer, path: str) -> None:
+    body = amplifying_body(30_000, 20_000)
+    headers = {"content-type": "application/json"}
+    url = f"{server.base_url}{path}"
+    httpx.post(url, content=b"{}", headers=headers, timeout=30)  # whatever a first request sets up
+
+    def send() -> None:
+        # Refused or not (an unknown field is a 400 on some routes), the body was checked first.
+        assert httpx.post(url, content=body, headers=headers, timeout=60).status_code in (400, 404)
+
+    growth = peak_growth(server.process.pid, send)
+    assert growth < BODY_CHECK_BUDGET, f"{growth / 2**20:.0f} MB for a {len(body) // 1024} KiB body"
+
+
+# A JSON value's shape, with one bad spot somewhere in it: where the check must say it is.
+KEYS = st.text(st.characters(codec="utf-8"), max_size=6)
+LEAVES = st.none() | st.booleans() | st.integers() | st.text(max_size=4)
+VALUES = st.recursive(
+    LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=12,
+)
+LONE_SURROGATE = "\ud800"
+
+
+def _spelled(trail: list[str | int]) -> str:
+    path = ""
+    for part in trail:
+        path += f"[{part}]" if isinstance(part, int) else (f"{path and '.'}{part}")
+    return path
+
+
+@st.composite
+def bodies_with_a_bad_spot(draw: st.DrawFn) -> tuple[dict[str, Any], str, str]:
+    """A body, the path to its one bad spot and what is wrong there: a lone surrogate in a string
+    value or in a key, or a container one level deeper than MAX_JSON_DEPTH."""
+    trail: list[str | int] = []
+    siblings: list[tuple[list[Any] | dict[str, Any], str | int]] = []
+    depth = draw(st.integers(1, 6))
+    for level in range(depth):
+        if level and draw(st.booleans()):
+            items = draw(st.lists(VALUES, max_size=3))
+            index = draw(st.integers(0, len(items)))
+            container: list[Any] | dict[str, Any] = items
+            siblings.append((container, index))
+            trail.append(index)
+        else:
+            others = draw(st.dictionaries(KEYS.filter(lambda k: k != "x"), VALUES, max_size=3))
+            siblings.append((others, "x" * (level + 1)))
+            trail.append("x" * (level + 1))
+    fault = draw(st.sampled_from(["value", "key", "depth"]))
+    if fault == "value":
+        bad: Any = f"a{LONE_SURROGATE}"
+        where = _spelled(trail)
+    elif fault == "key":
+        bad = {f"k{LONE_SURROGATE}": 1}
+        where = _spelled([*trail, f"k{LONE_SURROGATE}".encode("utf-8", "backslashreplace").decode()])
+    else:
+        bad = [1]
+        for _ in range(MAX_JSON_DEPTH - depth):
+            bad = [bad]
+        where = _spelled([*trail, *[0] * (MAX_JSON_DEPTH - depth)])
+    value = bad
+    for container, part in reversed(siblings):
+        if isinstance(container, list):
+            assert isinstance(part, int)
+            value = [*container[:part], value, *container[part:]]
+        else:
+            value = {**container, part: value}
+    return value, where, fault
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=bodies_with_a_bad_spot())
+def test_the_body_checks_errors_name_the_bad_spot(case: tuple[dict[str, Any], str, str]) -> None:
+    body, where, fault = case
+    raw = json.dumps(body).encode()
+    with pytest.raises(InvalidRequest) as caught:
+        parse_json_object(raw)
+    assert caught.value.param == where
+    assert ("nested deeper" if fault == "depth" else "lone surrogate") in caught.value.message
+
+
+def test_a_body_just_within_the_depth_is_taken() -> None:
+    body: Any = [1]
+    for _ in range(MAX_JSON_DEPTH - 2):
+        body = [body]
+    assert parse_json_object(json.dumps({"a": body}).encode()) == {"a": body}
+
+
+def _request_series(metrics: str) -> list[str]:
+    return [line for line in metrics.splitlines() if line.startswith("heylook_requests_total{")]
+
+
+@pytest.mark.anyio
+async def test_made_up_methods_and_paths_make_no_new_metrics_series(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"models": {"tiny": {"model": str(tiny_model_dir)}}}))
+    async with serve_in_process(models) as app:
+        for n in range(300):
+            await app.client.request(f"MADEUP{n}", f"/v1/made/up/{n}")
+            await app.client.request(f"X{n}", "/v1/models")
+            await app.client.get(f"/no/such/page/{n}")
+        series = _request_series((await app.client.get("/metrics")).text)
+    assert len(series) <= 5, series
+    assert any('method="other",route="other"' in line for line in series), series
+    assert any('method="other",route="/v1/models"' in line for line in series), series
+    assert any('method="GET",route="other"' in line for line in series), series

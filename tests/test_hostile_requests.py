@@ -170,3 +170,32 @@ async def test_made_up_methods_and_paths_make_no_new_metrics_series(
     assert any('method="other",route="other"' in line for line in series), series
     assert any('method="other",route="/v1/models"' in line for line in series), series
     assert any('method="GET",route="other"' in line for line in series), series
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("part", "param", "words"),
+    [
+        ({"type": "input_image", "file_id": "file-abc"}, "input[0].content[0].file_id",
+         "names an uploaded file, which heylook does not read as an image"),
+        ({"type": "input_file", "file_id": "file-abc"}, "input[0].content[0]",
+         "is a file (input_file), which heylook does not read in a prompt"),
+        ({"type": "input_file", "file_data": "data:application/pdf;base64,AA==", "filename": "a.pdf"},
+         "input[0].content[0]", "send its text as input_text"),
+    ],
+)  # fmt: skip
+async def test_a_responses_file_is_refused_for_what_heylook_does_with_files(
+    tmp_path: Path, tiny_model_dir: Path, part: dict[str, Any], param: str, words: str
+) -> None:
+    """heylook has a Files API now (/v1/files, for batches): the 400 says what those files are for,
+    not that there are none."""
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"models": {"tiny": {"model": str(tiny_model_dir)}}}))
+    body = {"model": "tiny", "input": [{"role": "user", "content": [part]}]}
+    async with serve_in_process(models) as app:
+        response = await app.client.post("/v1/responses", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert words in error["message"]
+    assert "/v1/files" in error["message"] and "no Files API" not in error["message"]

@@ -296,7 +296,7 @@ def test_a_user_messages_images_become_image_inputs(part: dict[str, Any], image:
     ("message", "param", "words"),
     [
         ({"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]},
-         "input[0].content[0].file_id", "no Files API"),
+         "input[0].content[0].file_id", "does not read as an image"),
         ({"role": "user", "content": [{"type": "input_image"}]}, "input[0].content[0].image_url", "required"),
         ({"role": "user", "content": [{"type": "input_image", "image_url": "file:///etc/passwd"}]},
          "input[0].content[0]", "data: URL or an http"),

@@ -257,21 +257,30 @@ def _content(
                 )
             images.append(_image(part, where))
             continue
-        if part.type not in kinds:
+        if part.type == "input_file":
             raise InvalidRequest(
-                f"'{where}.type' must be {' or '.join(kinds)} here, not {part.type!r}", param=f"{where}.type"
+                f"'{where}' is a file (input_file), which heylook does not read in a prompt (its files, "
+                f"/v1/files, are batches' input and output); send its text as {kinds[0]}",
+                param=where,
+            )
+        if part.type not in kinds:
+            allowed = (*kinds, "input_image") if images_allowed else kinds
+            raise InvalidRequest(
+                f"'{where}.type' must be {' or '.join(allowed)} here, not {part.type!r}",
+                param=f"{where}.type",
             )
         texts.append(_required(part.text, f"{where}.text"))
     return "".join(texts), tuple(images)
 
 
 def _image(part: wire.ContentPart, where: str) -> ImageInput:
-    """An input_image part: its image_url, a data: URL or an http(s) URL. Uploaded files (file_id)
-    are not kept by heylook: there is no Files API to have uploaded them to."""
+    """An input_image part: its image_url, a data: URL or an http(s) URL. An uploaded file
+    (file_id) is not read as an image: heylook's Files API keeps batches' files only."""
     if part.file_id is not None:
         raise InvalidRequest(
-            f"'{where}.file_id' names an uploaded file: heylook has no Files API; send the image as "
-            "image_url (a data: URL or an http(s) URL)",
+            f"'{where}.file_id' names an uploaded file, which heylook does not read as an image (its "
+            "files, /v1/files, are batches' input and output); send the image as image_url "
+            "(a data: URL or an http(s) URL)",
             param=f"{where}.file_id",
         )
     url = _required(part.image_url, f"{where}.image_url")

@@ -34,7 +34,10 @@ class ContentPart(Body):
     image_url: str | None = Field(
         default=None, description="An input_image's: a data: URL (base64) or an http(s) URL."
     )
-    file_id: str | None = Field(default=None, description="Refused: heylook keeps no uploaded files.")
+    file_id: str | None = Field(
+        default=None,
+        description="Refused: heylook's files (/v1/files) are batches' input and output, not images.",
+    )
     detail: Literal["auto", "low", "high"] | None = Field(
         default=None, description="An input_image's; taken, and the model's processor decides."
     )

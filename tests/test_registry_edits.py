@@ -93,3 +93,15 @@ def test_a_missing_file_is_created(tmp_path: Path) -> None:
     path = tmp_path / "new" / "models.yaml"
     add_alias(path, "a", {"model": "org/a"})
     assert list(load_registry(path).aliases) == ["a"]
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "models:\n"])
+def test_an_empty_file_is_an_empty_registry_to_edit(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    with pytest.raises(ModelNotFound, match="no models are configured"):
+        copy_alias(path, "a", "b")
+    add_alias(path, "a", {"model": "org/a"})
+    copy_alias(path, "a", "b")
+    assert list(load_registry(path).aliases) == ["a", "b"]
+    assert path.read_text().startswith(text.strip("\n"))  # a comment there stays

@@ -290,7 +290,7 @@ def test_health_reports_loaded_models(server: RunningServer, client: openai.Open
     client.chat.completions.create(model="tiny", messages=FRANCE, max_tokens=1)
     health = server.health()
     assert health["status"] == "ok"
-    assert health["registry"].endswith("models.yaml")
+    assert health["registry"]["path"].endswith("models.yaml") and health["registry"]["status"] == "ok"
     assert "tiny" in tiny_state(server)["aliases"]
 
 

@@ -105,10 +105,13 @@ def _edit(path: Path, edit: Edit) -> Registry:
     path.parent.mkdir(parents=True, exist_ok=True)
     yaml = _yaml()
     with FileLock(str(path) + ".lock"):
-        document = None
+        document, text = None, ""
         if path.exists():
             load_registry(path)  # a broken hand edit is reported (with its line), never overwritten
-            document = yaml.load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            document = yaml.load(text)
+        # An empty file is an empty registry; one holding only comments keeps them, above.
+        kept = text.rstrip() + "\n" if document is None and text.strip() else ""
         if document is None:
             document = CommentedMap()
         if document.get("models") is None:
@@ -118,6 +121,7 @@ def _edit(path: Path, edit: Edit) -> Registry:
         if len(document["models"]) > max(before, MAX_ALIASES):
             raise InvalidRequest(f"models.yaml holds at most {MAX_ALIASES} aliases: delete some first")
         buffer = io.StringIO()
+        buffer.write(kept)
         yaml.dump(document, buffer)
         try:
             parse_registry(buffer.getvalue(), path)  # never write what heylook could not read back

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -27,6 +28,10 @@ def file_signature(path: Path) -> Signature:
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
+class EmptyRegistry(RegistryError):
+    """models.yaml holds nothing at all: an editor truncating it, a failed write."""
+
+
 def _load_changed(path: Path) -> Registry:
     """The registry as the file now says. An emptied file is a broken edit (an editor truncating
     it, a failed write), not a wish to serve nothing: to remove every alias, say `models: {}`."""
@@ -35,8 +40,47 @@ def _load_changed(path: Path) -> Registry:
     except (OSError, UnicodeDecodeError):
         empty = False  # load_registry says what is wrong
     if empty:
-        raise RegistryError(path, "the file is empty (to serve no aliases, write `models: {}`)")
+        raise EmptyRegistry(path, "the file is empty (to serve no aliases, write `models: {}`)")
     return load_registry(path)
+
+
+# The last check of each file, by its signature: /health stats the file, and reads it only when it
+# changed.
+_checked: dict[Path, tuple[Signature, RegistryError | None]] = {}
+
+
+def registry_problem(serving: Registry) -> RegistryError | None:
+    """Why models.yaml as it is now is not what the server serves, if it is not: a broken hand edit
+    (the last good version still serves) or an emptied file while aliases are served. An empty file
+    the server started from is an empty registry, and no problem."""
+    path = serving.path
+    signature = file_signature(path)
+    cached = _checked.get(path)
+    if cached is not None and cached[0] == signature and signature is not None:
+        problem = cached[1]
+    else:
+        try:
+            _load_changed(path)
+            problem = None
+        except RegistryError as error:
+            problem = error
+        _checked.clear()  # one server, one file: the cache never grows
+        _checked[path] = (signature, problem)
+    if isinstance(problem, EmptyRegistry) and not serving.aliases:
+        return None
+    return problem
+
+
+def registry_health(serving: Registry) -> dict[str, Any]:
+    """models.yaml's state for /health: ok, or what is wrong with it (file, line, message) while
+    the last good version serves."""
+    problem = registry_problem(serving)
+    state: dict[str, Any] = {"path": str(serving.path), "status": "ok", "aliases": len(serving.aliases)}
+    if problem is not None:
+        state["status"] = "error"
+        state["error"] = {"file": str(problem.path), "line": problem.line, "message": str(problem)}
+        state["serving"] = "the last good version" if serving.aliases else "no aliases"
+    return state
 
 
 async def follow_registry(path: Path, serve: Callable[[Registry], None], interval: float = 1.0) -> None:

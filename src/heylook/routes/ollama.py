@@ -22,8 +22,9 @@ from heylook.models.catalog import model_facts
 from heylook.models.pull import PullProgress, PullTarget, alias_entry, parse_pull_name, pull_model
 from heylook.protocols import ollama
 from heylook.protocols.errors import ollama_error_body
-from heylook.registry.aliases import Registry, check_alias_name, untagged
+from heylook.registry.aliases import Registry, RegistryError, check_alias_name, untagged
 from heylook.registry.edits import add_alias, copy_alias, delete_alias
+from heylook.registry.watch import registry_problem
 from heylook.router import ModelRouter
 from heylook.routes.common import json_body, router_of
 
@@ -87,6 +88,22 @@ async def delete(request: Request) -> Response:
     return Response(status_code=200)
 
 
+class RegistryUnusable(HeylookError):
+    """models.yaml, as it is now, is not what the server serves (a broken hand edit, an emptied
+    file): an edit through the API would work on something other than what clients see, or
+    overwrite the user's unfinished work, so it waits until the file is fixed."""
+
+    status = 409
+    kind = "invalid_request_error"
+    code = "registry_unusable"
+
+    def __init__(self, error: RegistryError) -> None:
+        super().__init__(
+            f"models.yaml cannot be edited until it is fixed (the server still serves its last good "
+            f"version): {error}"
+        )
+
+
 class RegistryEdits:
     """Edits of models.yaml from the API, one at a time on a thread of their own, so that however
     many arrive, requests that generate never wait behind them for a worker thread; past
@@ -104,10 +121,28 @@ class RegistryEdits:
         self._waiting += 1
         try:
             router.registry = await anyio.to_thread.run_sync(
-                edit, router.registry.path, *args, limiter=self._thread
+                self._edit, router.registry, edit, *args, limiter=self._thread
             )
         finally:
             self._waiting -= 1
+
+    async def check(self, router: ModelRouter) -> None:
+        """Refuse now (before a download, say) an edit that could not be made."""
+        await anyio.to_thread.run_sync(self._usable, router.registry, limiter=self._thread)
+
+    @staticmethod
+    def _usable(serving: Registry) -> None:
+        problem = registry_problem(serving)
+        if problem is not None:
+            raise RegistryUnusable(problem)
+
+    @classmethod
+    def _edit(cls, serving: Registry, edit: Callable[..., Registry], *args: Any) -> Registry:
+        cls._usable(serving)
+        try:
+            return edit(serving.path, *args)
+        except RegistryError as error:  # broken between the check and the edit's own read
+            raise RegistryUnusable(error) from None
 
 
 async def _edit_registry(request: Request, edit: Callable[..., Registry], *args: Any) -> None:
@@ -128,6 +163,7 @@ async def pull(request: Request) -> Response:
         # says `smollm2:latest`), as Ollama answers a pull of a model it has: success.
         return _pulled(ollama.read_pull_stream(body))
     check_alias_name(target.name, "model")  # before downloading anything
+    await request.app.state.registry_edits.check(router_of(request))
     download = PullDownload(request, target)
     if not ollama.read_pull_stream(body):
         await download.run_to_end()

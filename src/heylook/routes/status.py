@@ -14,6 +14,7 @@ from heylook import __version__
 from heylook.metrics import CONTENT_TYPE
 from heylook.models.hardware import detect_memory
 from heylook.protocols.performance import performance_body
+from heylook.registry.watch import registry_health
 from heylook.routes.common import backends_of, router_of
 
 
@@ -40,7 +41,8 @@ async def health(request: Request) -> Response:
         {
             "status": "ok",
             "version": __version__,
-            "registry": str(registry.path),
+            # models.yaml: ok, or what is wrong with it while the last good version serves.
+            "registry": await anyio.to_thread.run_sync(registry_health, registry),
             "loaded": loaded,
             "providers": providers,
             "replicas": [replicas.describe() for replicas in backends.replica_sets()],

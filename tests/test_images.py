@@ -21,12 +21,15 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from heylook.errors import InvalidRequest
-from heylook.images import MAX_IMAGES, fetch, load, load_images
+from heylook.images import MAX_IMAGES, MAX_REQUEST_PIXELS, fetch, load, load_images
 from heylook.images.addresses import refusal
-from heylook.images.decode import MAX_IMAGE_BYTES
+from heylook.images.decode import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from heylook.images.load import check_budget
 from heylook.images.resize import DEFAULT_MAX_SIDE, target_size
 from heylook.protocols.images import image_from_base64, image_from_data_url, image_from_url, image_url
 from heylook.types import ImageInput
@@ -265,6 +268,63 @@ async def test_too_many_images_are_refused() -> None:
     with pytest.raises(InvalidRequest, match=f"{MAX_IMAGES} images at most") as caught:
         await load_images([ImageInput(data=RED, where=f"images[{i}]") for i in range(MAX_IMAGES + 1)])
     assert caught.value.param == f"images[{MAX_IMAGES}]"
+
+
+@pytest.mark.anyio
+async def test_a_photo_on_its_side_is_shrunk_then_turned() -> None:
+    # Stored 3000x1000 with its top half red, shown turned 90 degrees clockwise: the red on the right.
+    stored = Image.new("RGB", (3000, 1000), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 3000, 500))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = encoded(stored, "JPEG", exif=exif, quality=90)
+    (capped,) = await load_images([ImageInput(data=photo)])
+    assert capped.size == (683, 2048)  # the shown image's longest side, the cap
+    assert capped.getpixel((600, 1024))[0] > 200 and capped.getpixel((60, 1024))[2] > 200
+    (image,) = await load_images([ImageInput(data=photo)], processor=_processors()["clip"])
+    assert image.size == (224, 672)  # the shown image's shortest side, 224
+    assert image.getpixel((200, 336))[0] > 200 and image.getpixel((20, 336))[2] > 200
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["P", "LA", "RGBA", "I;16", "1", "CMYK"])
+async def test_every_mode_is_shrunk_to_rgb(mode: str) -> None:
+    """Modes resized as they are and modes converted first give the same picture."""
+    image = Image.new("RGBA", (3000, 2000), (255, 0, 0, 255))
+    image.paste((0, 0, 0, 0), (0, 0, 1500, 2000))  # the left half transparent (or black)
+    kind = "JPEG" if mode == "CMYK" else "TIFF" if mode == "I;16" else "PNG"
+    source = image.convert(mode) if mode not in ("P", "I;16", "1") else image.convert("RGB").convert(mode)
+    if mode == "P":
+        source.info["transparency"] = source.getpixel((0, 0))
+    (shrunk,) = await load_images([ImageInput(data=encoded(source, kind))], processor=_processors()["clip"])
+    assert shrunk.mode == "RGB" and shrunk.size == (336, 224)
+    left, right = shrunk.getpixel((20, 112)), shrunk.getpixel((316, 112))
+    transparent = mode in ("P", "LA", "RGBA")
+    assert left == ((255, 255, 255) if transparent else (0, 0, 0)) or mode == "CMYK"
+    assert right != left
+
+
+@given(st.lists(st.integers(1, MAX_IMAGE_PIXELS), max_size=MAX_IMAGES))
+def test_the_pixel_budget_names_the_first_image_past_it(pixels: list[int]) -> None:
+    images = [ImageInput(data=RED, where=f"messages[0].content[{i}]") for i in range(len(pixels))]
+    totals = [sum(pixels[: i + 1]) for i in range(len(pixels))]
+    over = next((i for i, total in enumerate(totals) if total > MAX_REQUEST_PIXELS), None)
+    if over is None:
+        check_budget(images, pixels)
+        return
+    with pytest.raises(InvalidRequest, match=f"{totals[over]:,}") as caught:
+        check_budget(images, pixels)
+    assert (caught.value.status, caught.value.param) == (400, f"messages[0].content[{over}]")
+
+
+@pytest.mark.anyio
+async def test_a_request_past_its_pixel_budget_is_refused_from_the_headers() -> None:
+    side = 7000  # 49 megapixels a header: four fit the budget, the fifth does not
+    header = png_header(side, side)  # a header and no pixels: decoding it would fail
+    images = [ImageInput(data=header, where=f"images[{i}]") for i in range(MAX_IMAGES)]
+    with pytest.raises(InvalidRequest, match="pixels in all") as caught:
+        await load_images(images)
+    assert caught.value.param == f"images[{MAX_REQUEST_PIXELS // side**2}]"
 
 
 # --- fetching, from a real server on 127.0.0.1 ------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heylook.errors import InvalidRequest
+from heylook.generate import token_spans
 from heylook.protocols.fields import MAX_JSON_DEPTH, parse_json_object
 from tests.inprocess import serve_in_process
 from tests.server import RunningServer
@@ -199,3 +201,67 @@ async def test_a_responses_file_is_refused_for_what_heylook_does_with_files(
     assert error["param"] == param
     assert words in error["message"]
     assert "/v1/files" in error["message"] and "no Files API" not in error["message"]
+
+
+# Text that could make few tokens of many characters: the tiny vocabulary's longest pieces, runs of
+# spaces and newlines, controls, combining marks and Hangul jamo (which NFC composes), astral
+# characters (four bytes), and characters of any kind.
+TRICKY = st.lists(
+    st.sampled_from(
+        ["the ", "quick", "  ", "\n\n", "\t", "\x00", "\x04", "e\u0301", "\u1100\u1161\u11a8", "🦊"]
+    )
+    | st.text(max_size=3),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=TRICKY)
+def test_no_token_stands_for_more_characters_than_the_bound(tiny_tokenizer: Any, text: str) -> None:
+    """The early refusal is sound: text never makes fewer tokens than its characters over the
+    bound, so no prompt that fits the context is refused before it is tokenized."""
+    spans = token_spans(tiny_tokenizer)
+    assert spans is not None
+    spelled = len(text) - sum(text.count(char) for char in spans.dropped)
+    tokens = len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert tokens * spans.most >= spelled
+
+
+def test_a_tokenizer_with_no_bound_is_not_checked_early() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()  # drops spaces; an unknown word is one [UNK]
+    assert token_spans(PreTrainedTokenizerFast(tokenizer_object=backend)) is None
+
+
+HUGE_PROMPT = "the quick brown fox " * 100_000  # 2 MB
+
+
+def _prompted(path: str, text: str) -> dict[str, Any]:
+    if path == "/v1/completions":
+        return {"model": "tiny", "prompt": text, "max_tokens": 1}
+    return {"model": "tiny", "messages": [{"role": "user", "content": text}], "max_tokens": 1}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+async def test_a_prompt_far_beyond_the_context_is_refused_before_it_is_tokenized(
+    tmp_path: Path, tiny_model_dir: Path, path: str
+) -> None:
+    """2 MB of words for a context of 64 tokens: the 400 says the prompt's size, at once (the
+    tokenizer took seconds to count it first)."""
+    models = tmp_path / "models.yaml"
+    alias = {"model": str(tiny_model_dir), "context_length": 64}
+    models.write_text(yaml.safe_dump({"models": {"tiny": alias}}))
+    async with serve_in_process(models, scripted=False) as app:
+        assert (await app.client.post(path, json=_prompted(path, "hi"))).status_code == 200  # loaded
+        started = time.monotonic()
+        response = await app.client.post(path, json=_prompted(path, HUGE_PROMPT))
+        took = time.monotonic() - started
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert re.search(r"the prompt is \d{7} characters, more than 64 tokens can hold", error["message"])
+    assert took < 2.0, f"{took:.1f} s"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -339,12 +340,12 @@ async def _prepare(lease: Lease, request: GenerationRequest, settings: Settings)
         .over(model.generation_defaults)
         .over(SamplingOptions(**settings_defaults()))
     )
+    context_length = min(model.context_length, options.context_length or model.context_length)
     encoded, plan, inputs = await encode_request_and_images(
-        model, lease.alias, request, settings, options.response_format
+        model, lease.alias, request, settings, options.response_format, context_length
     )
     _check_context(request, model.vocab_size, _image_token_id(model))
     prompt_ids = [*request.context, *encoded]
-    context_length = min(model.context_length, options.context_length or model.context_length)
     room = context_length - len(prompt_ids)
     if room < 1:
         raise ContextLengthExceeded(
@@ -371,14 +372,16 @@ async def encode_request_and_images(
     request: GenerationRequest,
     settings: Settings,
     response_format: JsonFormat | None = None,
+    context_length: int | None = None,
 ) -> tuple[list[int], ReplyPlan | None, dict[str, Any]]:
     """The prompt's token ids, the reply's plan, and for a chat with images (loaded here, under the
     server's URL policy) the pixel inputs of the prompt's forward pass. Images are a 400 naming
-    the alias when its model reads text only."""
+    the alias when its model reads text only. With `context_length`, a prompt whose text is too
+    long for it whatever its tokens is refused before it is tokenized."""
     images = prompt_images(request.prompt)
     if not images:
         ids, plan = await anyio.to_thread.run_sync(
-            encode_request, model, request, alias.system, response_format
+            encode_request, model, request, alias.system, response_format, context_length
         )
         return ids, plan, {}
     if model.processor is None:
@@ -391,7 +394,7 @@ async def encode_request_and_images(
         images, allow_private=settings.allow_private_image_urls, processor=model.processor
     )
     vision, plan = await anyio.to_thread.run_sync(
-        encode_vision_request, model, request, alias.system, response_format, pictures
+        encode_vision_request, model, request, alias.system, response_format, pictures, context_length
     )
     return vision.ids, plan, vision.inputs
 
@@ -421,15 +424,18 @@ def encode_request(
     request: GenerationRequest,
     system: str | None,
     response_format: JsonFormat | None = None,
+    context_length: int | None = None,
 ) -> tuple[list[int], ReplyPlan | None]:
     """The prompt's token ids as the model is given them (the alias's system prompt, the tools and
     the reasoning switch through the chat template), and for a chat, the reply's plan."""
     prompt = with_default_system(request.prompt, system)
+    fits = None if context_length is None else ContextFit(context_length, request.model)
     if isinstance(prompt, ChatPrompt) and _has_template(model.tokenizer):
         plan = plan_chat(model.tokenizer, model.traits, prompt, request, response_format)
+        refuse_text_beyond_context(model.tokenizer, plan.text, fits, "messages")
         return tokenize_rendered(model.tokenizer, plan.text), plan
     _refuse_chat_features(request)
-    return encode_prompt(model.tokenizer, prompt), None
+    return encode_prompt(model.tokenizer, prompt, fits), None
 
 
 def encode_vision_request(
@@ -438,6 +444,7 @@ def encode_vision_request(
     system: str | None,
     response_format: JsonFormat | None,
     images: list[Any],
+    context_length: int | None = None,
 ) -> tuple[VisionPrompt, ReplyPlan | None]:
     """A chat with images (`images`: its messages' images, loaded, in order) as a vision model
     takes it: rendered through the chat template with an image part before each message's text,
@@ -448,6 +455,8 @@ def encode_vision_request(
             f"{request.model!r} places images through its chat template, and has none", param="messages"
         )
     plan = plan_chat(model.tokenizer, model.traits, prompt, request, response_format)
+    fits = None if context_length is None else ContextFit(context_length, request.model)
+    refuse_text_beyond_context(model.tokenizer, plan.text, fits, "messages")
     return encode_with_images(model.processor, plan.text, images, "messages"), plan
 
 
@@ -519,15 +528,20 @@ def tokenize_rendered(tokenizer: Any, text: str) -> list[int]:
     return ids or _empty_prompt(tokenizer, "messages")
 
 
-def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
+def encode_prompt(tokenizer: Any, prompt: Prompt, fits: ContextFit | None = None) -> list[int]:
     """Token ids for a prompt: chat messages through the model's chat template, text as is, infill
-    through the model's fill-in-the-middle tokens."""
+    through the model's fill-in-the-middle tokens. With `fits`, text too long for that context
+    whatever its tokens is refused before it is tokenized."""
     param = _prompt_param(prompt)
     if isinstance(prompt, TextPrompt):
+        refuse_text_beyond_context(tokenizer, prompt.text, fits, param)
         ids = list(tokenizer(prompt.text)["input_ids"])
     elif isinstance(prompt, InfillPrompt):
-        ids = list(tokenizer(infill_text(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+        text = infill_text(tokenizer, prompt)
+        refuse_text_beyond_context(tokenizer, text, fits, param)
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     elif not _has_template(tokenizer) and prompt.untemplated is not None:
+        refuse_text_beyond_context(tokenizer, prompt.untemplated, fits, param)
         ids = list(tokenizer(prompt.untemplated)["input_ids"])
     else:
         if not _has_template(tokenizer):
@@ -535,8 +549,155 @@ def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
                 "this model has no chat template; send a raw prompt to /v1/completions instead", param=param
             )
         traits = template_traits(template_text(tokenizer))
-        return tokenize_rendered(tokenizer, render_chat(tokenizer, prompt.messages, traits).text)
+        text = render_chat(tokenizer, prompt.messages, traits).text
+        refuse_text_beyond_context(tokenizer, text, fits, param)
+        return tokenize_rendered(tokenizer, text)
     return ids or _empty_prompt(tokenizer, param)
+
+
+@dataclass(frozen=True)
+class ContextFit:
+    """The context a prompt must fit: `tokens` of the model the client named `model`."""
+
+    tokens: int
+    model: str
+
+
+def refuse_text_beyond_context(tokenizer: Any, text: str, fits: ContextFit | None, param: str) -> None:
+    """A prompt whose text is longer than the context's tokens could spell, at the most characters
+    one token stands for, is refused before it is tokenized (a 15 MB prompt took 17 s to tokenize
+    into its 400). A tokenizer with no such bound (see `token_spans`) checks nothing here, nor
+    does text short enough to count: the 400 then says how many tokens, which clients act on."""
+    if fits is None or len(text) <= _WORTH_COUNTING:
+        return
+    spans = token_spans(tokenizer)
+    if spans is None or len(text) <= fits.tokens * spans.most:
+        return
+    spelled = len(text) - sum(text.count(char) for char in spans.dropped)
+    if spelled <= fits.tokens * spans.most:
+        return
+    raise ContextLengthExceeded(
+        None,
+        fits.tokens,
+        fits.model,
+        param=param,
+        message=(
+            f"the input length exceeds the context length: the prompt is {len(text)} characters, more "
+            f"than {fits.tokens} tokens can hold (at most {spans.most} characters a token); "
+            f"{fits.model!r} has a context of {fits.tokens} tokens"
+        ),
+    )
+
+
+# Text this long is tokenized in about a second (the demo model's tokenizer: 1 to 1.5 s a million
+# characters), worth it for the exact count in the 400 (Claude Code compacts by it).
+_WORTH_COUNTING = 2**20
+
+
+@dataclass(frozen=True)
+class TokenSpans:
+    """How much of a prompt's text one token can stand for: at most `most` characters, counting
+    none of the `dropped` ones (characters the vocabulary cannot spell, which it leaves out)."""
+
+    most: int
+    dropped: str = ""
+
+
+# Per tokenizer, computed once: reading its whole vocabulary takes a tenth of a second.
+_TOKEN_SPANS: weakref.WeakKeyDictionary[Any, TokenSpans | None] = weakref.WeakKeyDictionary()
+# NFC and NFKC compose: at most four characters become one (no character's canonical
+# decomposition is longer: U+1FAF, an omega with three marks).
+_COMPOSED = 4
+_LENGTH_KEEPING_NORMALIZERS = {"NFD", "NFKD", "Prepend"}
+_COMPOSING_NORMALIZERS = {"NFC", "NFKC"}
+# Pre-tokenizers that split text without dropping any of it (Split unless it removes what matches).
+_KEEPING_SPLITS = {"ByteLevel", "Split", "Digits", "Punctuation", "Metaspace"}
+
+
+def token_spans(tokenizer: Any) -> TokenSpans | None:
+    """The most characters of a prompt's text one token can stand for, where that is bounded: every
+    character of the text ends up in some token (bytes are the fallback: byte-level BPE, or a
+    vocabulary with byte tokens) or is one the vocabulary drops, no normalizer shortens the text
+    beyond composing, no pre-tokenizer drops any of it. Else None: a word-piece [UNK] stands for
+    a whole word, a Whitespace pre-tokenizer drops spaces, and a character bound would refuse
+    prompts that fit."""
+    try:
+        return _TOKEN_SPANS[tokenizer]
+    except KeyError:
+        pass
+    except TypeError:  # not weakly referable: read every time
+        return _token_spans(tokenizer)
+    spans = _TOKEN_SPANS[tokenizer] = _token_spans(tokenizer)
+    return spans
+
+
+def _token_spans(tokenizer: Any) -> TokenSpans | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow (Python) tokenizer: its pieces are not declared
+        return None
+    spec = json.loads(backend.to_str())
+    shrink = _normalizer_shrink(spec.get("normalizer"))
+    model, pre = spec.get("model") or {}, _parts(spec.get("pre_tokenizer"))
+    if shrink is None or any(not _keeps_text(part) for part in pre):
+        return None
+    vocab = tokenizer.get_vocab()
+    if any(part.get("type") == "ByteLevel" for part in pre):
+        # A byte the vocabulary cannot spell is dropped. With UTF-8's continuation bytes spelled,
+        # every character but ASCII keeps one (a vocabulary may lack lead bytes that text seldom or
+        # never has, and ASCII controls: SmolLM2's lacks 0xF1 and 0x04); unspelled ASCII is dropped.
+        if any(_BYTE_LEVEL[byte] not in vocab for byte in range(0x80, 0xC0)):
+            return None
+        dropped = "".join(chr(byte) for byte in range(0x80) if _BYTE_LEVEL[byte] not in vocab)
+    elif model.get("type") == "BPE" and model.get("byte_fallback"):
+        if any(f"<0x{byte:02X}>" not in vocab for byte in range(0xC0)):
+            return None
+        dropped = ""
+    else:
+        return None
+    # A byte-level token's characters are bytes, each at most a character of the text.
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    longest = max((len(piece) for piece in pieces if piece is not None), default=0)
+    return TokenSpans(longest * shrink, dropped) if longest else None
+
+
+def _byte_level_chars() -> dict[int, str]:
+    """Byte-level BPE's character for each byte (GPT-2's table, which every such tokenizer uses)."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]  # shown as themselves
+    others = [byte for byte in range(256) if byte not in printable]  # shown as 256 onwards
+    return {byte: chr(byte) for byte in printable} | {byte: chr(256 + n) for n, byte in enumerate(others)}
+
+
+_BYTE_LEVEL = _byte_level_chars()
+
+
+def _parts(spec: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if spec is None:
+        return []
+    if spec.get("type") == "Sequence":
+        inner = spec.get("normalizers", spec.get("pretokenizers", []))
+        return [part for each in inner for part in _parts(each)]
+    return [spec]
+
+
+def _normalizer_shrink(spec: dict[str, Any] | None) -> int | None:
+    """How many characters of text at most become one through the normalizer; None when it may
+    drop text (strip, a pattern replaced by less)."""
+    shrink = 1
+    for part in _parts(spec):
+        kind = part.get("type")
+        if kind in _COMPOSING_NORMALIZERS:
+            shrink = _COMPOSED
+        elif kind == "Replace":
+            pattern = (part.get("pattern") or {}).get("String")
+            if pattern is None or len(part.get("content", "")) < len(pattern):
+                return None
+        elif kind not in _LENGTH_KEEPING_NORMALIZERS:
+            return None
+    return shrink
+
+
+def _keeps_text(part: dict[str, Any]) -> bool:
+    return part.get("type") in _KEEPING_SPLITS and part.get("behavior") != "Removed"
 
 
 def _empty_prompt(tokenizer: Any, param: str) -> list[int]:

@@ -238,7 +238,7 @@ async def start_generation(
 ) -> LocalGeneration:
     settings = settings or Settings()
     started = time.perf_counter_ns()
-    lease = await router.acquire(request.model)
+    lease = await router.acquire(request.model, request.n)
     try:
         prepared = await _prepare(lease, request, settings)
     except BaseException:
@@ -250,7 +250,7 @@ async def start_generation(
         router.release(lease)
         grammar = await compile_grammar(prepared.grammar, settings.grammar_timeout)
         waited = lease.load_ns
-        lease = await router.acquire(request.model)
+        lease = await router.acquire(request.model, request.n)
         lease = replace(lease, load_ns=lease.load_ns + waited)
         params = replace(params, grammar=grammar)
     try:

@@ -5,7 +5,8 @@ least recently used idle models on its device; one that cannot fit is refused wi
 never loaded into an out-of-memory crash. A request holds a lease while it uses a model, so a model
 in use is never unloaded; once idle it stays for its keep_alive. Aliases that name the same source
 with the same load options share one loaded model, and loading is single-flight. Requests beyond a
-model's parallelism wait in a bounded queue; past it they are refused with 503 and Retry-After.
+model's parallelism wait in a bounded queue; past it they are refused with 503 and Retry-After. A
+request for several replies (OpenAI's `n`) takes a place for each, as that many requests would.
 
 A generating model gets a pool of memory for its keys and values, sized when it loads: at least
 one full context, and as much of what the device has left as KV_POOL_SHARE allows, up to its
@@ -31,7 +32,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from heylook.engine.batch_cache import GROWTH_COLUMNS
 from heylook.engine.runner import Engine
-from heylook.errors import HeylookError, InsufficientMemory, LoadTimedOut, ModelLoadFailed, ServerBusy
+from heylook.errors import (
+    HeylookError,
+    InsufficientMemory,
+    InvalidRequest,
+    LoadTimedOut,
+    ModelLoadFailed,
+    ServerBusy,
+)
 from heylook.metrics import Metrics
 from heylook.models.estimate import MemoryEstimate, estimate_alias
 from heylook.models.hardware import free_bytes
@@ -72,6 +80,7 @@ class Lease:
     alias: Alias
     model: LoadedModel
     load_ns: int  # time this request spent waiting for the load; 0 when already loaded
+    places: int = 1  # the places it takes at the model: one per sequence it generates (`n`)
 
 
 @dataclass
@@ -94,7 +103,7 @@ class Resident:
     name: str  # the alias it was last asked for by
     device: str  # where it lives, as torch names it
     footprint: int  # the memory it is counted for: its estimate, else its weights
-    leases: int = 0
+    leases: int = 0  # places held: a request takes one per sequence it generates
     last_used: float = 0.0  # monotonic seconds: the LRU order
     expires_at: float = math.inf  # wall-clock seconds; inf while in use or kept forever
 
@@ -181,9 +190,10 @@ class ModelRouter:
                 drafted.add_metric([resident.name, "accepted"], runner.accepted_tokens)
         yield from (loaded, memory, active, queued, budget, held, preempted, drafted)
 
-    async def acquire(self, name: str) -> Lease:
-        """The alias and its model, loaded if need be. Raises ModelNotFound, ServerBusy,
-        InsufficientMemory, LoadTimedOut or ModelLoadFailed."""
+    async def acquire(self, name: str, places: int = 1) -> Lease:
+        """The alias and its model, loaded if need be, holding `places` of its places (a request
+        for n replies takes n, as n requests would). Raises ModelNotFound, ServerBusy, InvalidRequest
+        (more places than the model has), InsufficientMemory, LoadTimedOut or ModelLoadFailed."""
         alias = self.registry.get(name)
         resident = self._residents.get(alias.model_key)
         waited_ns = 0
@@ -195,12 +205,12 @@ class ModelRouter:
                 if resident is None:
                     resident = await self._load(alias)
             waited_ns = time.perf_counter_ns() - started
-        self._admit(resident, alias)
-        resident.leases += 1
+        self._admit(resident, alias, places)
+        resident.leases += places
         resident.last_used = time.monotonic()
         resident.expires_at = math.inf
         resident.name = alias.name
-        return Lease(alias, resident.model, waited_ns)
+        return Lease(alias, resident.model, waited_ns, places)
 
     def release(self, lease: Lease, keep_alive: float | None = None) -> None:
         """Done with the model: it stays loaded for `keep_alive` seconds once idle (None: the default,
@@ -208,7 +218,7 @@ class ModelRouter:
         resident = self._residents.get(lease.alias.model_key)
         if resident is None or resident.model is not lease.model:
             return
-        resident.leases -= 1
+        resident.leases -= lease.places
         resident.last_used = time.monotonic()
         if resident.leases > 0:
             return
@@ -244,15 +254,24 @@ class ModelRouter:
 
     # --- admission --------------------------------------------------------------------------------
 
-    def _admit(self, resident: Resident, alias: Alias) -> None:
+    def _admit(self, resident: Resident, alias: Alias, places: int = 1) -> None:
+        """Room for `places` more at the model (generating, or waiting in its queue), else a 503;
+        more places than the model ever has are a 400 naming `n`, which asked for them."""
         capacity = resident.parallel + self.limits.max_queue
-        if resident.leases < capacity:
+        if places > capacity:
+            self._count_rejection(alias.name, "too_many_choices")
+            raise InvalidRequest(
+                f"n is {places}: {alias.name!r} generates and queues {capacity} replies at most "
+                f"(--parallel {resident.parallel} and --max-queue {self.limits.max_queue}); ask for fewer",
+                param="n",
+            )
+        if resident.leases + places <= capacity:
             return
         self._count_rejection(alias.name, "queue_full")
         raise ServerBusy(
-            f"{alias.name!r} is busy: {resident.leases} requests are generating or waiting for it "
+            f"{alias.name!r} is busy: {resident.leases} replies are generating or waiting for it "
             f"(at most {capacity}); try again shortly",
-            retry_after=self._retry_after(resident.leases, resident.parallel),
+            retry_after=self._retry_after(resident.leases + places - 1, resident.parallel),
         )
 
     def _retry_after(self, waiting: int, parallel: int = 1) -> int:

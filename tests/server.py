@@ -60,7 +60,7 @@ class RunningServer:
         )
         self._wait_until_up()
 
-    def _wait_until_up(self, timeout: float = 60.0) -> None:
+    def _wait_until_up(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -70,8 +70,9 @@ class RunningServer:
                     return
             except httpx.TransportError:
                 time.sleep(0.1)
+        output = self.output()  # before stop(), which closes the log
         self.stop()
-        raise RuntimeError(f"heylook serve did not come up in {timeout} s:\n{self.output()}")
+        raise RuntimeError(f"heylook serve did not come up in {timeout} s:\n{output}")
 
     def health(self) -> dict:
         return httpx.get(f"{self.base_url}/health", timeout=5).json()

@@ -8,14 +8,13 @@ Ids sort by creation time (heylook.batches.store.new_id): lists read only the fi
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from heylook.batches.atomic import write_atomically
-from heylook.batches.store import is_our_id, new_id
+from heylook.batches.store import ids_in, is_our_id, new_id
 from heylook.errors import HeylookError, InvalidRequest, RequestTooLarge
 
 PURPOSES = ("batch", "batch_output")
@@ -103,10 +102,7 @@ class FileStore:
 
     def ids(self) -> list[str]:
         """Every file's id, newest first, from the folder's names alone."""
-        if not self.root.is_dir():
-            return []
-        names = (e.name[: -len(".json")] for e in os.scandir(self.root) if e.name.endswith(".json"))
-        return sorted((n for n in names if is_our_id(n, "file-")), reverse=True)
+        return ids_in(self.root, "file-")
 
     def page(
         self, limit: int, after: str | None, purpose: str | None = None

@@ -39,6 +39,14 @@ def is_our_id(value: str, prefix: str) -> bool:
     return value.startswith(prefix) and _ID_HEX.fullmatch(value[len(prefix) :]) is not None
 
 
+def ids_in(root: Path, prefix: str) -> list[str]:
+    """The ids of the records (`<id>.json`) in a folder, newest first, from their names alone."""
+    if not root.is_dir():
+        return []
+    names = (e.name[: -len(".json")] for e in os.scandir(root) if e.name.endswith(".json"))
+    return sorted((n for n in names if is_our_id(n, prefix)), reverse=True)
+
+
 class BatchNotFound(HeylookError):
     status = 404
 
@@ -94,10 +102,7 @@ class BatchStore:
 
     def ids(self) -> list[str]:
         """Every batch's id, newest first, from the folder's names alone."""
-        if not self.root.is_dir():
-            return []
-        names = (e.name[: -len(".json")] for e in os.scandir(self.root) if e.name.endswith(".json"))
-        return sorted((n for n in names if is_our_id(n, "batch_")), reverse=True)
+        return ids_in(self.root, "batch_")
 
     def page(self, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool] | None:
         """Up to `limit` batches after the one `after` names, newest first, and whether more

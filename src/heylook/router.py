@@ -150,10 +150,14 @@ class ModelRouter:
             "heylook_model_memory_bytes", "Memory a loaded model's weights take.", labels=["model", "device"]
         )
         active = GaugeMetricFamily(
-            "heylook_active_requests", "Requests holding a model (generating or queued).", labels=["model"]
+            "heylook_active_requests",
+            "Places held at a model, generating or queued (a request for n replies holds n).",
+            labels=["model"],
         )
         queued = GaugeMetricFamily(
-            "heylook_queue_depth", "Requests waiting for a model to be free.", labels=["model"]
+            "heylook_queue_depth",
+            "Places waiting for a model to be free (a request for n replies takes n).",
+            labels=["model"],
         )
         budget = GaugeMetricFamily(
             "heylook_kv_budget_tokens",

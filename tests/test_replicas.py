@@ -108,7 +108,8 @@ def front(
         "flaky": {
             "model": "m",
             "max_failures": 2,
-            "cooldown": 1.5,
+            # Longer than `heylook ps` takes to start (~1.5 s), so it still sees the rest.
+            "cooldown": 6,
             "replicas": [_upstream(f["flaky-a"], "flaky-a"), _upstream(f["flaky-b"], "flaky-b")],
         },
         "limited": {
@@ -347,7 +348,7 @@ def test_a_failing_replica_rests_then_comes_back_after_its_probe(front, fakes, s
     assert "Replicas of flaky" in ps.stdout and "cooling down" in ps.stdout, ps.stdout + ps.stderr
     before = posts(a)
     assert served(front, "flaky", 4) == {"flaky-b": 4} and posts(a) == before
-    # The rest is 1.5 s; then a probe (its model list) and it takes traffic again.
+    # The rest is 6 s; then a probe (its model list) and it takes traffic again.
     wait_for(lambda: replica_state(front, "flaky", "flaky-a")["state"] == "healthy")
     assert any(r.path.endswith("/models") for r in a.requests)
     assert "flaky-a" in served(front, "flaky", 4)

@@ -431,3 +431,18 @@ def test_the_readme_commands_use_the_suites_flags(tmp_path: Path) -> None:
     claude_flags = {"-p", "--model", "--allowedTools", "--system-prompt", "--tools"}
     for line in re.findall(r"^.*\bclaude -p .*$", section, flags=re.MULTILINE):
         assert {f for f in line.split() if f.startswith("-")} <= claude_flags, line
+
+
+def test_the_versions_checked_are_the_ones_set_up() -> None:
+    """The fixtures' versions are scripts/setup's pins: a pin raised without recording fails here."""
+    setup = (ROOT / "scripts" / "setup").read_text()
+    packages = {
+        "claude-code": "@anthropic-ai/claude-code@",
+        "codex": "@openai/codex@",
+        "continue": "@continuedev/cli@",
+        "aider": "aider-chat==",
+        "opencode": "opencode-ai@",
+    }
+    for client, version in VERSIONS.items():
+        assert f"{packages[client]}{version}" in setup, client
+        assert agent_fixtures.load(client)["version"] == version, client

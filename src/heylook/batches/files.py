@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from heylook.batches.atomic import write_atomically
-from heylook.batches.store import ids_in, is_our_id, new_id
+from heylook.batches.store import ids_after, ids_in, is_our_id, new_id
 from heylook.errors import HeylookError, InvalidRequest, RequestTooLarge
 
 PURPOSES = ("batch", "batch_output")
@@ -109,11 +109,9 @@ class FileStore:
     ) -> tuple[list[dict[str, Any]], bool] | None:
         """Up to `limit` files after the one `after` names, newest first, and whether more follow;
         None when `after` names no file. Files are read until the page is full."""
-        ids = self.ids()
-        if after is not None:
-            if after not in ids:
-                return None
-            ids = ids[ids.index(after) + 1 :]
+        ids = ids_after(self.ids(), after)
+        if ids is None:
+            return None
         page: list[dict[str, Any]] = []
         for file_id in ids:
             try:

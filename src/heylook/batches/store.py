@@ -47,6 +47,14 @@ def ids_in(root: Path, prefix: str) -> list[str]:
     return sorted((n for n in names if is_our_id(n, prefix)), reverse=True)
 
 
+def ids_after(ids: list[str], after: str | None) -> list[str] | None:
+    """The ids that follow `after` in a listing (all of them without it); None when it is none of
+    them."""
+    if after is None:
+        return ids
+    return ids[ids.index(after) + 1 :] if after in ids else None
+
+
 class BatchNotFound(HeylookError):
     status = 404
 
@@ -107,11 +115,9 @@ class BatchStore:
     def page(self, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool] | None:
         """Up to `limit` batches after the one `after` names, newest first, and whether more
         follow; None when `after` names no batch. Only the page's files are read."""
-        ids = self.ids()
-        if after is not None:
-            if after not in ids:
-                return None
-            ids = ids[ids.index(after) + 1 :]
+        ids = ids_after(self.ids(), after)
+        if ids is None:
+            return None
         page: list[dict[str, Any]] = []
         for batch_id in ids:
             if len(page) == limit:

@@ -1,7 +1,8 @@
 """What a request's images can cost the server (issue 27), measured as the real server's resident
 memory: images past the request's pixel budget are a 400 naming the first one over it, refused
-before any is decoded; images within it grow the server by the decodes the process runs at once
-(each full-size buffer is closed as soon as it is shrunk) and are given back after."""
+before any is decoded; images within it grow the server by the pixels the process decodes at once
+(DECODE_PIXELS_AT_ONCE, across all requests: each full-size buffer is closed as soon as it is
+shrunk) and are given back after."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ import pytest
 import yaml
 from PIL import Image
 
-from heylook.images import DECODES_AT_ONCE, MAX_IMAGES, MAX_REQUEST_PIXELS
+from heylook.images import DECODE_PIXELS_AT_ONCE, MAX_IMAGES, MAX_REQUEST_PIXELS
 from tests.server import RunningServer
 from tests.vision import build_tiny_vlm
 
 MiB = 2**20
 # Pillow holds an RGB pixel in 4 bytes while it is decoded.
 BYTES_A_PIXEL = 4
+# What the process's decodes may hold at once.
+DECODING = DECODE_PIXELS_AT_ONCE * BYTES_A_PIXEL
 
 
 @functools.cache
@@ -100,9 +103,33 @@ def test_decoded_images_are_bounded_and_given_back(server: RunningServer) -> Non
     for _ in range(2):  # a repeat keeps no more
         peak, after = growth(pid, lambda: chat(server, images).raise_for_status())
         assert after < 32 * MiB, f"{after / MiB:.0f} MB kept after the request"
-        # At most DECODES_AT_ONCE full-size buffers at a time, whatever the request carries.
-        decoding = DECODES_AT_ONCE * width * height * BYTES_A_PIXEL
-        assert peak < decoding + 64 * MiB, f"{peak / MiB:.0f} MB at the peak; {decoding / MiB:.0f} decoding"
+        # At most DECODE_PIXELS_AT_ONCE pixels' full-size buffers at a time, whatever the request carries.
+        assert peak < DECODING + 64 * MiB, f"{peak / MiB:.0f} MB at the peak; {DECODING / MiB:.0f} decoding"
+
+
+def test_concurrent_requests_decode_within_one_pixel_budget(server: RunningServer) -> None:
+    """Several requests at once, each with large images: what they decode at once is bounded by the
+    process's pixel budget, not by a count of images (four 30-megapixel decodes at once held 480 MB
+    where the budget is 256 MB)."""
+    width, height, count, requests = 6000, 5000, 2, 4  # 30 megapixels each: two fit the budget
+    assert 2 * width * height <= DECODE_PIXELS_AT_ONCE < 3 * width * height
+    images = [png_url(width, height)] * count
+    pid = warmed(server).process.pid
+    replies: list[httpx.Response] = []
+
+    def send() -> None:
+        threads = [
+            threading.Thread(target=lambda: replies.append(chat(server, images, 60))) for _ in range(requests)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    peak, after = growth(pid, send)
+    assert [reply.status_code for reply in replies] == [200] * requests, [r.text for r in replies]
+    assert peak < DECODING + 64 * MiB, f"{peak / MiB:.0f} MB at the peak; the budget is {DECODING / MiB:.0f}"
+    assert after < 32 * MiB, f"{after / MiB:.0f} MB kept after the requests"
 
 
 def test_images_past_the_pixel_budget_are_a_400_before_any_is_decoded(server: RunningServer) -> None:

@@ -1,7 +1,7 @@
 """load_images: the images of a request, fetched, checked and shrunk, concurrently, within a budget:
 the request's images may have MAX_REQUEST_PIXELS in all (read from their headers before any is
-decoded), and the whole process decodes DECODES_AT_ONCE images at a time, whatever the number of
-requests."""
+decoded), and the whole process decodes at most DECODE_PIXELS_AT_ONCE pixels at a time (each image
+weighed by its header before it is decoded), whatever the number of requests."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import httpx
 from PIL import Image
 
 from heylook.errors import InvalidRequest
+from heylook.images.budget import PixelBudget
 from heylook.images.decode import decode_image, image_pixels
 from heylook.images.fetch import fetch_image, image_client
 from heylook.types import ImageInput
@@ -25,10 +26,15 @@ _FETCHES_AT_ONCE = 4
 # (decode.MAX_IMAGE_PIXELS), or sixteen 12-megapixel photos. Decoding is the costly part (CPU, and
 # 4 bytes a pixel while an image is shrunk), so it is refused before any is decoded.
 MAX_REQUEST_PIXELS = 200_000_000
-# Images decoded at once in this process (one worker thread each), across all requests: each holds
-# its full-size buffer (up to 200 MB) until it is shrunk. Threads waiting for a turn are not taken.
-DECODES_AT_ONCE = 4
-_DECODES = anyio.CapacityLimiter(DECODES_AT_ONCE)
+# Pixels decoded at once in this process, across all requests: an image holds its full-size buffer
+# (4 bytes a pixel) until it is shrunk, so decoding holds about 4 x this many bytes (256 MB) at most.
+# Weighed in pixels, not images: four 50-megapixel images would hold 800 MB, while small images
+# need not wait for one another. An image larger than the whole budget (none is: MAX_IMAGE_PIXELS is
+# below it) would decode alone. Images waiting for room take no thread.
+DECODE_PIXELS_AT_ONCE = 64_000_000
+_DECODING = PixelBudget(DECODE_PIXELS_AT_ONCE)
+# Worker threads decoding at once: decoding is CPU work, so more threads than this would not help.
+_DECODE_THREADS = anyio.CapacityLimiter(8)
 
 _T = TypeVar("_T")
 
@@ -57,8 +63,11 @@ async def load_images(
     check_budget(images, [pixels for _, pixels in sized])
 
     async def decode(index: int) -> Image.Image:
-        data, where = sized[index][0], images[index].where
-        return await anyio.to_thread.run_sync(decode_image, data, where, processor, limiter=_DECODES)
+        (data, pixels), where = sized[index], images[index].where
+        async with _DECODING.hold(pixels):
+            return await anyio.to_thread.run_sync(
+                decode_image, data, where, processor, limiter=_DECODE_THREADS
+            )
 
     return await _each(range(len(images)), decode)
 

@@ -1,7 +1,7 @@
 """models.yaml that is empty or broken, met by the API's edits and by /health: an empty file is an
-empty registry, a broken one (or one emptied while aliases are served) refuses edits with a 409
-naming the file and line, never a 500, and /health says what is wrong while the last good version
-serves. In-process (tests.inprocess)."""
+empty registry to edit (also one emptied while aliases are served: its comments are kept), a broken
+one refuses edits with a 409 naming the file and line, never a 500, and /health says what is wrong
+while the last good version serves. In-process (tests.inprocess)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,6 @@ async def test_an_empty_file_is_an_empty_registry(tmp_path: Path, pulled: list[s
     ("text", "where"),
     [
         (BROKEN, ":4: YAML syntax error"),
-        ("", ": the file is empty (to serve no aliases, write `models: {}`)"),
         ("models:\n  a:\n    model: org/a\n    gguf_file: ../../etc/passwd\n", ":4: alias 'a': 'gguf_file'"),
     ],
 )
@@ -94,6 +93,31 @@ async def test_an_edit_of_a_file_that_is_not_what_is_served_is_a_409_naming_it(
         models.write_text(GOOD)  # fixed: edits work again, /health says so
         assert (await edit(app, method, path, body)).status_code == 200
         assert (await registry_state(app))["status"] == "ok"
+
+
+@pytest.mark.parametrize("emptied", ["", "\n  \n", "# emptied by hand\n\n# nothing served yet\n"])
+async def test_a_file_emptied_under_the_server_is_an_empty_registry_to_edit(
+    tmp_path: Path, pulled: list[str], emptied: str
+) -> None:
+    """Emptied (0 bytes, blank, or only comments) while the server serves `a`: edits apply to it as
+    to an empty registry, keeping its comments, and the server serves what they wrote."""
+    models = tmp_path / "models.yaml"
+    models.write_text(GOOD)
+    async with serve_in_process(models) as app:
+        models.write_text(emptied)  # by hand, while the server serves `a`
+        answer = await edit(app, "POST", "/api/pull", {"model": "org/pulled", "stream": False})
+        assert answer.status_code == 200, answer.text
+        assert pulled == ["org/pulled"]
+        copied = await edit(app, "POST", "/api/copy", {"source": "org/pulled", "destination": "b"})
+        assert copied.status_code == 200, copied.text
+        assert list(load_registry(models).aliases) == ["org/pulled", "b"]
+        assert models.read_text().startswith(emptied.strip()), "the comments are kept, above"
+        # `a` is in the file no more: an edit of it is one of an alias the registry lacks.
+        gone = await edit(app, "POST", "/api/copy", {"source": "a", "destination": "c"})
+        assert gone.status_code == 404 and "a" in gone.json()["error"], gone.text
+        listed = (await app.client.get("/api/tags")).json()["models"]
+        assert [m["name"] for m in listed] == ["org/pulled:latest", "b:latest"]
+        assert (await registry_state(app)) == {"path": str(models), "status": "ok", "aliases": 2}
 
 
 async def test_health_names_the_line_of_a_broken_file(tmp_path: Path) -> None:

@@ -49,23 +49,35 @@ def _load_changed(path: Path) -> Registry:
 _checked: dict[Path, tuple[Signature, RegistryError | None]] = {}
 
 
-def registry_problem(serving: Registry) -> RegistryError | None:
-    """Why models.yaml as it is now is not what the server serves, if it is not: a broken hand edit
-    (the last good version still serves) or an emptied file while aliases are served. An empty file
-    the server started from is an empty registry, and no problem."""
-    path = serving.path
+def _file_problem(path: Path) -> RegistryError | None:
+    """What is wrong with the file as it is now (an EmptyRegistry for an emptied one), if anything."""
     signature = file_signature(path)
     cached = _checked.get(path)
     if cached is not None and cached[0] == signature and signature is not None:
-        problem = cached[1]
-    else:
-        try:
-            _load_changed(path)
-            problem = None
-        except RegistryError as error:
-            problem = error
-        _checked.clear()  # one server, one file: the cache never grows
-        _checked[path] = (signature, problem)
+        return cached[1]
+    try:
+        _load_changed(path)
+        problem = None
+    except RegistryError as error:
+        problem = error
+    _checked.clear()  # one server, one file: the cache never grows
+    _checked[path] = (signature, problem)
+    return problem
+
+
+def registry_problem(serving: Registry) -> RegistryError | None:
+    """Why models.yaml as it is now cannot be edited, if it cannot: a broken hand edit (the last
+    good version still serves; an edit would overwrite the user's unfinished work). An empty file
+    is an empty registry to edit, also one emptied while the server still serves its aliases."""
+    problem = _file_problem(serving.path)
+    return None if isinstance(problem, EmptyRegistry) else problem
+
+
+def _served_problem(serving: Registry) -> RegistryError | None:
+    """Why models.yaml as it is now is not what the server serves, if it is not: a broken hand edit
+    or an emptied file while aliases are served (the watcher keeps those). An empty file the
+    server started from is an empty registry, and no problem."""
+    problem = _file_problem(serving.path)
     if isinstance(problem, EmptyRegistry) and not serving.aliases:
         return None
     return problem
@@ -74,7 +86,7 @@ def registry_problem(serving: Registry) -> RegistryError | None:
 def registry_health(serving: Registry) -> dict[str, Any]:
     """models.yaml's state for /health: ok, or what is wrong with it (file, line, message) while
     the last good version serves."""
-    problem = registry_problem(serving)
+    problem = _served_problem(serving)
     state: dict[str, Any] = {"path": str(serving.path), "status": "ok", "aliases": len(serving.aliases)}
     if problem is not None:
         state["status"] = "error"

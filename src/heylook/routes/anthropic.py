@@ -11,12 +11,12 @@ from starlette.routing import Route
 
 from heylook.generate import encode_request_and_images
 from heylook.protocols import anthropic
-from heylook.routes.common import backends_of, json_body, router_of, settings_of
+from heylook.routes.common import backends_of, parsed_body, router_of, settings_of
 from heylook.routes.generation import respond
 
 
 async def messages(request: Request) -> Response:
-    internal, stream = anthropic.parse_messages_request(await json_body(request))
+    internal, stream = await parsed_body(request, anthropic.parse_messages_request)
     writer = anthropic.MessageWriter(id=f"msg_{uuid.uuid4().hex}", model=internal.model, stream=stream)
     return await respond(request, internal, writer)
 
@@ -24,7 +24,7 @@ async def messages(request: Request) -> Response:
 async def count_tokens(request: Request) -> Response:
     """The prompt's tokens as a reply to it would be prompted: the model's tokenizer and chat
     template, with the system prompt (the alias's, if the request has none), tools and thinking."""
-    internal = anthropic.parse_count_request(await json_body(request))
+    internal = await parsed_body(request, anthropic.parse_count_request)
     alias = backends_of(request).local_alias(internal.model, "token counting")
     router = router_of(request)
     lease = await router.acquire(alias.name)

@@ -11,13 +11,13 @@ from starlette.routing import Route
 
 from heylook.middleware.ollama import translated_request
 from heylook.protocols import embeddings
-from heylook.routes.common import FloatsResponse, backends_of, json_body, unless_client_leaves
+from heylook.routes.common import FloatsResponse, backends_of, parsed_body, unless_client_leaves
 from heylook.routes.generation import CLIENT_GONE, replica_named
 from heylook.types import Embeddings, EmbedRequest
 
 
 async def openai_embeddings(request: Request) -> Response:
-    internal, encoding_format = embeddings.parse_openai_request(await json_body(request))
+    internal, encoding_format = await parsed_body(request, embeddings.parse_openai_request)
     result = await _embed(request, internal)
     if result is None:
         return Response(status_code=CLIENT_GONE)

@@ -18,12 +18,12 @@ from heylook.images import MAX_IMAGES
 from heylook.protocols import multipart, openai
 from heylook.protocols.ollama import listed_name
 from heylook.registry.aliases import Alias
-from heylook.routes.common import backends_of, json_body, router_of, settings_of
+from heylook.routes.common import backends_of, parsed_body, router_of, settings_of
 from heylook.routes.generation import respond
 
 
 async def chat_completions(request: Request) -> Response:
-    internal, mode = openai.parse_chat_request(await json_body(request))
+    internal, mode = await parsed_body(request, openai.parse_chat_request)
     writer = openai.ChatWriter(
         id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=internal.model,
         stream=mode.stream, include_usage=mode.include_usage, choices=internal.n,
@@ -73,7 +73,7 @@ async def chat_completions_multipart(request: Request) -> Response:
 
 
 async def completions(request: Request) -> Response:
-    internal, mode, extras = openai.parse_completion_request(await json_body(request))
+    internal, mode, extras = await parsed_body(request, openai.parse_completion_request)
     writer = openai.CompletionWriter(
         id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=internal.model,
         stream=mode.stream, include_usage=mode.include_usage, echo=extras.echo, choices=internal.n,

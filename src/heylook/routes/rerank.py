@@ -10,12 +10,12 @@ from starlette.routing import Route
 
 from heylook.protocols import rerank
 from heylook.rerank import rank_locally
-from heylook.routes.common import backends_of, json_body, router_of, unless_client_leaves
+from heylook.routes.common import backends_of, parsed_body, router_of, unless_client_leaves
 from heylook.routes.generation import CLIENT_GONE
 
 
 async def rerank_documents(request: Request) -> Response:
-    internal = rerank.parse_rerank_request(await json_body(request))
+    internal = await parsed_body(request, rerank.parse_rerank_request)
     backends_of(request).local_alias(internal.model, "reranking")
     router = router_of(request)
     ranking = await unless_client_leaves(request, lambda: rank_locally(router, internal))

@@ -14,18 +14,18 @@ from heylook.errors import InvalidRequest
 from heylook.generate import encode_prompt
 from heylook.models.loader import LoadedModel
 from heylook.protocols import tokens
-from heylook.routes.common import backends_of, json_body, router_of
+from heylook.routes.common import backends_of, parsed_body, router_of
 from heylook.types import TextPrompt, TokenizeRequest
 
 
 async def tokenize(request: Request) -> Response:
-    internal = tokens.parse_tokenize(await json_body(request))
+    internal = await parsed_body(request, tokens.parse_tokenize)
     ids, pieces, context = await _with_model(request, internal.model, lambda loaded: _ids(loaded, internal))
     return JSONResponse(tokens.tokenize_reply(ids, pieces if internal.with_pieces else None, context))
 
 
 async def detokenize(request: Request) -> Response:
-    name, ids = tokens.parse_detokenize(await json_body(request))
+    name, ids = await parsed_body(request, tokens.parse_detokenize)
     text = await _with_model(request, name, lambda loaded: _text(loaded, ids))
     return JSONResponse(tokens.detokenize_reply(text))
 

@@ -169,6 +169,11 @@ class ModelRouter:
             "Tokens the prefix cache holds for later prompts.",
             labels=["model"],
         )
+        held_bytes = GaugeMetricFamily(
+            "heylook_prefix_cache_bytes",
+            "Bytes the prefix cache's keys and values hold, their spare room included (--prefix-cache-mb).",
+            labels=["model"],
+        )
         preempted = CounterMetricFamily(
             "heylook_preemptions", "Sequences paused to stay within the KV budget.", labels=["model"]
         )
@@ -189,10 +194,11 @@ class ModelRouter:
                 if runner.kv_budget_tokens is not None:
                     budget.add_metric([resident.name], runner.kv_budget_tokens)
                 held.add_metric([resident.name], runner.prefix.tokens_held if runner.prefix else 0)
+                held_bytes.add_metric([resident.name], runner.prefix.bytes_held if runner.prefix else 0)
                 preempted.add_metric([resident.name], runner.preemptions)
                 drafted.add_metric([resident.name, "drafted"], runner.drafted_tokens)
                 drafted.add_metric([resident.name, "accepted"], runner.accepted_tokens)
-        yield from (loaded, memory, active, queued, budget, held, preempted, drafted)
+        yield from (loaded, memory, active, queued, budget, held, held_bytes, preempted, drafted)
 
     async def acquire(self, name: str, places: int = 1) -> Lease:
         """The alias and its model, loaded if need be, holding `places` of its places (a request

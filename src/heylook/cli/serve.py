@@ -11,7 +11,12 @@ from typing import Annotated
 import cyclopts
 
 from heylook.cli.common import API_KEY_ENV, EXIT_USAGE, ModelsOption, app, configure_logging, registry_path
-from heylook.settings import DEFAULT_BODY_TIMEOUT, DEFAULT_GRAMMAR_CACHE_BYTES, DEFAULT_MAX_BODY_BYTES
+from heylook.settings import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_GRAMMAR_CACHE_BYTES,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PREFIX_CACHE_BYTES,
+)
 
 
 @app.command
@@ -84,6 +89,13 @@ def serve(
     grammar_cache_mb: Annotated[
         int, cyclopts.Parameter(help="Memory for compiled JSON and tool grammars, per model (MiB).")
     ] = DEFAULT_GRAMMAR_CACHE_BYTES // 2**20,
+    prefix_cache_mb: Annotated[
+        int,
+        cyclopts.Parameter(
+            help="Memory for the keys and values of earlier prompts, kept so a prompt that repeats "
+            "one's beginning (a chat's next turn, an agent's tools) skips it; per model (MiB), 0 for none."
+        ),
+    ] = DEFAULT_PREFIX_CACHE_BYTES // 2**20,
     allow_private_image_urls: Annotated[
         bool,
         cyclopts.Parameter(
@@ -148,9 +160,14 @@ def serve(
         cors_origins=allowed_origins(cors_origins or ()),
         api_key=api_key or os.environ.get(API_KEY_ENV) or None,
         grammar_cache_bytes=grammar_cache_mb * 2**20,
+        prefix_cache_bytes=prefix_cache_mb * 2**20,
         allow_private_image_urls=allow_private_image_urls,
     )
-    loader = functools.partial(load_model, grammar_cache_bytes=settings.grammar_cache_bytes)
+    loader = functools.partial(
+        load_model,
+        grammar_cache_bytes=settings.grammar_cache_bytes,
+        prefix_cache_bytes=settings.prefix_cache_bytes,
+    )
     router = ModelRouter(registry, loader, keep_alive=keep, limits=limits)
     if settings.api_key is None and not _is_loopback(host):
         log.warning("serving on %s without an API key: anyone who can reach it can use it (--api-key)", host)

@@ -6,7 +6,10 @@ prompt and tool list with every call: the cache turns those into a copy instead 
 Each entry is one finished (or preempted) sequence's tokens and its cache, one row; a lookup finds
 the entry sharing the longest prefix with a prompt, whichever API the request came through. An
 entry that another one extends is dropped (a conversation's turn 3 covers its turn 2), and the
-least recently used go first when the engine needs the memory for running sequences.
+least recently used go first when the engine needs the memory for running sequences, or when
+the entries' buffers pass the cache's own bound in bytes (`--prefix-cache-mb`). Both count what the
+entries' buffers really hold, their spare room included, not just their tokens: an idle server's
+prefix cache once held twice its token count, up to the model's whole KV pool (6 GB for the demo).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+
+from heylook.settings import DEFAULT_PREFIX_CACHE_BYTES
 
 # Shorter prefixes are not worth a copy of the cache: a forward pass over them costs about as much.
 MIN_PREFIX_TOKENS = 16
@@ -30,6 +35,8 @@ class Entry:
     # Each layer's keys and values, (1, heads, columns, dim): the tokens' in the first `length`
     # columns, room to grow into after them.
     layers: list[tuple[torch.Tensor, torch.Tensor]]
+    nbytes: int = 0  # what its buffers hold (set by PrefixCache.add)
+    columns: int = 0  # tokens its buffers have room for, the spare room included
 
     @property
     def length(self) -> int:
@@ -48,11 +55,14 @@ class Hit:
 
 
 class PrefixCache:
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = DEFAULT_PREFIX_CACHE_BYTES) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[int, Entry] = OrderedDict()  # least recently used first
         self._next_key = 0
-        self.tokens_held = 0
+        self.tokens_held = 0  # the entries' tokens
+        self.columns_held = 0  # the tokens their buffers have room for: what the KV pool counts
+        self.bytes_held = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -85,6 +95,9 @@ class PrefixCache:
         """Keep a sequence's cache (`layers` hold exactly `tokens`, and are no one else's to write)."""
         if len(tokens) < MIN_PREFIX_TOKENS:
             return
+        nbytes = buffer_bytes(layers)
+        if nbytes > self.max_bytes:
+            return
         held = torch.tensor(tokens, dtype=torch.long)
         for key, entry in list(self._entries.items()):
             shared = _shared_prefix(entry.tokens, held)
@@ -93,14 +106,17 @@ class PrefixCache:
                 return
             if shared == entry.length:  # the new one extends it
                 self._drop(key)
-        while len(self._entries) >= self.max_entries:
+        while len(self._entries) >= self.max_entries or self.bytes_held + nbytes > self.max_bytes:
             self.evict_oldest()
-        self._entries[self._next_key] = Entry(held, layers)
+        entry = Entry(held, layers, nbytes, max(len(tokens), buffer_columns(layers)))
+        self._entries[self._next_key] = entry
         self._next_key += 1
-        self.tokens_held += len(tokens)
+        self.tokens_held += entry.length
+        self.columns_held += entry.columns
+        self.bytes_held += entry.nbytes
 
     def evict_oldest(self) -> int:
-        """Drop the least recently used entry; the tokens it held (0 when empty)."""
+        """Drop the least recently used entry; the columns it held (0 when empty)."""
         if not self._entries:
             return 0
         key = next(iter(self._entries))
@@ -108,12 +124,14 @@ class PrefixCache:
 
     def clear(self) -> None:
         self._entries.clear()
-        self.tokens_held = 0
+        self.tokens_held = self.columns_held = self.bytes_held = 0
 
     def _drop(self, key: int) -> int:
         entry = self._entries.pop(key)
         self.tokens_held -= entry.length
-        return entry.length
+        self.columns_held -= entry.columns
+        self.bytes_held -= entry.nbytes
+        return entry.columns
 
 
 def _shared_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -123,3 +141,23 @@ def _shared_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
         return 0
     differ = (a[:n] != b[:n]).nonzero()
     return int(differ[0]) if differ.numel() else n
+
+
+def buffer_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """The bytes these keys and values keep alive: their whole storages (a view keeps its base's),
+    each counted once."""
+    storages = {}
+    for pair in layers:
+        for tensor in pair:
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def buffer_columns(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """How many tokens the first layer's key storage has room for (every layer is alike)."""
+    if not layers:
+        return 0
+    keys = layers[0][0]
+    per_column = keys.shape[0] * keys.shape[1] * keys.shape[3] * keys.element_size()
+    return keys.untyped_storage().nbytes() // per_column if per_column else 0

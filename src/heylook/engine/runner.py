@@ -32,6 +32,7 @@ from heylook.engine.speculate import FIRST_DRAFT, next_draft_length, prompt_look
 from heylook.engine.stops import StopMatcher
 from heylook.engine.thinking import ThinkingCut
 from heylook.errors import GenerationFailed
+from heylook.settings import DEFAULT_PREFIX_CACHE_BYTES
 from heylook.types import Chunk, FinalChunk, FinishReason, SamplingParams, TextChunk, Timings, Usage
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ class Engine:
         kv_budget_tokens: int | None = None,
         prefill_chunk: int | None = None,
         prefix_caching: bool = True,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         speculative: bool = True,
         draft_model: torch.nn.Module | None = None,
     ) -> None:
@@ -222,7 +224,7 @@ class Engine:
             DynamicCache(config=config)
         )
         # Only caches that keep every position can be cut at a prefix and continued.
-        self.prefix = PrefixCache() if prefix_caching and self.batching else None
+        self.prefix = PrefixCache(max_bytes=prefix_cache_bytes) if prefix_caching and self.batching else None
         # A sequence decoding alone checks tokens guessed by prompt lookup in one pass (speculate.py).
         self.speculative = speculative and self.batching
         # A smaller model guessing where prompt lookup finds nothing (draft.py).
@@ -478,7 +480,7 @@ class Engine:
         """Drop prefix-cache entries, least recently used first, until it holds at most `room`."""
         if self.prefix is None:
             return
-        while self.prefix.tokens_held > max(0, room) and self.prefix.evict_oldest():
+        while self.prefix.columns_held > max(0, room) and self.prefix.evict_oldest():
             pass
 
     def _make_room(self, continuing: list[_Sequence]) -> list[_Sequence]:

@@ -30,7 +30,7 @@ from heylook.models.sources import resolve
 from heylook.models.vision import load_processor, refuse_3d_positions
 from heylook.options import generation_config_keys
 from heylook.registry.model_source import ModelSource
-from heylook.settings import DEFAULT_GRAMMAR_CACHE_BYTES
+from heylook.settings import DEFAULT_GRAMMAR_CACHE_BYTES, DEFAULT_PREFIX_CACHE_BYTES
 from heylook.types import EncoderConfig, LoadOptions, SamplingOptions
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ def load_model(
     *,
     name: str,
     grammar_cache_bytes: int = DEFAULT_GRAMMAR_CACHE_BYTES,
+    prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     draft: tuple[ModelSource, LoadOptions] | None = None,
 ) -> LoadedModel:
     """Blocking: resolve, convert if needed, load, start the engine. Run it off the event loop.
@@ -189,6 +190,7 @@ def load_model(
         name=name,
         hidden_token_ids=hidden_token_ids(tokenizer, traits),
         speculative=load.speculative,
+        prefix_cache_bytes=prefix_cache_bytes,
         draft_model=drafter,
     )
     loaded = LoadedModel(

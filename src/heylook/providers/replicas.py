@@ -1,5 +1,6 @@
 """An alias served by several replicas: each request goes to one chosen by the alias's strategy,
-within each replica's concurrency limit (queueing when all are full); a replica that fails rests
+within each replica's concurrency limit (queueing when all are full; a request for n replies takes
+n places, as n requests would); a replica that fails rests
 for a while and is probed before it gets traffic again; a request that fails before its first
 token is tried on another replica, within the alias's retry budget."""
 
@@ -20,6 +21,7 @@ from heylook.errors import (
     GenerationFailed,
     HeylookError,
     InsufficientMemory,
+    InvalidRequest,
     LoadTimedOut,
     ModelLoadFailed,
     ServerBusy,
@@ -53,7 +55,7 @@ class ReplicaState:
 
     replica: Replica
     target: Alias  # what serves it: the alias it names, or one made for its base_url
-    in_flight: int = 0
+    in_flight: int = 0  # places held: a request takes one per reply it asks for (`n`)
     served: int = 0
     errors: int = 0
     failures_in_row: int = 0
@@ -72,9 +74,14 @@ class ReplicaState:
             return "cooling down"
         return "probing" if self.probe_due else "healthy"
 
-    def full(self) -> bool:
+    def full(self, places: int = 1) -> bool:
+        """Whether `places` more would pass the replica's max_concurrent."""
         limit = self.replica.max_concurrent
-        return limit is not None and self.in_flight >= limit
+        return limit is not None and self.in_flight + places > limit
+
+    def can_ever_take(self, places: int) -> bool:
+        limit = self.replica.max_concurrent
+        return limit is None or places <= limit
 
 
 @dataclass
@@ -147,7 +154,7 @@ class ReplicaSet:
                 generation.close()
                 raise
 
-        state, (generation, chunks, first) = await self._on_some_replica(attempt, attempts)
+        state, (generation, chunks, first) = await self._on_some_replica(attempt, attempts, request.n)
         return ReplicaGeneration(self, state, generation, (chunks, first), request, attempts)
 
     async def embed(self, alias: Alias, request: EmbedRequest) -> Embeddings:
@@ -163,19 +170,19 @@ class ReplicaSet:
         return Attempts(time.monotonic() + self.balancing.retry_budget)
 
     async def _on_some_replica(
-        self, attempt: Callable[[ReplicaState], Awaitable[T]], attempts: Attempts
+        self, attempt: Callable[[ReplicaState], Awaitable[T]], attempts: Attempts, places: int = 1
     ) -> tuple[ReplicaState, T]:
         """`attempt` on the replica the strategy picks; on another while it fails, within the retry
-        budget. The replica's slot is held when this returns: its caller releases it."""
+        budget. The replica's `places` are held when this returns: its caller releases them."""
         deadline, tried, failures = attempts.deadline, attempts.tried, attempts.failures
         while True:
-            state = await self._take(tried, failures)
+            state = await self._take(tried, failures, places)
             tried.add(state.name)
             began = time.monotonic()
             try:
                 result = await attempt(state)
             except REPLICA_FAILURES as error:
-                self._release(state)
+                self._release(state, places)
                 self._failed(state, error)
                 failures.append(f"{state.name}: {error.message}")
                 if time.monotonic() >= deadline:
@@ -184,26 +191,32 @@ class ReplicaSet:
                             error.message)  # fmt: skip
                 continue
             except ServerBusy as error:  # a local replica's own queue is full: not a failure
-                self._release(state)
+                self._release(state, places)
                 failures.append(f"{state.name}: {error.message}")
                 continue
             except BaseException:
-                self._release(state)
+                self._release(state, places)
                 raise
             self._answered(state, time.monotonic() - began)
             return state, result
 
-    async def _take(self, tried: set[str], failures: list[str]) -> ReplicaState:
-        """A replica not tried yet that can take the request now, chosen by the strategy; waits
-        (in a queue of at most max_queue) while every such replica is at its limit."""
+    async def _take(self, tried: set[str], failures: list[str], places: int = 1) -> ReplicaState:
+        """A replica not tried yet with `places` free now, chosen by the strategy; waits (in a queue
+        of at most max_queue) while every such replica is at its limit. More places than any
+        replica's max_concurrent are a 400 naming `n` (waiting could never end)."""
+        self._check_places(places)
         queued = False
         try:
             while True:
                 now = time.monotonic()
-                open_ = [s for s in self.states if s.name not in tried and s.health(now) == "healthy"]
+                open_ = [
+                    s
+                    for s in self.states
+                    if s.name not in tried and s.health(now) == "healthy" and s.can_ever_take(places)
+                ]
                 if not open_:
                     raise self._none_left(failures, now)
-                within = [s for s in open_ if not s.full()]
+                within = [s for s in open_ if not s.full(places)]
                 # A local replica whose model has no free slot queues there: others first.
                 free = [s for s in within if not (s.replica.alias and self.local_busy(s.target.name))]
                 choices = free or within
@@ -213,7 +226,7 @@ class ReplicaSet:
                     )
                     self._turn += 1
                     state = choices[index]
-                    state.in_flight += 1
+                    state.in_flight += places
                     return state
                 if not queued:
                     if self.waiting >= self.max_queue:
@@ -230,6 +243,16 @@ class ReplicaSet:
         finally:
             if queued:
                 self.waiting -= 1
+
+    def _check_places(self, places: int) -> None:
+        if any(s.can_ever_take(places) for s in self.states):
+            return
+        most = max(s.replica.max_concurrent or 0 for s in self.states)
+        raise InvalidRequest(
+            f"n is {places}: a replica of {self.alias.name!r} generates {most} replies at once at "
+            "most (its max_concurrent); ask for fewer",
+            param="n",
+        )
 
     def _for_replica(self, request: GenerationRequest, state: ReplicaState) -> GenerationRequest:
         """The request as the replica's alias gets it: this alias's defaults and system prompt
@@ -328,8 +351,8 @@ class ReplicaSet:
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
-    def _release(self, state: ReplicaState) -> None:
-        state.in_flight -= 1
+    def _release(self, state: ReplicaState, places: int = 1) -> None:
+        state.in_flight -= places
         self._notify()
 
     def _notify(self) -> None:
@@ -444,7 +467,7 @@ class ReplicaGeneration:
         self.inner.close()
         if self._held:
             self._held = False
-            self.pool._release(self.state)
+            self.pool._release(self.state, self.request_asked.n)
 
 
 def replica_targets(alias: Alias, resolve: Callable[[str], Alias]) -> list[Alias]:

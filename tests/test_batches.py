@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -380,6 +381,44 @@ async def test_a_full_file_store_still_takes_a_finished_batchs_answers(tmp_path:
     assert len(_stored_lines(runner, done["output_file_id"])) == 20
     with pytest.raises(RequestTooLarge):  # uploads are what a full store refuses
         runner.files.create("more.jsonl", "batch", b"{}\n")
+
+
+@pytest.mark.anyio
+async def test_answers_are_written_off_the_loop_and_the_record_now_and_then(tmp_path: Path) -> None:
+    """Each answer's append (its fsync) runs in a worker thread, and the batch's record is rewritten
+    with its counts at most every half second, not at every line (2,000 lines were 2,000 fsyncs and
+    renames on the event loop: a 3,000-line batch of 404s took 37 s, now ~10 s); the counts never
+    run ahead of the results file."""
+    total = 2_000
+    files = FileStore(tmp_path / "files", FileLimits(total_bytes=10**9, file_bytes=10**8, files=100))
+    store = BatchStore(tmp_path / "batches", 10)
+    runner = BatchRunner(files, store, _echo, busy=lambda: False, max_lines=total)
+    loop_thread = threading.get_ident()
+    appends_on_the_loop, counts_written = 0, 0
+    real_add_result, real_save = store.add_result, store.save
+
+    def add_result(batch_id: str, result: dict[str, Any]) -> None:
+        nonlocal appends_on_the_loop
+        appends_on_the_loop += threading.get_ident() == loop_thread
+        real_add_result(batch_id, result)
+
+    def save(batch: dict[str, Any]) -> None:
+        nonlocal counts_written
+        if batch["status"] == "in_progress":
+            counts_written += 1
+            results = store.root / f"{batch['id']}.results.jsonl"
+            answered = results.read_bytes().count(b"\n") if results.exists() else 0
+            assert batch["request_counts"]["completed"] <= answered  # durable before counted
+        real_save(batch)
+
+    store.add_result, store.save = add_result, save  # type: ignore[method-assign]
+    data = _jsonl([(f"q{i}", CHAT, {"i": i}) for i in range(total)])
+    [done] = await _until_finished(runner, _batch(runner, data), timeout=120)
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == total
+    answered = [x["custom_id"] for x in _stored_lines(runner, done["output_file_id"])]
+    assert sorted(answered) == sorted(f"q{i}" for i in range(total))  # each once
+    assert appends_on_the_loop == 0
+    assert counts_written < total // 20, counts_written
 
 
 def test_one_bad_line_fails_that_line_alone(batch_server: RunningServer) -> None:

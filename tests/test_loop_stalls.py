@@ -1,7 +1,8 @@
 """Work a client controls must not stall the server's event loop (issue 27): a 16 MB JSON body is
 parsed, checked and read off the loop, and a batch's bookkeeping (its answers' appends, its record's
-rewrites) leaves the loop too. Judged as every other client sees it: a probe asks the real server
-for /health every 20 ms, and the slowest answer is how long the loop stood still."""
+rewrites) leaves the loop too (tests/test_batches.py). Judged as every other client sees it: a
+probe asks the real server for /health every 20 ms, and the slowest answer is how long the loop
+stood still."""
 
 from __future__ import annotations
 

@@ -7,31 +7,43 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
+
+import anyio.to_thread
 
 from heylook.errors import HeylookError, InvalidRequest, RequestTooLarge
 from heylook.protocols import embeddings, openai
 from heylook.protocols.errors import openai_error_body
-from heylook.protocols.fields import parse_json_object
+from heylook.protocols.fields import INLINE_BODY_BYTES, parse_json_object, parsed_in_bulk
 from heylook.protocols.writer import Writer
 from heylook.providers.backends import Backends
 from heylook.reply import gather_reply
 from heylook.types import GenerationRequest
 
+T = TypeVar("T")
+
 
 async def answer(backends: Backends, endpoint: str, text: str) -> tuple[int, dict[str, Any]]:
     """The line's status and body (`text`: its request body's JSON)."""
     try:
-        body = parse_json_object(_within(text.encode(), backends.settings.max_body_bytes))
+        raw = _within(text.encode(), backends.settings.max_body_bytes)
         if endpoint == "/v1/embeddings":
-            request, encoding_format = embeddings.parse_openai_request(body)
+            request, encoding_format = await _read(raw, embeddings.parse_openai_request)
             vectors = await backends.embed(request)
             return 200, embeddings.openai_reply(request.model, vectors, encoding_format)
-        internal, writer = _parsed(endpoint, body)
+        internal, writer = await _read(raw, lambda body: _parsed(endpoint, body))
         return 200, await _generate(backends, replace(internal, background=True), writer)
     except HeylookError as error:
         return error.status, openai_error_body(error)
+
+
+async def _read(raw: bytes, parse: Callable[[dict[str, Any]], T]) -> T:
+    """The body checked and read as the route reads it: a large one off the event loop."""
+    if len(raw) <= INLINE_BODY_BYTES:
+        return parse(parse_json_object(raw))
+    return await anyio.to_thread.run_sync(parsed_in_bulk, raw, parse)
 
 
 def _within(raw: bytes, most: int) -> bytes:

@@ -55,6 +55,11 @@ _IDLE_INTERVAL = 5.0
 _STORAGE_RETRY = 30.0
 # How long the runner waits before it starts again after an error escaped it.
 _RESTART_DELAY = 1.0
+# How often, at most, a running batch's record is rewritten with its counts (seconds). The results
+# file is what makes an answer durable (appended and fsynced before it is counted); the record's
+# counts follow it, and are made again from it at the end and after a restart. Rewriting the record
+# at every line was an fsync and a rename per answer on the event loop.
+_COUNTS_INTERVAL = 0.5
 
 
 @dataclass
@@ -109,6 +114,8 @@ class BatchRunner:
         self.root = store.root.parent
         self.status = RunnerHealth(str(self.root))
         self._lock = FileLock(self.root / "owner.lock")
+        self._appending = anyio.Lock()  # one append to a results file at a time
+        self._counted_at: dict[str, float] = {}  # batch id -> when its record's counts were written
 
     def wake(self) -> None:
         self._wake.set()
@@ -280,7 +287,8 @@ class BatchRunner:
             limiter.release()
         result = result_line(line.custom_id, status, body)
         try:
-            self.store.add_result(batch_id, result)  # on disk before it is counted
+            async with self._appending:  # on disk (fsynced, off the loop) before it is counted
+                await anyio.to_thread.run_sync(self.store.add_result, batch_id, result)
         except OSError as error:  # not counted: the line runs again when storage is back
             progress.storage = error
             if self._line is not None:
@@ -288,13 +296,19 @@ class BatchRunner:
             return
         progress.done.add(line.custom_id)
         progress.failed += 1 if is_failure(result) else 0
-        self._count(batch_id, progress.total, len(progress.done), progress.failed)
+        now = time.monotonic()
+        if (
+            len(progress.done) == progress.total
+            or now - self._counted_at.get(batch_id, 0.0) >= _COUNTS_INTERVAL
+        ):
+            self._count(batch_id, progress.total, len(progress.done), progress.failed)
 
     def _still_running(self, batch_id: str) -> bool:
         batch = self.store.get(batch_id)
         if batch["status"] == "in_progress" and time.time() > batch["expires_at"]:
             self._update(batch_id, status="expired", expired_at=int(time.time()))
-        return self.store.get(batch_id)["status"] == "in_progress"
+            return False
+        return batch["status"] == "in_progress"
 
     async def _finish(
         self, batch_id: str, failure: tuple[str, str] | list[dict[str, Any]] | None = None
@@ -324,6 +338,7 @@ class BatchRunner:
             data = [_batch_error(*failure)] if isinstance(failure, tuple) else failure
             changes["errors"] = {"object": "list", "data": data}
         self._update(batch_id, **changes)
+        self._counted_at.pop(batch_id, None)
         await anyio.to_thread.run_sync(self.store.drop_results, batch_id)
 
     def _write_results(self, batch_id: str) -> tuple[str | None, str | None, list[dict[str, Any]]]:
@@ -342,6 +357,7 @@ class BatchRunner:
     def _count(self, batch_id: str, total: int, answered: int, failed: int) -> None:
         counts = {"total": total, "completed": answered - failed, "failed": failed}
         self._update(batch_id, request_counts=counts)
+        self._counted_at[batch_id] = time.monotonic()
 
     def _update(self, batch_id: str, **changes: Any) -> None:
         # Read, change, write with no await between: the routes' changes (cancel) are never lost.

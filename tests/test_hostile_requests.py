@@ -1,12 +1,15 @@
 """What one hostile request can cost the server (issue 27): the JSON body check holds memory of the
 body's depth, not of its keys times its lists (measured as the real server's resident growth);
-/metrics labels come from a closed set whatever methods and paths clients make up."""
+/metrics labels come from a closed set whatever methods and paths clients make up (twelve thousand
+made-up requests leave the server's resident memory as it was)."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -265,3 +268,77 @@ async def test_a_prompt_far_beyond_the_context_is_refused_before_it_is_tokenized
     assert error["code"] == "context_length_exceeded"
     assert re.search(r"the prompt is \d{7} characters, more than 64 tokens can hold", error["message"])
     assert took < 2.0, f"{took:.1f} s"
+
+
+# --- made-up methods, paths and model names, by the ten thousand, against a live server ------------
+
+
+def _pipelined(port: int, requests: list[bytes], batch: int = 300) -> Counter[int]:
+    """Send `requests` over kept-alive connections, `batch` at a time without waiting (HTTP/1.1
+    pipelining), and count the statuses of the answers. A connection takes 900 requests (hypercorn
+    closes one after 1,000)."""
+    statuses: Counter[int] = Counter()
+    for first in range(0, len(requests), 3 * batch):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock, sock.makefile("rb") as reader:
+            for start in range(first, min(first + 3 * batch, len(requests)), batch):
+                sent = requests[start : start + batch]
+                sock.sendall(b"".join(sent))
+                for _ in sent:
+                    statuses[_read_status(reader)] += 1
+    return statuses
+
+
+def _read_status(reader: Any) -> int:
+    """One response's status, its headers and body read past."""
+    status = int(reader.readline().split()[1])
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    reader.read(length)
+    return status
+
+
+def _made_up(n: int) -> bytes:
+    """A request made up in its method (on a made-up path) eight times in ten, else in its path or
+    its model's name."""
+    if n % 10 < 8:
+        return f"MADEUP{n} /v1/made/up/{n} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode()
+    if n % 10 == 8:
+        return f"GET /no/such/page/{n}?q={n} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    body = json.dumps({"model": f"made-up-model-{n}", "messages": [{"role": "user", "content": "hi"}]})
+    return (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def _resident_kib(pid: int) -> int:
+    return _status_kib(pid, "VmRSS")
+
+
+# Made-up requests sent, and what they may leave the server holding: a series per made-up method
+# took ~730 bytes, so the 9,600 methods among them held 7 MB (20,000 with 12,000 methods: 9.2 MB).
+MADE_UP_REQUESTS = 12_000
+MADE_UP_BUDGET = 3 * 2**20
+
+
+def test_tens_of_thousands_of_made_up_requests_leave_the_server_as_it_was(server: RunningServer) -> None:
+    port, pid = server.port, server.process.pid
+    _pipelined(port, [_made_up(-n) for n in range(1, 1000)])  # what any request sets up
+    _series_labels(server)  # a scrape counts itself in the next one
+    series_before = len(_series_labels(server))
+    before = _resident_kib(pid)
+    requests = [_made_up(n) for n in range(MADE_UP_REQUESTS)]
+    statuses = _pipelined(port, requests)
+    grown = (_resident_kib(pid) - before) * 1024
+    assert sum(statuses.values()) == len(requests) and not any(s >= 500 for s in statuses), statuses
+    assert grown < MADE_UP_BUDGET, f"{grown / 2**20:.1f} MB kept after {len(requests):,} made-up requests"
+    assert len(_series_labels(server)) == series_before, "no series of its own for a made-up label"
+
+
+def _series_labels(server: RunningServer) -> set[str]:
+    """The labels of the server's request series."""
+    series = _request_series(httpx.get(f"{server.base_url}/metrics").text)
+    return {line.split("}")[0] for line in series}

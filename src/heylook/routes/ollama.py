@@ -89,9 +89,9 @@ async def delete(request: Request) -> Response:
 
 
 class RegistryUnusable(HeylookError):
-    """models.yaml, as it is now, is not what the server serves (a broken hand edit, an emptied
-    file): an edit through the API would work on something other than what clients see, or
-    overwrite the user's unfinished work, so it waits until the file is fixed."""
+    """models.yaml, as it is now, cannot be read (a broken hand edit): an edit through the API would
+    work on something other than what clients see, or overwrite the user's unfinished work, so it
+    waits until the file is fixed. An emptied file is an empty registry, which edits apply to."""
 
     status = 409
     kind = "invalid_request_error"

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from heylook.batches.atomic import write_atomically
 from heylook.batches.store import ids_after, ids_in, is_our_id, new_id
@@ -97,6 +97,15 @@ class FileStore:
         self.get(file_id)
         try:
             return (self.root / f"{file_id}.data").read_bytes()
+        except FileNotFoundError:  # deleted in between
+            raise FileNotFound(file_id) from None
+
+    def open_content(self, file_id: str) -> BinaryIO:
+        """The file's bytes to read as a stream (a batch's input is read a line at a time: a 200 MB
+        file read whole held 200 MB while it was checked)."""
+        self.get(file_id)
+        try:
+            return open(self.root / f"{file_id}.data", "rb")  # the caller closes it
         except FileNotFoundError:  # deleted in between
             raise FileNotFound(file_id) from None
 

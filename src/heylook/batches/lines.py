@@ -9,12 +9,13 @@ a line nested 100,000 deep is one bad line, not a RecursionError."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 # The routes a batch may name, as OpenAI's Batch API takes them.
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -38,10 +39,13 @@ class Line:
     body: str  # the request body's JSON text, checked as a request body when answered
 
 
-def read_lines(data: bytes, endpoint: str, max_lines: int) -> tuple[list[Line], list[dict[str, Any]]]:
-    """The requests of an input file, and its errors (OpenAI's BatchError objects: code, message,
-    param, line); any error fails the whole batch before a line is answered, as OpenAI's does.
-    Work and memory are bounded by `max_lines`: past it, reading stops."""
+def read_lines(
+    data: bytes | BinaryIO, endpoint: str, max_lines: int
+) -> tuple[list[Line], list[dict[str, Any]]]:
+    """The requests of an input file (its bytes, or the file open to read a line at a time), and
+    its errors (OpenAI's BatchError objects: code, message, param, line); any error fails the whole
+    batch before a line is answered, as OpenAI's does. Work and memory are bounded by `max_lines`:
+    past it, reading stops."""
     lines: list[Line] = []
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -69,18 +73,15 @@ def read_lines(data: bytes, endpoint: str, max_lines: int) -> tuple[list[Line], 
     return lines, errors
 
 
-def _raw_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """JSONL's lines: split at "\\n" only (U+2028 and the other breaks str.splitlines knows are
-    text inside a string), a "\\r" before it dropped, blank lines skipped; one at a time."""
-    start, number = 0, 0
-    while start < len(data):
-        end = data.find(b"\n", start)
-        end = len(data) if end < 0 else end
-        number += 1
-        raw = data[start:end].rstrip(b"\r")
+def _raw_lines(data: bytes | BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """JSONL's lines: split at "\\n" only (a binary file's lines; U+2028 and the other breaks
+    str.splitlines knows are text inside a string), a "\\r" before it dropped, blank lines
+    skipped; one at a time."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    for number, line in enumerate(source, 1):
+        raw = line.rstrip(b"\n").rstrip(b"\r")
         if raw.strip():
             yield number, raw
-        start = end + 1
 
 
 def _check(raw: bytes, endpoint: str, seen: set[str]) -> Line | tuple[str, str, str | None]:

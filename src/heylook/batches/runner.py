@@ -237,8 +237,8 @@ class BatchRunner:
         return lines
 
     def _read_input(self, batch: dict[str, Any]) -> tuple[list[Line], list[dict[str, Any]]]:
-        data = self.files.content(batch["input_file_id"])
-        return read_lines(data, batch["endpoint"], self._max_lines)
+        with self.files.open_content(batch["input_file_id"]) as data:  # a line at a time
+            return read_lines(data, batch["endpoint"], self._max_lines)
 
     def _repaired_results(self, batch_id: str) -> list[dict[str, Any]]:
         self.store.repair_results(batch_id)

@@ -150,6 +150,37 @@ async def distinct_schemas(client: httpx.AsyncClient, model: str, outcome: Outco
         outcome.statuses[reply.status_code] += 1
 
 
+async def distinct_tools(client: httpx.AsyncClient, model: str, outcome: Outcome) -> None:
+    """A tool set of its own each request: a grammar each, and a prompt (the tools written into it)
+    the prefix cache keeps."""
+    for _ in range(10):
+        tag = random.randrange(1 << 30)
+        properties = {f"a{tag}_{k}": {"type": "string" if k % 2 else "number"} for k in range(8)}
+        tool = {
+            "type": "function",
+            "function": {"name": f"t{tag}", "parameters": {"type": "object", "properties": properties}},
+        }
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 2,
+            "tools": [tool],
+            "tool_choice": "required",
+        }
+        reply = await client.post("/v1/chat/completions", json=body)
+        outcome.statuses[reply.status_code] += 1
+
+
+async def large_body(client: httpx.AsyncClient, model: str, outcome: Outcome) -> None:
+    """15 MB of short messages: parsed and checked off the event loop, then refused for length."""
+    messages = [{"role": "user", "content": "a few words here"}] * 300_000
+    body = json.dumps({"model": model, "messages": messages, "max_tokens": 1}).encode()
+    reply = await client.post(
+        "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
+    outcome.statuses[reply.status_code] += 1
+
+
 async def many_choices(client: httpx.AsyncClient, model: str, outcome: Outcome) -> None:
     """Clients asking n=8 each, and a short chat among them: how long it waits."""
 
@@ -254,6 +285,8 @@ ATTACKS: dict[str, Attack] = {
     "deep_body": deep_body,
     "made_up_methods": made_up_methods,
     "distinct_schemas": distinct_schemas,
+    "distinct_tools": distinct_tools,
+    "large_body": large_body,
     "many_choices": many_choices,
     "odd_ids": odd_ids,
     "huge_prompt": huge_prompt,

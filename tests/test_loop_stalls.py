@@ -85,6 +85,23 @@ def test_a_16_mb_body_does_not_stall_the_loop(server: RunningServer, path: str) 
     assert stall < BODY_STALL_BUDGET, f"the loop stood still {stall:.2f} s for a {len(body) >> 20} MB body"
 
 
+def test_a_16_mb_responses_body_does_not_stall_the_loop(server: RunningServer) -> None:
+    # The Responses reader looks up what a request continues in the response store, from the
+    # worker thread too (the store takes a lock).
+    chat = json.loads(many_messages_body(15 * 2**20))
+    body = json.dumps({"model": "no-such-model", "input": chat["messages"]}, separators=(",", ":")).encode()
+    statuses: list[int] = []
+
+    def send() -> None:
+        headers = {"content-type": "application/json"}
+        reply = httpx.post(f"{server.base_url}/v1/responses", content=body, headers=headers, timeout=120)
+        statuses.append(reply.status_code)
+
+    stall = longest_stall(server.base_url, send)
+    assert statuses == [404]
+    assert stall < BODY_STALL_BUDGET, f"the loop stood still {stall:.2f} s for a {len(body) >> 20} MB body"
+
+
 PAD = "x" * 300_000  # past INLINE_BODY_BYTES: the body is read in a worker thread
 
 

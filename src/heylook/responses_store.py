@@ -4,6 +4,7 @@ conversation: in memory, bounded in count and size, least recently used first ou
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,7 +43,8 @@ class StoredResponse:
 
 class ResponseStore:
     """Responses by id. Putting one past a bound drops the least recently used; one older than the
-    time to live is gone when next looked up (or when the store is next written)."""
+    time to live is gone when next looked up (or when the store is next written). Safe from any
+    thread: a large request is read in a worker thread, looking up what it continues."""
 
     def __init__(
         self,
@@ -58,36 +60,41 @@ class ResponseStore:
         # id: (the response, its size, when it was stored), least recently used first
         self._entries: OrderedDict[str, tuple[StoredResponse, int, float]] = OrderedDict()
         self.bytes = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def put(self, id: str, response: StoredResponse) -> None:
-        self.delete(id)
         size = response.size()
-        if size > self.max_bytes:
-            return  # larger than the whole store: kept nowhere, as if evicted at once
-        self._entries[id] = (response, size, self.clock())
-        self.bytes += size
-        self._expire()
-        while len(self._entries) > self.max_responses or self.bytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+        with self._lock:
+            if id in self._entries:
+                self._drop(id)
+            if size > self.max_bytes:
+                return  # larger than the whole store: kept nowhere, as if evicted at once
+            self._entries[id] = (response, size, self.clock())
+            self.bytes += size
+            self._expire()
+            while len(self._entries) > self.max_responses or self.bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
 
     def get(self, id: str) -> StoredResponse | None:
-        entry = self._entries.get(id)
-        if entry is None:
-            return None
-        if self.clock() - entry[2] > self.ttl:
-            self._drop(id)
-            return None
-        self._entries.move_to_end(id)
-        return entry[0]
+        with self._lock:
+            entry = self._entries.get(id)
+            if entry is None:
+                return None
+            if self.clock() - entry[2] > self.ttl:
+                self._drop(id)
+                return None
+            self._entries.move_to_end(id)
+            return entry[0]
 
     def delete(self, id: str) -> bool:
-        if id not in self._entries:
-            return False
-        self._drop(id)
-        return True
+        with self._lock:
+            if id not in self._entries:
+                return False
+            self._drop(id)
+            return True
 
     def _expire(self) -> None:
         """Drop what has outlived the time to live: the oldest stored are first in line, unless a

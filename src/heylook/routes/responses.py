@@ -15,7 +15,7 @@ from heylook.errors import ContextLengthExceeded, HeylookError, InvalidRequest
 from heylook.protocols import responses
 from heylook.protocols.fields import read_int
 from heylook.responses_store import ResponseStore, StoredResponse
-from heylook.routes.common import json_body
+from heylook.routes.common import parsed_body
 from heylook.routes.generation import dropped_tools_header, respond
 from heylook.types import Message, Reply
 
@@ -36,7 +36,7 @@ async def create_response(request: Request) -> Response:
             raise responses.ResponseNotFound(id, param="previous_response_id")
         return stored.conversation
 
-    parsed = responses.parse_response_request(await json_body(request), history)
+    parsed = await parsed_body(request, lambda body: responses.parse_response_request(body, history))
 
     def record(body: dict[str, Any], reply: Reply) -> None:
         conversation = (*parsed.conversation, responses.assistant_turn(reply))

@@ -400,7 +400,9 @@ FACTS = ModelFacts(
     modified=1_700_000_000.0,
     family="llama",
     parameter_count=134_515_008,
-    dtype="F32",
+    dtype="F16",  # a converted GGUF's linear weights (models/convert.py)
+    source_quantization="Q4_1",
+    source_file_type=3,
     context_length=8192,
     config={"max_position_embeddings": 8192, "hidden_size": 576, "num_hidden_layers": 30},
     chat_template="{{ messages }}",
@@ -415,7 +417,7 @@ def test_tags_body() -> None:
     assert entry["capabilities"] == ["completion", "tools"]  # as /api/show says (Ollama 0.30.0)
     assert entry["details"] == {
         "parent_model": "", "format": "safetensors", "family": "llama", "families": ["llama"],
-        "parameter_size": "134.52M", "quantization_level": "F32",
+        "parameter_size": "134.52M", "quantization_level": "F16",
         "context_length": 8192, "embedding_length": 576,
     }  # fmt: skip
 
@@ -455,6 +457,7 @@ def test_show_body() -> None:
     assert body["capabilities"] == ["completion", "tools"]
     assert body["model_info"] == {
         "general.architecture": "llama", "general.parameter_count": 134_515_008,
+        "general.file_type": 3, "heylook.source_quantization": "Q4_1",
         "llama.context_length": 8192, "llama.embedding_length": 576, "llama.block_count": 30,
     }  # fmt: skip
 

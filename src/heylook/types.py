@@ -408,6 +408,10 @@ class ModelFacts:
     family: str = ""
     parameter_count: int | None = None
     dtype: str = ""
+    # A GGUF heylook converted: its quantization as llama.cpp names it ("Q4_1") and its
+    # general.file_type (3); empty and None for any other model.
+    source_quantization: str = ""
+    source_file_type: int | None = None
     context_length: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
     chat_template: str | None = None

@@ -208,6 +208,8 @@ def show(alias: str, /, *, models: ModelsOption = None) -> int:
         table.add_row("family", facts.family or "?")
         table.add_row("parameters", f"{facts.parameter_count:,}" if facts.parameter_count else "?")
         table.add_row("precision", facts.dtype or "?")
+        if facts.source_quantization:
+            table.add_row("converted from", f"{facts.source_quantization} GGUF (dequantized)")
         table.add_row("context", str(facts.context_length or "?"))
     console.print(table)
     return 0

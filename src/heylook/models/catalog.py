@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from heylook.chat.syntax import template_traits
+from heylook.models.convert import gguf_source
 from heylook.models.estimate import read_json, safetensors_tensors
 from heylook.models.kind import model_kind, reads_images
 from heylook.models.sources import find_local
@@ -51,6 +52,7 @@ def _directory_facts(directory: str, signature: tuple[tuple[str, int, int], ...]
     if isinstance(template, list):  # several named templates (Hermes: default and tool_use)
         template = "\n".join(str(t.get("template", "")) for t in template if isinstance(t, dict))
     vocab = _special_and_added_tokens(folder)
+    gguf = gguf_source(folder) or {}
     return {
         "on_disk": True,
         "size_bytes": sum(size for _, size, _ in signature),
@@ -58,6 +60,8 @@ def _directory_facts(directory: str, signature: tuple[tuple[str, int, int], ...]
         "family": str(config.get("model_type", "")),
         "parameter_count": _parameter_count(folder),
         "dtype": _DTYPE_LABELS.get(str(config.get("dtype") or config.get("torch_dtype")), ""),
+        "source_quantization": str(gguf.get("quantization") or ""),
+        "source_file_type": gguf.get("file_type") if isinstance(gguf.get("file_type"), int) else None,
         "context_length": text_config.get("max_position_embeddings"),
         "config": text_config,
         "chat_template": template if isinstance(template, str) else None,

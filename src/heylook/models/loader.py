@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import logging
 import time
@@ -18,6 +20,7 @@ from heylook.engine.draft import DraftModel
 from heylook.engine.encoder import Encoder, Scorer
 from heylook.engine.runner import Engine
 from heylook.errors import InvalidRequest, ModelLoadFailed
+from heylook.models.convert import gguf_source
 from heylook.models.kind import (
     GENERATIVE_ENCODER,
     ModelKind,
@@ -135,6 +138,16 @@ def from_pretrained_options(load: LoadOptions, device: torch.device) -> dict[str
     return {**options, "quantization_config": config, "device_map": {"": device.index or 0}}
 
 
+def converted_gguf_options(options: dict[str, Any], load: LoadOptions, directory: Path) -> dict[str, Any]:
+    """A GGUF converted by heylook stores its linear weights as float16 (models/convert.py); left to
+    "auto", it loads as float32, as it was dequantized: the CPU computes in float32 (float16
+    activations there are slow and inexact) while its fast path packs the linear weights as float16
+    again, and a GPU gets 16-bit weights from _half_precision_on_gpu."""
+    if load.dtype != "auto" or gguf_source(directory) is None:
+        return options
+    return {**options, "dtype": torch.float32}
+
+
 def load_model(
     source: ModelSource,
     load: LoadOptions | None = None,
@@ -151,6 +164,7 @@ def load_model(
     device = pick_device(load.device)
     options = from_pretrained_options(load, device)
     directory = resolve(source)
+    options = converted_gguf_options(options, load, directory)
     kind = folder_kind(directory)
     if kind in ("embed", "rerank"):
         return load_encoder(source, directory, load, device, options, name=name, started=started, kind=kind)
@@ -174,6 +188,7 @@ def load_model(
         fast_path = apply_fast_path(model, load, device)
         if "device_map" not in options:
             model.to(device)  # type: ignore[arg-type]  # transformers' stub takes the model, not the device
+        return_freed_memory()
     except ModelLoadFailed:
         raise
     except Exception as error:
@@ -208,14 +223,29 @@ def load_model(
         processor=processor,
     )
     log.info(
-        "loaded %s from %s on %s in %.1f s (%s)",
+        "loaded %s from %s on %s in %.1f s (%s)%s",
         name,
         directory,
         engine.device,
         loaded.load_ns / 1e9,
         fast_path or "no fast path",
+        _gguf_note(directory),
     )
     return loaded
+
+
+def return_freed_memory() -> None:
+    """Hand the loader's freed copies back to the system: the float32 linear weights the fast
+    path replaced stay in glibc's heap otherwise (SmolLM2's converted GGUF: ~470 MB resident)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to ask
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _gguf_note(directory: Path) -> str:
+    source = gguf_source(directory)
+    if source is None:
+        return ""
+    return f"; {source.get('quantization') or 'a'} GGUF dequantized, linear weights stored as float16"
 
 
 def engine_device(model: torch.nn.Module) -> torch.device:

@@ -450,6 +450,8 @@ def details_body(facts: ModelFacts) -> dict[str, Any]:
         "family": facts.family,
         "families": [facts.family] if facts.family else None,
         "parameter_size": human_parameters(facts.parameter_count),
+        # What runs, not what the source file held: heylook dequantizes a GGUF (its type is in
+        # /api/show's model_info).
         "quantization_level": facts.dtype,
     }
 
@@ -568,6 +570,11 @@ def _model_info(facts: ModelFacts) -> dict[str, Any]:
     """GGUF-style keys, as Ollama reports them, from the transformers config."""
     family, config = facts.family, facts.config
     info: dict[str, Any] = {"general.architecture": family, "general.parameter_count": facts.parameter_count}
+    # A converted GGUF: the file's own type, as Ollama reports it (an integer), and by name;
+    # details.quantization_level says what heylook runs (the dequantized float16 weights).
+    info["general.file_type"] = facts.source_file_type
+    if facts.source_quantization:
+        info["heylook.source_quantization"] = facts.source_quantization
     for key, config_key in (
         ("context_length", "max_position_embeddings"),
         ("embedding_length", "hidden_size"),

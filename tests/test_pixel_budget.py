@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from heylook.images.budget import PixelBudget
@@ -16,15 +16,25 @@ CAPACITY = 100
 
 @given(st.lists(st.tuples(st.integers(1, 3 * CAPACITY), st.integers(0, 3)), min_size=1, max_size=25))
 @settings(deadline=None, max_examples=60)
+# The third finds room at once while the second, given room before it asked, waits to run.
+@example(images=[(2, 2), (99, 0), (1, 0)])
 def test_holders_stay_within_the_budget_and_take_turns_in_order(images: list[tuple[int, int]]) -> None:
     """Images of any sizes (some past the whole budget) decoding for a few ticks each: together
-    within the budget, an oversized one alone, started in the order they asked, and every one served."""
+    within the budget, an oversized one alone, none given room while one that asked before it still
+    waits, and every one served. (Given room is not started: a task given room resumes when the
+    loop gets to it, after one that asked later and found room at once may have started.)"""
     budget = PixelBudget(CAPACITY)
     holding: list[int] = []
     started: list[int] = []
 
+    def waiting() -> list[anyio.Event]:
+        return [event for _, event in budget._waiting]  # the events themselves: ids get reused
+
     async def decode(index: int, pixels: int, ticks: int) -> None:
+        ahead = waiting()  # those that asked before this one and wait
         async with budget.hold(pixels):
+            now = waiting()
+            assert not any(event in now for event in ahead), "given room before one that asked earlier"
             started.append(index)
             holding.append(pixels)
             assert sum(holding) <= CAPACITY or holding == [pixels], holding
@@ -41,7 +51,7 @@ def test_holders_stay_within_the_budget_and_take_turns_in_order(images: list[tup
                 await anyio.lowlevel.checkpoint()  # each asks in turn
 
     anyio.run(run)
-    assert started == list(range(len(images)))
+    assert sorted(started) == list(range(len(images)))
     assert budget.held == 0
 
 

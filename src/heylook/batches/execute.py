@@ -11,12 +11,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-import anyio.to_thread
-
 from heylook.errors import HeylookError, InvalidRequest, RequestTooLarge
 from heylook.protocols import embeddings, openai
 from heylook.protocols.errors import openai_error_body
-from heylook.protocols.fields import INLINE_BODY_BYTES, parse_json_object, parsed_in_bulk
+from heylook.protocols.fields import parsed_off_loop
 from heylook.protocols.writer import Writer
 from heylook.providers.backends import Backends
 from heylook.reply import gather_reply
@@ -41,9 +39,7 @@ async def answer(backends: Backends, endpoint: str, text: str) -> tuple[int, dic
 
 async def _read(raw: bytes, parse: Callable[[dict[str, Any]], T]) -> T:
     """The body checked and read as the route reads it: a large one off the event loop."""
-    if len(raw) <= INLINE_BODY_BYTES:
-        return parse(parse_json_object(raw))
-    return await anyio.to_thread.run_sync(parsed_in_bulk, raw, parse)
+    return await parsed_off_loop(raw, parse)
 
 
 def _within(raw: bytes, most: int) -> bytes:

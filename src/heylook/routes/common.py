@@ -12,7 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from heylook.protocols.fields import INLINE_BODY_BYTES, parse_json_object, parsed_in_bulk
+from heylook.protocols.fields import parsed_off_loop
 from heylook.providers.backends import Backends
 from heylook.providers.base import Generation
 from heylook.reply import gather_reply
@@ -56,10 +56,7 @@ async def parsed_body(request: Request, parse: Callable[[dict[str, Any]], T]) ->
     """`parse` of the request's JSON body. A large body is parsed, checked and read by `parse` in a
     worker thread (`parsed_in_bulk`): a 16 MB one takes seconds, which on the event loop would
     freeze every other client (health checks, streams in flight) for as long."""
-    raw = await request.body()
-    if len(raw) <= INLINE_BODY_BYTES:  # a thread's hop would cost more than parsing it
-        return parse(parse_json_object(raw))
-    return await anyio.to_thread.run_sync(parsed_in_bulk, raw, parse)
+    return await parsed_off_loop(await request.body(), parse)
 
 
 def _as_is(body: dict[str, Any]) -> dict[str, Any]:

@@ -231,12 +231,12 @@ def _preemptions(metrics: str) -> float:
 
 def test_a_batch_resumes_after_a_restart(tmp_path: Path, tiny_model_dir: Path) -> None:
     first = _start(tmp_path, tiny_model_dir)
-    total = 24
+    total = 96  # the first server is stopped at its first count, far from the end even on a fast machine
     try:
         client = _client(first)
-        requests = [(f"r{i}", CHAT, _chat(f"Story {i}", max_tokens=12)) for i in range(total)]
+        requests = [(f"r{i}", CHAT, _chat(f"Story {i}", max_tokens=16)) for i in range(total)]
         batch = _submit(client, _jsonl(requests))
-        midway = _wait(client, batch.id, until=lambda b: b.request_counts and b.request_counts.completed >= 3)
+        midway = _wait(client, batch.id, until=lambda b: b.request_counts and b.request_counts.completed >= 1)
     finally:
         first.stop()
     assert midway.request_counts and midway.request_counts.completed < total

@@ -19,7 +19,7 @@ from transformers import (
     Qwen3Config,
 )
 
-from heylook.engine import cpu_attention, cpu_linear, decode_pass
+from heylook.engine import cpu_attention, cpu_linear, decode_pass, quantized_linear
 from heylook.engine.batch_cache import GROWTH_COLUMNS, BatchCache, new_cache
 from heylook.engine.decode_pass import DecodePass
 from heylook.engine.runner import Engine
@@ -58,8 +58,15 @@ FAMILIES = {
 }
 
 
-def as_served(config, *, grouped_attention: bool = True) -> torch.nn.Module:
-    """A random model of this config as the CPU fast path serves it (engine/cpu_*.py)."""
+# Every family with float16 weights; quantized blocks on a few (the same products in every family).
+SERVED = [(family, "float16") for family in FAMILIES] + [
+    (family, weights) for family in ("llama", "llama-with-biases", "qwen3") for weights in ("int8", "int4")
+]
+
+
+def as_served(config, *, grouped_attention: bool = True, weights: str = "float16") -> torch.nn.Module:
+    """A random model of this config as the CPU fast path serves it (engine/cpu_*.py), with float16
+    weights (fbgemm) or quantized blocks (engine/quantized_linear.py)."""
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
     with torch.no_grad():  # transformers starts norms at one and biases at zero: a pass mixing
@@ -68,7 +75,10 @@ def as_served(config, *, grouped_attention: bool = True) -> torch.nn.Module:
                 parameter.normal_(1.0, 0.2)
             elif name.endswith(".bias"):
                 parameter.normal_(0.0, 0.2)
-    cpu_linear.pack_linears(model)
+    if weights == "float16":
+        cpu_linear.pack_linears(model)
+    else:
+        quantized_linear.quantize_linears(model, weights)  # type: ignore[arg-type]
     if grouped_attention:
         cpu_attention.use_grouped_attention(model)
     return model
@@ -100,9 +110,11 @@ def padded_batch(model, prompts: list[list[int]]) -> BatchCache:
 
 
 @pytest.mark.parametrize("script", [True, False], ids=["torchscript", "python"])
-@pytest.mark.parametrize("family", FAMILIES)
-def test_one_row_decodes_bit_identically_to_the_models_forward(family: str, script: bool) -> None:
-    model = as_served(FAMILIES[family]())
+@pytest.mark.parametrize(("family", "weights"), SERVED)
+def test_one_row_decodes_bit_identically_to_the_models_forward(
+    family: str, script: bool, weights: str
+) -> None:
+    model = as_served(FAMILIES[family](), weights=weights)
     with torch.inference_mode():
         decode = DecodePass.build(model, script=script)
         assert decode is not None and decode.scripted is script
@@ -119,11 +131,11 @@ def test_one_row_decodes_bit_identically_to_the_models_forward(family: str, scri
 
 
 @pytest.mark.parametrize("grouped_attention", [True, False], ids=["grouped-sdpa", "transformers-sdpa"])
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("family", "weights"), SERVED)
 def test_a_padded_batch_decodes_bit_identically_to_the_models_forward(
-    family: str, grouped_attention: bool
+    family: str, grouped_attention: bool, weights: str
 ) -> None:
-    model = as_served(FAMILIES[family](), grouped_attention=grouped_attention)
+    model = as_served(FAMILIES[family](), grouped_attention=grouped_attention, weights=weights)
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15]]
     with torch.inference_mode():
         decode = DecodePass.build(model)

@@ -30,12 +30,17 @@ def test_from_pretrained_options(load: LoadOptions, expected: dict) -> None:
     assert from_pretrained_options(load, CPU) == expected
 
 
-@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
-def test_quantization_on_a_cpu_is_a_clear_error(quantization: str) -> None:
-    with pytest.raises(
-        ModelLoadFailed, match=f"{quantization} quantization runs on bitsandbytes, which needs a CUDA GPU"
-    ):
-        from_pretrained_options(LoadOptions(quantization=quantization), CPU)
+@pytest.mark.parametrize("quantization", ["4bit", "8bit", "int4", "int8", "none"])
+def test_quantization_on_a_cpu_loads_plain_weights_first(quantization: str) -> None:
+    # heylook's kernel quantizes them after loading (apply_fast_path); no bitsandbytes config.
+    assert from_pretrained_options(LoadOptions(quantization=quantization), CPU) == {
+        "dtype": "auto", "trust_remote_code": False,
+    }  # fmt: skip
+
+
+def test_quantization_on_another_device_is_a_clear_error() -> None:
+    with pytest.raises(ModelLoadFailed, match=r"runs on a CPU \(heylook's kernel\) or a CUDA GPU"):
+        from_pretrained_options(LoadOptions(quantization="int4"), torch.device("mps"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -100,5 +105,5 @@ def test_on_a_gpu_the_fast_path_runs_float32_models_in_16_bits(
     model = copy.deepcopy(tiny_model).to(stored)
     said = apply_fast_path(model, load, torch.device("cuda"))
     assert {p.dtype for p in model.parameters()} == {expected}
-    assert (said is not None) == (expected != stored)
+    assert (said.note is not None) == (expected != stored)
     assert not any(isinstance(m, cpu_linear.Float16WeightLinear) for m in model.modules())

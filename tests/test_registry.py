@@ -261,7 +261,7 @@ def test_an_empty_file_has_no_aliases(tmp_path: Path) -> None:
         ("models:\n  a:\n    model: x/y\n    keep_alive: soon\n", 4, "a", "not a duration"),
         ("models:\n  a:\n    model: x/y\n    system: [1]\n", 4, "a", "'system' must be a string"),
         ("models:\n  a:\n    model: x/y\n    load:\n      dtype: int3\n", 5, "a", "'dtype' must be one of"),
-        ("models:\n  a:\n    model: x/y\n    load:\n      quantization: 2bit\n", 5, "a", "4bit or 8bit"),
+        ("models:\n  a:\n    model: x/y\n    load:\n      quantization: 2bit\n", 5, "a", "int4, 8bit, 4bit"),
         ("models:\n  a:\n    model: x/y\n    load:\n      device: gpu\n", 5, "a", "'device' must be"),
         (
             "models:\n  a:\n    model: x/y\n    load:\n      trust_remote_code: yes please\n",

@@ -114,7 +114,9 @@ class LoadOptions:
 
     dtype: str = "auto"  # auto (the checkpoint's), float32, bfloat16, float16
     device: str = "auto"  # auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda, cuda:N
-    quantization: str | None = None  # 4bit or 8bit, through bitsandbytes, on a CUDA GPU
+    # int8 or int4 (also spelt 8bit, 4bit): heylook's block kernel on a CPU, bitsandbytes on a CUDA
+    # GPU (heylook.models.quantization). None: a GGUF keeps about its own bits, others stay float.
+    quantization: str | None = None
     trust_remote_code: bool = False  # run the repo's own modelling code: only when an alias opts in
     # The device's fast path (CPUs: float16 weights through fbgemm; CUDA: float32 models in 16 bits);
     # false keeps the plain modules.

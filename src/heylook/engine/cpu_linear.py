@@ -13,6 +13,8 @@ demo model. Every output column is still its own dot product, so the values are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 # Projections that transformers' decoder layers (Llama, Mistral, Qwen, Gemma and their kin) apply
@@ -58,19 +60,34 @@ class Float16WeightLinear(torch.nn.Module):
 
 
 class StackedProduct:
-    """One input times several linears' stacked weights, computed once and handed out in parts."""
+    """One input times several linears' stacked weights, computed once and handed out in parts.
 
-    def __init__(self, linears: list[torch.nn.Linear]) -> None:
-        self._packed, self.weight_bytes = _pack(linears)
-        self._widths = [linear.out_features for linear in linears]
+    `compute` is the whole product; `packed` is fbgemm's packed weights when that is what computes
+    it (the decode pass calls fbgemm directly), else None."""
+
+    def __init__(
+        self, compute: Callable[[torch.Tensor], torch.Tensor], widths: list[int], weight_bytes: int,
+        packed: object = None,
+    ) -> None:  # fmt: skip
+        self._compute = compute
+        self._packed = packed
+        # A quantized product's operands and kind (quantized_linear.operands), for the decode pass.
+        self.quantized: tuple[list[torch.Tensor], int] | None = None
+        self.weight_bytes = weight_bytes
+        self._widths = widths
         self._input: torch.Tensor | None = None
         self._parts: tuple[torch.Tensor, ...] = ()
+
+    @classmethod
+    def float16(cls, linears: list[torch.nn.Linear]) -> StackedProduct:
+        packed, size = _pack(linears)
+        return cls(lambda x: _product(x, packed), [linear.out_features for linear in linears], size, packed)
 
     def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
         # The parts are asked for in turn with the very same tensor; any other input (or order)
         # is computed afresh, so the answer is right whatever the caller does.
         if x is not self._input:
-            self._parts = _product(x, self._packed).split(self._widths, dim=-1)
+            self._parts = self._compute(x).split(self._widths, dim=-1)
             self._input = x
         part = self._parts[index]
         if index == len(self._widths) - 1:
@@ -95,10 +112,19 @@ class StackedPart(torch.nn.Module):
 
 
 def pack_linears(model: torch.nn.Module) -> int:
-    """Replace every nn.Linear in `model` by float16 packed weights; returns how many were replaced.
+    """Replace every nn.Linear in `model` by float16 packed weights; returns how many were replaced."""
+    return replace_linears(model, StackedProduct.float16, Float16WeightLinear)
+
+
+def replace_linears(
+    model: torch.nn.Module,
+    stacked: Callable[[list[torch.nn.Linear]], StackedProduct],
+    single: Callable[[torch.nn.Linear], torch.nn.Module],
+) -> int:
+    """Replace every nn.Linear in `model`; returns how many were replaced.
 
     A group of STACKED_GROUPS siblings with the same input width becomes StackedParts of one
-    product; every other linear becomes a Float16WeightLinear.
+    `stacked` product; every other linear becomes `single(linear)`.
     """
     replaced = 0
     for parent in list(model.modules()):
@@ -106,12 +132,12 @@ def pack_linears(model: torch.nn.Module) -> int:
             found = [getattr(parent, name, None) for name in group]
             linears = [linear for linear in found if type(linear) is torch.nn.Linear]
             if len(linears) == len(group) and len({linear.in_features for linear in linears}) == 1:
-                product = StackedProduct(linears)
+                product = stacked(linears)
                 for index, (name, linear) in enumerate(zip(group, linears, strict=True)):
                     setattr(parent, name, StackedPart(product, index, linear))
                 replaced += len(group)
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Linear:
-                setattr(parent, name, Float16WeightLinear(child))
+                setattr(parent, name, single(child))
                 replaced += 1
     return replaced

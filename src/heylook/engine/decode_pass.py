@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -39,6 +39,7 @@ from transformers.masking_utils import create_causal_mask
 from heylook.engine.batch_cache import GrowingLayer, new_cache
 from heylook.engine.cpu_attention import NAME as GROUPED_ATTENTION
 from heylook.engine.cpu_linear import Float16WeightLinear, StackedPart
+from heylook.engine.quantized_linear import QuantizedLinear  # also defines torch.ops.heylook.quantized_linear
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,16 @@ def rms_norm(hidden: torch.Tensor, weight: torch.Tensor, epsilon: float) -> torc
     return weight * (hidden * torch.rsqrt(variance + epsilon))
 
 
+def linear(
+    x: torch.Tensor, packed: list[PackedWeights], quantized: list[list[torch.Tensor]], i: int, kind: int
+) -> torch.Tensor:
+    """Layer i's product: fbgemm's float16 weights, or heylook's quantized blocks (when given)."""
+    if len(quantized) > 0:
+        operands = quantized[i]
+        return torch.ops.heylook.quantized_linear(x, operands[0], operands[1], operands[2], operands[3], kind)
+    return torch.ops.quantized.linear_dynamic_fp16(x, packed[i])
+
+
 def decoder_layers(
     hidden: torch.Tensor,
     cos: torch.Tensor,
@@ -86,6 +97,11 @@ def decoder_layers(
     out: list[PackedWeights],
     gate_up: list[PackedWeights],
     down: list[PackedWeights],
+    qkv_blocks: list[list[torch.Tensor]],
+    out_blocks: list[list[torch.Tensor]],
+    gate_up_blocks: list[list[torch.Tensor]],
+    down_blocks: list[list[torch.Tensor]],
+    kind: int,
     key_rooms: list[torch.Tensor],
     value_rooms: list[torch.Tensor],
     held: int,
@@ -101,16 +117,17 @@ def decoder_layers(
     as transformers' SDPA functions (sdpa_attention_forward, cpu_attention's) pick it: SDPA's
     enable_gqa, the query heads of one token folded onto theirs, or the keys and values repeated
     for each query head. `head_norms` (q_norm and k_norm of each layer) is empty for families
-    without them."""
+    without them. The products are fbgemm's (qkv, out, gate_up, down), or where the *_blocks lists
+    are given, heylook's quantized blocks of that `kind` (quantized_linear.py)."""
     rows, tokens = hidden.shape[0], hidden.shape[1]
     half = head_dim // 2
     length = held + tokens
-    for i in range(len(qkv)):
+    for i in range(len(norms) // 2):
         # input_layernorm
         residual = hidden
         normed = rms_norm(hidden, norms[2 * i], epsilons[2 * i])
         # q/k/v (one stacked product), rotary embedding on the query and key heads together
-        parts = torch.ops.quantized.linear_dynamic_fp16(normed, qkv[i]).split(
+        parts = linear(normed, qkv, qkv_blocks, i, kind).split(
             [(heads + kv_heads) * head_dim, kv_heads * head_dim], -1
         )
         rotated = parts[0].view(rows, tokens, heads + kv_heads, head_dim)
@@ -138,15 +155,13 @@ def decoder_layers(
         )
         attended = attended.reshape(rows, -1, tokens, head_dim).transpose(1, 2).contiguous()
         attended = attended.reshape(rows, tokens, -1).contiguous()
-        hidden = residual + torch.ops.quantized.linear_dynamic_fp16(attended, out[i])
+        hidden = residual + linear(attended, out, out_blocks, i, kind)
         # post_attention_layernorm, gated MLP
         residual = hidden
         normed = rms_norm(hidden, norms[2 * i + 1], epsilons[2 * i + 1])
-        gate_and_up = torch.ops.quantized.linear_dynamic_fp16(normed, gate_up[i]).split(
-            [intermediate, intermediate], -1
-        )
+        gate_and_up = linear(normed, gate_up, gate_up_blocks, i, kind).split([intermediate, intermediate], -1)
         product = F.silu(gate_and_up[0]) * gate_and_up[1]
-        hidden = residual + torch.ops.quantized.linear_dynamic_fp16(product, down[i])
+        hidden = residual + linear(product, down, down_blocks, i, kind)
     return hidden
 
 
@@ -178,6 +193,16 @@ class _Weights:
     out: list[Any]
     gate_up: list[Any]
     down: list[Any]
+    # -1: the products are fbgemm's packed float16 weights; else each is the operands of
+    # torch.ops.heylook.quantized_linear, blocks of this kind (quantized_linear.kind_code).
+    kind: int = -1
+
+    def products(self) -> tuple[Any, ...]:
+        """decoder_layers' qkv, out, gate_up, down, their *_blocks, and kind."""
+        products = (self.qkv, self.out, self.gate_up, self.down)
+        if self.kind < 0:
+            return (*products, [], [], [], [], self.kind)
+        return ([], [], [], [], *products, self.kind)
 
 
 class DecodePass:
@@ -296,10 +321,7 @@ class DecodePass:
                 weights.epsilons,
                 weights.head_norms,
                 weights.head_epsilons,
-                weights.qkv,
-                weights.out,
-                weights.gate_up,
-                weights.down,
+                *weights.products(),
                 [room[0] for room in rooms],
                 [room[1] for room in rooms],
                 held,
@@ -365,14 +387,16 @@ def _supported(model: Any) -> _Weights | None:
         return None
     if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
         return None
-    if getattr(config, "hidden_act", None) != "silu" or type(getattr(model, "lm_head", None)) is not (
-        Float16WeightLinear
+    if getattr(config, "hidden_act", None) != "silu" or type(getattr(model, "lm_head", None)) not in (
+        Float16WeightLinear,
+        QuantizedLinear,
     ):
         return None
     if getattr(config, "pretraining_tp", 1) != 1:
         return None
     layer_class, attention_class, mlp_class, norm_class = family
     weights = _Weights([], [], [], [], [], [], [], [])
+    kinds: set[int] = set()
     head_normed = type(model).__name__ in HEAD_NORMS
     for layer in inner.layers:
         attention: Any = getattr(layer, "self_attn", None)
@@ -394,7 +418,8 @@ def _supported(model: Any) -> _Weights | None:
         gate_up = _stacked([mlp.gate_proj, mlp.up_proj], [1, 1], config.intermediate_size)
         if qkv is None or gate_up is None or head_dim % 2:
             return None
-        if not all(type(linear) is Float16WeightLinear for linear in (attention.o_proj, mlp.down_proj)):
+        singles = [_single(linear) for linear in (attention.o_proj, mlp.down_proj)]
+        if singles[0] is None or singles[1] is None:
             return None
         if type(mlp.act_fn).__name__ not in ("SiLUActivation", "SiLU"):
             return None
@@ -406,20 +431,36 @@ def _supported(model: Any) -> _Weights | None:
         if head_normed:
             weights.head_norms.extend(norm.weight for norm in head_norms)
             weights.head_epsilons.extend(float(norm.variance_epsilon) for norm in head_norms)
-        weights.qkv.append(qkv)
-        weights.out.append(attention.o_proj._packed)
-        weights.gate_up.append(gate_up)
-        weights.down.append(mlp.down_proj._packed)
-    if type(inner.norm).__name__ != norm_class or not weights.qkv:
-        return None
+        for product in (qkv, singles[0], gate_up, singles[1]):
+            kinds.add(product[1] if isinstance(product, tuple) else -1)
+        weights.qkv.append(_operands(qkv))
+        weights.out.append(_operands(singles[0]))
+        weights.gate_up.append(_operands(gate_up))
+        weights.down.append(_operands(singles[1]))
+    if type(inner.norm).__name__ != norm_class or not weights.qkv or len(kinds) != 1:
+        return None  # one kind of product throughout (a layer left in float16 among blocks: no)
+    weights = replace(weights, kind=kinds.pop())
     if next(model.parameters()).dtype != torch.float32:
         return None
     return weights
 
 
+def _single(linear: Any) -> Any | None:
+    """A lone linear's product: fbgemm's packed weights, or (operands, kind) of quantized blocks."""
+    if type(linear) is Float16WeightLinear:
+        return linear._packed
+    if type(linear) is QuantizedLinear:
+        return linear.quantized
+    return None
+
+
+def _operands(product: Any) -> Any:
+    return product[0] if isinstance(product, tuple) else product
+
+
 def _stacked(linears: list[Any], counts: list[int], width: int) -> Any | None:
-    """The packed weights of the one stacked product that these StackedParts are, in order, each
-    `count` x `width` wide; None if they are not."""
+    """The product of the one stacked product that these StackedParts are, in order, each
+    `count` x `width` wide (as _single gives it); None if they are not."""
     if not all(type(linear) is StackedPart for linear in linears):
         return None
     product = linears[0]._product
@@ -427,4 +468,4 @@ def _stacked(linears: list[Any], counts: list[int], width: int) -> Any | None:
         return None
     if product._widths != [count * width for count in counts]:
         return None
-    return product._packed
+    return product.quantized or product._packed

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from heylook.chat.syntax import template_traits
+from heylook.models import quantization
 from heylook.models.convert import gguf_source
 from heylook.models.estimate import read_json, safetensors_tensors
 from heylook.models.kind import model_kind, reads_images
@@ -34,7 +35,19 @@ def model_facts(alias: Alias) -> ModelFacts:
         return ModelFacts(**known)
     stats = [(p.name, p.stat()) for p in directory.iterdir() if p.is_file()]
     signature = tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
-    return ModelFacts(**known, **_directory_facts(str(directory), signature))
+    found = _directory_facts(str(directory), signature)
+    return ModelFacts(**known, **{**found, "dtype": _runs_as(alias, found)})
+
+
+def _runs_as(alias: Alias, found: dict[str, Any]) -> str:
+    """What the weights will run as on a CPU (Ollama's quantization_level): the blocks the alias or
+    its GGUF asks for, else the checkpoint's float type. /api/ps says what a loaded model runs as."""
+    kind = quantization.cpu_kind(alias.load.quantization, found["source_quantization"], alias.load.fast_path)
+    if kind is not None:
+        return quantization.CPU_LEVELS[kind]
+    if found["source_quantization"] and alias.load.fast_path:
+        return "F16"  # a float GGUF: the CPU's fast path packs its linear weights as float16
+    return str(found["dtype"])
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from heylook.models import quantization
 from heylook.models.hardware import DeviceMemory
 from heylook.models.sources import find_local, local_gguf
 from heylook.registry.aliases import Alias
@@ -21,10 +22,16 @@ _DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0}
 _SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1}
 # bitsandbytes: 8-bit weights carry a float32 scale per output row; 4-bit NF4 a float32 absmax per
 # block of 64 weights (0.0625 bytes per weight).
-_QUANTIZED_BYTES = {"8bit": 1.0, "4bit": 0.5 + 4 / 64}
+_QUANTIZED_BYTES = {"int8": 1.0, "int4": 0.5 + 4 / 64}
+# heylook's CPU blocks (engine/quantized_linear.py): 32 weights with a float32 scale (int8), and a
+# float32 offset too (int4); the output layer always takes int8 blocks.
+_CPU_BLOCK_BYTES = {"int8": 1 + 4 / 32, "int4": 0.5 + 8 / 32}
+_OUTPUT_LAYER = re.compile(r"(lm_head|^output\.weight$)")
 # Layers bitsandbytes leaves alone: embeddings, the output head, norms.
 _NOT_QUANTIZED = re.compile(r"(embed|lm_head|wte|wpe|norm|ln_)", re.IGNORECASE)
-_EMBEDDINGS = re.compile(r"(embed_tokens|wte|wpe|word_embeddings|position_embeddings)", re.IGNORECASE)
+_EMBEDDINGS = re.compile(
+    r"(embed_tokens|wte|wpe|word_embeddings|position_embeddings|token_embd)", re.IGNORECASE
+)
 # The runtime itself: the CUDA context on a GPU, allocator slack on the CPU.
 _FIXED_OVERHEAD = {"cuda": 512 * 2**20, "cpu": 64 * 2**20}
 
@@ -75,10 +82,13 @@ def estimate_alias(alias: Alias, device_type: str = "cpu") -> MemoryEstimate | N
 
 
 def _estimate_model(alias: Alias, device_type: str) -> MemoryEstimate | None:
+    from heylook.models.convert import gguf_source
+
     directory = find_local(alias.source)
     if directory is not None:
         config = read_json(directory / "config.json")
         tensors = safetensors_tensors(directory)
+        config["gguf_quantization"] = (gguf_source(directory) or {}).get("quantization")
     else:
         gguf = local_gguf(alias.source)
         if gguf is None:
@@ -86,7 +96,14 @@ def _estimate_model(alias: Alias, device_type: str) -> MemoryEstimate | None:
         config, tensors = gguf_tensors(gguf)
     if not tensors:
         return None
-    return estimate(tensors, config, alias.load, alias.options.context_length, device_type)
+    return estimate(
+        tensors,
+        config,
+        alias.load,
+        alias.options.context_length,
+        device_type,
+        config.get("gguf_quantization") or "",
+    )
 
 
 def estimate(
@@ -95,6 +112,7 @@ def estimate(
     load: LoadOptions,
     context_length: int | None,
     device_type: str,
+    gguf_quantization: str = "",
 ) -> MemoryEstimate:
     from heylook.engine.batch_cache import GROWTH_COLUMNS  # imports torch: only when a model is sized
 
@@ -103,15 +121,25 @@ def estimate(
     stored = max((t.bytes_per_value for t in tensors), default=4.0)
     if gpu_half_precision_applies(load, device_type, stored):
         load = replace(load, dtype="bfloat16")  # or float16: two bytes either way
-    if fast_path_applies(load, device_type):
+    kind = quantization.cpu_kind(load.quantization, gguf_quantization, load.fast_path)
+    if device_type == "cpu" and kind is not None:
+        weights = sum(_cpu_quantized_bytes(t, load, kind) for t in tensors)
+        embeddings = [t for t in tensors if _EMBEDDINGS.search(t.name) and len(t.shape) == 2]
+        if not any(_OUTPUT_LAYER.search(t.name) for t in tensors) and embeddings:
+            weights += embeddings[0].count * _CPU_BLOCK_BYTES["int8"]  # the tied output layer's own copy
+    elif fast_path_applies(load, device_type):
         weights = sum(_fast_path_bytes(t, load) for t in tensors)
         embeddings = [t for t in tensors if _EMBEDDINGS.search(t.name) and len(t.shape) == 2]
         if config.get("tie_word_embeddings", text.get("tie_word_embeddings")) and embeddings:
             weights += embeddings[0].count * 2  # the output layer gets its own float16 copy
     else:
         weights = sum(_loaded_bytes(t, load) for t in tensors)
-    # Activations compute in the weights' float type; quantized weights compute in bfloat16.
-    compute_bytes = 2.0 if load.quantization else _DTYPE_BYTES.get(load.dtype, stored)
+    # Activations compute in the weights' float type; bitsandbytes' weights compute in bfloat16,
+    # heylook's CPU blocks in float32.
+    if quantization.quantized(load.quantization):
+        compute_bytes = 2.0 if device_type == "cuda" else 4.0
+    else:
+        compute_bytes = _DTYPE_BYTES.get(load.dtype, stored)
     layers = int(text.get("num_hidden_layers") or 0)
     heads = int(text.get("num_attention_heads") or 1)
     kv_heads = int(text.get("num_key_value_heads") or heads)
@@ -152,7 +180,12 @@ def fast_path_applies(load: LoadOptions, device_type: str) -> bool:
     """The CPU fast path (heylook.engine.cpu_linear) will repack this model's linear layers."""
     from heylook.engine import cpu_linear  # imports torch: only when a model is sized
 
-    return load.fast_path and device_type == "cpu" and not load.quantization and cpu_linear.available()
+    return (
+        load.fast_path
+        and device_type == "cpu"
+        and not quantization.quantized(load.quantization)
+        and cpu_linear.available()
+    )
 
 
 def gpu_half_precision_applies(load: LoadOptions, device_type: str, stored_bytes: float) -> bool:
@@ -160,7 +193,7 @@ def gpu_half_precision_applies(load: LoadOptions, device_type: str, stored_bytes
     return (
         load.fast_path
         and device_type == "cuda"
-        and not load.quantization
+        and not quantization.quantized(load.quantization)
         and load.dtype == "auto"
         and stored_bytes == 4.0
     )
@@ -173,10 +206,18 @@ def _fast_path_bytes(tensor: Tensor, load: LoadOptions) -> float:
     return tensor.count * _DTYPE_BYTES.get(load.dtype, tensor.bytes_per_value)
 
 
+def _cpu_quantized_bytes(tensor: Tensor, load: LoadOptions, kind: quantization.Kind) -> float:
+    """Linear weights in heylook's blocks (the output layer in int8); the rest as loaded."""
+    if len(tensor.shape) == 2 and not _EMBEDDINGS.search(tensor.name) and "norm" not in tensor.name:
+        return tensor.count * _CPU_BLOCK_BYTES["int8" if _OUTPUT_LAYER.search(tensor.name) else kind]
+    return tensor.count * _DTYPE_BYTES.get(load.dtype, tensor.bytes_per_value)
+
+
 def _loaded_bytes(tensor: Tensor, load: LoadOptions) -> float:
-    if load.quantization and len(tensor.shape) == 2 and not _NOT_QUANTIZED.search(tensor.name):
-        return tensor.count * _QUANTIZED_BYTES[load.quantization]
-    if load.quantization:  # what bitsandbytes leaves alone keeps a 16-bit float type
+    kind = quantization.kind_of(load.quantization)
+    if kind and len(tensor.shape) == 2 and not _NOT_QUANTIZED.search(tensor.name):
+        return tensor.count * _QUANTIZED_BYTES[kind]
+    if kind:  # what bitsandbytes leaves alone keeps a 16-bit float type
         return tensor.count * min(tensor.bytes_per_value, 2.0)
     return tensor.count * _DTYPE_BYTES.get(load.dtype, tensor.bytes_per_value)
 
@@ -220,9 +261,16 @@ def gguf_tensors(path: Path) -> tuple[dict[str, Any], list[Tensor]]:
         "hidden_size": value(f"{arch}.embedding_length"),
         "intermediate_size": value(f"{arch}.feed_forward_length"),
         "max_position_embeddings": value(f"{arch}.context_length"),
+        "gguf_quantization": _gguf_quantization_name(value("general.file_type")),
     }
     tensors = [Tensor(t.name, tuple(int(n) for n in t.shape), 4.0) for t in reader.tensors]
     return {k: v for k, v in config.items() if v is not None}, tensors
+
+
+def _gguf_quantization_name(file_type: Any) -> str | None:
+    from heylook.models.convert import quantization_name
+
+    return quantization_name(file_type) if isinstance(file_type, int) else None
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -249,10 +297,10 @@ def fit_verdict(
     if use_gpu and any(needed.total_bytes <= share * gpu.free_bytes for gpu in gpus):
         return needed, "fits GPU"
     on_cpu = estimate_alias(alias, "cpu") if use_gpu else needed
-    if not alias.load.quantization and on_cpu and on_cpu.total_bytes <= share * cpu.free_bytes:
+    if on_cpu and on_cpu.total_bytes <= share * cpu.free_bytes:
         return needed, "fits CPU RAM"
     if gpus:
-        quantized = replace(alias, load=replace(alias.load, quantization="4bit", device="auto"))
+        quantized = replace(alias, load=replace(alias.load, quantization="int4", device="auto"))
         smaller = estimate_alias(quantized, "cuda")
         if smaller and any(smaller.total_bytes <= share * gpu.free_bytes for gpu in gpus):
             return needed, "fits only with 4-bit"

@@ -20,6 +20,7 @@ from heylook.engine.draft import DraftModel
 from heylook.engine.encoder import Encoder, Scorer
 from heylook.engine.runner import Engine
 from heylook.errors import InvalidRequest, ModelLoadFailed
+from heylook.models import quantization
 from heylook.models.convert import gguf_source
 from heylook.models.kind import (
     GENERATIVE_ENCODER,
@@ -56,6 +57,8 @@ class LoadedModel:
     generation_defaults: SamplingOptions
     load_ns: int
     size_bytes: int = 0  # weights and buffers, where they live (engine.device)
+    # What the weights run as, as Ollama names it (/api/ps): Q8_0, Q4_1, F16, BF16, F32, NF4...
+    quantization_level: str = ""
     grammars: JsonGrammars | None = None
     # The tool-call syntax and reasoning markers of its chat template (read from the tokenizer's).
     traits: TemplateTraits = field(default_factory=TemplateTraits)
@@ -114,13 +117,13 @@ def from_pretrained_options(load: LoadOptions, device: torch.device) -> dict[str
         "dtype": "auto" if load.dtype == "auto" else getattr(torch, load.dtype),
         "trust_remote_code": load.trust_remote_code,
     }
-    if load.quantization is None:
+    if not quantization.quantized(load.quantization) or device.type == "cpu":  # the CPU's: after loading
         return options
     if device.type != "cuda":
         raise ModelLoadFailed(
-            f"{load.quantization} quantization runs on bitsandbytes, which needs a CUDA GPU, and this model "
-            f"goes to {device}; remove 'quantization' from the alias's load options (dtype: bfloat16 "
-            "halves the memory of a float32 model instead)"
+            f"{load.quantization} quantization runs on a CPU (heylook's kernel) or a CUDA GPU "
+            f"(bitsandbytes), and this model goes to {device}; remove 'quantization' from the alias's "
+            "load options"
         )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModelLoadFailed(
@@ -128,7 +131,7 @@ def from_pretrained_options(load: LoadOptions, device: torch.device) -> dict[str
         )
     from transformers import BitsAndBytesConfig
 
-    if load.quantization == "4bit":
+    if quantization.kind_of(load.quantization) == "int4":
         config = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
@@ -185,7 +188,7 @@ def load_model(
         # Read before the fast path replaces the output layer.
         vocab_size = model.get_output_embeddings().weight.shape[0]
         # Before the move: a GPU gets the half-precision weights, not the float32 ones.
-        fast_path = apply_fast_path(model, load, device)
+        fast_path = apply_fast_path(model, load, device, gguf_quantization(directory))
         if "device_map" not in options:
             model.to(device)  # type: ignore[arg-type]  # transformers' stub takes the model, not the device
         return_freed_memory()
@@ -217,6 +220,7 @@ def load_model(
         generation_defaults=generation_defaults(model.generation_config),
         load_ns=time.perf_counter_ns() - started,
         size_bytes=module_bytes(model),
+        quantization_level=fast_path.level,
         grammars=JsonGrammars(tokenizer, vocab_size, sorted(eos_token_ids), cache_bytes=grammar_cache_bytes),
         traits=traits,
         vocab_size=vocab_size,
@@ -228,10 +232,16 @@ def load_model(
         directory,
         engine.device,
         loaded.load_ns / 1e9,
-        fast_path or "no fast path",
+        fast_path.note or "no fast path",
         _gguf_note(directory),
     )
     return loaded
+
+
+def gguf_quantization(directory: Path) -> str | None:
+    """The quantization of the GGUF this folder was converted from (\"Q4_1\"), or None."""
+    source = gguf_source(directory)
+    return str(source.get("quantization") or "") or None if source else None
 
 
 def return_freed_memory() -> None:
@@ -245,7 +255,7 @@ def _gguf_note(directory: Path) -> str:
     source = gguf_source(directory)
     if source is None:
         return ""
-    return f"; {source.get('quantization') or 'a'} GGUF dequantized, linear weights stored as float16"
+    return f"; converted from a {source.get('quantization') or ''} GGUF"
 
 
 def engine_device(model: torch.nn.Module) -> torch.device:
@@ -267,7 +277,7 @@ def load_draft(
         model.eval()
         draft_vocab = model.get_output_embeddings().weight.shape[0]
         suits = DraftModel.suits(model)
-        apply_fast_path(model, load, device)
+        apply_fast_path(model, load, device, gguf_quantization(directory))
         if "device_map" not in from_pretrained_options(load, device):
             model.to(device)  # type: ignore[arg-type]
     except Exception as error:
@@ -346,29 +356,76 @@ def _pad_token_id(tokenizer: Any) -> int:
     return 0
 
 
-def apply_fast_path(model: torch.nn.Module, load: LoadOptions, device: torch.device) -> str | None:
-    """Switch the model to what decodes fastest on its device; says what it did, or None.
+@dataclass(frozen=True)
+class FastPath:
+    """What apply_fast_path did: words for the log, and what the weights run as (/api/ps)."""
 
-    On a CPU, linear layers get float16 weights through fbgemm: a step reads half the bytes and a
-    batch of rows costs little more than one (docs/benchmarks.md). On a CUDA GPU, a float32 model
-    (a GGUF conversion, or a float32 checkpoint) whose alias leaves dtype to the checkpoint runs
-    in bfloat16 (float16 where the GPU has no bfloat16): half the bytes per step, and the GPU's
-    16-bit matrix units. Also on a CPU, attention reads grouped key/value heads without copying
-    them per query head (engine/cpu_attention.py). Off with `load.fast_path: false`. Call it
-    before moving the model.
+    note: str | None
+    level: str
+
+
+def apply_fast_path(
+    model: torch.nn.Module, load: LoadOptions, device: torch.device, gguf_quantization: str | None = None
+) -> FastPath:
+    """Switch the model to what decodes fastest on its device.
+
+    On a CPU, linear layers get block-quantized weights where the alias asks for them
+    (`quantization: int8 | int4`) or the model is a GGUF (about its own bits, models/quantization.py),
+    through heylook's kernel (engine/quantized_linear.py); else float16 weights through fbgemm: a
+    step reads half the bytes and a batch of rows costs little more than one (docs/benchmarks.md).
+    On a CUDA GPU, a float32 model (a GGUF conversion, or a float32 checkpoint) whose alias leaves
+    dtype to the checkpoint runs in bfloat16 (float16 where the GPU has no bfloat16): half the bytes
+    per step, and the GPU's 16-bit matrix units. Also on a CPU, attention reads grouped key/value
+    heads without copying them per query head (engine/cpu_attention.py). `load.fast_path: false`
+    turns off all but an alias's own quantization. Call it before moving the model.
     """
-    if not load.fast_path or load.quantization:
-        return None
+    level = _dtype_level(model)
     if device.type == "cuda":
-        return _half_precision_on_gpu(model, load)
+        if kind := quantization.kind_of(load.quantization):  # bitsandbytes quantized it while loading
+            return FastPath(None, quantization.GPU_LEVELS[kind])
+        if not load.fast_path:
+            return FastPath(None, level)
+        note = _half_precision_on_gpu(model, load)
+        return FastPath(note, _dtype_level(model))
     if device.type != "cpu":
-        return None
+        return FastPath(None, level)
     done = []
-    if cpu_linear.available() and (replaced := cpu_linear.pack_linears(model)):
+    kind = quantization.cpu_kind(load.quantization, gguf_quantization, load.fast_path)
+    if kind is not None:
+        from heylook.engine import quantized_kernel, quantized_linear
+
+        try:
+            quantized_kernel.load()
+        except quantized_kernel.KernelUnavailable as error:
+            if quantization.quantized(load.quantization):
+                raise ModelLoadFailed(f"{load.quantization} quantization on the CPU: {error}") from error
+            log.warning("%s GGUF runs with float16 weights: %s", gguf_quantization, error)
+            kind = None
+        else:
+            replaced = quantized_linear.quantize_linears(model, kind)
+            requantized = quantization.requantized_note(kind, gguf_quantization) if gguf_quantization else ""
+            done.append(
+                f"{replaced} linear layers in {kind} blocks" + (f" ({requantized})" if requantized else "")
+            )
+            level = quantization.CPU_LEVELS[kind]
+    if (
+        kind is None
+        and load.fast_path
+        and cpu_linear.available()
+        and (replaced := cpu_linear.pack_linears(model))
+    ):
         done.append(f"{replaced} linear layers with float16 weights (fbgemm)")
-    if cpu_attention.use_grouped_attention(model):
+        level = "F16"
+    if load.fast_path and cpu_attention.use_grouped_attention(model):
         done.append("grouped-query attention without copies")
-    return ", ".join(done) or None
+    return FastPath(", ".join(done) or None, level)
+
+
+_LEVELS = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def _dtype_level(model: torch.nn.Module) -> str:
+    return _LEVELS.get(next(model.parameters()).dtype, "")
 
 
 def _half_precision_on_gpu(model: torch.nn.Module, load: LoadOptions) -> str | None:

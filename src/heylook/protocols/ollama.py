@@ -7,7 +7,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
 
@@ -432,6 +432,7 @@ class Running:
     on_gpu: bool
     expires_at: float  # epoch seconds; inf: kept forever or in use
     context_length: int
+    quantization_level: str = ""  # what the loaded weights run as ("" : what the files say)
 
 
 def human_parameters(count: int | None) -> str:
@@ -450,8 +451,7 @@ def details_body(facts: ModelFacts) -> dict[str, Any]:
         "family": facts.family,
         "families": [facts.family] if facts.family else None,
         "parameter_size": human_parameters(facts.parameter_count),
-        # What runs, not what the source file held: heylook dequantizes a GGUF (its type is in
-        # /api/show's model_info).
+        # What runs, not what the source file held (the GGUF's type is in /api/show's model_info).
         "quantization_level": facts.dtype,
     }
 
@@ -499,7 +499,7 @@ def ps_body(running: list[Running], clock: Clock = utc_now, names: Collection[st
     return {
         "models": [
             {
-                **_model_entry(r.facts, names),
+                **_model_entry(replace(r.facts, dtype=r.quantization_level or r.facts.dtype), names),
                 "size": r.size,
                 "size_vram": r.size if r.on_gpu else 0,
                 "expires_at": rfc3339(
@@ -571,7 +571,7 @@ def _model_info(facts: ModelFacts) -> dict[str, Any]:
     family, config = facts.family, facts.config
     info: dict[str, Any] = {"general.architecture": family, "general.parameter_count": facts.parameter_count}
     # A converted GGUF: the file's own type, as Ollama reports it (an integer), and by name;
-    # details.quantization_level says what heylook runs (the dequantized float16 weights).
+    # details.quantization_level says what heylook runs (models/quantization.py).
     info["general.file_type"] = facts.source_file_type
     if facts.source_quantization:
         info["heylook.source_quantization"] = facts.source_quantization

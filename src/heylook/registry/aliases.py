@@ -16,6 +16,7 @@ import yaml
 
 from heylook import options as settings_table
 from heylook.errors import InvalidRequest, ModelNotFound
+from heylook.models import quantization
 from heylook.paths import config_dir
 from heylook.protocols.fields import read_int, schema_text
 from heylook.protocols.ollama import LATEST, parse_keep_alive
@@ -42,7 +43,7 @@ PROVIDERS = ("local", "huggingface", "openai")
 # An alias with `replicas` is served by them, wherever each runs (its provider is this name).
 REPLICATED = "replicas"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-QUANTIZATIONS = ("4bit", "8bit")
+QUANTIZATIONS = quantization.NAMES
 
 
 def option_keys() -> tuple[str, ...]:
@@ -484,7 +485,11 @@ def _parse_load(load: Any, fail: Callable[..., RegistryError]) -> LoadOptions:
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
         raise fail(f"'device' must be auto, cpu, cuda, cuda:N or mps, not {device!r}", "load", "device")
     if quantization is not None and quantization not in QUANTIZATIONS:
-        raise fail(f"'quantization' must be 4bit or 8bit, not {quantization!r}", "load", "quantization")
+        raise fail(
+            f"'quantization' must be one of {', '.join(QUANTIZATIONS)}, not {quantization!r}",
+            "load",
+            "quantization",
+        )
     if not isinstance(trust, bool):
         raise fail("'trust_remote_code' must be true or false", "load", "trust_remote_code")
     fast_path, speculative = load.get("fast_path", True), load.get("speculative", True)

@@ -70,6 +70,7 @@ async def ps(request: Request) -> Response:
                 on_gpu=resident.model.runner.device.type == "cuda",
                 expires_at=resident.expires_at,
                 context_length=resident.model.context_length,
+                quantization_level=resident.model.quantization_level,
             )
         )
     return JSONResponse(ollama.ps_body(running, names=registry.aliases))

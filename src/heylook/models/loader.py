@@ -191,6 +191,8 @@ def load_model(
         fast_path = apply_fast_path(model, load, device, gguf_quantization(directory))
         if "device_map" not in options:
             model.to(device)  # type: ignore[arg-type]  # transformers' stub takes the model, not the device
+        if device.type == "cpu" and fast_path.note:
+            own_copies(model)
         return_freed_memory()
     except ModelLoadFailed:
         raise
@@ -242,6 +244,16 @@ def gguf_quantization(directory: Path) -> str | None:
     """The quantization of the GGUF this folder was converted from (\"Q4_1\"), or None."""
     source = gguf_source(directory)
     return str(source.get("quantization") or "") or None if source else None
+
+
+def own_copies(model: torch.nn.Module) -> None:
+    """Give the tensors the fast path left (embeddings, norms, biases) memory of their own. Loaded,
+    they are the checkpoint file mapped into memory, and while any of them lives every page of the
+    file read while loading stays resident, the replaced weights' too (the demo model's converted
+    GGUF: ~200 MB)."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
 
 
 def return_freed_memory() -> None:

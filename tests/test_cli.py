@@ -139,6 +139,8 @@ def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> No
         "--trust-remote-code",
         "--no-fast-path",
         "--no-speculative",
+        "--quantize",
+        "int4",
         "--draft",
         "tiny",
         "--description",
@@ -153,7 +155,7 @@ def test_create_writes_every_kind_of_setting(models: Path, tmp_path: Path) -> No
     assert (alias.options.top_k, alias.options.seed, alias.options.context_length) == (40, 7, 2048)
     assert alias.options.response_format is not None and alias.keep_alive == 600
     assert (alias.load.dtype, alias.load.device, alias.load.trust_remote_code) == ("bfloat16", "cpu", True)
-    assert (alias.load.fast_path, alias.load.speculative) == (False, False)
+    assert (alias.load.fast_path, alias.load.speculative, alias.load.quantization) == (False, False, "int4")
     assert alias.draft is not None and alias.draft.alias == "tiny"
 
 
@@ -188,7 +190,8 @@ def test_create_refuses_what_models_yaml_would_refuse(models: Path) -> None:
         (["--model", "/etc/passwd"], "/etc/passwd is not a GGUF file"),
         (["--model", "/etc", "--gguf-file", "../../../../etc/passwd"], "relative path inside the model"),
         (["--model", "org/x", "--gguf-file", "../x.gguf"], "relative path inside the model's source"),
-        (["--model", "org/x", "--load-in-4bit", "--device", "cpu"], "needs a CUDA GPU"),
+        (["--model", "org/x", "--quantize", "int3"], 'Invalid value "int3" for --quantize'),
+        (["--model", "org/x", "--quantize", "int8", "--load-in-4bit"], "choose one of --quantize"),
         (["--model", "org/x", "--alias", "yes"], "would not read back the same"),
         (["--model", "org/x", "--alias", "tab\there"], "printable"),
     ],

@@ -51,8 +51,18 @@ def test_pull_downloads_with_progress_and_adds_an_alias(
     # The alias resolves offline from what was pulled, and `check` says it is ready.
     check = heylook("check", "--models", str(models), env={**env, "HF_HUB_OFFLINE": "1"})
     assert "ready" in check.stdout
-    named = heylook("pull", "test-org/tiny-chat", "--alias", "chatty", "--models", str(models), env=env)
-    assert named.returncode == 0 and "chatty" in load_registry(models).aliases
+    named = heylook(
+        "pull",
+        "test-org/tiny-chat",
+        "--alias",
+        "chatty",
+        "--quantize",
+        "int8",
+        "--models",
+        str(models),
+        env=env,
+    )
+    assert named.returncode == 0 and load_registry(models).get("chatty").load.quantization == "int8"
 
 
 def test_pull_failures(fake_hub: FakeHub, models: Path, tmp_path: Path) -> None:
@@ -100,11 +110,22 @@ def test_import_from_a_folder(tmp_path: Path, tiny_model_dir: Path, models: Path
     folder = tmp_path / "my-models"
     shutil.copytree(tiny_model_dir, folder / "family" / "Tiny-Finetune")
     (folder / "loose.Q8_0.gguf").write_bytes(b"GGUF")
-    done = heylook("import", "--folder", str(folder), "--profile", "memory", "--models", str(models))
+    done = heylook(
+        "import",
+        "--folder",
+        str(folder),
+        "--profile",
+        "memory",
+        "--quantize",
+        "int4",
+        "--models",
+        str(models),
+    )
     assert done.returncode == 0, done.stderr
     registry = load_registry(models)
     assert registry.get("tiny-finetune").source.model == str(folder / "family" / "Tiny-Finetune")
     assert registry.get("tiny-finetune").load.dtype == "bfloat16"
+    assert registry.get("tiny-finetune").load.quantization == "int4"
     assert registry.get("loose.q8_0").source.model == str(folder / "loose.Q8_0.gguf")
 
 

@@ -36,8 +36,8 @@ def test_products_match_the_float_product_of_the_blocks(
     x = torch.randn(rows, in_features)
     got = quantized_linear.product(x, blocks, bias)
     expected = x @ blocks.dequantize().T + bias
-    # The input is rounded to int8 per block of 32 (as llama.cpp rounds it): about 0.4% per value.
-    assert torch.linalg.norm(got - expected) <= 0.01 * torch.linalg.norm(expected)
+    # The input is rounded to int16 per block of 32: about 0.002% of a block's largest value.
+    assert torch.linalg.norm(got - expected) <= 1e-4 * torch.linalg.norm(expected)
     # Each value within half a step of its block's grid.
     error = (blocks.dequantize() - weight).abs().reshape(out_features, -1, 32).amax(-1)
     assert torch.all(error <= blocks.scales * 0.5001 + 1e-7)
@@ -89,7 +89,7 @@ def test_a_model_quantizes_its_linears_and_keeps_the_head_in_int8(tiny_model: to
     with torch.inference_mode():
         expected = tiny_model(ids).logits
         got = model(ids).logits
-    assert torch.linalg.norm(got - expected) <= 0.15 * torch.linalg.norm(expected)
+    assert torch.linalg.norm(got - expected) <= 0.1 * torch.linalg.norm(expected)
 
 
 def test_a_width_the_blocks_cannot_hold_keeps_float16() -> None:

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import cyclopts
 from rich.console import Console
@@ -39,6 +39,14 @@ ModelsOption = Annotated[
 ]
 UrlOption = Annotated[
     str | None, cyclopts.Parameter(help=f"A running heylook server (else $HEYLOOK_URL, else {DEFAULT_URL}).")
+]
+# --quantize on create, pull and import: the alias's load.quantization (heylook.models.quantization).
+QuantizeOption = Annotated[
+    Literal["int8", "int4", "none"] | None,
+    cyclopts.Parameter(
+        help="Quantized weights: int8 or int4 (a CPU: heylook's blocks; a CUDA GPU: bitsandbytes), "
+        "or none (float weights, a GGUF's too; a GGUF keeps about its own bits by default)."
+    ),
 ]
 
 

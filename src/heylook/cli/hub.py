@@ -23,6 +23,7 @@ from heylook.cli.common import (
     EXIT_USAGE,
     CommandFailed,
     ModelsOption,
+    QuantizeOption,
     app,
     console,
     human_bytes,
@@ -49,6 +50,7 @@ def pull(
     revision: Annotated[str | None, Opt(help="Branch, tag or commit to pull.")] = None,
     alias: Annotated[str | None, Opt(help="Name of the alias to add (default: the model as given).")] = None,
     force: Annotated[bool, Opt(help="Replace an alias of that name that points elsewhere.")] = False,
+    quantize: QuantizeOption = None,
     models: ModelsOption = None,
 ) -> int:
     """Download a model from the Hugging Face Hub, then add an alias for it.
@@ -89,6 +91,8 @@ def pull(
         except HeylookError as error:
             raise CommandFailed(error.message, EXIT_USAGE if error.status == 400 else EXIT_FAILED) from None
     entry = alias_entry(source)
+    if quantize:
+        entry["load"] = {**entry.get("load", {}), "quantization": quantize}
     write_registry(lambda: add_alias(path, name, entry))
     console.print(f"pulled {source.describe()}; alias [bold]{name}[/bold] added to {path}")
     return 0
@@ -107,9 +111,11 @@ def import_models(
     ] = None,
     dry_run: Annotated[bool, Opt(help="Show what would be created; write nothing.")] = False,
     force: Annotated[bool, Opt(help="Replace aliases that already exist.")] = False,
+    quantize: QuantizeOption = None,
     models: ModelsOption = None,
 ) -> int:
     """Find models heylook can serve and create an alias for each, with a profile's settings."""
+    override = [*(override or []), *([f"load.quantization={quantize}"] if quantize else [])]
     if hf_cache == (folder is not None):
         raise CommandFailed("give exactly one of --hf-cache and --folder DIR", EXIT_USAGE)
     if folder is not None and not folder.is_dir():

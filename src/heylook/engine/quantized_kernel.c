@@ -6,10 +6,13 @@
  *   Q8: int8 q, w = d * q                       (GGUF Q8_0; any other type requantized to it)
  *   Q4: 4-bit q in 0..15, w = d * q + m         (GGUF Q4_0 with m = -8d, Q4_1, Q4_K's sub-blocks)
  *       16 bytes a block: byte j holds element j (low nibble) and element j + 16 (high nibble).
- * Each input row is quantized to int8 per block of 32 (scale = absmax / 127), as llama.cpp does,
- * so a block's product is an integer dot product (AVX2: maddubs, madd). Every output value is
- * one row's dot product with one weight row, over the blocks in order: a row gets the same
- * outputs alone or among other rows, whatever the number of rows or threads.
+ * Each input row is quantized to int16 per block of 32 (scale = absmax / 32767), so a block's
+ * product is an integer dot product (AVX2: madd_epi16), exact in int32 and in its float32 sum
+ * (four products a lane, under 2^24). llama.cpp rounds the input to int8 instead, 256 times
+ * coarser: on the demo model that tips near-tied tokens its float weights would not (its Q4_1
+ * GGUF answers "What is the capital of France?" in French); int16 costs about as much here.
+ * Every output value is one row's dot product with one weight row, over the blocks in order: a
+ * row gets the same outputs alone or among other rows, whatever the number of rows or threads.
  */
 #include <math.h>
 #include <stdint.h>
@@ -23,18 +26,19 @@
 #define KIND_Q4 1
 #define ROW_TILE 4
 
-static void quantize_rows(const float *x, int64_t blocks, int8_t *xq, float *xd, float *xs, int threads) {
+static void quantize_rows(const float *x, int64_t blocks, int16_t *xq, float *xd, float *xs, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < blocks; i++) {
         const float *src = x + i * BLOCK;
         float amax = 0.0f;
         for (int j = 0; j < BLOCK; j++) amax = fmaxf(amax, fabsf(src[j]));
-        const float d = amax / 127.0f;
+        const float d = amax / 32767.0f;
         const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
-        int sum = 0;
+        int32_t sum = 0;
         for (int j = 0; j < BLOCK; j++) {
-            const int v = (int)nearbyintf(src[j] * inverse);
-            xq[i * BLOCK + j] = (int8_t)v;
+            int v = (int)nearbyintf(src[j] * inverse);
+            v = v > 32767 ? 32767 : v < -32767 ? -32767 : v;
+            xq[i * BLOCK + j] = (int16_t)v;
             sum += v;
         }
         xd[i] = d;
@@ -51,22 +55,18 @@ static inline float horizontal_sum(__m256 v) {
     return _mm_cvtss_f32(low);
 }
 
-/* The 32 products of one unsigned weight block and one signed activation block, summed in 8 lanes. */
-static inline __m256 unsigned_dot(__m256i w, const int8_t *x) {
-    const __m256i products = _mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)x));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(products, _mm256_set1_epi16(1)));
-}
-
-static inline __m256 signed_dot(__m256i w, __m256i w_abs, const int8_t *x) {
-    const __m256i signed_x = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x), w);
-    const __m256i products = _mm256_maddubs_epi16(w_abs, signed_x);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(products, _mm256_set1_epi16(1)));
+/* The 32 products of one weight block (widened to int16, two halves) and one input block, summed
+ * in 8 int32 lanes of four products each. */
+static inline __m256 block_dot(__m256i low, __m256i high, const int16_t *x) {
+    const __m256i first = _mm256_madd_epi16(low, _mm256_loadu_si256((const __m256i *)x));
+    const __m256i second = _mm256_madd_epi16(high, _mm256_loadu_si256((const __m256i *)(x + 16)));
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(first, second));
 }
 #endif
 
 /* Rows r0 .. r0 + rows - 1 of the output, column n. */
 static void output_tile(int kind, int64_t n, int64_t r0, int rows, int64_t blocks, int64_t N, const uint8_t *wq,
-                        const float *wd, const float *wm, const int8_t *xq, const float *xd, const float *xs,
+                        const float *wd, const float *wm, const int16_t *xq, const float *xd, const float *xs,
                         const float *bias, float *y) {
     const int64_t row_bytes = kind == KIND_Q8 ? blocks * BLOCK : blocks * BLOCK / 2;
     const uint8_t *w = wq + n * row_bytes;
@@ -76,25 +76,21 @@ static void output_tile(int kind, int64_t n, int64_t r0, int rows, int64_t block
     __m256 sums[ROW_TILE];
     for (int r = 0; r < ROW_TILE; r++) sums[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < blocks; b++) {
+        __m256i low, high;
         if (kind == KIND_Q8) {
-            const __m256i wb = _mm256_loadu_si256((const __m256i *)(w + b * BLOCK));
-            const __m256i wb_abs = _mm256_sign_epi8(wb, wb);
-            for (int r = 0; r < rows; r++) {
-                const int64_t at = (r0 + r) * blocks + b;
-                const __m256 dot = signed_dot(wb, wb_abs, xq + at * BLOCK);
-                sums[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * xd[at]), dot, sums[r]);
-            }
+            low = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + b * BLOCK)));
+            high = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + b * BLOCK + 16)));
         } else {
             const __m128i packed = _mm_loadu_si128((const __m128i *)(w + b * BLOCK / 2));
-            const __m256i wb = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
-                                                _mm256_set1_epi8(0x0F));
-            const float m = wm[n * blocks + b];
-            for (int r = 0; r < rows; r++) {
-                const int64_t at = (r0 + r) * blocks + b;
-                const __m256 dot = unsigned_dot(wb, xq + at * BLOCK);
-                sums[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * xd[at]), dot, sums[r]);
-                offsets[r] += m * xs[at];
-            }
+            const __m128i nibble = _mm_set1_epi8(0x0F);
+            low = _mm256_cvtepu8_epi16(_mm_and_si128(packed, nibble));
+            high = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble));
+        }
+        for (int r = 0; r < rows; r++) {
+            const int64_t at = (r0 + r) * blocks + b;
+            const __m256 dot = block_dot(low, high, xq + at * BLOCK);
+            sums[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[b] * xd[at]), dot, sums[r]);
+            if (kind == KIND_Q4) offsets[r] += wm[n * blocks + b] * xs[at];
         }
     }
     for (int r = 0; r < rows; r++) {
@@ -105,7 +101,7 @@ static void output_tile(int kind, int64_t n, int64_t r0, int rows, int64_t block
     for (int64_t b = 0; b < blocks; b++) {
         for (int r = 0; r < rows; r++) {
             const int64_t at = (r0 + r) * blocks + b;
-            const int8_t *x = xq + at * BLOCK;
+            const int16_t *x = xq + at * BLOCK;
             int32_t dot = 0;
             if (kind == KIND_Q8) {
                 const int8_t *q = (const int8_t *)(w + b * BLOCK);
@@ -126,7 +122,7 @@ static void output_tile(int kind, int64_t n, int64_t r0, int rows, int64_t block
 int heylook_quantized_linear(int kind, const float *x, int64_t M, int64_t K, const uint8_t *wq, const float *wd,
                              const float *wm, const float *bias, int64_t N, float *y, int threads) {
     const int64_t blocks = K / BLOCK;
-    int8_t *xq = malloc((size_t)(M * K));
+    int16_t *xq = malloc((size_t)(M * K) * sizeof(int16_t));
     float *xd = malloc((size_t)(M * blocks) * sizeof(float));
     float *xs = malloc((size_t)(M * blocks) * sizeof(float));
     if (!xq || !xd || !xs) {

@@ -87,7 +87,7 @@ def test_the_documented_alias_schema_is_valid() -> None:
     examples = [block for block in code_blocks("yaml") if block.startswith("models:")]
     registries = [parse_registry(example, ROOT / "models.yaml") for example in examples]
     alias = next(r.aliases["mistral-instruct"] for r in registries if "mistral-instruct" in r.aliases)
-    assert alias.system and alias.keep_alive == 600 and alias.load.quantization == "8bit"
+    assert alias.system and alias.keep_alive == 600 and alias.load.quantization == "int8"
     remote = next(r.aliases["llama8b"] for r in registries if "llama8b" in r.aliases)
     assert remote.remote and remote.fallback == ("local-llama",)
     replicated = next(r.aliases["llama70b"] for r in registries if "llama70b" in r.aliases)

@@ -32,8 +32,8 @@ def served(tmp_path: Path, demo_model_dir: Path) -> Iterator[RunningServer]:
 
 def test_an_alias_made_by_the_cli_brings_its_defaults(served: RunningServer) -> None:
     source = demo_source()
-    # The issue's command, on the demo model, without --load-in-8bit: bitsandbytes needs a CUDA GPU.
-    demo = ("--model", source.model, "--gguf-file", source.gguf_file or "")
+    # The issue's command, on the demo model, quantized as its GGUF is (the same weights as smollm2's).
+    demo = ("--model", source.model, "--gguf-file", source.gguf_file or "", "--quantize", "int4")
     settings = ("--system", SYSTEM, "--temperature", "0.7", "--stop", "<|eot_id|>")
     done = heylook("create", "--alias", "mistral-instruct", *demo, *settings, "--models", str(served.models))
     assert done.returncode == 0, done.stderr

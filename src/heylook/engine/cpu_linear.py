@@ -27,17 +27,22 @@ def available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines
 
 
+def stacked_bias(linears: list[torch.nn.Linear]) -> torch.Tensor | None:
+    """These linears' biases as one float32 vector (zeros for one without); None if none has one."""
+    if all(linear.bias is None for linear in linears):
+        return None
+    return torch.cat(
+        [
+            linear.bias.detach().float() if linear.bias is not None else torch.zeros(linear.out_features)
+            for linear in linears
+        ]
+    ).contiguous()
+
+
 def _pack(linears: list[torch.nn.Linear]) -> tuple[object, int]:
     """fbgemm's packed float16 weights of these linears stacked on the output axis, and their bytes."""
     weight = torch.cat([linear.weight.detach().float() for linear in linears])
-    bias = None
-    if any(linear.bias is not None for linear in linears):
-        bias = torch.cat(
-            [
-                linear.bias.detach().float() if linear.bias is not None else torch.zeros(linear.out_features)
-                for linear in linears
-            ]
-        )
+    bias = stacked_bias(linears)
     size = weight.numel() * 2 + (0 if bias is None else bias.numel() * 4)
     return torch.ops.quantized.linear_prepack_fp16(weight, bias), size
 

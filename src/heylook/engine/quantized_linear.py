@@ -15,13 +15,11 @@ from typing import Literal
 import torch
 
 from heylook.engine import quantized_kernel
-from heylook.engine.cpu_linear import StackedProduct, replace_linears
+from heylook.engine.cpu_linear import StackedProduct, replace_linears, stacked_bias
 
 BLOCK = 32
 Kind = Literal["int8", "int4"]
 _KIND_CODE = {"int8": 0, "int4": 1}
-# Bits a weight takes, scales and offsets included (what the memory estimate counts).
-BITS_PER_WEIGHT = {"int8": 8 + 32 / BLOCK, "int4": 4 + 64 / BLOCK}
 
 
 @dataclass(frozen=True)
@@ -171,17 +169,6 @@ class QuantizedLinear(torch.nn.Module):
         return product(x, self.blocks, self._bias)
 
 
-def _stacked_bias(linears: list[torch.nn.Linear]) -> torch.Tensor | None:
-    if all(linear.bias is None for linear in linears):
-        return None
-    return torch.cat(
-        [
-            linear.bias.detach().float() if linear.bias is not None else torch.zeros(linear.out_features)
-            for linear in linears
-        ]
-    ).contiguous()
-
-
 def quantize_linears(model: torch.nn.Module, kind: Kind) -> int:
     """Replace every nn.Linear in `model` by block-quantized weights; returns how many were replaced.
 
@@ -196,7 +183,7 @@ def quantize_linears(model: torch.nn.Module, kind: Kind) -> int:
         if not all(quantizable(linear.weight) for linear in linears):
             return StackedProduct.float16(linears)
         weight = concatenated([quantize(linear.weight, kind) for linear in linears])
-        bias = _stacked_bias(linears)
+        bias = stacked_bias(linears)
         size = weight.nbytes + (0 if bias is None else bias.numel() * 4)
         widths = [w.out_features for w in linears]
         stacked = StackedProduct(lambda x: product(x, weight, bias), widths, size)

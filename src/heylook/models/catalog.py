@@ -17,8 +17,6 @@ from heylook.options import generation_config_keys
 from heylook.registry.aliases import Alias
 from heylook.types import ModelFacts
 
-_DTYPE_LABELS = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
-
 
 def model_facts(alias: Alias) -> ModelFacts:
     """Blocking file reads; run it off the event loop. What the files say is read once per
@@ -72,7 +70,7 @@ def _directory_facts(directory: str, signature: tuple[tuple[str, int, int], ...]
         "modified": max((mtime / 1e9 for _, _, mtime in signature), default=0.0),
         "family": str(config.get("model_type", "")),
         "parameter_count": _parameter_count(folder),
-        "dtype": _DTYPE_LABELS.get(str(config.get("dtype") or config.get("torch_dtype")), ""),
+        "dtype": quantization.FLOAT_LEVELS.get(str(config.get("dtype") or config.get("torch_dtype")), ""),
         "source_quantization": str(gguf.get("quantization") or ""),
         "source_file_type": gguf.get("file_type") if isinstance(gguf.get("file_type"), int) else None,
         "context_length": text_config.get("max_position_embeddings"),

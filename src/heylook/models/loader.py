@@ -433,11 +433,8 @@ def apply_fast_path(
     return FastPath(", ".join(done) or None, level)
 
 
-_LEVELS = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
-
-
 def _dtype_level(model: torch.nn.Module) -> str:
-    return _LEVELS.get(next(model.parameters()).dtype, "")
+    return quantization.FLOAT_LEVELS.get(str(next(model.parameters()).dtype).removeprefix("torch."), "")
 
 
 def _half_precision_on_gpu(model: torch.nn.Module, load: LoadOptions) -> str | None:

@@ -16,6 +16,7 @@ NAMES = ("int8", "int4", "8bit", "4bit", "none")
 _KINDS: dict[str, Kind] = {"int8": "int8", "8bit": "int8", "int4": "int4", "4bit": "int4"}
 # What runs, as llama.cpp and Ollama name it (`quantization_level`).
 CPU_LEVELS = {"int8": "Q8_0", "int4": "Q4_1"}
+FLOAT_LEVELS = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}  # by torch's dtype names
 GPU_LEVELS = {"int8": "INT8", "int4": "NF4"}
 
 

@@ -370,6 +370,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), default=list(ATTACKS))
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument(
+        "--serve-args", default="", help="extra flags for the started server, e.g. '--prefix-cache-mb 256'"
+    )
     args = parser.parse_args()
     stop: Callable[[], None] = lambda: None  # noqa: E731
     url, pid = args.url, args.pid
@@ -378,7 +381,10 @@ def main() -> int:
 
         home = Path(tempfile.mkdtemp(prefix="heylook-soak-"))
         server = RunningServer(
-            ROOT / "models.yaml", home / "serve.log", env={"HEYLOOK_BATCHES": str(home / "batches")}
+            ROOT / "models.yaml",
+            home / "serve.log",
+            *args.serve_args.split(),
+            env={"HEYLOOK_BATCHES": str(home / "batches")},
         )
         url, pid, stop = server.base_url, server.process.pid, server.stop
         print(f"heylook on {url} (pid {pid}), log {home / 'serve.log'}", file=sys.stderr)

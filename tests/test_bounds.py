@@ -34,15 +34,19 @@ HI = ChatPrompt((Message("user", "hi"),))
 
 
 def test_the_grammar_cache_stays_within_its_bytes(tiny_tokenizer) -> None:
-    limit = 2 * 2**20
+    limit = 64 * 2**10
     grammars = JsonGrammars(
         tiny_tokenizer, len(tiny_tokenizer), [tiny_tokenizer.eos_token_id], cache_bytes=limit
     )
     for n in range(60):  # distinct schemas: each compiles anew
         schema = {"type": "object", "properties": {f"field{n}": {"type": "string", "enum": [f"v{n}"] * 3}}}
         grammars.compile(JsonFormat(json.dumps(schema)))
-    compiler = grammars._get_compiler()
-    assert 0 < compiler.get_cache_size_bytes() <= limit
+    assert 0 < grammars.bytes_held <= limit
+    assert 0 < len(grammars) < 60
+    schema = {"type": "object", "properties": {"field59": {"type": "string", "enum": ["v59"] * 3}}}
+    assert grammars.compile(JsonFormat(json.dumps(schema))) is grammars.compile(
+        JsonFormat(json.dumps(schema))
+    )
 
 
 @pytest.mark.parametrize(

@@ -130,3 +130,26 @@ def test_distinct_schemas_keep_the_grammar_cache_within_its_bound(server: Runnin
     grown = _settled(server.process.pid) - before
     # 60 of them grew the server 9.2 MiB when xgrammar was told the whole 8 MiB; 2.1 MiB now.
     assert grown < GRAMMAR_CACHE_MB * _MIB, f"grew {grown / _MIB:.1f} MiB"
+
+
+def test_many_small_schemas_level_off_at_the_grammar_bound(server: RunningServer) -> None:
+    # xgrammar's own cache, bounded by its estimate, kept ~70 KB for every schema it had ever
+    # compiled: 500 of these after the bound was full grew the server 18.6 MiB, and 3,000 ~190 MiB.
+    def ask(n: int) -> None:
+        properties = {f"f{n}_{k}": {"type": "string" if k % 2 else "integer"} for k in range(6)}
+        schema = {"type": "object", "properties": properties, "required": [f"f{n}_0"]}
+        _chat(
+            server,
+            "hi",
+            response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+        )
+
+    for n in range(200):  # fills the 8 MiB bound (~90 KB counted for each)
+        ask(n)
+    assert _metric(server, "heylook_grammar_cache_bytes") > GRAMMAR_CACHE_MB * _MIB * 0.8
+    before = _settled(server.process.pid)
+    for n in range(200, 700):
+        ask(n)
+    grown = _settled(server.process.pid) - before
+    assert grown < 12 * _MIB, f"grew {grown / _MIB:.1f} MiB"
+    assert _metric(server, "heylook_grammar_cache_bytes") <= GRAMMAR_CACHE_MB * _MIB

@@ -174,6 +174,11 @@ class ModelRouter:
             "Bytes the prefix cache's keys and values hold, their spare room included (--prefix-cache-mb).",
             labels=["model"],
         )
+        grammar_bytes = GaugeMetricFamily(
+            "heylook_grammar_cache_bytes",
+            "Resident bytes counted for the compiled grammars a model keeps (--grammar-cache-mb).",
+            labels=["model"],
+        )
         preempted = CounterMetricFamily(
             "heylook_preemptions", "Sequences paused to stay within the KV budget.", labels=["model"]
         )
@@ -190,6 +195,8 @@ class ModelRouter:
             memory.add_metric([resident.name, str(runner.device)], resident.model.size_bytes)
             active.add_metric([resident.name], resident.leases)
             queued.add_metric([resident.name], max(0, resident.leases - resident.parallel))
+            if resident.model.grammars is not None:
+                grammar_bytes.add_metric([resident.name], resident.model.grammars.bytes_held)
             if isinstance(runner, Engine):
                 if runner.kv_budget_tokens is not None:
                     budget.add_metric([resident.name], runner.kv_budget_tokens)
@@ -198,7 +205,18 @@ class ModelRouter:
                 preempted.add_metric([resident.name], runner.preemptions)
                 drafted.add_metric([resident.name, "drafted"], runner.drafted_tokens)
                 drafted.add_metric([resident.name, "accepted"], runner.accepted_tokens)
-        yield from (loaded, memory, active, queued, budget, held, held_bytes, preempted, drafted)
+        yield from (
+            loaded,
+            memory,
+            active,
+            queued,
+            budget,
+            held,
+            held_bytes,
+            grammar_bytes,
+            preempted,
+            drafted,
+        )
 
     async def acquire(self, name: str, places: int = 1) -> Lease:
         """The alias and its model, loaded if need be, holding `places` of its places (a request

@@ -294,7 +294,11 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
-async def soak(url: str, pid: int | None, model: str, seconds: float, chosen: list[str]) -> list[Outcome]:
+async def soak(
+    url: str, pid: int | None, model: str, seconds: float, chosen: list[str], rounds_mb: list[float]
+) -> list[Outcome]:
+    """Runs the chosen attacks in turn until `seconds` have passed; `rounds_mb` gets the server's
+    resident memory after each round, to show whether it levels."""
     outcomes = {name: Outcome(name) for name in chosen}
     async with (
         httpx.AsyncClient(base_url=url, timeout=300) as client,
@@ -329,6 +333,7 @@ async def soak(url: str, pid: int | None, model: str, seconds: float, chosen: li
                 outcome.resident_after_mb = resident_mb(pid)
                 if rounds > 1 and time.monotonic() > deadline:
                     break
+            rounds_mb.append(resident_mb(pid))
         await probe.stop()
     return list(outcomes.values())
 
@@ -389,10 +394,12 @@ def main() -> int:
         url, pid, stop = server.base_url, server.process.pid, server.stop
         print(f"heylook on {url} (pid {pid}), log {home / 'serve.log'}", file=sys.stderr)
     try:
-        outcomes = asyncio.run(soak(url, pid, args.model, args.minutes * 60, args.attacks))
+        rounds_mb: list[float] = []
+        outcomes = asyncio.run(soak(url, pid, args.model, args.minutes * 60, args.attacks, rounds_mb))
     finally:
         stop()
     print(report(outcomes))
+    print("resident MB after each round: " + ", ".join(f"{mb:.0f}" for mb in rounds_mb))
     found = findings(outcomes)
     for line in found:
         print(f"FINDING {line}")

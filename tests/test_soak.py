@@ -33,3 +33,4 @@ def test_one_round_of_the_soak(tmp_path: Path) -> None:
     # The amplifying body is read in memory proportional to its depth: well under 64 MB.
     body = outcomes["amplifying_body"]
     assert body["resident_peak_mb"] - body["resident_before_mb"] < 64
+    assert "resident MB after each round: " in done.stdout

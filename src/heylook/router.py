@@ -89,6 +89,7 @@ class _LoadJob:
     device: str
     needed: int  # the estimate, in bytes, with its KV pool (0: unknown)
     kv_budget_tokens: int | None = None  # the KV pool (None: unknown, unbounded)
+    estimate: MemoryEstimate | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     abandoned: bool = False  # every request waiting for it timed out
     resident: Resident | None = None
@@ -103,6 +104,7 @@ class Resident:
     name: str  # the alias it was last asked for by
     device: str  # where it lives, as torch names it
     footprint: int  # the memory it is counted for: its estimate, else its weights
+    estimate: MemoryEstimate | None = None  # what the router expected it to take, part by part
     leases: int = 0  # places held: a request takes one per sequence it generates
     last_used: float = 0.0  # monotonic seconds: the LRU order
     expires_at: float = math.inf  # wall-clock seconds; inf while in use or kept forever
@@ -328,7 +330,7 @@ class ModelRouter:
                 columns = pool + self.parallel_for(device) * GROWTH_COLUMNS
                 needed = estimate.weights_bytes + estimate.overhead_bytes
                 needed += int(columns * estimate.kv_bytes_per_token)
-            job = _LoadJob(alias, device, needed, pool)
+            job = _LoadJob(alias, device, needed, pool, estimate)
             self._jobs[alias.model_key] = job
             token = anyio.lowlevel.current_token()
             threading.Thread(
@@ -376,7 +378,7 @@ class ModelRouter:
             if model.kind == "generate":
                 model.runner.kv_budget_tokens = job.kv_budget_tokens  # type: ignore[union-attr]
             job.resident = Resident(
-                model, job.alias.name, job.device, footprint=job.needed or model.size_bytes
+                model, job.alias.name, job.device, job.needed or model.size_bytes, job.estimate
             )
             self._residents[job.alias.model_key] = job.resident
             self._count_load(job.alias.name, "loaded")

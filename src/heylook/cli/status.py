@@ -25,15 +25,29 @@ def ps(*, url: UrlOption = None) -> int:
             f"no heylook server answers at {base} ({error}); start one with `heylook serve`"
         ) from None
     table = Table(title=f"Loaded in {base}", title_justify="left")
-    for column in ("name", "size", "processor", "context", "until"):
-        table.add_column(column, justify="right" if column in ("size", "context") else "left")
+    numbers = ("size", "weights", "KV cache", "prefix cache", "grammars", "context")
+    for column in ("name", *numbers, "processor", "until"):
+        table.add_column(column, justify="right" if column in numbers else "left")
     for model in loaded:
         processor = "GPU" if model.get("size_vram") else "CPU"
-        size, context = human_bytes(model["size"]), str(model.get("context_length", ""))
-        table.add_row(model["name"], size, processor, context, until(model["expires_at"]))
+        parts = model.get("memory") or {}
+        sizes = [
+            human_bytes(parts[key]) if key in parts else ""
+            for key in ("weights_bytes", "kv_cache_bytes", "prefix_cache_bytes", "grammar_cache_bytes")
+        ]
+        context = str(model.get("context_length", ""))
+        table.add_row(
+            model["name"], human_bytes(model["size"]), *sizes, context, processor, until(model["expires_at"])
+        )
     for device in machine["devices"]:
         free, total = human_bytes(device["free_bytes"]), human_bytes(device["total_bytes"])
         console.print(f"{device['name']} ({device['device']}): {free} free of {total}")
+    if process := health.get("memory"):
+        console.print(
+            f"heylook's process: {human_bytes(process['resident_bytes'])} resident, "
+            f"{human_bytes(process['models_bytes'])} of it its models', "
+            f"{human_bytes(process['runtime_bytes'])} its runtime (Python, torch, the server)"
+        )
     console.print(table if loaded else f"{base} has no model loaded.")
     for replicas in health.get("replicas", []):
         console.print(replica_table(replicas))

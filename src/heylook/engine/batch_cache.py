@@ -130,6 +130,24 @@ def cache_layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]
     return kept
 
 
+def held_bytes(caches: list[DynamicCache]) -> int:
+    """The bytes these caches' keys and values keep alive, spare room included, each storage once
+    (a sequence's own cache may be a batch's too)."""
+    storages: dict[int, int] = {}
+    for cache in caches:
+        for layer in _layers(cache):
+            for tensor in (
+                layer.keys,
+                layer.values,
+                getattr(layer, "_key_room", None),
+                getattr(layer, "_value_room", None),
+            ):
+                if isinstance(tensor, torch.Tensor):
+                    storage = tensor.untyped_storage()
+                    storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
 def truncate_cache(cache: DynamicCache, length: int) -> None:
     """Keep the first `length` positions of every layer; a growing layer keeps its room, so its
     next update writes over what was cut."""

@@ -21,7 +21,14 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from heylook.engine.batch_cache import BatchCache, cache_holding, cache_layers, can_batch, new_cache
+from heylook.engine.batch_cache import (
+    BatchCache,
+    cache_holding,
+    cache_layers,
+    can_batch,
+    held_bytes,
+    new_cache,
+)
 from heylook.engine.decode_pass import DecodePass
 from heylook.engine.detokenize import IncrementalDetokenizer
 from heylook.engine.draft import MAX_MODEL_DRAFT, DraftModel, DraftState
@@ -250,6 +257,9 @@ class Engine:
         self.prompt_tokens_evaluated = 0  # prompt tokens through the model: once for a group
         self.prompt_tokens_cached = 0  # prompt tokens taken from the prefix cache instead
         self.preemptions = 0
+        # What the running sequences' keys and values hold, counted after each step (read from
+        # other threads for reports).
+        self.kv_bytes = 0
         self.drafted_tokens = 0  # guessed by prompt lookup, and of those, kept
         self.accepted_tokens = 0
         self._thread = threading.Thread(target=self._work, name=f"engine-{name}", daemon=True)
@@ -340,6 +350,8 @@ class Engine:
                 self._keep_prefix(sequence)
                 sequence.cache = None  # the KV cache's memory goes back now, not when the stream is collected
                 self._finish_bookkeeping()
+        caches = [s.cache for s in self._running if s.cache is not None]
+        self.kv_bytes = held_bytes([self._batch.cache, *caches] if self._batch.rows else caches)
 
     def _guarded(self, seq: _Sequence, action: Callable[[_Sequence], None]) -> None:
         """Run one sequence's part of a step; a failure ends that sequence alone."""

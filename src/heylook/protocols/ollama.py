@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
 
@@ -433,6 +433,7 @@ class Running:
     expires_at: float  # epoch seconds; inf: kept forever or in use
     context_length: int
     quantization_level: str = ""  # what the loaded weights run as ("" : what the files say)
+    memory: Mapping[str, int] = field(default_factory=dict)  # its parts (models.memory), in bytes
 
 
 def human_parameters(count: int | None) -> str:
@@ -501,13 +502,15 @@ def ps_body(running: list[Running], clock: Clock = utc_now, names: Collection[st
             {
                 **_model_entry(replace(r.facts, dtype=r.quantization_level or r.facts.dtype), names),
                 "size": r.size,
-                "size_vram": r.size if r.on_gpu else 0,
+                # Compiled grammars stay in RAM whatever device the model runs on.
+                "size_vram": r.size - r.memory.get("grammar_cache_bytes", 0) if r.on_gpu else 0,
                 "expires_at": rfc3339(
                     now + _FOREVER
                     if math.isinf(r.expires_at)
                     else datetime.fromtimestamp(r.expires_at, timezone.utc)
                 ),
                 "context_length": r.context_length,
+                **({"memory": dict(r.memory)} if r.memory else {}),
             }
             for r in running
         ]

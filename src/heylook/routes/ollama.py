@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from heylook.errors import HeylookError, InvalidRequest, NotImplementedYet, ServerBusy
 from heylook.models.catalog import model_facts
+from heylook.models.memory import model_memory
 from heylook.models.pull import PullProgress, PullTarget, alias_entry, parse_pull_name, pull_model
 from heylook.protocols import ollama
 from heylook.protocols.errors import ollama_error_body
@@ -63,14 +64,16 @@ async def ps(request: Request) -> Response:
         if alias is None:  # its alias was deleted while the model stayed loaded
             continue
         facts = await anyio.to_thread.run_sync(model_facts, alias)
+        memory = model_memory(resident.model)
         running.append(
             ollama.Running(
                 facts=facts,
-                size=resident.model.size_bytes,
-                on_gpu=resident.model.runner.device.type == "cuda",
+                size=memory.total,
+                on_gpu=memory.on_gpu,
                 expires_at=resident.expires_at,
                 context_length=resident.model.context_length,
                 quantization_level=resident.model.quantization_level,
+                memory=memory.as_dict(),
             )
         )
     return JSONResponse(ollama.ps_body(running, names=registry.aliases))

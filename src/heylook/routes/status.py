@@ -13,6 +13,7 @@ from starlette.routing import Route
 from heylook import __version__
 from heylook.metrics import CONTENT_TYPE
 from heylook.models.hardware import detect_memory
+from heylook.models.memory import model_memory, process_memory
 from heylook.protocols.performance import performance_body
 from heylook.registry.watch import registry_health
 from heylook.routes.common import backends_of, router_of
@@ -22,8 +23,11 @@ async def health(request: Request) -> Response:
     router = router_of(request)
     registry = router.registry
     loaded = []
+    memories = []
     for key, resident in router.residents().items():
         engine = resident.model.runner
+        memory = model_memory(resident.model)
+        memories.append(memory)
         loaded.append(
             {
                 "model": key[0].describe(),
@@ -33,6 +37,7 @@ async def health(request: Request) -> Response:
                 "active_requests": engine.active,
                 "tokens_generated": engine.tokens_generated,
                 "expires_at": None if math.isinf(resident.expires_at) else resident.expires_at,
+                "memory": memory.as_dict(),
             }
         )
     backends = backends_of(request)
@@ -44,6 +49,8 @@ async def health(request: Request) -> Response:
             # models.yaml: ok, or what is wrong with it while the last good version serves.
             "registry": await anyio.to_thread.run_sync(registry_health, registry),
             "loaded": loaded,
+            # The process's resident memory: what the loaded models hold of it, and the rest.
+            "memory": process_memory(memories),
             "providers": providers,
             "replicas": [replicas.describe() for replicas in backends.replica_sets()],
             # The batch runner: whether this server owns the batches directory, and its restarts.
@@ -63,7 +70,15 @@ async def capabilities(request: Request) -> Response:
             "source": key[0].describe(),
             "device": resident.device,
             "size_bytes": resident.model.size_bytes,
+            "memory": model_memory(resident.model).as_dict(),
             "estimated_bytes": resident.footprint,
+            # The estimate it was loaded on: the weights and overhead, and each token of KV cache.
+            "estimate": resident.estimate
+            and {
+                "weights_bytes": resident.estimate.weights_bytes,
+                "overhead_bytes": resident.estimate.overhead_bytes,
+                "kv_bytes_per_token": resident.estimate.kv_bytes_per_token,
+            },
             "context_length": resident.model.context_length,
             "active_requests": resident.leases,
             "queued_requests": max(0, resident.leases - resident.parallel),

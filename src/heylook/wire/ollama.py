@@ -228,10 +228,20 @@ class OllamaModelList(Reply):
     models: list[ListedModel]
 
 
+class RunningMemory(Reply):
+    weights_bytes: int
+    kv_cache_bytes: int = Field(description="The running sequences' keys and values, now.")
+    prefix_cache_bytes: int = Field(description="Earlier prompts' keys and values kept for reuse.")
+    grammar_cache_bytes: int = Field(description="Compiled JSON and tool grammars kept for reuse.")
+    total_bytes: int
+
+
 class RunningModel(_ModelEntry):
+    size: int = Field(description="All the model holds now: weights, KV cache, prefix cache, grammars.")
     expires_at: str
     size_vram: int
     context_length: int
+    memory: RunningMemory | None = Field(default=None, description="heylook's own: `size` part by part.")
 
 
 class RunningList(Reply):

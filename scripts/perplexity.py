@@ -39,6 +39,7 @@ def served(model: torch.nn.Module, kind: str) -> torch.nn.Module:
         cpu_linear.pack_linears(model)
     elif kind in ("int8", "int4"):
         quantized_linear.quantize_linears(model, kind)  # type: ignore[arg-type]
+        quantized_linear.quantize_embeddings(model)  # as the loader does after them
     return model
 
 

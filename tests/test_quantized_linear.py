@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from heylook.engine import cpu_linear, quantized_kernel, quantized_linear
-from heylook.engine.quantized_linear import QuantizedLinear, quantize
+from heylook.engine.quantized_linear import QuantizedEmbedding, QuantizedLinear, quantize, quantize_embeddings
 from heylook.errors import ModelLoadFailed
 from heylook.models import quantization
 from heylook.models.loader import apply_fast_path, load_model
@@ -169,3 +169,43 @@ def test_a_quantized_model_lets_go_of_its_checkpoint_file(tiny_model_dir: Path, 
         assert str(directory) not in maps
     finally:
         loaded.close()
+
+
+def test_token_embeddings_are_looked_up_from_int8_blocks() -> None:
+    torch.manual_seed(0)
+    plain = torch.nn.Embedding(100, 64)
+    looked_up = QuantizedEmbedding(plain)
+    ids = torch.tensor([[3, 99, 0], [7, 7, 42]])
+    rows = looked_up(ids)
+    assert rows.shape == (2, 3, 64) and rows.dtype == torch.float32
+    assert torch.equal(rows, looked_up.blocks.dequantize()[ids])
+    # Q8_0's rounding: within half a step of each block's scale.
+    assert (rows - plain(ids)).abs().max() <= looked_up.blocks.scales.max() / 2 + 1e-7
+    assert looked_up.weight_bytes == 100 * 64 + 100 * 2 * 4  # int8 values, a float32 scale a block
+    assert looked_up.num_embeddings == 100
+
+
+def test_only_plain_token_embeddings_as_wide_as_whole_blocks_are_quantized() -> None:
+    class Scaled(torch.nn.Embedding):  # as Gemma's: scaled while read
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return super().forward(ids) * 8.0
+
+    class Holder(torch.nn.Module):
+        def __init__(self, embedding: torch.nn.Embedding) -> None:
+            super().__init__()
+            self.embedding = embedding
+
+        def get_input_embeddings(self) -> torch.nn.Module:
+            return self.embedding
+
+        def set_input_embeddings(self, value: torch.nn.Module) -> None:
+            self.embedding = value
+
+    for embedding, expected in [
+        (torch.nn.Embedding(10, 64), True),
+        (torch.nn.Embedding(10, 48), False),
+        (Scaled(10, 64), False),
+    ]:
+        holder = Holder(embedding)
+        assert quantize_embeddings(holder) is expected
+        assert isinstance(holder.embedding, QuantizedEmbedding) is expected

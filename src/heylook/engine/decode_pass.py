@@ -371,7 +371,7 @@ class DecodePass:
 
     @property
     def _device(self) -> torch.device:
-        return self._inner.embed_tokens.weight.device
+        return next(self._inner.parameters()).device
 
 
 def _supported(model: Any) -> _Weights | None:

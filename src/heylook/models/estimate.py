@@ -32,6 +32,8 @@ _NOT_QUANTIZED = re.compile(r"(embed|lm_head|wte|wpe|norm|ln_)", re.IGNORECASE)
 _EMBEDDINGS = re.compile(
     r"(embed_tokens|wte|wpe|word_embeddings|position_embeddings|token_embd)", re.IGNORECASE
 )
+# The token embeddings among them (not the positions'), looked up from int8 blocks on the CPU.
+_TOKEN_EMBEDDINGS = re.compile(r"(embed_tokens|wte|word_embeddings|token_embd)", re.IGNORECASE)
 # The runtime itself: the CUDA context on a GPU, allocator slack on the CPU.
 _FIXED_OVERHEAD = {"cuda": 512 * 2**20, "cpu": 64 * 2**20}
 
@@ -123,7 +125,9 @@ def estimate(
         load = replace(load, dtype="bfloat16")  # or float16: two bytes either way
     kind = quantization.cpu_kind(load.quantization, gguf_quantization, load.fast_path)
     if device_type == "cpu" and kind is not None:
-        weights = sum(_cpu_quantized_bytes(t, load, kind) for t in tensors)
+        # Gemma's embeddings are scaled as they are read: kept as loaded.
+        blocked = not str(text.get("model_type", config.get("model_type", ""))).startswith("gemma")
+        weights = sum(_cpu_quantized_bytes(t, load, kind, blocked) for t in tensors)
         embeddings = [t for t in tensors if _EMBEDDINGS.search(t.name) and len(t.shape) == 2]
         if not any(_OUTPUT_LAYER.search(t.name) for t in tensors) and embeddings:
             weights += embeddings[0].count * _CPU_BLOCK_BYTES["int8"]  # the tied output layer's own copy
@@ -206,10 +210,20 @@ def _fast_path_bytes(tensor: Tensor, load: LoadOptions) -> float:
     return tensor.count * _DTYPE_BYTES.get(load.dtype, tensor.bytes_per_value)
 
 
-def _cpu_quantized_bytes(tensor: Tensor, load: LoadOptions, kind: quantization.Kind) -> float:
-    """Linear weights in heylook's blocks (the output layer in int8); the rest as loaded."""
+def _cpu_quantized_bytes(
+    tensor: Tensor, load: LoadOptions, kind: quantization.Kind, blocked_embeddings: bool
+) -> float:
+    """Linear weights in heylook's blocks (the output layer in int8), the token embeddings in int8
+    blocks where they are plain (quantized_linear.quantize_embeddings); the rest as loaded."""
     if len(tensor.shape) == 2 and not _EMBEDDINGS.search(tensor.name) and "norm" not in tensor.name:
         return tensor.count * _CPU_BLOCK_BYTES["int8" if _OUTPUT_LAYER.search(tensor.name) else kind]
+    if (
+        blocked_embeddings
+        and len(tensor.shape) == 2
+        and _TOKEN_EMBEDDINGS.search(tensor.name)
+        and min(tensor.shape) % 32 == 0  # the row width: the smaller side, whichever order
+    ):
+        return tensor.count * _CPU_BLOCK_BYTES["int8"]
     return tensor.count * _DTYPE_BYTES.get(load.dtype, tensor.bytes_per_value)
 
 

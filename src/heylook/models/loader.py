@@ -353,7 +353,7 @@ def load_encoder(
         generation_defaults=SamplingOptions(),
         load_ns=time.perf_counter_ns() - started,
         size_bytes=module_bytes(model),
-        vocab_size=int(model.get_input_embeddings().weight.shape[0]),
+        vocab_size=int(model.get_input_embeddings().num_embeddings),
         kind=kind,
     )
     what = f"embeddings, {config.pooling} pooling" if kind == "embed" else "reranking"
@@ -419,6 +419,9 @@ def apply_fast_path(
             done.append(
                 f"{replaced} linear layers in {kind} blocks" + (f" ({requantized})" if requantized else "")
             )
+            # After the linears: a tied output layer has taken its own copy of the table by then.
+            if quantized_linear.quantize_embeddings(model):
+                done.append("token embeddings in int8 blocks")
             level = quantization.CPU_LEVELS[kind]
     if (
         kind is None

@@ -77,7 +77,7 @@ async def capabilities(request: Request) -> Response:
             and {
                 "weights_bytes": resident.estimate.weights_bytes,
                 "overhead_bytes": resident.estimate.overhead_bytes,
-                "kv_bytes_per_token": resident.estimate.kv_bytes_per_token,
+                "kv_bytes_per_token": int(resident.estimate.kv_bytes_per_token),
             },
             "context_length": resident.model.context_length,
             "active_requests": resident.leases,

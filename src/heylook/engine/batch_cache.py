@@ -18,6 +18,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from heylook.engine.prefix_cache import buffer_bytes
+
 # Spare columns a GrowingLayer allocates beyond what it holds: a full copy only every this many tokens.
 GROWTH_COLUMNS = 256
 
@@ -133,19 +135,12 @@ def cache_layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]
 def held_bytes(caches: list[DynamicCache]) -> int:
     """The bytes these caches' keys and values keep alive, spare room included, each storage once
     (a sequence's own cache may be a batch's too)."""
-    storages: dict[int, int] = {}
-    for cache in caches:
-        for layer in _layers(cache):
-            for tensor in (
-                layer.keys,
-                layer.values,
-                getattr(layer, "_key_room", None),
-                getattr(layer, "_value_room", None),
-            ):
-                if isinstance(tensor, torch.Tensor):
-                    storage = tensor.untyped_storage()
-                    storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values())
+    held = (
+        [layer.keys, layer.values, getattr(layer, "_key_room", None), getattr(layer, "_value_room", None)]
+        for cache in caches
+        for layer in _layers(cache)
+    )
+    return buffer_bytes([t for t in tensors if isinstance(t, torch.Tensor)] for tensors in held)
 
 
 def truncate_cache(cache: DynamicCache, length: int) -> None:

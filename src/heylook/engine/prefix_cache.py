@@ -15,6 +15,7 @@ prefix cache once held twice its token count, up to the model's whole KV pool (6
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -143,7 +144,7 @@ def _shared_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
     return int(differ[0]) if differ.numel() else n
 
 
-def buffer_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+def buffer_bytes(layers: Iterable[Iterable[torch.Tensor]]) -> int:
     """The bytes these keys and values keep alive: their whole storages (a view keeps its base's),
     each counted once."""
     storages = {}

@@ -301,6 +301,12 @@ def test_ps_against_a_server_and_without_one(server: RunningServer) -> None:
     done = heylook("ps", "--url", server.base_url)
     assert done.returncode == 0, done.stderr
     assert "tiny" in done.stdout and "CPU" in done.stdout and "minutes from now" in done.stdout
+    assert "weights" in done.stdout and "prefix cache" in done.stdout
+    assert "heylook's process:" in done.stdout and "its runtime" in done.stdout
+    listed = heylook("list", "--models", str(server.models), "--url", server.base_url)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith("│ tiny ")]
+    assert "(weights " in row and "KV " in row, listed.stdout
     gone = heylook("ps", "--url", "http://127.0.0.1:9")
     assert gone.returncode == 1 and "no heylook server answers" in gone.stderr
 

@@ -16,11 +16,14 @@ from heylook.cli.common import (
     CommandFailed,
     ModelsOption,
     QuantizeOption,
+    UrlOption,
     app,
+    auth_headers,
     console,
     human_bytes,
     open_registry,
     registry_path,
+    server_url,
     write_registry,
 )
 from heylook.cli.flags import flag_class, flag_rows, stated
@@ -229,26 +232,30 @@ def list_models(
         bool, Opt(help="Also list the models of Hugging Face's Inference Providers router.")
     ] = False,
     models: ModelsOption = None,
+    url: UrlOption = None,
 ) -> int:
     """Aliases with their size, the memory they need and where they fit; and the models in the
     Hugging Face cache. "needs" counts the weights, the KV cache for the alias's context (the
-    model's whole context unless context_length says less) and overhead."""
+    model's whole context unless context_length says less) and overhead; "loaded" is what a
+    running server's loaded model holds now, part by part (`heylook ps` has more)."""
     from huggingface_hub import CacheNotFound, scan_cache_dir
 
+    loaded = _loaded_memory(server_url(url))
     registry = open_registry(models)
     devices = detect_memory()
     memory = ", ".join(
         f"{d.name} {human_bytes(d.free_bytes)} free of {human_bytes(d.total_bytes)}" for d in devices
     )
     aliases = Table(title=f"Aliases in {registry.path} ({memory})", title_justify="left")
-    for column in ("name", "model", "on disk", "needs", "fits", "description"):
+    for column in ("name", "model", "on disk", "needs", "fits", "loaded", "description"):
         aliases.add_column(column, justify="right" if column in ("on disk", "needs") else "left")
     for alias in registry.aliases.values():
         facts = model_facts(alias)
         size = human_bytes(facts.size_bytes) if facts.on_disk else "not downloaded"
         needed, verdict = fit_verdict(alias, devices)
         needs = human_bytes(needed.total_bytes) if needed else "?"
-        aliases.add_row(alias.name, alias.source.describe(), size, needs, verdict, alias.description)
+        held = loaded.get(alias.name, "")
+        aliases.add_row(alias.name, alias.source.describe(), size, needs, verdict, held, alias.description)
     console.print(aliases)
     if remote:
         _print_remote_models()
@@ -271,6 +278,34 @@ def list_models(
             )
     console.print(repos)
     return 0
+
+
+def _loaded_memory(base: str) -> dict[str, str]:
+    """Each alias a server at `base` has loaded, with what its model holds now; none when no
+    server answers there (the listing does not need one)."""
+    import httpx
+
+    try:
+        reply = httpx.get(f"{base}/api/ps", headers=auth_headers(), timeout=2)
+        running = reply.raise_for_status().json()["models"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return {}
+    held = {}
+    for model in running:
+        parts = model.get("memory") or {}
+        detail = ", ".join(
+            f"{label} {human_bytes(parts[key])}"
+            for label, key in (
+                ("weights", "weights_bytes"),
+                ("KV", "kv_cache_bytes"),
+                ("prefix", "prefix_cache_bytes"),
+            )
+            if key in parts
+        )
+        held[model["name"].removesuffix(":latest")] = human_bytes(model["size"]) + (
+            f" ({detail})" if detail else ""
+        )
+    return held
 
 
 @app.command

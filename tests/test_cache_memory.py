@@ -92,11 +92,15 @@ def _settled(pid: int) -> int:
     return resident(pid)
 
 
+@pytest.mark.timeout(
+    600
+)  # 17 prompts of ~400 tokens: ~2 s each alone, several times that beside another test
 def test_distinct_prompts_fill_the_prefix_cache_to_its_bound_and_no_further(server: RunningServer) -> None:
-    # Each prompt ~300 tokens of its own: ~14 MB of float32 keys and values for the demo model, ~26 MB
-    # with the spare room its buffers keep. Sixteen of them held ~400 MB before the cache counted bytes.
+    # Each prompt ~400 tokens of its own: ~18 MB of float32 keys and values for the demo model, more
+    # with the spare room its buffers keep. Sixteen of them held ~300 MB before the cache counted
+    # bytes (the 4-bit kernel's prefill is slow: twice as many words took ~4 s a prompt here).
     def prompt(n: int) -> str:
-        return f"Request {n}. " + " ".join(f"word{n}x{k}" for k in range(120))
+        return f"Request {n}. " + " ".join(f"word{n}x{k}" for k in range(60))
 
     _chat(server, prompt(0))
     before = _settled(server.process.pid)
